@@ -1,0 +1,182 @@
+"""Command line: ``roomcast serve``, ``roomcast token create``, ``roomcast generate-keys``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from roomcast import __version__
+from roomcast.auth import VideoGrant, create_token
+from roomcast.config import ConfigError, Overrides, load_config
+from roomcast.logs import setup_logging
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the server (livekit-server compatible flags)")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: keys devkey/secret, bind 127.0.0.1, debug logs",
+    )
+    p.add_argument("--config", dest="config_file", help="YAML config file (livekit-server keys)")
+    p.add_argument("--config-body", help="config as a YAML string (env LIVEKIT_CONFIG)")
+    p.add_argument("--keys", help='API keys as YAML, e.g. "key: secret" (env LIVEKIT_KEYS)')
+    p.add_argument("--key-file", help="YAML file of API keys (must not be world-readable)")
+    p.add_argument("--bind", action="append", default=[], help="listen address (repeatable)")
+    p.add_argument("--port", type=int, help="HTTP/WebSocket port (default 7880)")
+    p.add_argument("--node-ip", help="IP advertised in ICE candidates (env NODE_IP)")
+    p.add_argument("--udp-port", type=int, help="WebRTC UDP port (env UDP_PORT)")
+    p.add_argument("--redis-host", help="host:port of Redis (env REDIS_HOST)")
+    p.add_argument("--redis-password", help="Redis password (env REDIS_PASSWORD)")
+
+
+def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = sub.add_parser("token", help="access tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    p = tsub.add_parser("create", help="mint an access token")
+    p.add_argument("--api-key", default="devkey", help="API key (default devkey)")
+    p.add_argument("--api-secret", default="secret", help="API secret (default secret)")
+    p.add_argument("--room", default="", help="room the token is for")
+    p.add_argument("--identity", default="", help="participant identity")
+    p.add_argument("--name", default="", help="participant display name")
+    p.add_argument("--metadata", default="", help="participant metadata")
+    p.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="participant attribute (repeatable)",
+    )
+    p.add_argument(
+        "--valid-for",
+        type=float,
+        default=6 * 3600,
+        metavar="SECONDS",
+        help="validity in seconds (default 6 h)",
+    )
+    p.add_argument("--join", action="store_true", help="roomJoin grant (default with --room)")
+    p.add_argument("--admin", action="store_true", help="roomAdmin grant for --room")
+    p.add_argument("--create", action="store_true", help="roomCreate grant")
+    p.add_argument("--list", action="store_true", help="roomList grant")
+    p.add_argument("--hidden", action="store_true", help="hidden participant")
+    p.add_argument("--no-publish", action="store_true", help="canPublish false")
+    p.add_argument("--no-subscribe", action="store_true", help="canSubscribe false")
+    p.add_argument("--no-publish-data", action="store_true", help="canPublishData false")
+    p.add_argument("--can-update-metadata", action="store_true", help="canUpdateOwnMetadata")
+    p.add_argument("--agent", action="store_true", help="participant kind agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roomcast", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"roomcast {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _token_parser(sub)
+    sub.add_parser("generate-keys", help="print a random API key and secret")
+    return parser
+
+
+def _install_uvloop() -> None:
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = Overrides(
+        dev=args.dev,
+        config_file=args.config_file,
+        config_body=args.config_body,
+        keys=args.keys,
+        key_file=args.key_file,
+        bind=args.bind,
+        port=args.port,
+        node_ip=args.node_ip,
+        udp_port=args.udp_port,
+        redis_host=args.redis_host,
+        redis_password=args.redis_password,
+    )
+    try:
+        config = load_config(overrides)
+    except ConfigError as exc:
+        print(f"roomcast: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.effective_log_level, config.logging.json)
+    from roomcast.server import Server
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        server = Server(config)
+        await server.run_until(stop)
+
+    _install_uvloop()
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        logging.getLogger("roomcast").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def token_create(args: argparse.Namespace) -> int:
+    attributes: dict[str, str] = {}
+    for item in args.attribute:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"roomcast: --attribute expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        attributes[key] = value
+    join = args.join or (bool(args.room) and not (args.admin or args.create or args.list))
+    if join and not args.identity:
+        print("roomcast: a join token needs --identity", file=sys.stderr)
+        return 2
+    grant = VideoGrant(
+        room_join=join,
+        room=args.room,
+        room_admin=args.admin,
+        room_create=args.create,
+        room_list=args.list,
+        hidden=args.hidden,
+        can_publish=False if args.no_publish else None,
+        can_subscribe=False if args.no_subscribe else None,
+        can_publish_data=False if args.no_publish_data else None,
+        can_update_own_metadata=True if args.can_update_metadata else None,
+    )
+    print(
+        create_token(
+            args.api_key,
+            args.api_secret,
+            identity=args.identity,
+            name=args.name,
+            metadata=args.metadata,
+            attributes=attributes,
+            video=grant,
+            kind="agent" if args.agent else "",
+            ttl_seconds=args.valid_for,
+        )
+    )
+    return 0
+
+
+def generate_keys() -> int:
+    key = "API" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
+    print(json.dumps({"api_key": key, "api_secret": secrets.token_urlsafe(32)}, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "token":
+        return token_create(args)
+    return generate_keys()

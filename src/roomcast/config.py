@@ -1,0 +1,412 @@
+"""Configuration with livekit-server's YAML keys, env variables and flags (reference 12).
+
+Each section is a dataclass; its field names are the YAML keys. Parsing is strict, as
+livekit-server's is: an unknown key or a value of the wrong type is a ``ConfigError`` naming
+the key path. A few livekit-server keys that Roomcast accepts but does not act on are listed in
+``_ACCEPTED_UNUSED`` so existing livekit.yaml files load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import stat
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEV_KEYS = {"devkey": "secret"}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "info"
+    json: bool = False
+    sample: bool = False
+    pion_level: str = "error"
+    component_levels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RTCConfig:
+    udp_port: int = 0  # 0: use the port range (production) or 7882 in dev mode
+    tcp_port: int = 7881
+    port_range_start: int = 0
+    port_range_end: int = 0
+    node_ip: str = ""
+    use_external_ip: bool = False
+    use_ice_lite: bool = True
+    stun_servers: list[str] = field(default_factory=list)
+    enable_loopback_candidate: bool = True
+    allow_tcp_fallback: bool = True
+    packet_buffer_size_video: int = 500
+    packet_buffer_size_audio: int = 200
+
+
+@dataclass
+class PlayoutDelayConfig:
+    enabled: bool = False
+    min: int = 0
+    max: int = 0
+
+
+@dataclass
+class RoomConfig:
+    auto_create: bool = True
+    empty_timeout: int = 300
+    departure_timeout: int = 20
+    max_participants: int = 0
+    enabled_codecs: list[dict[str, str]] = field(
+        default_factory=lambda: [
+            {"mime": m}
+            for m in (
+                "audio/opus",
+                "audio/red",
+                "video/VP8",
+                "video/H264",
+                "video/VP9",
+                "video/AV1",
+                "video/rtx",
+            )
+        ]
+    )
+    enable_remote_unmute: bool = False
+    playout_delay: PlayoutDelayConfig = field(default_factory=PlayoutDelayConfig)
+    sync_streams: bool = False
+    enable_full_room_in_webhooks: bool = False
+
+
+@dataclass
+class WebhookConfig:
+    api_key: str = ""
+    urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RedisConfig:
+    address: str = ""
+    username: str = ""
+    password: str = ""
+    db: int = 0
+    use_tls: bool = False
+
+
+@dataclass
+class PrometheusConfig:
+    port: int = 0
+    username: str = ""
+    password: str = ""
+
+
+@dataclass
+class LimitConfig:
+    max_metadata_size: int = 512 * 1024
+    max_attributes_size: int = 64 * 1024
+    max_room_name_length: int = 256
+    max_participant_identity_length: int = 256
+    max_participant_name_length: int = 256
+    signal_message_size_limit: int = 2 * 1024 * 1024
+    max_api_request_body_size: int = 10 * 1024 * 1024
+    num_tracks: int = 0
+    bytes_per_sec: int = 0
+
+
+@dataclass
+class Config:
+    port: int = 7880
+    bind_addresses: list[str] = field(default_factory=list)
+    development: bool = False
+    region: str = ""
+    keys: dict[str, str] = field(default_factory=dict)
+    key_file: str = ""
+    log_level: str = ""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    rtc: RTCConfig = field(default_factory=RTCConfig)
+    room: RoomConfig = field(default_factory=RoomConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    prometheus_port: int = 0
+    limit: LimitConfig = field(default_factory=LimitConfig)
+    # Seconds the webhook queue gets to drain on shutdown (Roomcast-specific).
+    shutdown_flush_timeout: float = 5.0
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.development
+
+    @property
+    def effective_udp_port(self) -> int:
+        if self.rtc.udp_port:
+            return self.rtc.udp_port
+        if self.rtc.port_range_start:
+            return self.rtc.port_range_start
+        return 7882
+
+    @property
+    def effective_log_level(self) -> str:
+        return self.log_level or self.logging.level
+
+
+# livekit-server keys that load without error but that Roomcast does not act on (yet).
+_ACCEPTED_UNUSED: dict[str, set[str]] = {
+    "": {
+        "turn",
+        "audio",
+        "video",
+        "node_selector",
+        "signal_relay",
+        "psrpc",
+        "ingress",
+        "sip",
+        "agents",
+        "metric",
+        "trace",
+        "node_stats",
+        "api",
+        "debug_handler",
+        "enable_data_tracks",
+        "enable_participant_data_blob",
+    },
+    "rtc": {
+        "interfaces",
+        "ips",
+        "use_mdns",
+        "external_ip_only",
+        "turn_servers",
+        "congestion_control",
+        "force_tcp",
+        "batch_io",
+        "tcp_fallback_rtt_threshold",
+        "allow_udp_unstable_fallback",
+        "pli_throttle",
+        "reconnect_on_publication_error",
+        "reconnect_on_subscription_error",
+        "reconnect_on_data_channel_error",
+        "datachannel_slow_threshold",
+        "use_stun_port_as_ice",
+    },
+    "room": {
+        "create_room_timeout",
+        "create_room_attempts",
+        "update_batch_target_size",
+        "room_configurations",
+        "max_metadata_size",
+    },
+    "webhook": {"url_notifier", "resource_url_notifier", "filter_params"},
+    "redis": {
+        "tls",
+        "sentinel_master_name",
+        "sentinel_addresses",
+        "sentinel_username",
+        "sentinel_password",
+        "cluster_addresses",
+        "max_redirects",
+    },
+}
+
+
+def _coerce(value: Any, annotation: Any, path: str) -> Any:
+    """Check (and gently convert) a YAML value against a field's type annotation."""
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return _build(annotation, value, path)
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{path}: expected a string, got {type(value).__name__}")
+        return str(value)
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        (item_type,) = typing.get_args(annotation)
+        return [_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        key_type, value_type = typing.get_args(annotation)
+        return {
+            _coerce(k, key_type, path): _coerce(v, value_type, f"{path}.{k}")
+            for k, v in value.items()
+        }
+    if origin is types.UnionType:
+        raise ConfigError(f"{path}: unsupported union type")  # not used by our dataclasses
+    return value
+
+
+def _build(cls: Any, raw: dict[str, Any], path: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    section = path.split(".")[-1] if path else ""
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key in known:
+            kwargs[key] = _coerce(value, hints[key], full)
+        elif key in _ACCEPTED_UNUSED.get(section, set()):
+            continue
+        else:
+            raise ConfigError(f"unknown config key {full!r}")
+    return cls(**kwargs)
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    return raw
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_key_file(path: str) -> dict[str, str]:
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"key_file {path}: {exc.strerror}") from exc
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IXOTH):
+        raise ConfigError(f"key_file {path} must not be readable by others (chmod 600)")
+    keys = parse_yaml(text, f"key_file {path}")
+    coerced: dict[str, str] = _coerce(keys, dict[str, str], "key_file")
+    return coerced
+
+
+@dataclass
+class Overrides:
+    """Values from command-line flags and environment variables, applied over the YAML."""
+
+    dev: bool = False
+    config_file: str | None = None
+    config_body: str | None = None
+    keys: str | None = None
+    key_file: str | None = None
+    bind: list[str] = field(default_factory=list)
+    port: int | None = None
+    node_ip: str | None = None
+    udp_port: int | None = None
+    redis_host: str | None = None
+    redis_password: str | None = None
+
+
+def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Build the effective configuration the way livekit-server does (reference 12 §12.1-12.2)."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    body = overrides.config_body or env.get("LIVEKIT_CONFIG")
+    if body:
+        raw = parse_yaml(body, "config body")
+    elif overrides.config_file:
+        try:
+            text = Path(overrides.config_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"config file {overrides.config_file}: {exc.strerror}") from exc
+        raw = parse_yaml(text, f"config file {overrides.config_file}")
+
+    flag_layer: dict[str, Any] = {}
+    keys_text = overrides.keys or env.get("LIVEKIT_KEYS")
+    if keys_text:
+        flag_layer["keys"] = parse_yaml(keys_text, "--keys")
+    if overrides.key_file:
+        flag_layer["key_file"] = overrides.key_file
+    if overrides.bind:
+        flag_layer["bind_addresses"] = overrides.bind
+    if overrides.port is not None:
+        flag_layer["port"] = overrides.port
+    node_ip = overrides.node_ip or env.get("NODE_IP")
+    if node_ip:
+        flag_layer.setdefault("rtc", {})["node_ip"] = node_ip
+    udp_port = overrides.udp_port or (int(env["UDP_PORT"]) if env.get("UDP_PORT") else None)
+    if udp_port:
+        flag_layer.setdefault("rtc", {})["udp_port"] = udp_port
+    redis_host = overrides.redis_host or env.get("REDIS_HOST")
+    if redis_host:
+        flag_layer.setdefault("redis", {})["address"] = redis_host
+    redis_password = overrides.redis_password or env.get("REDIS_PASSWORD")
+    if redis_password:
+        flag_layer.setdefault("redis", {})["password"] = redis_password
+    if overrides.dev:
+        flag_layer["development"] = True
+
+    config: Config = _build(Config, _merge(raw, flag_layer))
+    if config.key_file:
+        config.keys = {**_read_key_file(config.key_file), **config.keys}
+    if config.development:
+        if not config.keys:
+            config.keys = dict(DEV_KEYS)
+        if not config.bind_addresses:
+            config.bind_addresses = ["127.0.0.1"]
+        if not config.log_level and config.logging.level == "info":
+            config.logging.level = "debug"
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    if not config.keys:
+        raise ConfigError("one of key-file or keys must be provided (or use --dev)")
+    for key, secret in config.keys.items():
+        if not key or not secret:
+            raise ConfigError("API keys and secrets must not be empty")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"port: {config.port} is not a TCP port")
+    if not 0 <= config.rtc.udp_port <= 65535:
+        raise ConfigError(f"rtc.udp_port: {config.rtc.udp_port} is not a UDP port")
+    for address in config.bind_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"bind_addresses: {address!r} is not an IP address") from exc
+    if config.rtc.node_ip:
+        try:
+            ipaddress.ip_address(config.rtc.node_ip)
+        except ValueError as exc:
+            raise ConfigError(f"rtc.node_ip: {config.rtc.node_ip!r} is not an IP address") from exc
+    if config.webhook.urls and config.webhook.api_key not in config.keys:
+        raise ConfigError("unknown api key in webhook config (webhook.api_key)")
+    for name in ("empty_timeout", "departure_timeout", "max_participants"):
+        if getattr(config.room, name) < 0:
+            raise ConfigError(f"room.{name} must not be negative")
+    level = config.effective_log_level.lower()
+    if level not in {"debug", "info", "warn", "warning", "error"}:
+        raise ConfigError(f"logging.level: unknown level {level!r}")

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from roomcast.config import ConfigError, Overrides, load_config
+
+
+def load(body: str = "", **kwargs: object) -> object:
+    return load_config(Overrides(config_body=body or None, **kwargs), environ={})  # type: ignore[arg-type]
+
+
+def test_dev_mode_defaults() -> None:
+    config = load_config(Overrides(dev=True), environ={})
+    assert config.keys == {"devkey": "secret"}
+    assert config.bind_addresses == ["127.0.0.1"]
+    assert config.port == 7880
+    assert config.effective_udp_port == 7882
+    assert config.effective_log_level == "debug"
+    assert config.room.auto_create and config.room.empty_timeout == 300
+    assert config.room.departure_timeout == 20
+
+
+def test_yaml_keys_and_flag_overrides() -> None:
+    body = """
+port: 9000
+keys:
+  k1: s1
+room:
+  empty_timeout: 10
+  max_participants: 4
+rtc:
+  udp_port: 9999
+  tcp_port: 9998
+logging:
+  level: warn
+turn:
+  enabled: false
+"""
+    config = load_config(Overrides(config_body=body, port=9100, bind=["127.0.0.2"]), environ={})
+    assert config.port == 9100 and config.bind_addresses == ["127.0.0.2"]
+    assert config.keys == {"k1": "s1"}
+    assert config.room.empty_timeout == 10 and config.room.max_participants == 4
+    assert config.effective_udp_port == 9999
+
+
+def test_env_variables() -> None:
+    env = {"LIVEKIT_CONFIG": "port: 7001\n", "LIVEKIT_KEYS": "a: b", "NODE_IP": "127.0.0.9"}
+    config = load_config(Overrides(), environ=env)
+    assert config.port == 7001 and config.keys == {"a": "b"}
+    assert config.rtc.node_ip == "127.0.0.9"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("keys: {a: b}\nbogus: 1\n", "unknown config key 'bogus'"),
+        ("keys: {a: b}\nroom:\n  nope: 1\n", "unknown config key 'room.nope'"),
+        ("keys: {a: b}\nport: seven\n", "port: expected an integer"),
+        ("keys: {a: b}\nroom:\n  auto_create: 3\n", "room.auto_create: expected true or false"),
+        ("keys: {a: b}\nroom: [1]\n", "room: expected a mapping"),
+        ("port: 1\n", "one of key-file or keys must be provided"),
+        ("keys: {a: b}\nwebhook:\n  urls: [http://x]\n  api_key: zz\n", "unknown api key"),
+        ("keys: {a: b}\nbind_addresses: [nowhere]\n", "is not an IP address"),
+        ("[unclosed", "invalid YAML"),
+        ("- a\n- b\n", "the top level must be a mapping"),
+        ("keys: {a: b}\nport: 70000\n", "is not a TCP port"),
+        ("keys: {a: b}\nlogging:\n  level: chatty\n", "unknown level"),
+    ],
+)
+def test_bad_config_is_a_clear_error(body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(body)
+
+
+def test_key_file_must_not_be_world_readable(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys.yaml"
+    key_file.write_text("fk: fs\n")
+    os.chmod(key_file, 0o644)
+    with pytest.raises(ConfigError, match="must not be readable by others"):
+        load_config(Overrides(key_file=str(key_file)), environ={})
+    os.chmod(key_file, 0o600)
+    assert load_config(Overrides(key_file=str(key_file)), environ={}).keys == {"fk": "fs"}
+
+
+def test_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "livekit.yaml"
+    path.write_text("keys:\n  x: y\nport: 7999\n")
+    assert load_config(Overrides(config_file=str(path)), environ={}).port == 7999
+    with pytest.raises(ConfigError, match="config file"):
+        load_config(Overrides(config_file=str(tmp_path / "missing.yaml")), environ={})
