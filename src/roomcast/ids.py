@@ -9,6 +9,7 @@ ROOM_PREFIX = "RM_"
 PARTICIPANT_PREFIX = "PA_"
 TRACK_PREFIX = "TR_"
 WEBHOOK_EVENT_PREFIX = "EV_"
+NODE_PREFIX = "ND_"
 
 
 def new_sid(prefix: str, length: int = 12) -> str:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import ifaddr
 from aiohttp import web
 
 from roomcast.auth import TokenVerifier
 from roomcast.config import Config
 from roomcast.edge.api import TwirpEndpoint
 from roomcast.edge.http import create_app
+from roomcast.edge.rtc import RtcEndpoint
+from roomcast.ids import NODE_PREFIX, new_sid
+from roomcast.media.transport import UdpMux
 from roomcast.rooms.admin import RoomAdmin
+from roomcast.rooms.data import DataRouter
 from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.room import RoomEvent
+from roomcast.rooms.sessions import SessionManager
+from roomcast.rooms.tracks import TrackManager
 from roomcast.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
@@ -28,20 +35,46 @@ class Server:
             config.webhook.urls, webhook_key, config.keys.get(webhook_key, "")
         )
         self.rooms = RoomManager(config.room, config.limit, self._on_room_event)
-        self.admin = RoomAdmin(config, self.rooms)
+        self.admin = RoomAdmin(config, self.rooms, DataRouter())
+        self.node_id = new_sid(NODE_PREFIX, 8)
+        self.mux = UdpMux(
+            self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
+        )
+        self.sessions = SessionManager(config, self.admin, self.mux, TrackManager(), self.node_id)
         self.app = create_app(config.limit.max_api_request_body_size)
         TwirpEndpoint(self.verifier, self.admin).add_routes(self.app)
+        self.rtc = RtcEndpoint(self.verifier, self.sessions, config.limit.signal_message_size_limit)
+        self.rtc.add_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.ports: list[int] = []
 
     def _on_room_event(self, event: RoomEvent) -> None:
         self.webhooks.notify(event)
 
+    def _rtc_host(self) -> str:
+        """One UDP socket for WebRTC: on the bound address when there is exactly one."""
+        addresses = self.config.bind_addresses
+        return addresses[0] if len(addresses) == 1 else "0.0.0.0"
+
+    def _advertise_ip(self) -> str | None:
+        """The IP in our ICE candidates: node_ip, else the bound address, else an interface."""
+        if self.config.rtc.node_ip:
+            return self.config.rtc.node_ip
+        host = self._rtc_host()
+        if host not in ("0.0.0.0", "::"):
+            return None
+        for adapter in ifaddr.get_adapters():
+            for ip in adapter.ips:
+                if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
+                    return ip.ip
+        return "127.0.0.1"
+
     @property
     def bind_addresses(self) -> list[str]:
         return self.config.bind_addresses or ["0.0.0.0"]
 
     async def start(self) -> None:
+        await self.mux.start()
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
         for address in self.bind_addresses:
@@ -50,9 +83,10 @@ class Server:
         self.ports = [address[1] for address in self._runner.addresses]
         self.rooms.start()
         log.info(
-            "roomcast started on %s port %d",
+            "roomcast started on %s port %d (WebRTC UDP %d)",
             ", ".join(self.bind_addresses),
             self.port,
+            self.mux.port,
         )
 
     @property
@@ -63,10 +97,12 @@ class Server:
     async def stop(self) -> None:
         """Close rooms (participants get SERVER_SHUTDOWN), flush webhooks, stop HTTP."""
         await self.rooms.stop()
+        await self.rtc.close_all()
         await self.webhooks.close(self.config.shutdown_flush_timeout)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.mux.close()
         log.info("roomcast stopped")
 
     async def run_until(self, stop: asyncio.Event) -> None:

@@ -81,3 +81,40 @@ async def test_shutdown_closes_rooms_and_flushes_webhooks(
     await server.stop()
     assert sink.names() == ["room_started", "room_finished"]
     assert sink.events[1].room_end_reason == api.RoomEndReason.ROOM_END_SERVER_SHUTDOWN  # type: ignore[attr-defined]
+
+
+async def test_join_leave_webhook_sequence(sink: WebhookSink, start_server: ServerFactory) -> None:
+    from tests.integration.sdk import joined
+
+    server = await start_server(webhook_config(sink) + "room:\n  departure_timeout: 1\n")
+    async with joined(server, "hooks", "wendy") as (wendy, _):
+        joined_event = await sink.wait_for(2)
+        assert [e.event for e in joined_event] == ["room_started", "participant_joined"]
+        assert joined_event[1].participant.identity == "wendy"
+        assert joined_event[1].participant.sid == wendy.local_participant.sid
+        assert joined_event[1].participant.state == api.ParticipantInfo.State.ACTIVE
+    events = await sink.wait_for(4)
+    assert [e.event for e in events] == [
+        "room_started",
+        "participant_joined",
+        "participant_left",
+        "room_finished",
+    ]
+    left = events[2]
+    assert left.participant.identity == "wendy"
+    assert left.participant.disconnect_reason == api.DisconnectReason.CLIENT_INITIATED
+    assert len({e.room.sid for e in events}) == 1
+
+
+async def test_connection_aborted_webhook(sink: WebhookSink, start_server: ServerFactory) -> None:
+    import aiohttp
+
+    from tests.integration.sdk import join_token
+
+    server = await start_server(webhook_config(sink))
+    url = f"{url_of(server, 'ws')}/rtc?access_token={join_token('aborted', 'xena')}"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.receive(timeout=10)  # JoinResponse; never answer the offer
+    events = await sink.wait_for(2)
+    assert [e.event for e in events] == ["room_started", "participant_connection_aborted"]
+    assert events[1].participant.identity == "xena"

@@ -46,7 +46,7 @@ class TwirpError(Exception):
 
     @classmethod
     def from_domain(cls, error: RoomcastError) -> TwirpError:
-        return cls(error.code, str(error))
+        return cls(error.code, str(error), getattr(error, "meta", None))
 
     def to_response(self) -> web.Response:
         body: dict[str, object] = {"code": self.code, "msg": self.msg}

@@ -13,8 +13,8 @@ from roomcast.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     TrackNotFoundError,
-    UnimplementedError,
 )
+from roomcast.rooms.data import DataRouter
 from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.participant import Participant
 
@@ -24,9 +24,10 @@ MAX_DATA_PAYLOAD = 64 * 1024
 
 
 class RoomAdmin:
-    def __init__(self, config: Config, rooms: RoomManager) -> None:
+    def __init__(self, config: Config, rooms: RoomManager, data: DataRouter) -> None:
         self.config = config
         self.rooms = rooms
+        self.data = data
 
     def participant(self, room_name: str, identity: str) -> Participant:
         return self.rooms.require(room_name).get_participant(identity)
@@ -100,10 +101,9 @@ class RoomAdmin:
         self, room_name: str, identity: str, track_sids: list[str], subscribe: bool
     ) -> None:
         participant = self.participant(room_name, identity)
-        if participant.session is None:
-            return
-        # Subscriptions act on forwarded media, which arrives with the media plane.
-        raise UnimplementedError("subscriptions need the media plane")
+        # Recorded as if the participant had sent UpdateSubscription; the media plane acts on it.
+        for sid in track_sids:
+            participant.desired_subscriptions[sid] = subscribe
 
     def send_data(
         self,
@@ -139,8 +139,8 @@ class RoomAdmin:
     async def perform_rpc(
         self, room_name: str, identity: str, method: str, payload: str, timeout_ms: int
     ) -> str:
-        self.participant(room_name, identity)
-        raise UnimplementedError("RPC needs the signalling layer")
+        participant = self.participant(room_name, identity)
+        return await self.data.perform_rpc(participant, method, payload, timeout_ms)
 
 
 def apply_participant_update(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from livekit.protocol import models
 
@@ -22,6 +22,12 @@ DEPENDENT_KINDS = {models.ParticipantInfo.Kind.AGENT, models.ParticipantInfo.Kin
 
 class ParticipantSession(Protocol):
     """What the room asks of a connected participant's signalling session."""
+
+    joined: bool  # the JoinResponse has been sent: updates may flow
+    closed: bool
+
+    def resume(self, sink: Any, options: Any) -> None:
+        """Re-attach a new signalling connection (reconnect=1)."""
 
     def send_signal(self, message: object) -> None:
         """Queue a ``SignalResponse`` for the client (never blocks)."""
@@ -50,6 +56,15 @@ class Participant:
     disconnect_reason: int = models.DisconnectReason.UNKNOWN_REASON
     permission: models.ParticipantPermission = field(default_factory=models.ParticipantPermission)
     tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
+    capabilities: list[int] = field(default_factory=list)
+    # AddTrackRequests waiting for their media, keyed by the client's track id (cid).
+    pending_tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
+    # What the participant asked for by track sid (UpdateSubscription / UpdateTrackSettings).
+    desired_subscriptions: dict[str, bool] = field(default_factory=dict)
+    track_settings: dict[str, object] = field(default_factory=dict)
+    subscription_permission: object = None
+    # Highest reliable DataPacket.sequence received from this participant (resume de-dup).
+    last_data_sequence: int = 0
     session: ParticipantSession | None = None
     on_changed: Callable[[Participant], None] | None = None
 
@@ -114,4 +129,6 @@ class Participant:
             kind=self.kind,  # type: ignore[arg-type]
             attributes=self.attributes,
             disconnect_reason=self.disconnect_reason,  # type: ignore[arg-type]
+            client_protocol=self.client_protocol,
+            capabilities=self.capabilities,  # type: ignore[arg-type]
         )

@@ -1,0 +1,236 @@
+"""Signalling endpoints: ``/rtc`` (two-PeerConnection protocol) and ``/rtc/validate``.
+
+Everything is validated before the WebSocket upgrade and errors are plain HTTP statuses, which
+SDKs re-fetch through ``…/validate`` (reference 01 §1.1-1.2). ``/rtc/v1`` answers 404 so current
+SDKs fall back to ``/rtc`` (the 404 on ``/rtc/v1/validate`` carries CORS headers, or browsers
+never fall back: reference 15 §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from aiohttp import WSMsgType, web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from livekit.protocol import models, rtc
+
+from roomcast.auth import AuthError, TokenVerifier
+from roomcast.edge.api import bearer_token
+from roomcast.edge.http import CORS_HEADERS
+from roomcast.errors import RoomcastError
+from roomcast.rooms.sessions import JoinOptions, SessionManager, http_status_for
+
+log = logging.getLogger(__name__)
+
+# WebSocket close codes (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+WS_HEARTBEAT = 10.0  # server-side WebSocket pings, as LiveKit's wsprotocol.go
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return value in ("1", "true")
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
+
+
+def join_options(request: web.Request) -> JoinOptions:
+    """Client options from the v0 query string (reference 01 §1.3)."""
+    q = request.query
+    sdk_name = q.get("sdk", "").upper().replace("REACTNATIVE", "REACT_NATIVE")
+    sdk = models.ClientInfo.SDK.Value(sdk_name) if sdk_name in models.ClientInfo.SDK.keys() else 0
+    capabilities = []
+    for name in q.get("capabilities", "").split(","):
+        if name in models.ClientInfo.Capability.keys():
+            capabilities.append(models.ClientInfo.Capability.Value(name))
+    info = models.ClientInfo(
+        sdk=sdk,  # type: ignore[arg-type]
+        version=q.get("version", ""),
+        protocol=_int(q.get("protocol")),
+        os=q.get("os", ""),
+        os_version=q.get("os_version", ""),
+        device_model=q.get("device_model", ""),
+        browser=q.get("browser", ""),
+        browser_version=q.get("browser_version", ""),
+        address=request.remote or "",
+        network=q.get("network", ""),
+        client_protocol=_int(q.get("client_protocol")),
+        capabilities=capabilities,  # type: ignore[arg-type]
+    )
+    return JoinOptions(
+        client_info=info,
+        auto_subscribe=_flag(q.get("auto_subscribe"), True),
+        adaptive_stream=_flag(q.get("adaptive_stream"), False),
+        reconnect=_flag(q.get("reconnect"), False),
+        reconnect_sid=q.get("sid", ""),
+    )
+
+
+class RtcEndpoint:
+    def __init__(self, verifier: TokenVerifier, sessions: SessionManager, max_frame: int) -> None:
+        self._verifier = verifier
+        self._sessions = sessions
+        self._max_frame = max_frame
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/rtc", self.handle_rtc)
+        app.router.add_get("/rtc/validate", self.handle_validate)
+        app.router.add_get("/rtc/v1", self.handle_v1)
+        app.router.add_get("/rtc/v1/validate", self.handle_v1)
+
+    async def handle_v1(self, request: web.Request) -> web.Response:
+        # Single-PeerConnection mode is not implemented: a 404 makes SDKs fall back to /rtc.
+        return web.Response(status=404, text="not found", headers=CORS_HEADERS)
+
+    def _check(self, request: web.Request) -> tuple[web.Response | None, object]:
+        """Validate the join; return an error response, or None and the verified claims."""
+        header = request.headers.get("Authorization")
+        if header is not None and header[:7].lower() != "bearer ":
+            return web.Response(
+                status=401, text="invalid authorization header. Must start with Bearer "
+            ), None
+        try:
+            claims = self._verifier.verify(bearer_token(request))
+        except AuthError as exc:
+            if not bearer_token(request):
+                return web.Response(status=401, text="permissions denied"), None
+            return web.Response(status=401, text=f"invalid authorization token: {exc}"), None
+        try:
+            self._sessions.validate_join(claims)
+        except RoomcastError as exc:
+            return web.Response(status=http_status_for(exc), text=str(exc)), None
+        return None, claims
+
+    async def handle_validate(self, request: web.Request) -> web.Response:
+        error, _ = self._check(request)
+        if error is not None:
+            error.headers.update(CORS_HEADERS)
+            return error
+        return web.Response(text="success", headers=CORS_HEADERS)
+
+    async def handle_rtc(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(status=404)
+        error, claims = self._check(request)
+        if error is not None:
+            return error
+        options = join_options(request)
+        ws = web.WebSocketResponse(
+            heartbeat=WS_HEARTBEAT, max_msg_size=self._max_frame, autoping=True
+        )
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        connection = WebSocketSignalSink(ws)
+        session = None
+        try:
+            session = await self._sessions.connect(claims, options, connection)  # type: ignore[arg-type]
+            if session is not None:
+                await self._read_loop(ws, connection, session.handle_request)
+        finally:
+            self._sockets.discard(ws)
+            await connection.drain_and_close()
+            if session is not None:
+                session.on_signal_closed(connection)
+        return ws
+
+    async def _read_loop(
+        self, ws: web.WebSocketResponse, sink: WebSocketSignalSink, handle: object
+    ) -> None:
+        async for message in ws:
+            if message.type == WSMsgType.BINARY:
+                request = rtc.SignalRequest()
+                try:
+                    request.ParseFromString(message.data)
+                except (DecodeError, RuntimeError) as exc:
+                    sink.close(CLOSE_INVALID_PAYLOAD, f"invalid SignalRequest: {exc}")
+                    return
+                sink.json_mode = False
+            elif message.type == WSMsgType.TEXT:
+                request = rtc.SignalRequest()
+                try:
+                    json_format.Parse(message.data, request, ignore_unknown_fields=True)
+                except (json_format.ParseError, ValueError, RecursionError) as exc:
+                    sink.close(CLOSE_INVALID_PAYLOAD, f"invalid SignalRequest JSON: {exc}")
+                    return
+                sink.json_mode = True  # answer in kind until the next binary frame (as SRV)
+            elif message.type == WSMsgType.ERROR:
+                log.debug("websocket error: %s", ws.exception())
+                return
+            else:
+                continue
+            try:
+                handle(request)  # type: ignore[operator]
+            except Exception:
+                log.exception("signal request failed")
+                sink.close(1011, "internal error")
+                return
+
+    async def close_all(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=CLOSE_NORMAL)
+
+
+class WebSocketSignalSink:
+    """Queues SignalResponses and writes them in order from one task (never blocks callers)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[rtc.SignalResponse | tuple[int, str]] = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._closing = False
+        self.json_mode = False
+
+    def send(self, response: rtc.SignalResponse) -> None:
+        if not self._closing:
+            self._queue.put_nowait(response)
+
+    def close(self, code: int = CLOSE_NORMAL, message: str = "") -> None:
+        """Flush what is queued, then close the WebSocket."""
+        if not self._closing:
+            self._closing = True
+            self._queue.put_nowait((code, message))
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self._ws.closed
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, tuple):
+                code, message = item
+                with contextlib.suppress(Exception):
+                    await self._ws.close(code=code, message=message.encode()[:120])
+                return
+            try:
+                if self.json_mode:
+                    await self._ws.send_str(json.dumps(json_format.MessageToDict(item)))
+                else:
+                    await self._ws.send_bytes(item.SerializeToString())
+            except (ConnectionError, RuntimeError):
+                self._closing = True
+                return
+
+    async def drain_and_close(self, timeout: float = 0.25) -> None:
+        self.close()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+        if not self._writer.done():
+            self._writer.cancel()
+        if not self._ws.closed:
+            with contextlib.suppress(Exception):
+                await self._ws.close()

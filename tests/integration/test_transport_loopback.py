@@ -1,0 +1,459 @@
+"""PeerTransport over real loopback UDP against a from-parts WebRTC client.
+
+The client is what libwebrtc does, built from independent pieces: Binding requests from
+`aioice.stun` (USERNAME, PRIORITY, ICE-CONTROLLING, MESSAGE-INTEGRITY, FINGERPRINT), a DTLS
+*client* endpoint, aiortc's SCTP in the client role and libsrtp sessions from the exported keys.
+Every wait is on an event with a timeout; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pylibsrtp
+import pytest
+from aioice import stun
+from aioice.ice import get_host_addresses
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+
+from roomcast.media.dtls import DtlsCertificate, DtlsEndpoint, DtlsState
+from roomcast.media.sctp import DataChannels
+from roomcast.media.transport import PeerTransport, UdpMux
+
+TIMEOUT = 5.0
+RTP = struct.pack("!BBHII", 0x80, 0x80 | 111, 7, 960, 0xCAFE0001) + b"\x01opus" * 20
+RTCP_RR = struct.pack("!BBHI", 0x80, 201, 1, 0xCAFE0001)
+
+
+@dataclass
+class Recorder:
+    """Collects callbacks and lets a test await the n-th occurrence of something."""
+
+    items: list[object] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, item: object) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    async def wait_for(self, item: object) -> None:
+        async def until() -> None:
+            while item not in self.items:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), TIMEOUT)
+
+
+class TestClient(asyncio.DatagramProtocol):
+    """A minimal controlling ICE agent + DTLS client + SCTP + SRTP on one UDP socket."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, server: PeerTransport, server_addr: tuple[str, int]) -> None:
+        self.server = server
+        self.server_addr = server_addr
+        self.ufrag = "cli1"
+        self.certificate = DtlsCertificate.generate()
+        self.dtls = DtlsEndpoint(self.certificate, server=False)
+        self.stun_responses: dict[bytes, asyncio.Future[stun.Message]] = {}
+        self.opened = Recorder()
+        self.messages = Recorder()
+        self.rtp = Recorder()
+        self.connected = asyncio.Event()
+        self.udp: asyncio.DatagramTransport | None = None
+        self.sctp_inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.sctp_task: asyncio.Task[None] | None = None
+        self.srtp_rx: pylibsrtp.Session | None = None
+        self.srtp_tx: pylibsrtp.Session | None = None
+        self.channels = DataChannels(
+            self._send_record,
+            server=False,
+            on_open=self.opened.add,
+            on_message=lambda label, data: self.messages.add((label, data)),
+        )
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.udp, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        self.sctp_task = asyncio.create_task(self._run_sctp())
+
+    async def _run_sctp(self) -> None:
+        """aiortc's SCTP handlers are async: feed them one packet at a time, in order."""
+        while True:
+            record = await self.sctp_inbox.get()
+            if record is None:
+                await self.channels.start()
+            else:
+                await self.channels.handle_packet(record)
+
+    async def check(
+        self,
+        *,
+        use_candidate: bool = False,
+        pwd: str | None = None,
+        ufrag: str | None = None,
+        timeout: float = 1.0,
+    ) -> stun.Message | None:
+        """One connectivity check; the response, or None if nothing came back in time."""
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{ufrag or self.server.ice_ufrag}:{self.ufrag}"
+        request.attributes["PRIORITY"] = 1853824767
+        request.attributes["ICE-CONTROLLING"] = 0x0102030405060708
+        if use_candidate:
+            request.attributes["USE-CANDIDATE"] = None
+        request.add_message_integrity((pwd or self.server.ice_pwd).encode())
+        future = asyncio.get_running_loop().create_future()
+        self.stun_responses[request.transaction_id] = future
+        self._send(bytes(request))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+
+    def start_dtls(self) -> None:
+        self.dtls.start()
+        self.flush()
+
+    def send_srtp(self, packet: bytes, *, rtcp: bool = False) -> None:
+        assert self.srtp_tx is not None
+        self._send(self.srtp_tx.protect_rtcp(packet) if rtcp else self.srtp_tx.protect(packet))
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        first = data[0]
+        if first < 4:
+            message = stun.parse_message(data)
+            future = self.stun_responses.pop(message.transaction_id, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif 19 < first < 64:
+            records = self.dtls.feed(data)
+            self.flush()
+            if self.dtls.state is DtlsState.CONNECTED and not self.connected.is_set():
+                assert self.dtls.srtp_keys is not None
+                self.srtp_rx = self.dtls.srtp_keys.inbound_session()
+                self.srtp_tx = self.dtls.srtp_keys.outbound_session()
+                self.connected.set()
+                self.sctp_inbox.put_nowait(None)  # start the association first
+            for record in records:
+                self.sctp_inbox.put_nowait(record)
+        elif 127 < first < 192 and self.srtp_rx is not None:
+            self.rtp.add(self.srtp_rx.unprotect(data))
+
+    def _send_record(self, data: bytes) -> None:
+        if self.dtls.state is DtlsState.CONNECTED:
+            self.dtls.send(data)
+            self.flush()
+
+    def flush(self) -> None:
+        for datagram in self.dtls.datagrams_to_send():
+            self._send(datagram)
+
+    def _send(self, data: bytes) -> None:
+        assert self.udp is not None
+        self.udp.sendto(data, self.server_addr)
+
+    async def close(self) -> None:
+        if self.sctp_task is not None:
+            self.sctp_task.cancel()
+        await self.channels.close()
+        if self.udp is not None:
+            self.udp.close()
+
+
+@pytest.fixture
+async def mux() -> AsyncIterator[UdpMux]:
+    mux = UdpMux("127.0.0.1", 0, consent_timeout=30.0)
+    await mux.start()
+    yield mux
+    await mux.close()
+
+
+async def connect(mux: UdpMux, transport: PeerTransport) -> TestClient:
+    client = TestClient(transport, ("127.0.0.1", mux.port))
+    await client.open()
+    response = await client.check()  # first check: no USE-CANDIDATE, as libwebrtc does
+    assert response is not None
+    assert response.message_class == stun.Class.RESPONSE
+    assert response.check_message_integrity(transport.ice_pwd.encode())
+    assert response.attributes["XOR-MAPPED-ADDRESS"] == client.udp.get_extra_info("sockname")  # type: ignore[union-attr]
+    client.start_dtls()  # DTLS before nomination (ref 15): the address is already mapped
+    await asyncio.wait_for(client.connected.wait(), TIMEOUT)
+    assert await client.check(use_candidate=True) is not None
+    return client
+
+
+async def test_wrong_remote_fingerprint_fails(mux: UdpMux) -> None:
+    states = Recorder()
+    transport = mux.create_transport(on_state=states.add)
+    transport.set_remote_fingerprint(mux.certificate.fingerprint())  # not the client's cert
+    client = TestClient(transport, ("127.0.0.1", mux.port))
+    await client.open()
+    assert await client.check() is not None
+    client.start_dtls()
+    opened = Recorder()
+    transport.on_channel_open = opened.add
+    await states.wait_for("failed")
+    assert states.items == ["connecting", "failed"]
+    await asyncio.wait_for(client.connected.wait(), TIMEOUT)  # the client's side completed
+    client.channels.create("_reliable", ordered=True, max_retransmits=None)
+    assert await client.check() is not None  # a round trip later: nothing was delivered
+    assert opened.items == []
+    transport.send_rtp(RTP)  # no-op, no exception
+    await client.close()
+
+
+async def test_peer_close_notify_then_close_unregisters(mux: UdpMux) -> None:
+    states = Recorder()
+    transport = mux.create_transport(on_state=states.add)
+    client = await connect(mux, transport)
+    client.dtls.close()  # what the SDKs do on disconnect (ref 15 §4)
+    client.flush()
+    await states.wait_for("closed")
+    assert states.items == ["connecting", "connected", "closed"]
+    await transport.close()  # still required, and still effective
+    assert await client.check(timeout=0.2) is None
+    assert mux.stats["stun_dropped"] == 1
+    await client.close()
+
+
+async def test_full_session(mux: UdpMux) -> None:
+    states = Recorder()
+    server_opened = Recorder()
+    server_data = Recorder()
+    server_rtp = Recorder()
+    server_rtcp = Recorder()
+    transport = mux.create_transport(on_state=states.add)
+    transport.on_channel_open = server_opened.add
+    transport.on_data = lambda label, data: server_data.add((label, data))
+    transport.on_rtp = server_rtp.add
+    transport.on_rtcp = server_rtcp.add
+    transport.create_data_channel("_reliable")
+    transport.create_data_channel("_lossy", ordered=False, max_retransmits=0)
+    assert transport.state == "new"
+    assert transport.local_candidates() == [
+        f"candidate:1 1 udp 2130706431 127.0.0.1 {mux.port} typ host generation 0"
+    ]
+    assert transport.send_data("_reliable", b"too early") is False
+    transport.send_rtp(RTP)  # no-op until connected
+
+    client = await connect(mux, transport)
+    await states.wait_for("connected")
+    assert states.items == ["connecting", "connected"]
+    # The client's answer (with its fingerprint) may arrive after DTLS is done: checked late.
+    transport.set_remote_fingerprint(client.certificate.fingerprint())
+    assert transport.state == "connected"
+
+    # Server-created channels open on the client (DCEP, odd stream ids: we are DTLS server).
+    await client.opened.wait_for("_reliable")
+    await client.opened.wait_for("_lossy")
+    await server_opened.wait_for("_reliable")
+    assert transport.has_channel("_reliable") and transport.has_channel("_lossy")
+
+    # Client-created channel: arrives by label, messages reach on_data with that label.
+    client.channels.create("_data_track", ordered=False, max_retransmits=0)
+    await server_opened.wait_for("_data_track")
+    await client.opened.wait_for("_data_track")
+    assert client.channels.send("_data_track", b"\x00\x01packet")
+    await server_data.wait_for(("_data_track", b"\x00\x01packet"))
+    assert client.channels.send("_reliable", b"on the server's channel")
+    await server_data.wait_for(("_reliable", b"on the server's channel"))
+
+    # Server → client on a server-created channel.
+    assert transport.send_data("_reliable", b"hello client")
+    await client.messages.wait_for(("_reliable", b"hello client"))
+    assert transport.send_data("missing", b"x") is False
+
+    # SRTP both ways.
+    client.send_srtp(RTP)
+    await server_rtp.wait_for(RTP)
+    client.send_srtp(RTCP_RR, rtcp=True)
+    await server_rtcp.wait_for(RTCP_RR)
+    transport.send_rtp(RTP)
+    await client.rtp.wait_for(RTP)
+    assert transport.stats["srtp_unprotect_failed"] == 0
+
+    # A forged SRTP packet is dropped and counted, nothing reaches on_rtp.
+    before = len(server_rtp.items)
+    assert client.udp is not None
+    client.udp.sendto(RTP + bytes(16), ("127.0.0.1", mux.port))
+    assert await client.check() is not None  # a round trip later the forgery was processed
+    assert transport.stats["srtp_unprotect_failed"] == 1
+    assert len(server_rtp.items) == before
+
+    await transport.close()
+    assert states.items[-1] == "closed"
+    assert transport.has_channel("_reliable") is False
+    assert await client.check(timeout=0.2) is None  # unregistered: checks are dropped, not answered
+    await client.close()
+
+
+async def test_unknown_ufrag_bad_password_and_unmapped_address(mux: UdpMux) -> None:
+    transport = mux.create_transport()
+    client = TestClient(transport, ("127.0.0.1", mux.port))
+    await client.open()
+    response = await client.check(pwd="wrong-password-wrong-password")
+    assert response is not None and response.error_code == 401
+    assert transport.state == "new" and transport.stats["stun_unauthorized"] == 1
+    assert (
+        await client.check(ufrag="nobody", timeout=0.2) is None
+    )  # unknown ufrag: silently dropped
+    assert mux.stats["stun_dropped"] == 1
+    # DTLS from an address that never passed a check is dropped before any parsing.
+    client.start_dtls()
+    assert client.udp is not None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:  # asyncio won't send b""
+        raw.sendto(b"", ("127.0.0.1", mux.port))
+    client.udp.sendto(b"\xff" * 20, ("127.0.0.1", mux.port))  # outside every RFC 7983 range
+    assert await client.check(pwd="wrong-password-wrong-password") is not None  # round trip
+    assert mux.stats["dropped"] == 3 and transport.state == "new"
+    assert mux.stats["errors"] == 0
+    await client.close()
+
+
+async def test_consent_expiry_marks_failed() -> None:
+    mux = UdpMux("127.0.0.1", 0, consent_timeout=0.3)
+    await mux.start()
+    try:
+        states = Recorder()
+        transport = mux.create_transport(on_state=states.add)
+        client = await connect(mux, transport)
+        await states.wait_for("failed")  # no more checks after connect → consent expires
+        assert states.items == ["connecting", "connected", "failed"]
+        await client.close()
+    finally:
+        await mux.close()
+
+
+def answer_sdp(offer: str, transport: PeerTransport) -> str:
+    """Hand-written answer (the SDP module is not ours): audio recvonly + data, ice-lite."""
+    mids = re.findall(r"a=mid:(\S+)", offer)
+    pt = re.search(r"a=rtpmap:(\d+) opus/48000/2", offer)
+    assert len(mids) == 2 and pt is not None
+    common = [
+        "c=IN IP4 0.0.0.0",
+        f"a=ice-ufrag:{transport.ice_ufrag}",
+        f"a=ice-pwd:{transport.ice_pwd}",
+        f"a=fingerprint:{transport.fingerprint}",
+        "a=setup:passive",
+        *(f"a={c}" for c in transport.local_candidates()),
+        "a=end-of-candidates",
+    ]
+    lines = [
+        "v=0",
+        "o=- 1 1 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        f"a=group:BUNDLE {' '.join(mids)}",
+        "a=ice-lite",
+        f"m=audio 9 UDP/TLS/RTP/SAVPF {pt[1]}",
+        *common,
+        f"a=mid:{mids[0]}",
+        "a=recvonly",
+        "a=rtcp-mux",
+        f"a=rtpmap:{pt[1]} opus/48000/2",
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        *common,
+        f"a=mid:{mids[1]}",
+        "a=sctp-port:5000",
+        "a=max-message-size:262144",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.skipif(
+    not get_host_addresses(use_ipv4=True, use_ipv6=False),
+    reason="aiortc never gathers 127.0.0.1; it needs a non-loopback IPv4 address",
+)
+async def test_aiortc_peer_connection_as_client(mux: UdpMux) -> None:
+    """An independent WebRTC stack (aiortc's ICE, DTLS, SCTP, SRTP) as the client: it checks
+    from its interface address to our 127.0.0.1 candidate, as libwebrtc does (ref 15)."""
+    states = Recorder()
+    server_opened = Recorder()
+    server_data = Recorder()
+    client_data = Recorder()
+    first_rtp: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    transport = mux.create_transport(on_state=states.add)
+    transport.on_channel_open = server_opened.add
+    transport.on_data = lambda label, data: server_data.add((label, data))
+
+    def on_rtp(packet: bytes) -> None:
+        if not first_rtp.done():
+            first_rtp.set_result(packet)
+
+    transport.on_rtp = on_rtp
+    transport.create_data_channel("_reliable")
+
+    pc = RTCPeerConnection()
+    try:
+        channel = pc.createDataChannel("_data_track", ordered=False, maxRetransmits=0)
+        channel.on("open", lambda: channel.send(b"hi from aiortc"))
+
+        @pc.on("datachannel")
+        def on_datachannel(remote: RTCDataChannel) -> None:
+            remote.on("message", lambda m: client_data.add((remote.label, m)))
+            client_data.add(remote.label)
+
+        pc.addTrack(AudioStreamTrack())
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp
+        fingerprint = re.search(r"a=fingerprint:(sha-256 \S+)", offer)
+        assert fingerprint is not None
+        transport.set_remote_fingerprint(fingerprint[1])
+        await pc.setRemoteDescription(RTCSessionDescription(answer_sdp(offer, transport), "answer"))
+
+        await states.wait_for("connected")
+        await server_opened.wait_for("_data_track")
+        await server_data.wait_for(("_data_track", b"hi from aiortc"))
+        await client_data.wait_for("_reliable")  # our DCEP open adopted by label
+        await server_opened.wait_for("_reliable")
+        assert transport.send_data("_reliable", b"hello aiortc")
+        await client_data.wait_for(("_reliable", b"hello aiortc"))
+        packet = await asyncio.wait_for(first_rtp, TIMEOUT)  # opus from AudioStreamTrack
+        assert packet[0] >> 6 == 2 and len(packet) > 12
+        assert transport.state == "connected" and transport.stats["srtp_unprotect_failed"] == 0
+    finally:
+        await pc.close()
+
+
+def test_unspecified_bind_address_needs_advertise_ip() -> None:
+    with pytest.raises(ValueError):
+        UdpMux("0.0.0.0", 0)
+    assert UdpMux("0.0.0.0", 0, advertise_ip="192.0.2.2").advertise_ip == "192.0.2.2"
+    with pytest.raises(ValueError):
+        UdpMux("localhost", 0)  # candidates need an IP address
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        "candidate:1 1 udp 2130706431 192.0.2.2 50000 typ host generation 0",
+        "a=candidate:842163049 1 udp 1677729535 198.51.100.1 3478 typ srflx raddr 0.0.0.0 rport 0",
+        "candidate:3 1 tcp 1518280447 192.0.2.2 9 typ host tcptype active",
+        "candidate:4 1 UDP 2122260223 fd00::2 58982 typ host",
+        "",  # end-of-candidates
+    ],
+)
+async def test_remote_candidates_are_validated_and_ignored(mux: UdpMux, candidate: str) -> None:
+    mux.create_transport().add_remote_candidate(candidate)
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        "typ host",
+        "candidate:1 1 udp 2130706431 192.0.2.2",
+        "candidate:1 1 sctp 2130706431 192.0.2.2 50000 typ host",
+        "candidate:1 x udp 2130706431 192.0.2.2 50000 typ host",
+        "candidate:1 1 udp 2130706431 192.0.2.2 70000 typ host",
+    ],
+)
+async def test_malformed_remote_candidates_raise(mux: UdpMux, candidate: str) -> None:
+    with pytest.raises(ValueError):
+        mux.create_transport().add_remote_candidate(candidate)
