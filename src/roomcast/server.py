@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import ifaddr
@@ -14,16 +15,20 @@ from roomcast.edge.api import TwirpEndpoint
 from roomcast.edge.http import create_app
 from roomcast.edge.rtc import RtcEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
+from roomcast.media.forwarder import Forwarder
 from roomcast.media.transport import UdpMux
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.rooms.data import DataRouter
 from roomcast.rooms.manager import RoomManager
+from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.room import RoomEvent
 from roomcast.rooms.sessions import SessionManager
 from roomcast.rooms.tracks import TrackManager
 from roomcast.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
+
+MEDIA_TICK = 0.25  # seconds between RTCP/bandwidth/speaker updates
 
 
 class Server:
@@ -40,12 +45,15 @@ class Server:
         self.mux = UdpMux(
             self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
         )
-        self.sessions = SessionManager(config, self.admin, self.mux, TrackManager(), self.node_id)
+        self.forwarder = Forwarder()
+        self.media = MediaRouter(self.forwarder, TrackManager())
+        self.sessions = SessionManager(config, self.admin, self.mux, self.media, self.node_id)
         self.app = create_app(config.limit.max_api_request_body_size)
         TwirpEndpoint(self.verifier, self.admin).add_routes(self.app)
         self.rtc = RtcEndpoint(self.verifier, self.sessions, config.limit.signal_message_size_limit)
         self.rtc.add_routes(self.app)
         self._runner: web.AppRunner | None = None
+        self._media_clock: asyncio.Task[None] | None = None
         self.ports: list[int] = []
 
     def _on_room_event(self, event: RoomEvent) -> None:
@@ -82,12 +90,22 @@ class Server:
             await site.start()
         self.ports = [address[1] for address in self._runner.addresses]
         self.rooms.start()
+        self._media_clock = asyncio.get_running_loop().create_task(self._run_media_clock())
         log.info(
             "roomcast started on %s port %d (WebRTC UDP %d)",
             ", ".join(self.bind_addresses),
             self.port,
             self.mux.port,
         )
+
+    async def _run_media_clock(self) -> None:
+        """Periodic media work: RTCP reports and bandwidth estimates, active speakers."""
+        while True:
+            await asyncio.sleep(MEDIA_TICK)
+            try:
+                self.media.tick(self.rooms.list())
+            except Exception:  # one bad track must not stop reports for everyone
+                log.exception("media tick failed")
 
     @property
     def port(self) -> int:
@@ -96,6 +114,11 @@ class Server:
 
     async def stop(self) -> None:
         """Close rooms (participants get SERVER_SHUTDOWN), flush webhooks, stop HTTP."""
+        if self._media_clock is not None:
+            self._media_clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._media_clock
+            self._media_clock = None
         await self.rooms.stop()
         await self.rtc.close_all()
         await self.webhooks.close(self.config.shutdown_flush_timeout)

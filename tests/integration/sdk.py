@@ -74,6 +74,13 @@ ROOM_EVENTS = [
     "data_received",
     "disconnected",
     "connection_state_changed",
+    "track_published",
+    "track_unpublished",
+    "track_subscribed",
+    "track_unsubscribed",
+    "track_muted",
+    "track_unmuted",
+    "active_speakers_changed",
 ]
 
 

@@ -287,3 +287,21 @@ async def test_duplicate_identity_replaces_old_session(server: Server) -> None:
             assert [(p.identity, p.sid) for p in listed.participants] == [
                 ("uma", second.local_participant.sid)
             ]
+
+
+async def test_hidden_participant_is_invisible_and_room_metadata_updates(server: Server) -> None:
+    async with (
+        joined(server, "r11", "vera") as (vera, vera_events),
+        joined(server, "r11", "watcher", hidden=True) as (watcher, _),
+        api.LiveKitAPI(url_of(server), API_KEY, API_SECRET) as lk,
+    ):
+        assert "vera" in watcher.remote_participants
+        listed = await lk.room.list_participants(api.ListParticipantsRequest(room="r11"))
+        assert sorted(p.identity for p in listed.participants) == ["vera", "watcher"]
+        await lk.room.update_room_metadata(
+            api.UpdateRoomMetadataRequest(room="r11", metadata="room-meta")
+        )
+        await vera_events.wait("room_metadata_changed", lambda old, new: new == "room-meta")
+        assert vera.metadata == "room-meta"
+        assert "watcher" not in vera.remote_participants
+        assert not vera_events.all("participant_connected")

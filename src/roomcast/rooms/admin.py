@@ -51,10 +51,8 @@ class RoomAdmin:
         if not muted and not self.config.room.enable_remote_unmute:
             raise FailedPreconditionError("remote unmute not enabled")
         if participant.session is not None:
-            participant.session.send_signal(
-                rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_sid, muted=muted))
-            )
-        if track.muted != muted:
+            participant.session.mute_track(track_sid, muted)
+        elif track.muted != muted:
             track.muted = muted
             participant.touch()
         return track
@@ -101,9 +99,11 @@ class RoomAdmin:
         self, room_name: str, identity: str, track_sids: list[str], subscribe: bool
     ) -> None:
         participant = self.participant(room_name, identity)
-        # Recorded as if the participant had sent UpdateSubscription; the media plane acts on it.
-        for sid in track_sids:
-            participant.desired_subscriptions[sid] = subscribe
+        if participant.session is not None:
+            participant.session.update_subscriptions(track_sids, subscribe)
+        else:
+            for sid in track_sids:
+                participant.desired_subscriptions[sid] = subscribe
 
     def send_data(
         self,

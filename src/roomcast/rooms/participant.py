@@ -29,6 +29,15 @@ class ParticipantSession(Protocol):
     def resume(self, sink: Any, options: Any) -> None:
         """Re-attach a new signalling connection (reconnect=1)."""
 
+    def on_self_changed(self) -> None:
+        """The participant's own info changed (apply permission changes)."""
+
+    def update_subscriptions(self, track_sids: list[str], subscribe: bool) -> None:
+        """Subscribe to or unsubscribe from tracks, as if the client asked."""
+
+    def mute_track(self, track_sid: str, muted: bool) -> None:
+        """Mute or unmute a published track (the publisher is told)."""
+
     def send_signal(self, message: object) -> None:
         """Queue a ``SignalResponse`` for the client (never blocks)."""
 
@@ -61,7 +70,6 @@ class Participant:
     pending_tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
     # What the participant asked for by track sid (UpdateSubscription / UpdateTrackSettings).
     desired_subscriptions: dict[str, bool] = field(default_factory=dict)
-    track_settings: dict[str, object] = field(default_factory=dict)
     subscription_permission: object = None
     # Highest reliable DataPacket.sequence received from this participant (resume de-dup).
     last_data_sequence: int = 0

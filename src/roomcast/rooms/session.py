@@ -24,7 +24,9 @@ from roomcast.media.transport import PeerTransport
 from roomcast.rooms.admin import apply_participant_update
 from roomcast.rooms.data import LOSSY_LABEL, RELIABLE_LABEL
 from roomcast.rooms.participant import Participant, State
+from roomcast.rooms.publisher_peer import MatchedSection, PublisherPeer
 from roomcast.rooms.room import Room
+from roomcast.rooms.subscriber_peer import SubscriberPeer
 
 if TYPE_CHECKING:
     from roomcast.auth import Claims
@@ -67,9 +69,11 @@ class Session:
         self.joined = False
         self.closed = False
         self.subscriber: PeerTransport | None = None
-        self.publisher: PeerTransport | None = None
+        self.publisher: PublisherPeer | None = None
         self.subscriber_primary = participant.permission.can_subscribe
-        self._offer_id = 0
+        self._unmatched: dict[str, MatchedSection] = {}  # sending sections without add_track
+        self._permission = models.ParticipantPermission()
+        self._permission.CopyFrom(participant.permission)
         self._pending_reliable: deque[bytes] = deque()
         self._pending_bytes = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -81,6 +85,10 @@ class Session:
         participant = self.participant
         subscriber = self.manager.mux.create_transport(on_state=self._on_subscriber_state)
         subscriber.on_channel_open = self._on_subscriber_channel_open
+        subscriber.on_rtcp = self._on_subscriber_rtcp
+        self.subscriber_peer = SubscriberPeer(
+            subscriber, self.manager.media.forwarder, participant.sid, self.send_signal
+        )
         # Server-created channels open in-band (DCEP) once SCTP is up (reference 02 §2.4).
         subscriber.create_data_channel(RELIABLE_LABEL, ordered=True)
         subscriber.create_data_channel(LOSSY_LABEL, ordered=False, max_retransmits=0)
@@ -90,7 +98,7 @@ class Session:
         self.sink.send(rtc.SignalResponse(join=self._join_response()))
         self.joined = True
         self._send_refresh_token()
-        self._send_subscriber_offer()
+        self.subscriber_peer.send_offer()
         self._set_timer("join", JOIN_TIMEOUT, self._on_join_timeout)
         self._set_timer("refresh", REFRESH_INTERVAL, self._on_refresh_timer)
         log.info(
@@ -146,6 +154,31 @@ class Session:
             ):
                 self._schedule_refresh_token()
 
+    def on_self_changed(self) -> None:
+        """Our own info changed (possibly by the server API): apply permission changes now."""
+        permission = self.participant.permission
+        if permission == self._permission or self.closed:
+            return
+        before = self._permission
+        self._permission = models.ParticipantPermission()
+        self._permission.CopyFrom(permission)
+        media = self.manager.media
+        if (before.can_publish, list(before.can_publish_sources)) != (
+            permission.can_publish,
+            list(permission.can_publish_sources),
+        ):
+            media.enforce_publish_permission(self)
+        if before.can_subscribe != permission.can_subscribe:
+            media.enforce_subscribe_permission(self)
+
+    def update_subscriptions(self, track_sids: list[str], subscribe: bool) -> None:
+        self.manager.media.update_subscription(self, track_sids, subscribe)
+
+    def mute_track(self, track_sid: str, muted: bool) -> None:
+        """Server-initiated (RoomService MutePublishedTrack): tell the publisher, then apply."""
+        self.send_signal(rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_sid, muted=muted)))
+        self._on_mute(rtc.MuteTrackRequest(sid=track_sid, muted=muted))
+
     def disconnect(self, reason: int, action: int) -> None:
         """The server ends this session (the caller removes the participant from the room)."""
         if self.closed:
@@ -172,24 +205,6 @@ class Session:
         return subscriber.send_data(LOSSY_LABEL, packet)
 
     # -- transports --------------------------------------------------------------------------
-    def _ice_params(self, transport: PeerTransport) -> negotiation.IceParams:
-        return negotiation.IceParams(
-            ufrag=transport.ice_ufrag,
-            pwd=transport.ice_pwd,
-            fingerprint=transport.fingerprint,
-            candidates=transport.local_candidates(),
-        )
-
-    def _send_subscriber_offer(self) -> None:
-        assert self.subscriber is not None
-        self._offer_id += 1
-        sdp = negotiation.build_data_offer(self._ice_params(self.subscriber), self._offer_id)
-        self.sink.send(
-            rtc.SignalResponse(
-                offer=rtc.SessionDescription(type="offer", sdp=sdp, id=self._offer_id)
-            )
-        )
-
     def _on_subscriber_state(self, state: str) -> None:
         if self.subscriber_primary:
             self._on_primary_state(state)
@@ -205,6 +220,7 @@ class Session:
             self._cancel_timer("join")
             self.participant.set_state(State.ACTIVE)
             self.room.emit("participant_joined", self.participant)
+            self.manager.media.participant_active(self)
         elif state == "failed":
             log.info("primary transport failed", extra={"identity": self.participant.identity})
             self._leave(Reason.CONNECTION_TIMEOUT)
@@ -216,6 +232,15 @@ class Session:
             packet = self._pending_reliable.popleft()
             self._pending_bytes -= len(packet)
             self.subscriber.send_data(RELIABLE_LABEL, packet)
+
+    def _on_subscriber_rtcp(self, packet: bytes) -> None:
+        self.manager.media.forwarder.handle_subscriber_rtcp(self.participant.sid, packet)
+
+    def _on_publisher_rtp(self, packet: bytes) -> None:
+        self.manager.media.forwarder.handle_rtp(self.participant.sid, packet)
+
+    def _on_publisher_rtcp(self, packet: bytes) -> None:
+        self.manager.media.forwarder.handle_publisher_rtcp(self.participant.sid, packet)
 
     def _on_publisher_data(self, label: str, payload: bytes) -> None:
         if not self.closed:
@@ -249,22 +274,29 @@ class Session:
             offer = SessionDescription.parse(description.sdp)
             if self.publisher is None:
                 self.publisher = self._create_publisher()
-            self._apply_remote(self.publisher, offer)
-            answer = negotiation.build_answer(offer, self._ice_params(self.publisher))
+            self._apply_remote(self.publisher.transport, offer)
+            matched, stopped = self.publisher.answer(offer, description.id)
         except SdpError as exc:
             log.info("bad publisher offer: %s", exc, extra={"identity": self.participant.identity})
             self._full_reconnect()
             return
-        self.sink.send(
-            rtc.SignalResponse(
-                answer=rtc.SessionDescription(type="answer", sdp=answer, id=description.id)
-            )
-        )
+        media = self.manager.media
+        for mid in stopped:
+            track_sid = self.publisher.published.get(mid)
+            if track_sid is not None:
+                media.unpublish(self, track_sid, notify_publisher=False)
+        for match in matched:
+            if match.cid is not None:
+                media.publish(self, match)
+            elif match.section.mid is not None:
+                self._unmatched[match.section.mid] = match
 
-    def _create_publisher(self) -> PeerTransport:
-        publisher = self.manager.mux.create_transport(on_state=self._on_publisher_state)
-        publisher.on_data = self._on_publisher_data
-        return publisher
+    def _create_publisher(self) -> PublisherPeer:
+        transport = self.manager.mux.create_transport(on_state=self._on_publisher_state)
+        transport.on_data = self._on_publisher_data
+        transport.on_rtp = self._on_publisher_rtp
+        transport.on_rtcp = self._on_publisher_rtcp
+        return PublisherPeer(transport, self.participant, self.send_signal)
 
     def _apply_remote(self, transport: PeerTransport, description: SessionDescription) -> None:
         """Take the peer's ICE credentials and DTLS fingerprint from its bundled transport."""
@@ -294,6 +326,7 @@ class Session:
         try:
             answer = SessionDescription.parse(description.sdp)
             self._apply_remote(self.subscriber, answer)
+            self.subscriber_peer.handle_answer(answer)
         except SdpError as exc:
             log.info(
                 "bad subscriber answer: %s", exc, extra={"identity": self.participant.identity}
@@ -306,19 +339,38 @@ class Session:
         except SdpError as exc:
             log.debug("ignoring bad trickle candidate: %s", exc)
             return
-        transport = self.subscriber if trickle.target == Target.SUBSCRIBER else self.publisher
+        if trickle.target == Target.SUBSCRIBER:
+            transport = self.subscriber
+        else:
+            transport = self.publisher.transport if self.publisher is not None else None
         if transport is not None and candidate:
-            transport.add_remote_candidate(candidate)
+            try:
+                transport.add_remote_candidate(candidate)
+            except ValueError as exc:
+                log.debug("ignoring bad trickle candidate: %s", exc)
 
     def _on_leave(self, leave: rtc.LeaveRequest) -> None:
         self.sink.send(_leave(Reason.CLIENT_INITIATED, Action.DISCONNECT))
         self._leave(Reason.CLIENT_INITIATED)
 
     def _on_add_track(self, request: rtc.AddTrackRequest) -> None:
-        self.manager.tracks.add_track(self, request)
+        if not self.manager.tracks.add_track(self, request):
+            return
+        # Media may have been offered before its AddTrackRequest (SRV pendingRemoteTracks).
+        pending = self.participant.pending_tracks[request.cid]
+        for mid, match in list(self._unmatched.items()):
+            msid = match.section.msid
+            same_kind = match.section.kind == ("audio" if pending.type == 0 else "video")
+            if (msid is not None and msid.track_id == request.cid) or same_kind:
+                del self._unmatched[mid]
+                match.cid = request.cid
+                self.manager.media.publish(self, match)
+                return
 
     def _on_mute(self, request: rtc.MuteTrackRequest) -> None:
         self.manager.tracks.set_muted(self.participant, request.sid, request.muted)
+        if request.sid in self.participant.tracks:
+            self.manager.media.forwarder.set_muted(request.sid, request.muted)
 
     def _on_update_metadata(self, request: rtc.UpdateParticipantMetadata) -> None:
         participant = self.participant
@@ -357,10 +409,13 @@ class Session:
         self.participant.subscription_permission = permission
 
     def _on_subscription(self, update: rtc.UpdateSubscription) -> None:
-        self.manager.tracks.update_subscription(self, update)
+        sids = list(update.track_sids)
+        for entry in update.participant_tracks:
+            sids.extend(entry.track_sids)
+        self.manager.media.update_subscription(self, sids, update.subscribe)
 
     def _on_track_setting(self, settings: rtc.UpdateTrackSettings) -> None:
-        self.manager.tracks.update_track_settings(self, settings)
+        self.manager.media.track_settings(self, settings)
 
     def _on_sync_state(self, state: rtc.SyncState) -> None:
         # A single node keeps the real state; the client's view only matters for migration.
@@ -420,7 +475,7 @@ class Session:
         others = [p.to_proto() for p in self.room.live_participants() if not p.hidden]
         sink.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=others)))
         sink.send(rtc.SignalResponse(room_update=rtc.RoomUpdate(room=self.room.to_proto())))
-        self._send_subscriber_offer()
+        self.subscriber_peer.send_offer()
         log.info("participant resumed", extra={"identity": self.participant.identity})
 
     def on_signal_closed(self, sink: SignalSink) -> None:
@@ -457,8 +512,10 @@ class Session:
             handle.cancel()
         self._timers.clear()
         self.manager.data.cancel_rpcs_for(self.participant)
+        self.manager.media.participant_left(self)
         self.manager.tracks.participant_left(self)
-        for transport in (self.subscriber, self.publisher):
+        publisher = self.publisher.transport if self.publisher is not None else None
+        for transport in (self.subscriber, publisher):
             if transport is not None:
                 self._loop.create_task(transport.close())
 

@@ -27,6 +27,7 @@ from roomcast.media.transport import UdpMux
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.rooms.data import DataRouter
 from roomcast.rooms.manager import RoomManager, validate_room_name
+from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room
 from roomcast.rooms.tracks import TrackManager
@@ -87,7 +88,7 @@ class SessionManager:
         config: Config,
         admin: RoomAdmin,
         mux: UdpMux,
-        tracks: TrackManager,
+        media: MediaRouter,
         node_id: str,
     ) -> None:
         self.config = config
@@ -95,7 +96,8 @@ class SessionManager:
         self.rooms: RoomManager = admin.rooms
         self.data: DataRouter = admin.data
         self.mux = mux
-        self.tracks = tracks
+        self.media = media
+        self.tracks: TrackManager = media.tracks
         self.node_id = node_id
         self._signing_key, self._signing_secret = next(iter(config.keys.items()))
 
@@ -201,6 +203,7 @@ class SessionManager:
             if other is changed:
                 if not disconnected:
                     session.send_signal(update)
+                    session.on_self_changed()
                 continue
             if changed.hidden:
                 continue

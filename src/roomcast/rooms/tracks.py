@@ -98,7 +98,8 @@ def track_info_for(request: rtc.AddTrackRequest) -> models.TrackInfo:
 class TrackManager:
     """Publication bookkeeping shared by signalling and the server API."""
 
-    def add_track(self, session: Session, request: rtc.AddTrackRequest) -> None:
+    def add_track(self, session: Session, request: rtc.AddTrackRequest) -> bool:
+        """Answer an AddTrackRequest; True when the track is now pending."""
         participant = session.participant
 
         def refuse(reason: int, message: str) -> None:
@@ -114,16 +115,16 @@ class TrackManager:
 
         if request.type not in (models.TrackType.AUDIO, models.TrackType.VIDEO):
             refuse(rtc.RequestResponse.UNSUPPORTED_TYPE, "unsupported track type")
-            return
+            return False
         if not may_publish_source(participant.permission, request.source):
             refuse(rtc.RequestResponse.NOT_ALLOWED, "does not have permission to publish")
-            return
+            return False
         if request.cid in participant.pending_tracks:
             refuse(rtc.RequestResponse.DUPLICATE_NAME, "track with this cid is pending")
-            return
+            return False
         if len(participant.pending_tracks) >= MAX_PENDING_TRACKS:
             refuse(rtc.RequestResponse.LIMIT_EXCEEDED, "too many pending tracks")
-            return
+            return False
         info = track_info_for(request)
         participant.pending_tracks[request.cid] = info
         session.send_signal(
@@ -131,6 +132,7 @@ class TrackManager:
                 track_published=rtc.TrackPublishedResponse(cid=request.cid, track=info)
             )
         )
+        return True
 
     def publish(self, session: Session, cid: str, mid: str, mime_type: str) -> models.TrackInfo:
         """The publisher's media for ``cid`` was matched: list the track and announce it."""
@@ -173,18 +175,6 @@ class TrackManager:
         if track.muted != muted:
             track.muted = muted
             participant.touch()
-
-    def update_subscription(self, session: Session, update: rtc.UpdateSubscription) -> None:
-        sids = list(update.track_sids)
-        for entry in update.participant_tracks:
-            sids.extend(entry.track_sids)
-        wanted = session.participant.desired_subscriptions
-        for sid in sids:
-            wanted[sid] = update.subscribe
-
-    def update_track_settings(self, session: Session, settings: rtc.UpdateTrackSettings) -> None:
-        for sid in settings.track_sids:
-            session.participant.track_settings[sid] = settings
 
     def participant_left(self, session: Session) -> None:
         session.participant.pending_tracks.clear()

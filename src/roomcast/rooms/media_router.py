@@ -1,0 +1,201 @@
+"""Who receives which track: publications, subscriptions and their forwarding (reference 03, 04).
+
+A publication exists once the publisher's media section is matched; others are subscribed when
+they are ACTIVE and auto-subscribe (or asked with UpdateSubscription), may subscribe, and the
+publisher's subscription permission allows it. The publisher's updated ParticipantInfo is
+broadcast before any subscriber offer carries the track (reference 04, gotcha 8).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from livekit.protocol import models, rtc
+
+from roomcast.media.forwarder import Forwarder
+from roomcast.rooms.participant import State
+from roomcast.rooms.publisher_peer import MatchedSection
+from roomcast.rooms.room import Room
+from roomcast.rooms.speakers import SpeakerDetector
+from roomcast.rooms.subscriber_peer import Publication
+from roomcast.rooms.tracks import TrackManager, may_publish_source
+
+if TYPE_CHECKING:
+    from roomcast.rooms.session import Session
+
+log = logging.getLogger(__name__)
+
+# VideoQuality → simulcast layer index (lowest first), reference 04 §4.5.
+_QUALITY_LAYER = {
+    models.VideoQuality.LOW: 0,
+    models.VideoQuality.MEDIUM: 1,
+    models.VideoQuality.HIGH: 2,
+}
+
+
+class MediaRouter:
+    def __init__(self, forwarder: Forwarder, tracks: TrackManager) -> None:
+        self.forwarder = forwarder
+        self.tracks = tracks
+        self.publications: dict[str, Publication] = {}
+        self.speakers = SpeakerDetector(forwarder)
+
+    # -- publishing --------------------------------------------------------------------------
+    def publish(self, session: Session, matched: MatchedSection) -> None:
+        """A sending section is matched to a pending AddTrackRequest: publish the track."""
+        assert matched.cid is not None and session.publisher is not None
+        section, plan = matched.section, matched.plan
+        codecs = [c for c in plan.codecs if c.name.lower() != "rtx"]
+        primary = codecs[0]
+        if primary.name.lower() == "red" and len(codecs) > 1:
+            primary = codecs[1]  # the track's codec is the one inside RED
+        mime = f"{section.kind}/{primary.name}"
+        info = self.tracks.publish(session, matched.cid, section.mid or "", mime)
+        rids = [rid.id for rid in section.rids if rid.direction == "send"]
+        if section.simulcast is not None:
+            ordered = [alts[0].id for alts in section.simulcast.send if alts]
+            rids = [rid for rid in ordered if rid in rids] or rids
+        ssrcs = _media_ssrcs(section)
+        self.forwarder.add_uptrack(
+            info.sid,
+            section.kind,
+            codecs={c.payload_type: f"{section.kind}/{c.name}".lower() for c in codecs},
+            extensions={e.id: e.uri for e in plan.extmaps},
+            rids=rids,
+            ssrcs={ssrc: None for ssrc in ssrcs},
+            mid=section.mid or "",
+            publisher=session.participant.sid,
+            send_rtcp=session.publisher.transport.send_rtcp,
+        )
+        publication = Publication(
+            track_sid=info.sid,
+            publisher_sid=session.participant.sid,
+            publisher_identity=session.participant.identity,
+            kind=section.kind,
+            codecs=codecs,
+            layers=max(1, len(rids)),
+        )
+        self.publications[info.sid] = publication
+        session.publisher.published[section.mid or ""] = info.sid
+        for other in session.room.participants.values():
+            if other.session is not None and other is not session.participant:
+                self._maybe_subscribe(other.session, publication)  # type: ignore[arg-type]
+
+    def unpublish(self, session: Session, track_sid: str, *, notify_publisher: bool) -> None:
+        publication = self.publications.pop(track_sid, None)
+        if publication is not None:
+            for participant in session.room.participants.values():
+                other = participant.session
+                if other is not None and participant.sid in publication.subscribers:
+                    other.subscriber_peer.unsubscribe(track_sid)  # type: ignore[attr-defined]
+            self.forwarder.remove_uptrack(track_sid)
+        if session.publisher is not None:
+            published = session.publisher.published
+            for mid, sid in list(published.items()):
+                if sid == track_sid:
+                    del published[mid]
+        self.tracks.unpublish(session, track_sid, notify_publisher)
+
+    def enforce_publish_permission(self, session: Session) -> None:
+        """After a permission change, unpublish what may no longer be published (ref 05)."""
+        permission = session.participant.permission
+        for sid, info in list(session.participant.tracks.items()):
+            if not may_publish_source(permission, info.source):
+                self.unpublish(session, sid, notify_publisher=True)
+
+    # -- subscribing ------------------------------------------------------------------------
+    def participant_active(self, session: Session) -> None:
+        for publication in list(self.publications.values()):
+            if publication.publisher_sid != session.participant.sid:
+                self._maybe_subscribe(session, publication)
+
+    def _allowed(self, session: Session, publication: Publication) -> bool:
+        subscriber = session.participant
+        if subscriber.state != State.ACTIVE or not subscriber.permission.can_subscribe:
+            return False
+        if subscriber.sid == publication.publisher_sid:
+            return False
+        publisher = session.room.participants.get(publication.publisher_identity)
+        permission = publisher.subscription_permission if publisher is not None else None
+        if isinstance(permission, rtc.SubscriptionPermission) and not (permission.all_participants):
+            return any(
+                p.participant_identity == subscriber.identity or p.participant_sid == subscriber.sid
+                for p in permission.track_permissions
+                if p.all_tracks or publication.track_sid in p.track_sids
+            )
+        return True
+
+    def _maybe_subscribe(self, session: Session, publication: Publication) -> None:
+        wanted = session.participant.desired_subscriptions.get(publication.track_sid)
+        if wanted is None:
+            wanted = session.options.auto_subscribe
+        if wanted and self._allowed(session, publication):
+            session.subscriber_peer.subscribe(publication)
+
+    def update_subscription(self, session: Session, track_sids: list[str], subscribe: bool) -> None:
+        for sid in track_sids:
+            session.participant.desired_subscriptions[sid] = subscribe
+            publication = self.publications.get(sid)
+            if publication is None:
+                continue
+            if subscribe:
+                self._maybe_subscribe(session, publication)
+            else:
+                session.subscriber_peer.unsubscribe(sid)
+
+    def enforce_subscribe_permission(self, session: Session) -> None:
+        if not session.participant.permission.can_subscribe:
+            for sid in session.subscriber_peer.subscribed():
+                session.subscriber_peer.unsubscribe(sid)
+        else:
+            self.participant_active(session)
+
+    def track_settings(self, session: Session, settings: rtc.UpdateTrackSettings) -> None:
+        for sid in settings.track_sids:
+            publication = self.publications.get(sid)
+            if publication is None or not session.subscriber_peer.is_subscribed(sid):
+                continue
+            layer: int | None
+            if settings.disabled:
+                layer = None
+            elif publication.layers <= 1:
+                layer = 0
+            elif settings.width or settings.height:
+                layer = _layer_for_size(publication, session, sid, settings.width, settings.height)
+            else:
+                layer = min(_QUALITY_LAYER.get(settings.quality, 2), publication.layers - 1)
+            self.forwarder.set_target_layer(sid, session.participant.sid, layer)
+
+    def tick(self, rooms: list[Room]) -> None:
+        self.forwarder.tick()
+        self.speakers.tick(rooms, self)
+
+    def participant_left(self, session: Session) -> None:
+        for sid in list(session.participant.tracks):
+            self.unpublish(session, sid, notify_publisher=False)
+        session.subscriber_peer.close()
+
+
+def _layer_for_size(
+    publication: Publication, session: Session, track_sid: str, width: int, height: int
+) -> int:
+    """The lowest layer at least as large as the subscriber's view (adaptive stream)."""
+    publisher = session.room.participants.get(publication.publisher_identity)
+    info = publisher.tracks.get(track_sid) if publisher is not None else None
+    layers = sorted(info.layers, key=lambda layer: layer.width) if info is not None else []
+    for index, layer in enumerate(layers[: publication.layers]):
+        if layer.width >= width and layer.height >= height:
+            return index
+    return publication.layers - 1
+
+
+def _media_ssrcs(section: object) -> list[int]:
+    """Primary SSRCs from a=ssrc lines, without RTX repair streams (a=ssrc-group:FID)."""
+    ssrcs = [s.ssrc for s in getattr(section, "ssrcs", [])]
+    repairs = {
+        group.ssrcs[1]
+        for group in getattr(section, "ssrc_groups", [])
+        if group.semantics == "FID" and len(group.ssrcs) > 1
+    }
+    return [ssrc for ssrc in dict.fromkeys(ssrcs) if ssrc not in repairs]

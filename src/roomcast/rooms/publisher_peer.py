@@ -1,0 +1,165 @@
+"""The publisher PeerConnection of one participant: the client offers, the server answers.
+
+Sending audio/video sections are matched to AddTrackRequests (msid track id == cid, else the
+first pending track of the same kind: reference 03 §3.2) and accepted recvonly; everything else
+the client offers (the 3+3 recvonly sections left over from the v1 attempt, reference 15) is
+rejected. A section that stops sending unpublishes its track.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from livekit.protocol import models, rtc
+
+from roomcast.media.negotiation import (
+    IceParams,
+    MediaAnswerPlan,
+    application_mid,
+    build_answer,
+    candidate_init,
+    plan_recv_media,
+)
+from roomcast.media.sdp import MediaSection, SessionDescription
+from roomcast.media.transport import PeerTransport
+from roomcast.rooms.participant import Participant
+
+log = logging.getLogger(__name__)
+
+AUDIO_CODECS = ("red", "opus")
+VIDEO_CODECS = ("vp8", "h264", "vp9", "av1")
+HEADER_EXTENSIONS = (
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+)
+# goog-remb: Chrome only sends its top simulcast layer once it gets a bandwidth estimate.
+VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
+AUDIO_FEEDBACK = ("nack",)
+_KIND = {"audio": models.TrackType.AUDIO, "video": models.TrackType.VIDEO}
+
+
+@dataclass(slots=True)
+class MatchedSection:
+    """An accepted sending section, and the pending track (cid) it carries."""
+
+    section: MediaSection
+    plan: MediaAnswerPlan
+    cid: str | None  # None when no AddTrackRequest matches (yet)
+
+
+def plan_for(section: MediaSection) -> MediaAnswerPlan | None:
+    """Receive the client's preferred codec among those we forward (its offer order wins)."""
+    supported = AUDIO_CODECS if section.kind == "audio" else VIDEO_CODECS
+    offered = [c.name.lower() for c in section.codecs if c.name.lower() in supported]
+    if section.kind == "audio" and "red" in offered and "opus" in offered:
+        preference = ["red", "opus"]  # RED carries opus; forwarded as received
+    else:
+        preference = [name for name in offered if name != "red"][:1]
+    if not preference:
+        return None
+    return plan_recv_media(
+        section,
+        codecs=preference,
+        header_extensions=HEADER_EXTENSIONS,
+        rtcp_feedback=VIDEO_FEEDBACK if section.kind == "video" else AUDIO_FEEDBACK,
+        rtx=False,  # without RTX, NACKed packets come back on the media SSRC
+        simulcast=True,
+    )
+
+
+def _sending(section: MediaSection) -> bool:
+    return not section.rejected and (section.direction or "sendrecv") in ("sendonly", "sendrecv")
+
+
+class PublisherPeer:
+    def __init__(
+        self,
+        transport: PeerTransport,
+        participant: Participant,
+        send: Callable[[rtc.SignalResponse], None],
+    ) -> None:
+        self.transport = transport
+        self._participant = participant
+        self._send = send
+        self.published: dict[str, str] = {}  # mid -> track sid
+        # Plans of sections accepted before: a section once accepted stays accepted (inactive
+        # when the client stops sending), since libwebrtc cannot un-bundle it (RFC 8843 §7.3.3).
+        self._plans: dict[str, MediaAnswerPlan] = {}
+        self._candidates_sent = False
+
+    def _ice(self) -> IceParams:
+        t = self.transport
+        return IceParams(t.ice_ufrag, t.ice_pwd, t.fingerprint, t.local_candidates())
+
+    def answer(
+        self, offer: SessionDescription, offer_id: int
+    ) -> tuple[list[MatchedSection], list[str]]:
+        """Answer the offer; return newly matched sections and mids that stopped sending.
+
+        Raises SdpError when the offer cannot be answered.
+        """
+        pending = dict(self._participant.pending_tracks)
+        matched: list[MatchedSection] = []
+
+        def accept(section: MediaSection) -> MediaAnswerPlan | None:
+            if section.mid is None:
+                return None
+            if section.mid in self._plans and not _sending(section):
+                return self._plans[section.mid]
+            plan = plan_for(section)
+            if plan is None:
+                return None
+            self._plans[section.mid] = plan
+            if section.mid not in self.published:
+                cid = self._match(section, pending)
+                if cid is not None:
+                    pending.pop(cid)
+                matched.append(MatchedSection(section, plan, cid))
+            return plan
+
+        sdp = build_answer(offer, self._ice(), accept)
+        self._send(
+            rtc.SignalResponse(answer=rtc.SessionDescription(type="answer", sdp=sdp, id=offer_id))
+        )
+        self._trickle_candidates(offer)
+        sending = {m.section.mid for m in matched} | {
+            s.mid for s in offer.media if s.mid in self.published and _sending(s)
+        }
+        stopped = [mid for mid in self.published if mid not in sending]
+        return matched, stopped
+
+    @staticmethod
+    def _match(section: MediaSection, pending: dict[str, models.TrackInfo]) -> str | None:
+        msid = section.msid
+        if msid is not None and msid.track_id in pending:
+            return msid.track_id
+        kind = _KIND.get(section.kind)
+        for cid, info in pending.items():  # fallback: first pending track of the same kind
+            if info.type == kind:
+                return cid
+        return None
+
+    def _trickle_candidates(self, offer: SessionDescription) -> None:
+        if self._candidates_sent:
+            return
+        located = application_mid(offer) or next(
+            ((m.mid, i) for i, m in enumerate(offer.media) if m.mid and not m.rejected), None
+        )
+        if located is None:
+            return
+        self._candidates_sent = True
+        mid, index = located
+        for candidate in self.transport.local_candidates():
+            self._send(
+                rtc.SignalResponse(
+                    trickle=rtc.TrickleRequest(
+                        candidateInit=candidate_init(candidate, mid, index),
+                        target=rtc.SignalTarget.PUBLISHER,
+                        final=True,
+                    )
+                )
+            )
