@@ -33,6 +33,7 @@ async def start_server() -> AsyncIterator[ServerFactory]:
 
     async def start(config_body: str = "", **overrides: Any) -> Server:
         body = f"port: 0\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [127.0.0.1]\n"
+        body += f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
         body += config_body
         config = load_config(Overrides(config_body=body, **overrides), environ={})
         server = Server(config)

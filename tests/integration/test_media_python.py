@@ -151,3 +151,52 @@ async def test_audio_and_video_reach_subscriber_and_late_joiner(server: Server) 
             await bea_events.wait("track_unpublished", lambda pub, p: pub.sid == audio.sid)
             assert audio.sid not in bea.remote_participants["al"].track_publications
             assert video.sid in bea.remote_participants["al"].track_publications
+
+
+async def test_subscriptions_permissions_and_speakers(server: Server) -> None:
+    manual = rtc.RoomOptions(auto_subscribe=False)
+    async with (
+        joined(server, "media2", "dee", options=manual) as (dee, dee_events),
+        joined(server, "media2", "eve") as (_, eve_events),
+        joined(server, "media2", "fay") as (fay, _),
+        publishing(fay) as (audio, video),
+        api.LiveKitAPI(url_of(server), API_KEY, API_SECRET) as lk,
+    ):
+        # eve auto-subscribes; dee sees the publications but subscribes to nothing by itself.
+        await subscribed_track(eve_events, rtc.TrackKind.KIND_AUDIO, "fay")
+        await dee_events.wait("track_published", lambda pub, p: pub.sid == video.sid)
+        assert not dee_events.all("track_subscribed")
+
+        # The server API subscribes dee to the video only.
+        await lk.room.update_subscriptions(
+            api.UpdateSubscriptionsRequest(
+                room="media2", identity="dee", track_sids=[video.sid], subscribe=True
+            )
+        )
+        track = await subscribed_track(dee_events, rtc.TrackKind.KIND_VIDEO, "fay")
+        assert await asyncio.wait_for(video_frame_size(track), 30) == (WIDTH, HEIGHT)
+        # ...and the client itself can subscribe to the audio.
+        dee.remote_participants["fay"].track_publications[audio.sid].set_subscribed(True)
+        await subscribed_track(dee_events, rtc.TrackKind.KIND_AUDIO, "fay")
+
+        # The sine is loud: fay becomes an active speaker for her subscribers.
+        (speakers,) = await eve_events.wait(
+            "active_speakers_changed", lambda s: [p.identity for p in s] == ["fay"]
+        )
+        assert speakers[0].sid == fay.local_participant.sid
+
+        # Revoking canPublish unpublishes fay's tracks for everyone (reference 05 §5.10).
+        await lk.room.update_participant(
+            api.UpdateParticipantRequest(
+                room="media2",
+                identity="fay",
+                permission=api.ParticipantPermission(can_subscribe=True, can_publish=False),
+            )
+        )
+        for events in (dee_events, eve_events):
+            for sid in (audio.sid, video.sid):
+                await events.wait("track_unpublished", lambda pub, p, s=sid: pub.sid == s)
+        info = await lk.room.get_participant(
+            api.RoomParticipantIdentity(room="media2", identity="fay")
+        )
+        assert list(info.tracks) == []
