@@ -8,12 +8,14 @@ import logging
 
 import ifaddr
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roomcast.auth import TokenVerifier
 from roomcast.config import Config
 from roomcast.edge.api import TwirpEndpoint
 from roomcast.edge.http import create_app
 from roomcast.edge.rtc import RtcEndpoint
+from roomcast.edge.stats import StatsEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
 from roomcast.media.forwarder import Forwarder
 from roomcast.media.transport import UdpMux
@@ -24,6 +26,7 @@ from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.room import RoomEvent
 from roomcast.rooms.sessions import SessionManager
 from roomcast.rooms.tracks import TrackManager
+from roomcast.telemetry import Metrics, RateSampler
 from roomcast.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
@@ -46,13 +49,21 @@ class Server:
             self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
         )
         self.forwarder = Forwarder()
+        self.metrics = Metrics()
+        self.metrics.attach(self.rooms, self.forwarder, self.webhooks)
+        self.rates = RateSampler(self.forwarder)
         self.media = MediaRouter(self.forwarder, TrackManager())
-        self.sessions = SessionManager(config, self.admin, self.mux, self.media, self.node_id)
+        self.sessions = SessionManager(
+            config, self.admin, self.mux, self.media, self.node_id, self.metrics
+        )
         self.app = create_app(config.limit.max_api_request_body_size)
-        TwirpEndpoint(self.verifier, self.admin).add_routes(self.app)
+        TwirpEndpoint(self.verifier, self.admin, self.metrics).add_routes(self.app)
+        StatsEndpoint(self.verifier, self.rooms, self.rates).add_routes(self.app)
+        self.app.router.add_get("/metrics", self._serve_metrics)
         self.rtc = RtcEndpoint(self.verifier, self.sessions, config.limit.signal_message_size_limit)
         self.rtc.add_routes(self.app)
         self._runner: web.AppRunner | None = None
+        self._prometheus_runner: web.AppRunner | None = None
         self._media_clock: asyncio.Task[None] | None = None
         self.ports: list[int] = []
 
@@ -89,6 +100,7 @@ class Server:
             site = web.TCPSite(self._runner, address, self.config.port, reuse_address=True)
             await site.start()
         self.ports = [address[1] for address in self._runner.addresses]
+        await self._start_prometheus()
         self.rooms.start()
         self._media_clock = asyncio.get_running_loop().create_task(self._run_media_clock())
         log.info(
@@ -104,8 +116,25 @@ class Server:
             await asyncio.sleep(MEDIA_TICK)
             try:
                 self.media.tick(self.rooms.list())
+                self.rates.tick()
             except Exception:  # one bad track must not stop reports for everyone
                 log.exception("media tick failed")
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _start_prometheus(self) -> None:
+        """Metrics on their own port too when configured, as livekit-server does."""
+        port = self.config.prometheus.port or self.config.prometheus_port
+        if not port:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._serve_metrics)
+        self._prometheus_runner = web.AppRunner(app, access_log=None)
+        await self._prometheus_runner.setup()
+        for address in self.bind_addresses:
+            await web.TCPSite(self._prometheus_runner, address, port).start()
 
     @property
     def port(self) -> int:
@@ -122,9 +151,10 @@ class Server:
         await self.rooms.stop()
         await self.rtc.close_all()
         await self.webhooks.close(self.config.shutdown_flush_timeout)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._prometheus_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._prometheus_runner = None
         await self.mux.close()
         log.info("roomcast stopped")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
@@ -11,6 +12,7 @@ from roomcast.edge import twirp
 from roomcast.edge.roomservice import METHODS
 from roomcast.errors import PermissionDeniedError, RoomcastError
 from roomcast.rooms.admin import RoomAdmin
+from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +27,24 @@ def bearer_token(request: web.Request) -> str:
 
 
 class TwirpEndpoint:
-    def __init__(self, verifier: TokenVerifier, admin: RoomAdmin) -> None:
+    def __init__(self, verifier: TokenVerifier, admin: RoomAdmin, metrics: Metrics) -> None:
         self._verifier = verifier
         self._admin = admin
+        self._metrics = metrics
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/twirp/{service}/{method}", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        method_name = request.match_info["method"]
+        label = method_name if method_name in METHODS else "unknown"
+        started = time.perf_counter()
+        response = await self._handle(request)
+        self._metrics.api_requests.labels(label, str(response.status)).inc()
+        self._metrics.api_seconds.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         service = request.match_info["service"]
         method_name = request.match_info["method"]
         if request.method != "POST":

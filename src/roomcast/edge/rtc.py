@@ -126,7 +126,9 @@ class RtcEndpoint:
             return web.Response(status=404)
         error, claims = self._check(request)
         if error is not None:
+            self._sessions.metrics.signal_connections.labels("rejected").inc()
             return error
+        self._sessions.metrics.signal_connections.labels("accepted").inc()
         options = join_options(request)
         ws = web.WebSocketResponse(
             heartbeat=WS_HEARTBEAT, max_msg_size=self._max_frame, autoping=True

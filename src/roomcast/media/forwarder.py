@@ -9,6 +9,7 @@ rewrite and send (`DownTrack`). Everything else (learning SSRCs from sdes:mid/ri
 
 from __future__ import annotations
 
+import collections
 import random
 import struct
 import time
@@ -101,6 +102,8 @@ class Forwarder:
         self._by_subscriber: dict[str, dict[int, DownTrack]] = {}  # subscriber -> our SSRC -> dt
         self._last_rr = -1e18
         self._last_sr = -1e18
+        # Counts of removed tracks, so totals() only ever grows (Prometheus counters).
+        self._retired: collections.Counter[str] = collections.Counter()
 
     # -- tracks ------------------------------------------------------------------------------
     def add_uptrack(
@@ -151,6 +154,7 @@ class Forwarder:
         track = self._uptracks.pop(track_sid, None)
         if track is None:
             return
+        self._retired.update(_uptrack_counts(track))
         for downtrack in track.downtracks:
             self.remove_downtrack(track_sid, downtrack.subscriber)
         pub = self._publisher_of.pop(track_sid)
@@ -163,6 +167,21 @@ class Forwarder:
 
     def uptrack(self, track_sid: str) -> UpTrack | None:
         return self._uptracks.get(track_sid)
+
+    def uptracks(self) -> list[UpTrack]:
+        return list(self._uptracks.values())
+
+    def downtracks(self) -> list[DownTrack]:
+        return list(self._downtracks.values())
+
+    def totals(self) -> collections.Counter[str]:
+        """Packets, bytes, NACKs, PLIs and losses since start, live and removed tracks alike."""
+        totals = collections.Counter(self._retired)
+        for track in self._uptracks.values():
+            totals.update(_uptrack_counts(track))
+        for downtrack in self._downtracks.values():
+            totals.update(_downtrack_counts(downtrack))
+        return totals
 
     def add_downtrack(
         self,
@@ -198,6 +217,7 @@ class Forwarder:
         downtrack = self._downtracks.pop((track_sid, subscriber), None)
         if downtrack is None:
             return
+        self._retired.update(_downtrack_counts(downtrack))
         downtrack.uptrack.remove_downtrack(downtrack)
         by_ssrc = self._by_subscriber.get(subscriber)
         if by_ssrc is not None and by_ssrc.get(downtrack.ssrc) is downtrack:
@@ -328,3 +348,23 @@ class Forwarder:
     def ntp_time(self, now: float) -> int:
         """64-bit NTP timestamp (RFC 5905 §6) for a clock() reading."""
         return int((now + self._wall_offset + NTP_EPOCH_OFFSET) * (1 << 32))
+
+
+def _uptrack_counts(track: UpTrack) -> dict[str, int]:
+    return {
+        "packets_in": sum(layer.packets for layer in track.layers),
+        "bytes_in": sum(layer.bytes for layer in track.layers),
+        "plis_sent": track.plis_sent,
+        "malformed_in": track.malformed,
+    }
+
+
+def _downtrack_counts(downtrack: DownTrack) -> dict[str, int]:
+    return {
+        "packets_out": downtrack.packets_sent,
+        "bytes_out": downtrack.bytes_sent,
+        "nacks": downtrack.nacks,
+        "retransmits": downtrack.retransmits,
+        "plis_received": downtrack.plis,
+        "packets_lost": max(0, downtrack.packets_lost),
+    }

@@ -237,7 +237,7 @@ class Session:
         self.manager.media.forwarder.handle_subscriber_rtcp(self.participant.sid, packet)
 
     def _on_publisher_rtp(self, packet: bytes) -> None:
-        self.manager.media.forwarder.handle_rtp(self.participant.sid, packet)
+        self.manager.forward_rtp(self.participant.sid, packet)
 
     def _on_publisher_rtcp(self, packet: bytes) -> None:
         self.manager.media.forwarder.handle_publisher_rtcp(self.participant.sid, packet)
@@ -251,6 +251,7 @@ class Session:
         if self.closed:
             return
         which = request.WhichOneof("message")
+        self.manager.metrics.signal_requests.labels(which or "unknown").inc()
         handler = getattr(self, f"_on_{which}", None) if which else None
         if handler is None:
             # Unknown or not-yet-supported members are tolerated, as SDKs do (reference 01 §1.5).

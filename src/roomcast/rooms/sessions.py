@@ -31,6 +31,7 @@ from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room
 from roomcast.rooms.tracks import TrackManager
+from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class SessionManager:
         mux: UdpMux,
         media: MediaRouter,
         node_id: str,
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.admin = admin
@@ -99,6 +101,9 @@ class SessionManager:
         self.media = media
         self.tracks: TrackManager = media.tracks
         self.node_id = node_id
+        self.metrics = metrics
+        # The RTP entry point, with a sampled latency measurement around it.
+        self.forward_rtp = metrics.timed_forward(media.forwarder.handle_rtp)
         self._signing_key, self._signing_secret = next(iter(config.keys.items()))
 
     # -- validation (before the WebSocket upgrade) -------------------------------------------

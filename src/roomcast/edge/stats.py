@@ -1,0 +1,82 @@
+"""``GET /stats``: live rooms, participants, tracks and server figures for the dashboard.
+
+Read from the same room model and forwarder counters as /metrics (one source of truth);
+needs a token with ``roomList`` (as ListRooms does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from livekit.protocol import models
+
+from roomcast.auth import AuthError, TokenVerifier
+from roomcast.edge.api import bearer_token
+from roomcast.rooms.manager import RoomManager
+from roomcast.rooms.participant import Participant
+from roomcast.telemetry import RateSampler
+
+
+class StatsEndpoint:
+    def __init__(self, verifier: TokenVerifier, rooms: RoomManager, rates: RateSampler) -> None:
+        self._verifier = verifier
+        self._rooms = rooms
+        self._rates = rates
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/stats", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            claims = self._verifier.verify(bearer_token(request))
+        except AuthError as exc:
+            return web.json_response({"error": str(exc)}, status=401)
+        if not claims.video.room_list:
+            return web.json_response({"error": "permissions denied (needs roomList)"}, status=401)
+        return web.json_response({"server": self._rates.server(), "rooms": self._rooms_view()})
+
+    def _rooms_view(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "sid": room.sid,
+                "name": room.name,
+                "metadata": room.metadata,
+                "created_at": int(room.created_at),
+                "max_participants": room.settings.max_participants,
+                "participants": [self._participant(p) for p in room.live_participants()],
+            }
+            for room in self._rooms.list()
+        ]
+
+    def _participant(self, participant: Participant) -> dict[str, Any]:
+        return {
+            "sid": participant.sid,
+            "identity": participant.identity,
+            "name": participant.name,
+            "state": models.ParticipantInfo.State.Name(participant.state),
+            "hidden": participant.hidden,
+            "tracks": [
+                {
+                    "sid": track.sid,
+                    "kind": models.TrackType.Name(track.type).lower(),
+                    "source": models.TrackSource.Name(track.source).lower(),
+                    "mime_type": track.mime_type,
+                    "muted": track.muted,
+                    "simulcast": track.simulcast,
+                    "layers": [
+                        {
+                            "quality": models.VideoQuality.Name(layer.quality).lower(),
+                            "width": layer.width,
+                            "height": layer.height,
+                        }
+                        for layer in track.layers
+                    ],
+                    "width": track.width,
+                    "height": track.height,
+                    "bitrate_bps": round(self._rates.track_bps.get(track.sid, 0.0)),
+                    "loss": round(self._rates.track_loss.get(track.sid, 0.0), 4),
+                }
+                for track in participant.tracks.values()
+            ],
+        }

@@ -1,0 +1,192 @@
+"""Prometheus metrics and the live stats the dashboard shows: one set of counters for both.
+
+Room, participant and track counts are read from the room model at scrape time, and media
+counters from the forwarder's totals, so nothing is copied or double-counted. Request counters
+and the sampled forwarding-latency histogram are ordinary prometheus_client metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from roomcast.media.forwarder import Forwarder
+
+if TYPE_CHECKING:
+    from roomcast.rooms.manager import RoomManager
+    from roomcast.webhooks import WebhookNotifier
+
+# Measure every Nth forwarded packet: timing each one would cost more than forwarding it.
+LATENCY_SAMPLE_EVERY = 64
+_MEDIA_COUNTERS = {
+    "packets_in": "RTP packets received from publishers",
+    "bytes_in": "RTP bytes received from publishers",
+    "packets_out": "RTP packets forwarded to subscribers",
+    "bytes_out": "RTP bytes forwarded to subscribers",
+    "nacks": "sequence numbers NACKed by subscribers",
+    "retransmits": "packets retransmitted from the NACK cache",
+    "plis_received": "keyframe requests (PLI/FIR) from subscribers",
+    "plis_sent": "keyframe requests sent to publishers",
+    "packets_lost": "packets subscribers reported lost",
+    "malformed_in": "malformed RTP packets from publishers",
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.api_requests = Counter(
+            "roomcast_api_requests",
+            "Twirp API requests",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.api_seconds = Histogram(
+            "roomcast_api_request_seconds",
+            "Twirp API request duration",
+            ["method"],
+            registry=self.registry,
+        )
+        self.signal_connections = Counter(
+            "roomcast_signal_connections",
+            "signalling WebSocket connections by outcome",
+            ["result"],
+            registry=self.registry,
+        )
+        self.signal_requests = Counter(
+            "roomcast_signal_requests",
+            "SignalRequests received by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.forward_seconds = Histogram(
+            "roomcast_forward_seconds",
+            f"time to forward one RTP packet to all its subscribers (1 in {LATENCY_SAMPLE_EVERY})",
+            buckets=(5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3),
+            registry=self.registry,
+        )
+        self._sample = 0
+
+    def attach(self, rooms: RoomManager, forwarder: Forwarder, webhooks: WebhookNotifier) -> None:
+        self.registry.register(_StateCollector(rooms, forwarder, webhooks))
+
+    def timed_forward(
+        self, forward: Callable[[object, bytes], None]
+    ) -> Callable[[object, bytes], None]:
+        """Wrap the forwarder's RTP entry point with a sampled latency measurement."""
+        histogram = self.forward_seconds
+
+        def forward_and_maybe_time(key: object, packet: bytes) -> None:
+            self._sample += 1
+            if self._sample % LATENCY_SAMPLE_EVERY:
+                forward(key, packet)
+                return
+            start = time.perf_counter()
+            forward(key, packet)
+            histogram.observe(time.perf_counter() - start)
+
+        return forward_and_maybe_time
+
+
+class _StateCollector(Collector):
+    def __init__(self, rooms: RoomManager, forwarder: Forwarder, webhooks: WebhookNotifier) -> None:
+        self._rooms = rooms
+        self._forwarder = forwarder
+        self._webhooks = webhooks
+
+    def collect(self) -> Iterator[Metric]:
+        rooms = self._rooms.list()
+        participants = [p for room in rooms for p in room.live_participants()]
+        yield GaugeMetricFamily("roomcast_rooms", "open rooms", value=len(rooms))
+        yield GaugeMetricFamily(
+            "roomcast_participants", "connected participants", value=len(participants)
+        )
+        yield GaugeMetricFamily(
+            "roomcast_tracks_published",
+            "published tracks",
+            value=sum(len(p.tracks) for p in participants),
+        )
+        yield GaugeMetricFamily(
+            "roomcast_tracks_subscribed",
+            "subscriptions being forwarded",
+            value=len(self._forwarder.downtracks()),
+        )
+        totals = self._forwarder.totals()
+        for name, help_text in _MEDIA_COUNTERS.items():
+            yield CounterMetricFamily(f"roomcast_{name}", help_text, value=totals[name])
+        deliveries = CounterMetricFamily(
+            "roomcast_webhooks", "webhook deliveries by outcome", labels=["result"]
+        )
+        deliveries.add_metric(["delivered"], self._webhooks.delivered)
+        deliveries.add_metric(["failed"], self._webhooks.failed)
+        deliveries.add_metric(["dropped"], self._webhooks.dropped)
+        yield deliveries
+
+
+@dataclass
+class RateSampler:
+    """Per-track bitrates and server packet rates, sampled once a second by the media clock."""
+
+    forwarder: Forwarder
+    interval: float = 1.0
+    track_bps: dict[str, float] = field(default_factory=dict)
+    track_loss: dict[str, float] = field(default_factory=dict)
+    packets_in_per_s: float = 0.0
+    packets_out_per_s: float = 0.0
+    cpu_percent: float = 0.0
+    _last: float = 0.0
+    _last_bytes: dict[str, int] = field(default_factory=dict)
+    _last_totals: dict[str, int] = field(default_factory=dict)
+    _last_cpu: float = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        elapsed = now - self._last
+        if elapsed < self.interval:
+            return
+        first = self._last == 0.0
+        self._last = now
+        current: dict[str, int] = {}
+        for track in self.forwarder.uptracks():
+            current[track.track_sid] = sum(layer.bytes for layer in track.layers)
+            losses = [dt.fraction_lost for dt in track.downtracks]
+            self.track_loss[track.track_sid] = max(losses) / 256 if losses else 0.0
+        self.track_bps = {
+            sid: 8 * max(0, value - self._last_bytes.get(sid, value)) / elapsed
+            for sid, value in current.items()
+        }
+        self._last_bytes = current
+        totals = self.forwarder.totals()
+        cpu = sum(os.times()[:2])
+        if not first:
+            self.packets_in_per_s = (
+                totals["packets_in"] - self._last_totals["packets_in"]
+            ) / elapsed
+            self.packets_out_per_s = (
+                totals["packets_out"] - self._last_totals["packets_out"]
+            ) / elapsed
+            self.cpu_percent = 100 * (cpu - self._last_cpu) / elapsed
+        self._last_totals = dict(totals)
+        self._last_cpu = cpu
+
+    def server(self) -> dict[str, Any]:
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            with open("/proc/self/statm") as statm:
+                rss_kib = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+        except OSError:
+            pass
+        return {
+            "cpu_percent": round(self.cpu_percent, 1),
+            "memory_mib": round(rss_kib / 1024, 1),
+            "packets_in_per_s": round(self.packets_in_per_s),
+            "packets_out_per_s": round(self.packets_out_per_s),
+        }
