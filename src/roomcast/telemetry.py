@@ -167,12 +167,9 @@ class RateSampler:
         totals = self.forwarder.totals()
         cpu = sum(os.times()[:2])
         if not first:
-            self.packets_in_per_s = (
-                totals["packets_in"] - self._last_totals["packets_in"]
-            ) / elapsed
-            self.packets_out_per_s = (
-                totals["packets_out"] - self._last_totals["packets_out"]
-            ) / elapsed
+            last = self._last_totals
+            self.packets_in_per_s = (totals["packets_in"] - last.get("packets_in", 0)) / elapsed
+            self.packets_out_per_s = (totals["packets_out"] - last.get("packets_out", 0)) / elapsed
             self.cpu_percent = 100 * (cpu - self._last_cpu) / elapsed
         self._last_totals = dict(totals)
         self._last_cpu = cpu
