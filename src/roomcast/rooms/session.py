@@ -436,14 +436,25 @@ class Session:
             self.participant.touch()
 
     def _on_simulate(self, scenario: rtc.SimulateScenario) -> None:
+        """Test hooks the SDKs' own test suites use, behaving as LiveKit's room.go does."""
         which = scenario.WhichOneof("scenario")
-        if which == "node_failure":
-            self.sink.close(1001, "simulated node failure")  # drop the signal; client resumes
+        if which in ("node_failure", "migration"):
+            # Drop the participant without a leave: the client's resume then finds no session
+            # and is told to reconnect from scratch.
+            self.sink.close(1001, f"simulated {which}")
+            self._teardown()
+            self.room.remove_participant(self.participant, Reason.STATE_MISMATCH)
         elif which == "server_leave":
             self.sink.send(_leave(Reason.SERVER_SHUTDOWN, Action.DISCONNECT))
             self._leave(Reason.SERVER_SHUTDOWN)
-        elif which in ("leave_request_full_reconnect", "migration"):
+        elif which == "leave_request_full_reconnect":
             self._full_reconnect()
+        elif which == "speaker_update":
+            speaker = models.SpeakerInfo(sid=self.participant.sid, level=0.9, active=True)
+            update = rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=[speaker]))
+            for other in self.room.live_participants():
+                if other.session is not None and other.session.joined:
+                    other.session.send_signal(update)
         else:
             log.debug("simulate %s: not supported", which)
 

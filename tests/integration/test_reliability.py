@@ -1,0 +1,106 @@
+"""Faults the SDKs must survive: dropped signalling (resume), forced full reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from livekit import rtc
+
+from roomcast.server import Server
+from tests.integration.sdk import ROOM_EVENTS, Events, join_token, joined, until
+from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.test_media_python import publishing, subscribed_track, video_frame_size
+
+
+@pytest.fixture
+async def proxy(server: Server) -> AsyncIterator[TcpProxy]:
+    tcp = TcpProxy(server.port)
+    await tcp.start()
+    yield tcp
+    await tcp.close()
+
+
+async def connect_via(proxy: TcpProxy, room: str, identity: str) -> tuple[rtc.Room, Events]:
+    client = rtc.Room()
+    events = Events(client, [*ROOM_EVENTS, "reconnecting", "reconnected"])
+    await client.connect(f"ws://127.0.0.1:{proxy.port}", join_token(room, identity))
+    return client, events
+
+
+async def test_signal_drop_resumes_session_and_media_keeps_flowing(
+    server: Server, proxy: TcpProxy
+) -> None:
+    async with joined(server, "resume", "watcher") as (_, watcher_events):
+        pub, pub_events = await connect_via(proxy, "resume", "talker")
+        try:
+            async with publishing(pub):
+                await subscribed_track(watcher_events, rtc.TrackKind.KIND_VIDEO, "talker")
+                sid_before = pub.local_participant.sid
+                connections_before = proxy.connections
+                proxy.cut()
+                await pub_events.wait("reconnected", timeout=30)
+                assert proxy.connections > connections_before  # a new WebSocket…
+                assert pub.local_participant.sid == sid_before  # …for the same session
+                # The watcher never saw the talker leave, and media still flows.
+                assert not [
+                    a
+                    for a in watcher_events.all("participant_disconnected")
+                    if a[0].identity == "talker"
+                ]
+                room = server.rooms.get("resume")
+                assert room is not None and room.participants["talker"].sid == sid_before
+                async with joined(server, "resume", "late") as (_, late_events):
+                    track = await subscribed_track(late_events, rtc.TrackKind.KIND_VIDEO, "talker")
+                    assert await asyncio.wait_for(video_frame_size(track), 30) == (320, 240)
+                # Signalling works again after the resume: a data packet and a metadata call.
+                await pub.local_participant.publish_data(b"after resume", topic="r")
+                await watcher_events.wait("data_received", lambda p: p.data == b"after resume")
+        finally:
+            await pub.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "outcome"),
+    [
+        ("SIMULATE_SIGNAL_RECONNECT", "resumed"),
+        ("SIMULATE_NODE_FAILURE", "new session"),
+        ("SIMULATE_MIGRATION", "new session"),
+        ("SIMULATE_FULL_RECONNECT", "new session"),
+        ("SIMULATE_SERVER_LEAVE", "disconnected"),
+        ("SIMULATE_SPEAKER", "speaker"),
+    ],
+)
+async def test_sdk_simulate_scenarios(server: Server, scenario: str, outcome: str) -> None:
+    async with (
+        joined(server, "sim", "observer") as (_, observer_events),
+        joined(server, "sim", "subject") as (subject, _),
+    ):
+        client_events = Events(subject, ["reconnected", "disconnected"])
+        sid_before = subject.local_participant.sid
+        room = server.rooms.get("sim")
+        assert room is not None
+        await subject.simulate_scenario(rtc.SimulateScenarioKind.Value(scenario))
+
+        def session_sid() -> str | None:
+            current = room.participants.get("subject")
+            return current.sid if current is not None else None
+
+        if outcome == "resumed":
+            await client_events.wait("reconnected", timeout=30)
+            assert session_sid() == sid_before
+        elif outcome == "new session":
+            await until(lambda: session_sid() not in (None, sid_before), timeout=30)
+            await observer_events.wait(
+                "participant_connected", lambda p: p.identity == "subject" and p.sid != sid_before
+            )
+        elif outcome == "disconnected":
+            (reason,) = await client_events.wait("disconnected", timeout=30)
+            assert reason == rtc.DisconnectReason.SERVER_SHUTDOWN
+            await observer_events.wait(
+                "participant_disconnected", lambda p: p.identity == "subject"
+            )
+        else:
+            (speakers,) = await observer_events.wait("active_speakers_changed")
+            assert [p.identity for p in speakers] == ["subject"]
