@@ -1,25 +1,49 @@
 #!/usr/bin/env bash
-# Installs what the test suite drives besides Python packages: Debian's chromium (browser
-# tests, driven by playwright with executable_path, never a downloaded browser) and Node.js
-# with npm (the official Node SDKs and the livekit-client bundle). Idempotent; needs root (or
-# sudo) only when something is missing.
+# Installs what the test suite drives besides Python packages:
+#   - Debian's chromium (+ fonts) for tests/browser: playwright (the Python package, from the
+#     `test` extra) drives /usr/bin/chromium through executable_path; it never downloads a
+#     browser, and `playwright install` is never run;
+#   - Node.js with npm, then `npm ci` in tests/node: the official Node SDKs and the npm
+#     livekit-client whose dist/ bundle the browser test page loads.
+# Idempotent: apt runs only when something is missing (as root, or through sudo), and npm ci
+# only when tests/node/package-lock.json changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# No tool may fetch its own browser (playwright, puppeteer): the network is closed to them.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1
+
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+installed fonts-liberation || missing+=(fonts-liberation) # text in headless pages
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+# npm ships inside NodeSource's nodejs; Debian's nodejs needs Debian's npm.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
+  # Always refresh the lists first: a fresh machine has none, an old one may have stale ones.
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    "${missing[@]}" fonts-liberation
+    "${missing[@]}"
 fi
+if ! version=$(/usr/bin/chromium --version 2>/dev/null); then
+  echo "/usr/bin/chromium is installed but does not run" >&2
+  exit 1
+fi
+echo "browser: $version (driven by playwright with executable_path; no browser downloads)"
 
-export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 if [ -f tests/node/package.json ]; then
-  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  lock=tests/node/package-lock.json
+  stamp=tests/node/node_modules/.roomcast-installed
+  want="$(sha256sum "$lock" | cut -d' ' -f1) node $(node --version)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "tests/node: node_modules matches package-lock.json"
+  else
+    echo "tests/node: npm ci"
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
+  fi
 fi
