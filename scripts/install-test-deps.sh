@@ -47,3 +47,7 @@ if [ -f tests/node/package.json ]; then
     echo "$want" >"$stamp"
   fi
 fi
+
+# livekit-agents workers (tests/integration/test_agents.py) run from their own venv,
+# .venv-agents: the framework pins its own `livekit` rtc SDK version.
+bash scripts/agents-venv.sh

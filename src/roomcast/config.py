@@ -116,8 +116,20 @@ class LimitConfig:
     max_participant_name_length: int = 256
     signal_message_size_limit: int = 2 * 1024 * 1024
     max_api_request_body_size: int = 10 * 1024 * 1024
-    num_tracks: int = 0
+    num_tracks: int = 0  # tracks per participant (published + pending); 0 = Roomcast's 32
     bytes_per_sec: int = 0
+    # Roomcast-specific safety limits (0 disables the rooms limit).
+    max_rooms: int = 0
+    max_data_packet_size: int = 256 * 1024  # our SCTP a=max-message-size
+    joins_per_second_per_ip: float = 20.0
+    join_burst_per_ip: int = 40
+
+
+@dataclass
+class PlaygroundConfig:
+    """Roomcast-specific: the browser playground (``/``) and dashboard (``/dashboard``)."""
+
+    enabled: bool = False  # --dev turns it on unless the YAML says false
 
 
 @dataclass
@@ -137,6 +149,7 @@ class Config:
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     prometheus_port: int = 0
     limit: LimitConfig = field(default_factory=LimitConfig)
+    playground: PlaygroundConfig = field(default_factory=PlaygroundConfig)
     # Seconds the webhook queue gets to drain on shutdown (Roomcast-specific).
     shutdown_flush_timeout: float = 5.0
 
@@ -368,7 +381,8 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
     if overrides.dev:
         flag_layer["development"] = True
 
-    config: Config = _build(Config, _merge(raw, flag_layer))
+    merged = _merge(raw, flag_layer)
+    config: Config = _build(Config, merged)
     if config.key_file:
         config.keys = {**_read_key_file(config.key_file), **config.keys}
     if config.development:
@@ -378,6 +392,8 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
             config.bind_addresses = ["127.0.0.1"]
         if not config.log_level and config.logging.level == "info":
             config.logging.level = "debug"
+        if "enabled" not in merged.get("playground", {}):
+            config.playground.enabled = True
     validate(config)
     return config
 

@@ -64,3 +64,7 @@ class UnimplementedError(RoomcastError):
 
 class DeadlineExceededError(RoomcastError):
     code = "deadline_exceeded"
+
+
+class ResourceExhaustedError(RoomcastError):
+    code = "resource_exhausted"

@@ -10,12 +10,14 @@ import ifaddr
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from roomcast.agents import AgentService
 from roomcast.auth import TokenVerifier
 from roomcast.config import Config
 from roomcast.edge.api import TwirpEndpoint
 from roomcast.edge.http import create_app
 from roomcast.edge.rtc import RtcEndpoint
 from roomcast.edge.stats import StatsEndpoint
+from roomcast.edge.web import WebEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
 from roomcast.media.forwarder import Forwarder
 from roomcast.media.transport import UdpMux
@@ -43,8 +45,9 @@ class Server:
             config.webhook.urls, webhook_key, config.keys.get(webhook_key, "")
         )
         self.rooms = RoomManager(config.room, config.limit, self._on_room_event)
-        self.admin = RoomAdmin(config, self.rooms, DataRouter())
+        self.admin = RoomAdmin(config, self.rooms, DataRouter(config.limit.max_data_packet_size))
         self.node_id = new_sid(NODE_PREFIX, 8)
+        self.agents = AgentService(config, self.verifier, self.admin, self.node_id)
         self.mux = UdpMux(
             self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
         )
@@ -52,13 +55,17 @@ class Server:
         self.metrics = Metrics()
         self.metrics.attach(self.rooms, self.forwarder, self.webhooks)
         self.rates = RateSampler(self.forwarder)
-        self.media = MediaRouter(self.forwarder, TrackManager())
+        self.media = MediaRouter(self.forwarder, TrackManager(config.limit.num_tracks))
         self.sessions = SessionManager(
             config, self.admin, self.mux, self.media, self.node_id, self.metrics
         )
         self.app = create_app(config.limit.max_api_request_body_size)
-        TwirpEndpoint(self.verifier, self.admin, self.metrics).add_routes(self.app)
+        TwirpEndpoint(
+            self.verifier, self.admin, self.metrics, self.agents.twirp_services()
+        ).add_routes(self.app)
+        self.agents.add_routes(self.app)  # /agent (livekit-agents workers)
         StatsEndpoint(self.verifier, self.rooms, self.rates).add_routes(self.app)
+        WebEndpoint(config, self.rooms).add_routes(self.app)  # / (health or playground)
         self.app.router.add_get("/metrics", self._serve_metrics)
         self.rtc = RtcEndpoint(self.verifier, self.sessions, config.limit.signal_message_size_limit)
         self.rtc.add_routes(self.app)
@@ -69,6 +76,7 @@ class Server:
 
     def _on_room_event(self, event: RoomEvent) -> None:
         self.webhooks.notify(event)
+        self.agents.on_room_event(event)
 
     def _rtc_host(self) -> str:
         """One UDP socket for WebRTC: on the bound address when there is exactly one."""
@@ -150,6 +158,7 @@ class Server:
             self._media_clock = None
         await self.rooms.stop()
         await self.rtc.close_all()
+        await self.agents.close()
         await self.webhooks.close(self.config.shutdown_flush_timeout)
         for runner in (self._runner, self._prometheus_runner):
             if runner is not None:

@@ -104,3 +104,26 @@ async def test_sdk_simulate_scenarios(server: Server, scenario: str, outcome: st
         else:
             (speakers,) = await observer_events.wait("active_speakers_changed")
             assert [p.identity for p in speakers] == ["subject"]
+
+
+async def test_udp_garbage_does_not_disturb_a_call(server: Server) -> None:
+    import random
+    import socket
+
+    async with (
+        joined(server, "noisy", "listener") as (_, events),
+        joined(server, "noisy", "speaker") as (speaker, _),
+        publishing(speaker),
+    ):
+        track = await subscribed_track(events, rtc.TrackKind.KIND_VIDEO, "speaker")
+        rng = random.Random(7)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for i in range(3000):
+                first = rng.choice([0, 1, 22, 23, 128, 144, 200, 255])  # STUN/DTLS/RTP/other
+                payload = bytes([first]) + rng.randbytes(rng.randrange(0, 1200))
+                sock.sendto(payload, ("127.0.0.1", server.mux.port))
+                if i % 100 == 0:
+                    await asyncio.sleep(0)  # let the server breathe, as real traffic would
+        assert await asyncio.wait_for(video_frame_size(track, frames=20), 30) == (320, 240)
+        room = server.rooms.get("noisy")
+        assert room is not None and sorted(room.participants) == ["listener", "speaker"]

@@ -554,3 +554,23 @@ def test_unknown_publisher_and_subscriber_are_ignored() -> None:
     fwd.handle_subscriber_rtcp("PA_nobody", build_pli(1, OUR_SSRC))
     fwd.handle_publisher_rtcp("PA_nobody", build_sr(1, 0, 0, 0, 0))
     assert out.packets == []
+
+
+def test_nack_storm_is_bounded() -> None:
+    from roomcast.media.downtrack import NACK_BURST
+
+    clock = Clock()
+    fwd = Forwarder(clock=clock)
+    out, _ = setup_video(fwd, Sink())
+    for i in range(5):
+        fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 100 + i, 3000 * i, payload=vp8(i, 0, key=i == 0)))
+    seq = parse_rtp(out.packets[2]).sequence
+    sent_before = len(out.packets)
+    for _ in range(int(NACK_BURST) * 3):  # a flood of NACKs for one packet, at one instant
+        fwd.handle_subscriber_rtcp(SUB, build_nack(1, OUR_SSRC, [seq]))
+    assert len(out.packets) - sent_before == int(NACK_BURST)
+    down = fwd.downtrack("TR_video", SUB)
+    assert down is not None and down.nacks_dropped == int(NACK_BURST) * 2
+    clock.t += 1.0  # the budget refills with time
+    fwd.handle_subscriber_rtcp(SUB, build_nack(1, OUR_SSRC, [seq]))
+    assert len(out.packets) - sent_before == int(NACK_BURST) + 1

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from roomcast.auth import AuthError, Claims, TokenVerifier
 from roomcast.edge import twirp
-from roomcast.edge.roomservice import METHODS
+from roomcast.edge.roomservice import METHODS, Method
 from roomcast.errors import PermissionDeniedError, RoomcastError
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.telemetry import Metrics
@@ -27,17 +28,28 @@ def bearer_token(request: web.Request) -> str:
 
 
 class TwirpEndpoint:
-    def __init__(self, verifier: TokenVerifier, admin: RoomAdmin, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        admin: RoomAdmin,
+        metrics: Metrics,
+        services: Mapping[str, Mapping[str, Method]] | None = None,
+    ) -> None:
         self._verifier = verifier
         self._admin = admin
         self._metrics = metrics
+        # Service name → method name → handler; ``services`` adds services or overrides methods.
+        self._services: dict[str, dict[str, Method]] = {ROOM_SERVICE: dict(METHODS)}
+        for name, methods in (services or {}).items():
+            self._services.setdefault(name, {}).update(methods)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/twirp/{service}/{method}", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         method_name = request.match_info["method"]
-        label = method_name if method_name in METHODS else "unknown"
+        known = method_name in self._services.get(request.match_info["service"], {})
+        label = method_name if known else "unknown"
         started = time.perf_counter()
         response = await self._handle(request)
         self._metrics.api_requests.labels(label, str(response.status)).inc()
@@ -51,7 +63,7 @@ class TwirpEndpoint:
             return twirp.TwirpError(
                 "bad_route", f"unsupported method {request.method} (only POST is allowed)"
             ).to_response()
-        method = METHODS.get(method_name) if service == ROOM_SERVICE else None
+        method = self._services.get(service, {}).get(method_name)
         if method is None:
             return twirp.TwirpError(
                 "bad_route", f"no handler for path {request.path!r}"
@@ -83,6 +95,6 @@ class TwirpEndpoint:
         except RoomcastError as exc:
             return twirp.TwirpError.from_domain(exc).to_response()
         except Exception:
-            log.exception("RoomService.%s failed", method_name)
+            log.exception("%s.%s failed", service, method_name)
             return twirp.TwirpError("internal", "internal error").to_response()
         return twirp.encode(response, content_type)

@@ -37,5 +37,4 @@ async def health(request: web.Request) -> web.Response:
 
 def create_app(max_body_size: int) -> web.Application:
     app = web.Application(client_max_size=max_body_size, middlewares=[cors_middleware])
-    app.router.add_get("/", health)
     return app

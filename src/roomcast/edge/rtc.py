@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from aiohttp import WSMsgType, web
 from google.protobuf import json_format
@@ -84,6 +85,8 @@ class RtcEndpoint:
         self._sessions = sessions
         self._max_frame = max_frame
         self._sockets: set[web.WebSocketResponse] = set()
+        limits = sessions.config.limit
+        self._join_limiter = RateLimiter(limits.joins_per_second_per_ip, limits.join_burst_per_ip)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/rtc", self.handle_rtc)
@@ -124,6 +127,9 @@ class RtcEndpoint:
     async def handle_rtc(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=404)
+        if not self._join_limiter.allow(request.remote or ""):
+            self._sessions.metrics.signal_connections.labels("rate_limited").inc()
+            return web.Response(status=429, text="too many join attempts from this address")
         error, claims = self._check(request)
         if error is not None:
             self._sessions.metrics.signal_connections.labels("rejected").inc()
@@ -184,6 +190,31 @@ class RtcEndpoint:
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=CLOSE_NORMAL)
+
+
+class RateLimiter:
+    """Token buckets keyed by client address (joins per second per IP)."""
+
+    MAX_KEYS = 10_000  # bounded memory: forget idle addresses beyond this
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        if self._rate <= 0:
+            return True
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
+            self._buckets.clear()
+        self._buckets[key] = (tokens - 1, now)
+        return True
 
 
 class WebSocketSignalSink:

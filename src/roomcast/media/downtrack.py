@@ -24,6 +24,11 @@ from .uptrack import PacketInfo, UpTrack
 _FIXED_HEADER = struct.Struct("!BBHII")  # RFC 3550 §5.1: V/P/X/CC, M/PT, seq, ts, ssrc
 
 
+# Retransmissions allowed per downtrack: a sustained rate and a burst (NACK-storm guard).
+NACK_RATE = 400.0  # packets per second
+NACK_BURST = 200.0
+
+
 class DownTrack:
     def __init__(
         self,
@@ -73,6 +78,9 @@ class DownTrack:
         self.bytes_sent = 0
         self.payload_octets = 0  # RFC 3550 §6.4.1 sender's octet count
         self.nacks = 0  # sequence numbers NACKed by the subscriber
+        self.nacks_dropped = 0  # NACKed sequences refused by the storm guard
+        self._nack_tokens = float(NACK_BURST)
+        self._nack_refill = 0.0
         self.retransmits = 0
         self.plis = 0  # PLI/FIR received from the subscriber
         self.fraction_lost = 0  # from the subscriber's receiver reports
@@ -221,7 +229,16 @@ class DownTrack:
         self.nacks += len(sequences)
         if self.current is None:
             return
+        # NACK-storm guard: a token bucket of retransmissions per downtrack, so a hostile or
+        # broken subscriber cannot turn us into an amplifier.
+        self._nack_tokens = min(
+            NACK_BURST, self._nack_tokens + (now - self._nack_refill) * NACK_RATE
+        )
+        self._nack_refill = now
         for out_seq in sequences:
+            if self._nack_tokens < 1:
+                self.nacks_dropped += 1
+                continue
             seq = (out_seq - self.seq_offset) & 0xFFFF
             if (seq - self.epoch_seq) & 0xFFFF >= 0x8000 or (self.max_seq - seq) & 0xFFFF >= 0x8000:
                 continue  # not sent in this epoch
@@ -232,6 +249,7 @@ class DownTrack:
             if pt < 0:
                 continue
             data = self._rewrite(info, pt)
+            self._nack_tokens -= 1
             self.retransmits += 1
             self.send_rtp(data)
 

@@ -76,6 +76,11 @@ class UdpMux(asyncio.DatagramProtocol):
                 pass
         logger.info("media UDP mux listening on %s:%d", self.host, self.port)
 
+    @property
+    def transport_count(self) -> int:
+        """Live PeerTransports (for leak checks and stats)."""
+        return len(self._by_ufrag)
+
     def create_transport(self, *, on_state: Callable[[str], None] | None = None) -> PeerTransport:
         ufrag = random_ice_string(UFRAG_LENGTH)
         while ufrag in self._by_ufrag:

@@ -63,7 +63,8 @@ class _PendingRpc:
 
 
 class DataRouter:
-    def __init__(self) -> None:
+    def __init__(self, max_packet_size: int = MAX_DATA_PACKET) -> None:
+        self.max_packet_size = max_packet_size
         self._pending_rpcs: dict[str, _PendingRpc] = {}
         self.packets_in = 0
         self.packets_dropped = 0
@@ -73,6 +74,9 @@ class DataRouter:
         if label not in (RELIABLE_LABEL, LOSSY_LABEL):
             return  # _data_track carries a different format (data tracks: not implemented)
         self.packets_in += 1
+        if len(payload) > self.max_packet_size:
+            self.packets_dropped += 1
+            return
         if sender.state == State.DISCONNECTED or not sender.permission.can_publish_data:
             self.packets_dropped += 1
             return

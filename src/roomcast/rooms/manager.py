@@ -11,7 +11,7 @@ import unicodedata
 from livekit.protocol import models, rtc
 
 from roomcast.config import LimitConfig, RoomConfig
-from roomcast.errors import InvalidArgumentError, RoomNotFoundError
+from roomcast.errors import InvalidArgumentError, ResourceExhaustedError, RoomNotFoundError
 from roomcast.rooms.participant import State
 from roomcast.rooms.room import EventSink, Room, RoomSettings
 
@@ -88,6 +88,10 @@ class RoomManager:
             if metadata and metadata != settings.metadata:
                 room.set_metadata(metadata)
             return room
+        if self._limits.max_rooms and len(self._rooms) >= self._limits.max_rooms:
+            raise ResourceExhaustedError(
+                f"this node hosts its maximum of {self._limits.max_rooms} rooms (limit.max_rooms)"
+            )
         settings = RoomSettings(
             empty_timeout=empty_timeout or self._config.empty_timeout,
             departure_timeout=departure_timeout or self._config.departure_timeout,

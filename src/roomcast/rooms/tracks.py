@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PENDING_TRACKS = 20
+DEFAULT_MAX_TRACKS = 32  # per participant, when limit.num_tracks is 0
 _SOURCE_LETTER: dict[int, str] = {
     models.TrackSource.CAMERA: "C",
     models.TrackSource.MICROPHONE: "M",
@@ -98,6 +99,9 @@ def track_info_for(request: rtc.AddTrackRequest) -> models.TrackInfo:
 class TrackManager:
     """Publication bookkeeping shared by signalling and the server API."""
 
+    def __init__(self, max_tracks: int = 0) -> None:
+        self.max_tracks = max_tracks or DEFAULT_MAX_TRACKS
+
     def add_track(self, session: Session, request: rtc.AddTrackRequest) -> bool:
         """Answer an AddTrackRequest; True when the track is now pending."""
         participant = session.participant
@@ -121,6 +125,9 @@ class TrackManager:
             return False
         if request.cid in participant.pending_tracks:
             refuse(rtc.RequestResponse.DUPLICATE_NAME, "track with this cid is pending")
+            return False
+        if len(participant.tracks) + len(participant.pending_tracks) >= self.max_tracks:
+            refuse(rtc.RequestResponse.LIMIT_EXCEEDED, f"at most {self.max_tracks} tracks")
             return False
         if len(participant.pending_tracks) >= MAX_PENDING_TRACKS:
             refuse(rtc.RequestResponse.LIMIT_EXCEEDED, "too many pending tracks")

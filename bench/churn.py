@@ -1,0 +1,92 @@
+"""Join/publish/leave churn against an in-process server: memory, tasks and sockets must stay flat.
+
+    python -m bench.churn --cycles 30        # ~1 minute; --cycles 900 is a ~30 minute soak
+
+Each cycle two official-SDK participants join one room, one publishes audio and video for
+`--media-seconds`, both leave. Printed: RSS, asyncio tasks, live transports, forwarder tracks
+and rooms at start, after warm-up and at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import time
+from contextlib import suppress
+
+from livekit import rtc
+from tests.conftest import free_port
+from tests.integration.sdk import join_token
+from tests.integration.test_media_python import publishing
+
+from roomcast.config import Overrides, load_config
+from roomcast.server import Server
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def snapshot(server: Server) -> dict[str, float]:
+    gc.collect()
+    return {
+        "rss_mib": round(rss_mib(), 1),
+        "tasks": len(asyncio.all_tasks()),
+        "transports": server.mux.transport_count,
+        "uptracks": len(server.forwarder.uptracks()),
+        "downtracks": len(server.forwarder.downtracks()),
+        "rooms": len(server.rooms.list()),
+    }
+
+
+async def cycle(url: str, index: int, media_seconds: float) -> None:
+    room_name = f"churn-{index % 3}"
+    watcher, talker = rtc.Room(), rtc.Room()
+    await watcher.connect(url, join_token(room_name, f"w{index}"))
+    await talker.connect(url, join_token(room_name, f"t{index}"))
+    async with publishing(talker):
+        await asyncio.sleep(media_seconds)
+    for room in (talker, watcher):
+        with suppress(Exception):
+            await room.disconnect()
+
+
+async def main(cycles: int, media_seconds: float) -> None:
+    body = (
+        f"port: 0\nkeys:\n  devkey: secret\nbind_addresses: [127.0.0.1]\n"
+        f"rtc:\n  udp_port: {free_port()}\nroom:\n  departure_timeout: 1\n"
+        "limit:\n  joins_per_second_per_ip: 0\n"
+    )
+    server = Server(load_config(Overrides(config_body=body), environ={}))
+    await server.start()
+    url = f"ws://127.0.0.1:{server.port}"
+    start = snapshot(server)
+    started = time.monotonic()
+    warm: dict[str, float] = {}
+    for i in range(cycles):
+        await cycle(url, i, media_seconds)
+        if i == min(4, cycles - 1):
+            warm = snapshot(server)
+    await asyncio.sleep(2.5)  # let departure timeouts close the rooms
+    end = snapshot(server)
+    elapsed = time.monotonic() - started
+    await server.stop()
+    print(
+        f"churn: {cycles} cycles in {elapsed:.0f} s on {platform.node()} "
+        f"({os.cpu_count()} CPUs, Python {platform.python_version()})"
+    )
+    print(f"{'':12}{'start':>10}{'warm (5)':>10}{'end':>10}")
+    for key in start:
+        print(f"{key:12}{start[key]:>10}{warm.get(key, 0):>10}{end[key]:>10}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--media-seconds", type=float, default=1.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.cycles, args.media_seconds))
