@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from livekit.protocol import models, rtc
 
@@ -71,6 +71,16 @@ def plan_for(section: MediaSection) -> MediaAnswerPlan | None:
     )
 
 
+def _inactive_plan(section: MediaSection) -> MediaAnswerPlan | None:
+    """Answer a section the client does not send on: bundled, inactive, one codec."""
+    real = [
+        c for c in section.codecs if c.name.lower() not in ("rtx", "red", "ulpfec", "flexfec-03")
+    ]
+    if not real or section.kind not in ("audio", "video"):
+        return None
+    return MediaAnswerPlan(codecs=[replace(real[0], rtcp_fb=[])], direction="inactive")
+
+
 def _sending(section: MediaSection) -> bool:
     return not section.rejected and (section.direction or "sendrecv") in ("sendonly", "sendrecv")
 
@@ -108,8 +118,13 @@ class PublisherPeer:
         def accept(section: MediaSection) -> MediaAnswerPlan | None:
             if section.mid is None:
                 return None
-            if section.mid in self._plans and not _sending(section):
-                return self._plans[section.mid]
+            if not _sending(section):
+                # Keep not-sending sections bundled (inactive) rather than rejected: when a
+                # rejected m-line is recycled for a new track, libwebrtc moves the BUNDLE tag to
+                # a new transport and tears down the one carrying our data channels.
+                if section.rejected:
+                    return None
+                return self._plans.get(section.mid) or _inactive_plan(section)
             plan = plan_for(section)
             if plan is None:
                 return None
