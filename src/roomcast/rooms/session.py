@@ -26,6 +26,7 @@ from roomcast.rooms.data import LOSSY_LABEL, RELIABLE_LABEL
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.publisher_peer import MatchedSection, PublisherPeer
 from roomcast.rooms.room import Room
+from roomcast.rooms.sessions import leave_response as _leave
 from roomcast.rooms.subscriber_peer import SubscriberPeer
 
 if TYPE_CHECKING:
@@ -555,13 +556,3 @@ class Session:
         handle = self._timers.pop(name, None)
         if handle is not None:
             handle.cancel()
-
-
-def _leave(reason: int, action: int) -> rtc.SignalResponse:
-    return rtc.SignalResponse(
-        leave=rtc.LeaveRequest(
-            reason=reason,  # type: ignore[arg-type]
-            action=action,  # type: ignore[arg-type]
-            can_reconnect=action != Action.DISCONNECT,
-        )
-    )
