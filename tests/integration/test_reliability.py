@@ -127,3 +127,48 @@ async def test_udp_garbage_does_not_disturb_a_call(server: Server) -> None:
         assert await asyncio.wait_for(video_frame_size(track, frames=20), 30) == (320, 240)
         room = server.rooms.get("noisy")
         assert room is not None and sorted(room.participants) == ["listener", "speaker"]
+
+
+async def test_sigterm_drains_participants_and_webhooks() -> None:
+    import signal
+    import sys
+
+    from tests.conftest import free_port
+    from tests.integration.test_cli import wait_healthy
+    from tests.integration.webhook_receiver import WebhookSink
+
+    sink = WebhookSink()
+    await sink.start()
+    port = free_port()
+    config = f"webhook:\n  api_key: devkey\n  urls: [{sink.url}]\n"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "roomcast",
+        "serve",
+        "--dev",
+        "--port",
+        str(port),
+        "--udp-port",
+        str(free_port()),
+        "--config-body",
+        config,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}/", proc)
+        client = rtc.Room()
+        events = Events(client, ["disconnected"])
+        await client.connect(f"ws://127.0.0.1:{port}", join_token("drain", "dora"))
+        await sink.wait_for(2)  # room_started, participant_joined
+        proc.send_signal(signal.SIGTERM)
+        (reason,) = await events.wait("disconnected", timeout=20)
+        assert reason == rtc.DisconnectReason.SERVER_SHUTDOWN
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        names = [e.event for e in await sink.wait_for(4)]
+        assert names == ["room_started", "participant_joined", "participant_left", "room_finished"]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await sink.stop()

@@ -84,7 +84,7 @@ class RtcEndpoint:
         self._verifier = verifier
         self._sessions = sessions
         self._max_frame = max_frame
-        self._sockets: set[web.WebSocketResponse] = set()
+        self._sinks: set[WebSocketSignalSink] = set()
         limits = sessions.config.limit
         self._join_limiter = RateLimiter(limits.joins_per_second_per_ip, limits.join_burst_per_ip)
 
@@ -140,15 +140,15 @@ class RtcEndpoint:
             heartbeat=WS_HEARTBEAT, max_msg_size=self._max_frame, autoping=True
         )
         await ws.prepare(request)
-        self._sockets.add(ws)
         connection = WebSocketSignalSink(ws)
+        self._sinks.add(connection)
         session = None
         try:
             session = await self._sessions.connect(claims, options, connection)  # type: ignore[arg-type]
             if session is not None:
                 await self._read_loop(ws, connection, session.handle_request)
         finally:
-            self._sockets.discard(ws)
+            self._sinks.discard(connection)
             await connection.drain_and_close()
             if session is not None:
                 session.on_signal_closed(connection)
@@ -187,9 +187,9 @@ class RtcEndpoint:
                 return
 
     async def close_all(self) -> None:
-        for ws in list(self._sockets):
-            with contextlib.suppress(Exception):
-                await ws.close(code=CLOSE_NORMAL)
+        """Flush what is queued (the SERVER_SHUTDOWN leaves), then close every WebSocket."""
+        sinks = list(self._sinks)
+        await asyncio.gather(*(sink.drain_and_close(timeout=1.0) for sink in sinks))
 
 
 class RateLimiter:
