@@ -1,6 +1,7 @@
 """Join/publish/leave churn against an in-process server: memory, tasks and sockets must stay flat.
 
-    python -m bench.churn --cycles 30        # ~1 minute; --cycles 900 is a ~30 minute soak
+    python -m bench.churn --cycles 30        # ~1 minute
+    python -m bench.churn --minutes 30       # the soak: as many cycles as fit in 30 minutes
 
 Each cycle two official-SDK participants join one room, one publishes audio and video for
 `--media-seconds`, both leave. Printed: RSS, asyncio tasks, live transports, forwarder tracks
@@ -55,7 +56,7 @@ async def cycle(url: str, index: int, media_seconds: float) -> None:
             await room.disconnect()
 
 
-async def main(cycles: int, media_seconds: float) -> None:
+async def main(cycles: int, minutes: float, media_seconds: float) -> None:
     body = (
         f"port: 0\nkeys:\n  devkey: secret\nbind_addresses: [127.0.0.1]\n"
         f"rtc:\n  udp_port: {free_port()}\nroom:\n  departure_timeout: 1\n"
@@ -67,10 +68,19 @@ async def main(cycles: int, media_seconds: float) -> None:
     start = snapshot(server)
     started = time.monotonic()
     warm: dict[str, float] = {}
-    for i in range(cycles):
+    deadline = started + minutes * 60 if minutes else None
+    report_every = 300.0  # a progress snapshot every 5 minutes of a soak
+    next_report = started + report_every
+    i = 0
+    while (i < cycles) if deadline is None else (time.monotonic() < deadline):
         await cycle(url, i, media_seconds)
-        if i == min(4, cycles - 1):
+        if i == 4:
             warm = snapshot(server)
+        if time.monotonic() >= next_report:
+            next_report += report_every
+            print(f"after {i + 1} cycles, {time.monotonic() - started:.0f} s: {snapshot(server)}")
+        i += 1
+    cycles = i
     await asyncio.sleep(2.5)  # let departure timeouts close the rooms
     end = snapshot(server)
     elapsed = time.monotonic() - started
@@ -87,6 +97,7 @@ async def main(cycles: int, media_seconds: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--minutes", type=float, default=0, help="run for this long instead")
     parser.add_argument("--media-seconds", type=float, default=1.0)
     args = parser.parse_args()
-    asyncio.run(main(args.cycles, args.media_seconds))
+    asyncio.run(main(args.cycles, args.minutes, args.media_seconds))

@@ -22,6 +22,8 @@ installed fonts-liberation || missing+=(fonts-liberation) # text in headless pag
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 # npm ships inside NodeSource's nodejs; Debian's nodejs needs Debian's npm.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# A real Redis for the multi-node tests (tests/integration/test_multinode.py starts its own).
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   # Always refresh the lists first: a fresh machine has none, an old one may have stale ones.

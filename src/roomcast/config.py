@@ -92,12 +92,42 @@ class WebhookConfig:
 
 
 @dataclass
+class RedisTLSConfig:
+    enabled: bool = False
+    ca_cert_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure_skip_verify: bool = False
+
+
+@dataclass
 class RedisConfig:
-    address: str = ""
+    """Multi-node mode is on when an address (or sentinel addresses) is set (reference 12 §12.5)."""
+
+    address: str = ""  # host:port, or unix:///path/to/redis.sock
     username: str = ""
     password: str = ""
     db: int = 0
     use_tls: bool = False
+    tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
+    sentinel_master_name: str = ""
+    sentinel_addresses: list[str] = field(default_factory=list)
+    sentinel_username: str = ""
+    sentinel_password: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address or self.sentinel_addresses)
+
+
+@dataclass
+class NodeSelectorConfig:
+    """Where a new room is placed (reference 12 §12.4 ``node_selector``)."""
+
+    kind: str = "any"  # any | cpuload | sysload: the latter two skip nodes above their limit
+    sort_by: str = "sysload"  # sysload | cpuload | rooms | clients | random
+    sysload_limit: float = 0.9  # load average per CPU
+    cpu_load_limit: float = 0.9
 
 
 @dataclass
@@ -146,6 +176,7 @@ class Config:
     room: RoomConfig = field(default_factory=RoomConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    node_selector: NodeSelectorConfig = field(default_factory=NodeSelectorConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     prometheus_port: int = 0
     limit: LimitConfig = field(default_factory=LimitConfig)
@@ -176,7 +207,6 @@ _ACCEPTED_UNUSED: dict[str, set[str]] = {
         "turn",
         "audio",
         "video",
-        "node_selector",
         "signal_relay",
         "psrpc",
         "ingress",
@@ -216,15 +246,8 @@ _ACCEPTED_UNUSED: dict[str, set[str]] = {
         "max_metadata_size",
     },
     "webhook": {"url_notifier", "resource_url_notifier", "filter_params"},
-    "redis": {
-        "tls",
-        "sentinel_master_name",
-        "sentinel_addresses",
-        "sentinel_username",
-        "sentinel_password",
-        "cluster_addresses",
-        "max_redirects",
-    },
+    "redis": {"cluster_addresses", "max_redirects"},
+    "node_selector": {"algorithm", "regions"},
 }
 
 
@@ -423,6 +446,13 @@ def validate(config: Config) -> None:
     for name in ("empty_timeout", "departure_timeout", "max_participants"):
         if getattr(config.room, name) < 0:
             raise ConfigError(f"room.{name} must not be negative")
+    selector = config.node_selector
+    if selector.kind not in ("any", "cpuload", "sysload"):
+        raise ConfigError(f"node_selector.kind: unknown kind {selector.kind!r}")
+    if selector.sort_by not in ("sysload", "cpuload", "rooms", "clients", "random"):
+        raise ConfigError(f"node_selector.sort_by: unknown value {selector.sort_by!r}")
+    if config.redis.sentinel_addresses and not config.redis.sentinel_master_name:
+        raise ConfigError("redis.sentinel_master_name is required with sentinel_addresses")
     level = config.effective_log_level.lower()
     if level not in {"debug", "info", "warn", "warning", "error"}:
         raise ConfigError(f"logging.level: unknown level {level!r}")

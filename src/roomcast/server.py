@@ -8,8 +8,10 @@ import logging
 
 import ifaddr
 from aiohttp import web
+from livekit.protocol import models
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from roomcast import __version__
 from roomcast.agents import AgentService
 from roomcast.auth import TokenVerifier
 from roomcast.config import Config
@@ -28,6 +30,8 @@ from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.room import RoomEvent
 from roomcast.rooms.sessions import SessionManager
 from roomcast.rooms.tracks import TrackManager
+from roomcast.routing.registry import NodeRecord, NodeStats
+from roomcast.routing.router import Router
 from roomcast.telemetry import Metrics, RateSampler
 from roomcast.webhooks import WebhookNotifier
 
@@ -59,16 +63,32 @@ class Server:
         self.sessions = SessionManager(
             config, self.admin, self.mux, self.media, self.node_id, self.metrics
         )
+        # Multi-node mode (reference 12 §12.5): only when Redis is configured.
+        self.router = (
+            Router(config, NodeRecord(id=self.node_id, region=config.region), self._node_stats)
+            if config.redis.enabled
+            else None
+        )
         self.app = create_app(config.limit.max_api_request_body_size)
-        TwirpEndpoint(
-            self.verifier, self.admin, self.metrics, self.agents.twirp_services()
-        ).add_routes(self.app)
+        self.twirp = TwirpEndpoint(
+            self.verifier, self.admin, self.metrics, self.agents.twirp_services(), self.router
+        )
+        self.twirp.add_routes(self.app)
         self.agents.add_routes(self.app)  # /agent (livekit-agents workers)
         StatsEndpoint(self.verifier, self.rooms, self.rates).add_routes(self.app)
         WebEndpoint(config, self.rooms).add_routes(self.app)  # / (health or playground)
         self.app.router.add_get("/metrics", self._serve_metrics)
-        self.rtc = RtcEndpoint(self.verifier, self.sessions, config.limit.signal_message_size_limit)
+        self.rtc = RtcEndpoint(
+            self.verifier, self.sessions, config.limit.signal_message_size_limit, self.router
+        )
         self.rtc.add_routes(self.app)
+        if self.router is not None:
+            self.router.attach(
+                self.rtc.start_relayed,
+                self.twirp.execute_local,
+                lambda: [room.name for room in self.rooms.list()],
+                self._room_lost,
+            )
         self._runner: web.AppRunner | None = None
         self._prometheus_runner: web.AppRunner | None = None
         self._media_clock: asyncio.Task[None] | None = None
@@ -77,6 +97,27 @@ class Server:
     def _on_room_event(self, event: RoomEvent) -> None:
         self.webhooks.notify(event)
         self.agents.on_room_event(event)
+        if self.router is not None and event.name == "room_finished":
+            self.router.room_closed(event.room.name)
+
+    def _node_stats(self) -> NodeStats:
+        rooms = self.rooms.list()
+        return NodeStats(
+            rooms=len(rooms),
+            clients=sum(len(room.participants) for room in rooms),
+            tracks=len(self.forwarder.uptracks()),
+            packets_per_second=round(self.rates.packets_out_per_s, 1),
+        )
+
+    def _room_lost(self, name: str) -> None:
+        """Another node holds this room's lease: this copy must go (one room, one node)."""
+        room = self.rooms.get(name)
+        if room is not None:
+            self.rooms.close(
+                room,
+                models.DisconnectReason.MIGRATION,
+                models.RoomEndReason.ROOM_END_SUPERSEDED,
+            )
 
     def _rtc_host(self) -> str:
         """One UDP socket for WebRTC: on the bound address when there is exactly one."""
@@ -109,6 +150,13 @@ class Server:
             await site.start()
         self.ports = [address[1] for address in self._runner.addresses]
         await self._start_prometheus()
+        if self.router is not None:
+            record = self.router.registry.record
+            host = self._advertise_ip() or self._rtc_host()
+            record.http_url = f"http://{self.bind_addresses[0]}:{self.port}"
+            record.rtc_address = f"{host}:{self.mux.port}"
+            record.version = __version__
+            await self.router.start()
         self.rooms.start()
         self._media_clock = asyncio.get_running_loop().create_task(self._run_media_clock())
         log.info(
@@ -158,6 +206,8 @@ class Server:
             self._media_clock = None
         await self.rooms.stop()
         await self.rtc.close_all()
+        if self.router is not None:
+            await self.router.close()  # after the leaves above are published
         await self.agents.close()
         await self.webhooks.close(self.config.shutdown_flush_timeout)
         for runner in (self._runner, self._prometheus_runner):

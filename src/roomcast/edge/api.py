@@ -7,12 +7,14 @@ import time
 from collections.abc import Mapping
 
 from aiohttp import web
+from livekit.protocol import room as room_pb
 
 from roomcast.auth import AuthError, Claims, TokenVerifier
 from roomcast.edge import twirp
 from roomcast.edge.roomservice import METHODS, Method
 from roomcast.errors import PermissionDeniedError, RoomcastError
 from roomcast.rooms.admin import RoomAdmin
+from roomcast.routing.router import ApiResult, Router, RoutingUnavailable
 from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,10 @@ class TwirpEndpoint:
         admin: RoomAdmin,
         metrics: Metrics,
         services: Mapping[str, Mapping[str, Method]] | None = None,
+        router: Router | None = None,
     ) -> None:
         self._verifier = verifier
+        self._router = router
         self._admin = admin
         self._metrics = metrics
         # Service name → method name → handler; ``services`` adds services or overrides methods.
@@ -73,17 +77,48 @@ class TwirpEndpoint:
             return twirp.TwirpError(
                 "bad_route", f"unexpected Content-Type: {content_type or '(none)'}"
             ).to_response()
-
-        # Authentication first: a bad token is a plain 401, as LiveKit's auth middleware does.
         token = bearer_token(request)
+        # Authentication first: a bad token is a plain 401, as LiveKit's auth middleware does.
         claims: Claims | None = None
         if token:
             try:
                 claims = self._verifier.verify(token)
             except AuthError as exc:
                 return web.Response(status=401, text=str(exc))
-
         body = await request.read()  # aiohttp answers 413 past client_max_size
+        if self._router is not None and claims is not None:
+            routed = await self._route(
+                service, method_name, method, content_type, body, token, claims
+            )
+            if routed is not None:
+                return routed
+        return await self._execute(service, method_name, method, content_type, body, claims)
+
+    async def execute_local(
+        self, service: str, method_name: str, content_type: str, body: bytes, token: str
+    ) -> ApiResult:
+        """Run a call on this node (for another node that routed it here)."""
+        method = self._services.get(service, {}).get(method_name)
+        if method is None:
+            response = twirp.TwirpError("bad_route", f"no handler for {method_name}").to_response()
+        else:
+            try:
+                claims: Claims | None = self._verifier.verify(token)
+            except AuthError as exc:
+                return ApiResult(401, "text/plain", str(exc).encode())
+            response = await self._execute(service, method_name, method, content_type, body, claims)
+        payload = response.body if isinstance(response.body, bytes) else b""
+        return ApiResult(response.status, response.content_type, payload)
+
+    async def _execute(
+        self,
+        service: str,
+        method_name: str,
+        method: Method,
+        content_type: str,
+        body: bytes,
+        claims: Claims | None,
+    ) -> web.Response:
         message = method.request_type()
         try:
             twirp.decode(body, content_type, message)
@@ -98,3 +133,69 @@ class TwirpEndpoint:
             log.exception("%s.%s failed", service, method_name)
             return twirp.TwirpError("internal", "internal error").to_response()
         return twirp.encode(response, content_type)
+
+    async def _route(
+        self,
+        service: str,
+        method_name: str,
+        method: Method,
+        content_type: str,
+        body: bytes,
+        token: str,
+        claims: Claims,
+    ) -> web.Response | None:
+        """Run the call on the node hosting its room; None to run it here (reference 12 §12.5)."""
+        assert self._router is not None
+        message = method.request_type()
+        try:
+            twirp.decode(body, content_type, message)
+        except twirp.TwirpError:
+            return None  # this node reports the error
+        try:
+            if method_name == "ListRooms" and service == ROOM_SERVICE:
+                return await self._list_everywhere(method, content_type, body, token, claims)
+            room = str(getattr(message, "room", "") or "")
+            if method_name == "CreateRoom" and service == ROOM_SERVICE:
+                room = str(getattr(message, "name", ""))
+            if not room:
+                return None
+            node = await self._router.room_node(room)
+            if node is None and method_name == "CreateRoom" and claims.video.room_create:
+                node = await self._router.place(room)
+            if node is None or node == self._router.node_id:
+                return None
+            result = await self._router.call_api(
+                node, service, method_name, content_type, body, token
+            )
+        except RoutingUnavailable as exc:
+            return twirp.TwirpError("unavailable", str(exc)).to_response()
+        return web.Response(
+            status=result.status, body=result.body, headers={"Content-Type": result.content_type}
+        )
+
+    async def _list_everywhere(
+        self, method: Method, content_type: str, body: bytes, token: str, claims: Claims
+    ) -> web.Response:
+        """ListRooms merges every live node's rooms."""
+        assert self._router is not None
+        local = await self._execute(ROOM_SERVICE, "ListRooms", method, content_type, body, claims)
+        if local.status != 200 or not isinstance(local.body, bytes):
+            return local
+        merged = room_pb.ListRoomsResponse()
+        twirp.decode(local.body, content_type, merged)
+        seen = {room.name for room in merged.rooms}
+        for result in await self._router.gather_api(
+            ROOM_SERVICE, "ListRooms", content_type, body, token
+        ):
+            if result.status != 200:
+                continue
+            remote = room_pb.ListRoomsResponse()
+            try:
+                twirp.decode(result.body, content_type, remote)
+            except twirp.TwirpError:
+                continue
+            for room in remote.rooms:
+                if room.name not in seen:
+                    seen.add(room.name)
+                    merged.rooms.append(room)
+        return twirp.encode(merged, content_type)

@@ -13,17 +13,20 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from roomcast.auth import AuthError, TokenVerifier
+from roomcast.auth import AuthError, Claims, TokenVerifier
 from roomcast.edge.api import bearer_token
 from roomcast.edge.http import CORS_HEADERS
 from roomcast.errors import RoomcastError
-from roomcast.rooms.sessions import JoinOptions, SessionManager, http_status_for
+from roomcast.rooms.sessions import JoinOptions, SessionManager, SignalSink, http_status_for
+from roomcast.routing.router import Router, RoutingUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,11 @@ def _int(value: str | None) -> int:
 
 
 def join_options(request: web.Request) -> JoinOptions:
+    return join_options_from(request.query, request.remote or "")
+
+
+def join_options_from(q: Mapping[str, str], remote: str) -> JoinOptions:
     """Client options from the v0 query string (reference 01 §1.3)."""
-    q = request.query
     sdk_name = q.get("sdk", "").upper().replace("REACTNATIVE", "REACT_NATIVE")
     sdk = models.ClientInfo.SDK.Value(sdk_name) if sdk_name in models.ClientInfo.SDK.keys() else 0
     capabilities = []
@@ -65,7 +71,7 @@ def join_options(request: web.Request) -> JoinOptions:
         device_model=q.get("device_model", ""),
         browser=q.get("browser", ""),
         browser_version=q.get("browser_version", ""),
-        address=request.remote or "",
+        address=remote,
         network=q.get("network", ""),
         client_protocol=_int(q.get("client_protocol")),
         capabilities=capabilities,  # type: ignore[arg-type]
@@ -80,9 +86,16 @@ def join_options(request: web.Request) -> JoinOptions:
 
 
 class RtcEndpoint:
-    def __init__(self, verifier: TokenVerifier, sessions: SessionManager, max_frame: int) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        sessions: SessionManager,
+        max_frame: int,
+        router: Router | None = None,
+    ) -> None:
         self._verifier = verifier
         self._sessions = sessions
+        self._router = router
         self._max_frame = max_frame
         self._sinks: set[WebSocketSignalSink] = set()
         limits = sessions.config.limit
@@ -98,27 +111,44 @@ class RtcEndpoint:
         # Single-PeerConnection mode is not implemented: a 404 makes SDKs fall back to /rtc.
         return web.Response(status=404, text="not found", headers=CORS_HEADERS)
 
-    def _check(self, request: web.Request) -> tuple[web.Response | None, object]:
-        """Validate the join; return an error response, or None and the verified claims."""
+    async def _check(
+        self, request: web.Request
+    ) -> tuple[web.Response | None, Claims | None, str | None]:
+        """Validate the join: an error response, or None, the claims and the room's node.
+
+        The node is None in single-node mode, and for a room no node hosts yet.
+        """
         header = request.headers.get("Authorization")
         if header is not None and header[:7].lower() != "bearer ":
-            return web.Response(
-                status=401, text="invalid authorization header. Must start with Bearer "
-            ), None
+            return (
+                web.Response(
+                    status=401, text="invalid authorization header. Must start with Bearer "
+                ),
+                None,
+                None,
+            )
         try:
             claims = self._verifier.verify(bearer_token(request))
         except AuthError as exc:
             if not bearer_token(request):
-                return web.Response(status=401, text="permissions denied"), None
-            return web.Response(status=401, text=f"invalid authorization token: {exc}"), None
+                return web.Response(status=401, text="permissions denied"), None, None
+            return web.Response(status=401, text=f"invalid authorization token: {exc}"), None, None
+        node: str | None = None
+        room_exists: bool | None = None
+        if self._router is not None and claims.video.room:
+            try:
+                node = await self._router.room_node(claims.video.room)
+            except RoutingUnavailable as exc:
+                return web.Response(status=503, text=str(exc)), None, None
+            room_exists = node is not None
         try:
-            self._sessions.validate_join(claims)
+            self._sessions.validate_join(claims, room_exists=room_exists)
         except RoomcastError as exc:
-            return web.Response(status=http_status_for(exc), text=str(exc)), None
-        return None, claims
+            return web.Response(status=http_status_for(exc), text=str(exc)), None, None
+        return None, claims, node
 
     async def handle_validate(self, request: web.Request) -> web.Response:
-        error, _ = self._check(request)
+        error, _, _ = await self._check(request)
         if error is not None:
             error.headers.update(CORS_HEADERS)
             return error
@@ -130,21 +160,33 @@ class RtcEndpoint:
         if not self._join_limiter.allow(request.remote or ""):
             self._sessions.metrics.signal_connections.labels("rate_limited").inc()
             return web.Response(status=429, text="too many join attempts from this address")
-        error, claims = self._check(request)
-        if error is not None:
+        error, claims, node = await self._check(request)
+        if error is not None or claims is None:
             self._sessions.metrics.signal_connections.labels("rejected").inc()
-            return error
-        self._sessions.metrics.signal_connections.labels("accepted").inc()
+            return error or web.Response(status=401)
         options = join_options(request)
+        if self._router is not None and node is None and not options.reconnect:
+            try:
+                node = await self._router.place(claims.video.room)
+            except RoutingUnavailable as exc:
+                return web.Response(status=503, text=str(exc))
+        self._sessions.metrics.signal_connections.labels("accepted").inc()
         ws = web.WebSocketResponse(
             heartbeat=WS_HEARTBEAT, max_msg_size=self._max_frame, autoping=True
         )
         await ws.prepare(request)
         connection = WebSocketSignalSink(ws)
         self._sinks.add(connection)
+        if self._router is not None and node is not None and node != self._router.node_id:
+            try:
+                await self._relay(request, ws, connection, node)
+            finally:
+                self._sinks.discard(connection)
+                await connection.drain_and_close()
+            return ws
         session = None
         try:
-            session = await self._sessions.connect(claims, options, connection)  # type: ignore[arg-type]
+            session = await self._sessions.connect(claims, options, connection)
             if session is not None:
                 await self._read_loop(ws, connection, session.handle_request)
         finally:
@@ -153,6 +195,36 @@ class RtcEndpoint:
             if session is not None:
                 session.on_signal_closed(connection)
         return ws
+
+    async def _relay(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        sink: WebSocketSignalSink,
+        node: str,
+    ) -> None:
+        """This WebSocket's session lives on ``node``: pipe signalling both ways over Redis."""
+        assert self._router is not None
+        edge = self._router.edge
+        conn_id = edge.open(
+            node, sink, bearer_token(request), dict(request.query), request.remote or ""
+        )
+        try:
+            await self._read_loop(ws, sink, lambda req: edge.forward(conn_id, req))
+        finally:
+            edge.end(conn_id)
+
+    async def start_relayed(
+        self, token: str, query: dict[str, str], remote: str, sink: SignalSink
+    ) -> Any:
+        """A session whose WebSocket is on another node (the edge validated it already)."""
+        try:
+            claims = self._verifier.verify(token)
+            self._sessions.validate_join(claims)
+        except (AuthError, RoomcastError) as exc:
+            log.warning("relayed join refused: %s", exc)
+            return None
+        return await self._sessions.connect(claims, join_options_from(query, remote), sink)
 
     async def _read_loop(
         self, ws: web.WebSocketResponse, sink: WebSocketSignalSink, handle: object

@@ -107,7 +107,12 @@ class SessionManager:
         self._signing_key, self._signing_secret = next(iter(config.keys.items()))
 
     # -- validation (before the WebSocket upgrade) -------------------------------------------
-    def validate_join(self, claims: Claims) -> None:
+    def validate_join(self, claims: Claims, room_exists: bool | None = None) -> None:
+        """Refuse joins the token or limits do not allow.
+
+        ``room_exists`` comes from the routing store in multi-node mode (the room may be on
+        another node); otherwise this node's rooms are asked.
+        """
         grant = claims.video
         if not grant.room_join:
             raise PermissionDeniedError()
@@ -120,7 +125,8 @@ class SessionManager:
             raise InvalidArgumentError("identity is too long")
         if len(claims.name.encode()) > self.config.limit.max_participant_name_length:
             raise InvalidArgumentError("name is too long")
-        room_exists = self.rooms.get(grant.room) is not None
+        if room_exists is None:
+            room_exists = self.rooms.get(grant.room) is not None
         if not room_exists and not self.config.room.auto_create and not grant.room_create:
             raise RoomNotFoundError(grant.room)
 

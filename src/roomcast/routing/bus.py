@@ -1,0 +1,206 @@
+"""Node-to-node messages over Redis pub/sub: ordered one-way messages and request/response.
+
+Each node subscribes to its own channel. Messages are small JSON objects (binary payloads such
+as SignalRequest/SignalResponse protobufs travel base64-encoded); ``t`` names the kind.
+
+Order matters for signalling relay: every message this node publishes goes through one queue
+and one writer task on one connection, and Redis delivers a connection's publishes in order.
+Both loops survive a Redis restart: they retry until it is back, and the reader re-subscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "roomcast:node:"
+RETRY_DELAY = 0.5  # seconds between attempts while Redis is unreachable
+MAX_QUEUED = 20_000  # messages kept while Redis is down; the oldest are dropped past this
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger inbound messages are dropped, never parsed
+
+Message = dict[str, Any]
+Handler = Callable[[Message], None]
+RpcHandler = Callable[[Message], Awaitable[Message]]
+
+
+class BusError(Exception):
+    """A request to another node failed (timeout, node gone, or its handler raised)."""
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def channel_of(node_id: str) -> str:
+    return CHANNEL_PREFIX + node_id
+
+
+class NodeBus:
+    def __init__(self, client: aioredis.Redis, node_id: str) -> None:
+        self._client = client
+        self.node_id = node_id
+        self._handlers: dict[str, Handler] = {}
+        self._rpc_handlers: dict[str, RpcHandler] = {}
+        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rpc_tasks: set[asyncio.Task[None]] = set()
+        self.subscribed = asyncio.Event()
+        self._drained = asyncio.Event()  # set whenever the outbox is empty
+
+    # -- registration -------------------------------------------------------------------------
+    def on(self, kind: str, handler: Handler) -> None:
+        """Handle one-way messages of ``kind``, called in arrival order (never concurrently)."""
+        self._handlers[kind] = handler
+
+    def on_request(self, kind: str, handler: RpcHandler) -> None:
+        """Answer requests of ``kind``; the handler's result (a dict) is the reply."""
+        self._rpc_handlers[kind] = handler
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read_loop()), loop.create_task(self._write_loop())]
+        await asyncio.wait_for(self.subscribed.wait(), timeout=10)
+
+    async def close(self, flush_timeout: float = 2.0) -> None:
+        """Deliver what is queued (within ``flush_timeout``), then stop."""
+        if self._outbox:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), flush_timeout)
+        for task in [*self._tasks, *self._rpc_tasks]:
+            task.cancel()
+        for task in [*self._tasks, *self._rpc_tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BusError("node shutting down"))
+
+    # -- sending ------------------------------------------------------------------------------
+    def publish(self, node_id: str, message: Message) -> None:
+        """Queue a one-way message to a node; never blocks, order preserved."""
+        message["from"] = self.node_id
+        if len(self._outbox) >= MAX_QUEUED:
+            self._outbox.popleft()
+            log.warning("bus outbox full (Redis unreachable?): dropping the oldest message")
+        self._outbox.append((channel_of(node_id), json.dumps(message).encode()))
+        self._drained.clear()
+        self._outbox_ready.set()
+
+    async def request(self, node_id: str, kind: str, body: Message, timeout: float) -> Message:
+        """Send a request to a node and wait for its reply (``BusError`` on failure)."""
+        request_id = f"{self.node_id}-{next(self._ids)}"
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self.publish(node_id, {"t": "rpc", "kind": kind, "id": request_id, "body": body})
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await future
+        except TimeoutError as exc:
+            raise BusError(f"node {node_id} did not answer {kind} within {timeout} s") from exc
+        finally:
+            self._pending.pop(request_id, None)
+        if "error" in reply:
+            raise BusError(str(reply["error"]))
+        body = reply.get("body", {})
+        return body if isinstance(body, dict) else {}
+
+    # -- loops --------------------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = list(itertools.islice(self._outbox, 256))
+                try:
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for channel, data in batch:
+                            pipe.publish(channel, data)
+                        await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    log.warning("bus publish failed, retrying: %s", exc)
+                    await asyncio.sleep(RETRY_DELAY)
+                    continue
+                for _ in batch:
+                    self._outbox.popleft()
+            self._drained.set()
+
+    async def _read_loop(self) -> None:
+        channel = channel_of(self.node_id)
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                self.subscribed.set()
+                while True:
+                    raw = await pubsub.get_message(timeout=1.0)
+                    if raw is not None:
+                        self._dispatch(raw.get("data"))
+            except (RedisError, OSError) as exc:
+                log.warning("bus subscription lost, re-subscribing: %s", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(RETRY_DELAY)
+
+    def _dispatch(self, data: object) -> None:
+        if not isinstance(data, bytes) or len(data) > MAX_MESSAGE_BYTES:
+            return
+        try:
+            message = json.loads(data)
+        except ValueError:
+            log.warning("bus: dropping a message that is not JSON")
+            return
+        if not isinstance(message, dict):
+            return
+        kind = message.get("t")
+        try:
+            if kind == "rpc":
+                self._start_rpc(message)
+            elif kind == "reply":
+                future = self._pending.get(str(message.get("id")))
+                if future is not None and not future.done():
+                    future.set_result(message)
+            elif isinstance(kind, str) and kind in self._handlers:
+                self._handlers[kind](message)
+        except Exception:  # one bad message must not stop the bus
+            log.exception("bus: handling %s failed", kind)
+
+    def _start_rpc(self, message: Message) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(message))
+        self._rpc_tasks.add(task)
+        task.add_done_callback(self._rpc_tasks.discard)
+
+    async def _answer(self, message: Message) -> None:
+        sender = str(message.get("from", ""))
+        reply: Message = {"t": "reply", "id": message.get("id")}
+        handler = self._rpc_handlers.get(str(message.get("kind")))
+        if handler is None:
+            reply["error"] = f"unknown request {message.get('kind')!r}"
+        else:
+            try:
+                reply["body"] = await handler(message.get("body") or {})
+            except Exception as exc:
+                log.exception("bus: request %s failed", message.get("kind"))
+                reply["error"] = f"{type(exc).__name__}: {exc}"
+        if sender:
+            self.publish(sender, reply)

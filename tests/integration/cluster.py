@@ -1,0 +1,141 @@
+"""A real local cluster for multi-node tests: Debian's redis-server and `roomcast serve` nodes.
+
+Everything listens on loopback on free ports. Node logs go to files that a failing test prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import API_KEY, API_SECRET, free_port
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+@dataclass
+class RedisServer:
+    """A throw-away redis-server without persistence (a restart starts empty, the hard case)."""
+
+    port: int = field(default_factory=free_port)
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class Node:
+    """One `roomcast serve` process joined to the cluster."""
+
+    name: str
+    redis: RedisServer
+    extra_config: str = ""
+    port: int = field(default_factory=free_port)
+    udp_port: int = 0
+    proc: asyncio.subprocess.Process | None = None
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        import socket
+
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        config = (
+            f"port: {self.port}\n"
+            f"bind_addresses: [127.0.0.1]\n"
+            f"keys:\n  {API_KEY}: {API_SECRET}\n"
+            f"rtc:\n  udp_port: {self.udp_port}\n"
+            f"redis:\n  address: {self.redis.address}\n"
+            # Ties go to the local node: placement in these tests is predictable.
+            "node_selector:\n  sort_by: rooms\n"
+            "limit:\n  joins_per_second_per_ip: 0\n"
+            "logging:\n  level: debug\n" + self.extra_config
+        )
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "roomcast",
+            "serve",
+            "--config-body",
+            config,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                assert self.proc.returncode is None, f"node {self.name} exited:\n{self.log()}"
+                try:
+                    async with session.get(self.http_url + "/") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"node {self.name} did not come up:\n{self.log()}")
+
+    async def kill(self) -> None:
+        """SIGKILL: no leave, no goodbye, as when a machine dies."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-20000:]

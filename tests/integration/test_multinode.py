@@ -1,0 +1,188 @@
+"""Several Roomcast nodes sharing rooms through a real Redis (issue 8, reference 12 §12.5).
+
+Each node is a real `roomcast serve` process; participants use the official Python SDK and the
+API calls go through livekit-api. Placement is by room count with ties to the local node, so
+a room created through node A lives on A.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from livekit import api, rtc
+
+from tests.conftest import API_KEY, API_SECRET
+from tests.integration.cluster import Node, RedisServer
+from tests.integration.sdk import Events, join_token, until
+from tests.integration.test_media_python import HEIGHT, WIDTH, publishing, video_frame_size
+from tests.integration.webhook_receiver import WebhookSink
+
+NODE_EVENTS = [
+    "participant_connected",
+    "data_received",
+    "reconnecting",
+    "reconnected",
+    "disconnected",
+    "track_subscribed",
+    "participant_metadata_changed",
+]
+
+
+@asynccontextmanager
+async def cluster(
+    count: int, extra_config: str = ""
+) -> AsyncIterator[tuple[RedisServer, list[Node]]]:
+    redis = RedisServer()
+    await redis.start()
+    nodes = [Node(chr(ord("a") + i), redis, extra_config) for i in range(count)]
+    try:
+        await asyncio.gather(*(node.start() for node in nodes))
+        yield redis, nodes
+    except BaseException:
+        for node in nodes:
+            print(f"----- node {node.name} log -----\n{node.log()}")
+        raise
+    finally:
+        await asyncio.gather(*(node.stop() for node in nodes))
+        await redis.stop()
+
+
+def lkapi(node: Node) -> api.LiveKitAPI:
+    return api.LiveKitAPI(node.http_url, API_KEY, API_SECRET)
+
+
+async def join(node: Node, room: str, identity: str) -> tuple[rtc.Room, Events]:
+    participant = rtc.Room()
+    events = Events(participant, NODE_EVENTS)
+    await participant.connect(node.ws_url, join_token(room, identity))
+    return participant, events
+
+
+async def leave(*rooms: rtc.Room) -> None:
+    for room in rooms:
+        with suppress(Exception):
+            await room.disconnect()
+
+
+def identities(room: rtc.Room) -> set[str]:
+    return {p.identity for p in room.remote_participants.values()}
+
+
+async def test_participants_on_different_nodes_share_a_room() -> None:
+    hooks = WebhookSink()
+    await hooks.start()
+    webhook = f"webhook:\n  api_key: {API_KEY}\n  urls: [{hooks.url}]\n"
+    async with cluster(2, webhook) as (_, (a, b)):
+        async with lkapi(a) as api_a, lkapi(b) as api_b:
+            await api_a.room.create_room(api.CreateRoomRequest(name="shared", metadata="m1"))
+            # ListRooms through either node sees the room, which lives on A.
+            for client in (api_a, api_b):
+                listed = await client.room.list_rooms(api.ListRoomsRequest())
+                assert [r.name for r in listed.rooms] == ["shared"]
+            # A second CreateRoom through B is routed to A: same room, not a copy on B.
+            again = await api_b.room.create_room(api.CreateRoomRequest(name="shared"))
+            assert again.metadata == "m1"
+
+            alice, alice_events = await join(a, "shared", "alice")
+            bob, bob_events = await join(b, "shared", "bob")
+            try:
+                await until(lambda: identities(alice) == {"bob"} and identities(bob) == {"alice"})
+                # Media published on A's transport reaches bob, whose signalling is on B.
+                async with publishing(alice):
+                    track, _, _ = await bob_events.wait(
+                        "track_subscribed", lambda t, p, _: t.kind == rtc.TrackKind.KIND_VIDEO
+                    )
+                    assert await video_frame_size(track) == (WIDTH, HEIGHT)
+                await bob.local_participant.publish_data(b"from bob via B", topic="t")
+                packet = (await alice_events.wait("data_received"))[0]
+                assert packet.data == b"from bob via B" and packet.participant.identity == "bob"
+
+                # RoomService calls through B act on the room hosted by A.
+                people = await api_b.room.list_participants(
+                    api.ListParticipantsRequest(room="shared")
+                )
+                assert {p.identity for p in people.participants} == {"alice", "bob"}
+                await api_b.room.update_participant(
+                    api.UpdateParticipantRequest(room="shared", identity="alice", metadata="hi")
+                )
+                await bob_events.wait(
+                    "participant_metadata_changed", lambda p, old, new: new == "hi"
+                )
+                await api_b.room.send_data(
+                    api.SendDataRequest(room="shared", data=b"server says", kind=0, topic="s")
+                )
+                await alice_events.wait("data_received", lambda p: p.data == b"server says")
+                await bob_events.wait("data_received", lambda p: p.data == b"server says")
+            finally:
+                await leave(alice, bob)
+            await api_b.room.delete_room(api.DeleteRoomRequest(room="shared"))
+            listed = await api_a.room.list_rooms(api.ListRoomsRequest())
+            assert listed.rooms == []
+
+        # Each event is sent once, by the node hosting the room.
+        await until(lambda: "room_finished" in [e.event for e in hooks.events])
+        await asyncio.sleep(1)  # a duplicate would arrive right behind the first
+        names = [e.event for e in hooks.events]
+        assert names.count("room_started") == 1
+        assert names.count("room_finished") == 1
+        joined = [e.participant.identity for e in hooks.events if e.event == "participant_joined"]
+        assert sorted(joined) == ["alice", "bob"]
+        left = [e.participant.identity for e in hooks.events if e.event == "participant_left"]
+        assert sorted(left) == ["alice", "bob"]
+    await hooks.stop()
+
+
+async def test_killed_node_participants_reconnect_to_a_live_node() -> None:
+    async with cluster(3) as (_, (a, b, c)):
+        async with lkapi(a) as api_a:
+            await api_a.room.create_room(api.CreateRoomRequest(name="failover"))
+        alice, alice_events = await join(b, "failover", "alice")
+        bob, bob_events = await join(c, "failover", "bob")
+        try:
+            await until(lambda: identities(alice) == {"bob"} and identities(bob) == {"alice"})
+            await a.kill()  # the room's node dies mid-call
+            await alice_events.wait("reconnected", timeout=30)
+            await bob_events.wait("reconnected", timeout=30)
+            await until(lambda: identities(alice) == {"bob"} and identities(bob) == {"alice"})
+            # The room now lives on a live node, and data flows again.
+            async with lkapi(b) as api_b:
+                people = await api_b.room.list_participants(
+                    api.ListParticipantsRequest(room="failover")
+                )
+                assert {p.identity for p in people.participants} == {"alice", "bob"}
+            await alice.local_participant.publish_data(b"after failover")
+            await bob_events.wait("data_received", lambda p: p.data == b"after failover")
+        finally:
+            await leave(alice, bob)
+
+
+async def test_redis_restart_keeps_live_rooms() -> None:
+    async with cluster(2) as (redis, (a, b)):
+        async with lkapi(a) as api_a:
+            await api_a.room.create_room(api.CreateRoomRequest(name="steady"))
+        alice, alice_events = await join(b, "steady", "alice")  # relayed to A
+        try:
+            await redis.stop()
+            await asyncio.sleep(1.5)
+            await redis.start()  # empty: nodes must re-register and re-take their leases
+            async with lkapi(b) as api_b:
+                for _ in range(100):
+                    with suppress(api.TwirpError):
+                        listed = await api_b.room.list_rooms(api.ListRoomsRequest())
+                        if [r.name for r in listed.rooms] == ["steady"]:
+                            break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError("the room did not come back in ListRooms")
+            carol, carol_events = await join(b, "steady", "carol")
+            try:
+                await until(lambda: identities(carol) == {"alice"})
+                await carol.local_participant.publish_data(b"still here")
+                await alice_events.wait("data_received", lambda p: p.data == b"still here")
+                assert not alice_events.all("disconnected")
+            finally:
+                await leave(carol)
+        finally:
+            await leave(alice)
