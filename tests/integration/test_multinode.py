@@ -176,7 +176,7 @@ async def test_redis_restart_keeps_live_rooms() -> None:
                     await asyncio.sleep(0.1)
                 else:
                     raise AssertionError("the room did not come back in ListRooms")
-            carol, carol_events = await join(b, "steady", "carol")
+            carol, _ = await join(b, "steady", "carol")
             try:
                 await until(lambda: identities(carol) == {"alice"})
                 await carol.local_participant.publish_data(b"still here")
