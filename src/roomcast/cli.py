@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from roomcast import __version__
 from roomcast.auth import VideoGrant, create_token
-from roomcast.config import ConfigError, Overrides, load_config
+from roomcast.config import Config, ConfigError, Overrides, load_config
 from roomcast.logs import setup_logging
 
 
@@ -34,6 +34,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--udp-port", type=int, help="WebRTC UDP port (env UDP_PORT)")
     p.add_argument("--redis-host", help="host:port of Redis (env REDIS_HOST)")
     p.add_argument("--redis-password", help="Redis password (env REDIS_PASSWORD)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N media worker processes sharing the port (one per core; uses Redis)",
+    )
 
 
 def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,6 +115,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"roomcast: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.effective_log_level, config.logging.json)
+    if args.workers < 1:
+        print("roomcast: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _serve_workers(config, args.workers)
     from roomcast.server import Server
 
     async def run() -> None:
@@ -125,6 +137,17 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("roomcast").error("cannot start: %s", exc)
         return 1
     return 0
+
+
+def _serve_workers(config: Config, count: int) -> int:
+    from roomcast.workers import WorkersError, supervise
+
+    _install_uvloop()
+    try:
+        return asyncio.run(supervise(config, count, sys.argv[1:]))
+    except WorkersError as exc:
+        print(f"roomcast: {exc}", file=sys.stderr)
+        return 2
 
 
 def token_create(args: argparse.Namespace) -> int:

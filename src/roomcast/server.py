@@ -8,7 +8,7 @@ import logging
 
 import ifaddr
 from aiohttp import web
-from livekit.protocol import models
+from livekit.protocol import models, rtc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roomcast import __version__
@@ -34,6 +34,7 @@ from roomcast.routing.registry import NodeRecord, NodeStats
 from roomcast.routing.router import Router
 from roomcast.telemetry import Metrics, RateSampler
 from roomcast.webhooks import WebhookNotifier
+from roomcast.workers import worker_index
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,12 @@ class Server:
         await self.mux.start()
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
+        # --workers: every worker listens on the same port; the kernel spreads connections.
+        shared = worker_index() is not None
         for address in self.bind_addresses:
-            site = web.TCPSite(self._runner, address, self.config.port, reuse_address=True)
+            site = web.TCPSite(
+                self._runner, address, self.config.port, reuse_address=True, reuse_port=shared
+            )
             await site.start()
         self.ports = [address[1] for address in self._runner.addresses]
         await self._start_prometheus()
@@ -183,8 +188,8 @@ class Server:
     async def _start_prometheus(self) -> None:
         """Metrics on their own port too when configured, as livekit-server does."""
         port = self.config.prometheus.port or self.config.prometheus_port
-        if not port:
-            return
+        if not port or worker_index() not in (None, 0):
+            return  # with --workers, worker 0 serves the Prometheus port
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
         self._prometheus_runner = web.AppRunner(app, access_log=None)
@@ -204,7 +209,13 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._media_clock
             self._media_clock = None
-        await self.rooms.stop()
+        if self.router is None:
+            await self.rooms.stop()
+        else:
+            # Leave the cluster first so rejoining clients are placed on live nodes, then
+            # tell participants to reconnect (they land elsewhere) while the bus still runs.
+            await self.router.withdraw()
+            await self.rooms.stop(rtc.LeaveRequest.Action.RECONNECT)
         await self.rtc.close_all()
         if self.router is not None:
             await self.router.close()  # after the leaves above are published

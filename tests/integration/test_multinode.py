@@ -186,3 +186,57 @@ async def test_redis_restart_keeps_live_rooms() -> None:
                 await leave(carol)
         finally:
             await leave(alice)
+
+
+async def test_serve_workers_share_one_port() -> None:
+    """`roomcast serve --workers 2`: two processes, one port, rooms spread over both."""
+    import signal
+    import socket
+    import sys
+
+    from tests.conftest import free_port
+    from tests.integration.test_cli import wait_healthy
+
+    port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "roomcast", "serve", "--dev", "--workers", "2",
+        "--port", str(port), "--udp-port", str(udp_port),
+        "--config-body", "limit:\n  joins_per_second_per_ip: 0\nnode_selector:\n  sort_by: rooms\n",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url + "/", proc)
+        async with api.LiveKitAPI(url, API_KEY, API_SECRET) as client:
+            names = [f"w{i}" for i in range(6)]
+            for name in names:
+                await client.room.create_room(api.CreateRoomRequest(name=name))
+            # Every worker answers ListRooms with every room, whichever worker hosts it.
+            for _ in range(4):
+                listed = await client.room.list_rooms(api.ListRoomsRequest())
+                assert sorted(r.name for r in listed.rooms) == names
+            rooms = []
+            for identity in ("ann", "ben", "cat"):
+                rooms.append(await join_url(f"ws://127.0.0.1:{port}", "w0", identity))
+            try:
+                await until(lambda: all(len(r[0].remote_participants) == 2 for r in rooms))
+                await rooms[0][0].local_participant.publish_data(b"hello workers")
+                for _, events in rooms[1:]:
+                    await events.wait("data_received", lambda p: p.data == b"hello workers")
+            finally:
+                await leave(*(r for r, _ in rooms))
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    assert stderr.decode().count("roomcast started") == 2
+
+
+async def join_url(url: str, room: str, identity: str) -> tuple[rtc.Room, Events]:
+    participant = rtc.Room()
+    events = Events(participant, NODE_EVENTS)
+    await participant.connect(url, join_token(room, identity))
+    return participant, events

@@ -111,14 +111,16 @@ class RoomManager:
         room.set_metadata(metadata)
         return room
 
-    def close(self, room: Room, reason: int, end_reason: int) -> None:
+    def close(
+        self, room: Room, reason: int, end_reason: int, action: int = _LEAVE_DISCONNECT
+    ) -> None:
         """Disconnect everyone with ``reason`` and forget the room (emits room_finished)."""
         if room.closed:
             return
         room.closed = True
         for participant in list(room.participants.values()):
             if participant.session is not None:
-                participant.session.disconnect(reason, _LEAVE_DISCONNECT)
+                participant.session.disconnect(reason, action)
             room.remove_participant(participant, reason)
         self._rooms.pop(room.name, None)
         log.info("room closed", extra={"room": room.name, "room_sid": room.sid})
@@ -128,10 +130,13 @@ class RoomManager:
         room = self.require(name)
         self.close(room, models.DisconnectReason.ROOM_DELETED, EndReason.ROOM_END_API_DELETE)
 
-    def close_all(self) -> None:
+    def close_all(self, action: int = _LEAVE_DISCONNECT) -> None:
         for room in list(self._rooms.values()):
             self.close(
-                room, models.DisconnectReason.SERVER_SHUTDOWN, EndReason.ROOM_END_SERVER_SHUTDOWN
+                room,
+                models.DisconnectReason.SERVER_SHUTDOWN,
+                EndReason.ROOM_END_SERVER_SHUTDOWN,
+                action,
             )
 
     # -- idle rooms ---------------------------------------------------------------------------
@@ -155,13 +160,14 @@ class RoomManager:
             except Exception:  # keep the loop alive: one bad room must not stop the others
                 log.exception("closing idle rooms failed")
 
-    async def stop(self) -> None:
+    async def stop(self, action: int = _LEAVE_DISCONNECT) -> None:
+        """Close every room; ``action`` RECONNECT sends clients to another node (multi-node)."""
         if self._idle_task is not None:
             self._idle_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_task
             self._idle_task = None
-        self.close_all()
+        self.close_all(action)
 
 
 __all__ = ["RoomManager", "State", "validate_room_name"]

@@ -130,10 +130,12 @@ class NodeRegistry:
             log.warning("Redis is not reachable yet; this node keeps trying to register")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is None:
+            return  # never started, or closed already
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
         with contextlib.suppress(RedisError, OSError):
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.hdel(NODES_KEY, self.node_id)

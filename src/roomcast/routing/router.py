@@ -75,6 +75,10 @@ class Router:
         await self.bus.start()
         await self.registry.start()
 
+    async def withdraw(self) -> None:
+        """Stop heartbeating and deregister: other nodes stop placing or routing rooms here."""
+        await self.registry.close()
+
     async def close(self) -> None:
         if self._room_relay is not None:
             await self._room_relay.close()
