@@ -1,47 +1,56 @@
-"""Join/publish/leave churn against an in-process server: memory, tasks and sockets must stay flat.
+"""Join/publish/leave churn against a `roomcast serve` process: its memory, tasks and sockets
+must stay flat.
 
     python -m bench.churn --cycles 30        # ~1 minute
     python -m bench.churn --minutes 30       # the soak: as many cycles as fit in 30 minutes
 
 Each cycle two official-SDK participants join one room, one publishes audio and video for
-`--media-seconds`, both leave. Printed: RSS, asyncio tasks, live transports, forwarder tracks
-and rooms at start, after warm-up and at the end.
+`--media-seconds`, both leave. The server runs in its own process, so its figures (read from
+its /metrics: RSS, open file descriptors, asyncio tasks, live transports, forwarder tracks,
+rooms) are the server's alone, not the SDK clients'. Printed at start, after warm-up, every
+5 minutes and at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import platform
+import socket
+import sys
 import time
 from contextlib import suppress
 
+import aiohttp
 from livekit import rtc
 from tests.conftest import free_port
 from tests.integration.sdk import join_token
 from tests.integration.test_media_python import publishing
 
-from roomcast.config import Overrides, load_config
-from roomcast.server import Server
+FIGURES = {
+    "rss_mib": "process_resident_memory_bytes",
+    "open_fds": "process_open_fds",
+    "tasks": "roomcast_asyncio_tasks",
+    "transports": "roomcast_transports",
+    "uptracks": "roomcast_uptracks",
+    "downtracks": "roomcast_tracks_subscribed",
+    "rooms": "roomcast_rooms",
+    "participants": "roomcast_participants",
+}
 
 
-def rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def snapshot(server: Server) -> dict[str, float]:
-    gc.collect()
-    return {
-        "rss_mib": round(rss_mib(), 1),
-        "tasks": len(asyncio.all_tasks()),
-        "transports": server.mux.transport_count,
-        "uptracks": len(server.forwarder.uptracks()),
-        "downtracks": len(server.forwarder.downtracks()),
-        "rooms": len(server.rooms.list()),
-    }
+async def snapshot(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    async with http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in FIGURES.values():
+            values[name] = float(value)
+    out = {key: values.get(metric, -1.0) for key, metric in FIGURES.items()}
+    out["rss_mib"] = round(out["rss_mib"] / 2**20, 1)
+    return out
 
 
 async def cycle(url: str, index: int, media_seconds: float) -> None:
@@ -56,42 +65,63 @@ async def cycle(url: str, index: int, media_seconds: float) -> None:
             await room.disconnect()
 
 
-async def main(cycles: int, minutes: float, media_seconds: float) -> None:
+async def start_server(port: int) -> asyncio.subprocess.Process:
     body = (
-        f"port: 0\nkeys:\n  devkey: secret\nbind_addresses: [127.0.0.1]\n"
-        f"rtc:\n  udp_port: {free_port()}\nroom:\n  departure_timeout: 1\n"
-        "limit:\n  joins_per_second_per_ip: 0\n"
+        f"port: {port}\nkeys:\n  devkey: secret\nbind_addresses: [127.0.0.1]\n"
+        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\nroom:\n  departure_timeout: 1\n"
+        "limit:\n  joins_per_second_per_ip: 0\nlogging:\n  level: warn\n"
     )
-    server = Server(load_config(Overrides(config_body=body), environ={}))
-    await server.start()
-    url = f"ws://127.0.0.1:{server.port}"
-    start = snapshot(server)
-    started = time.monotonic()
-    warm: dict[str, float] = {}
-    deadline = started + minutes * 60 if minutes else None
-    report_every = 300.0  # a progress snapshot every 5 minutes of a soak
-    next_report = started + report_every
-    i = 0
-    while (i < cycles) if deadline is None else (time.monotonic() < deadline):
-        await cycle(url, i, media_seconds)
-        if i == 4:
-            warm = snapshot(server)
-        if time.monotonic() >= next_report:
-            next_report += report_every
-            print(f"after {i + 1} cycles, {time.monotonic() - started:.0f} s: {snapshot(server)}")
-        i += 1
-    cycles = i
-    await asyncio.sleep(2.5)  # let departure timeouts close the rooms
-    end = snapshot(server)
-    elapsed = time.monotonic() - started
-    await server.stop()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "roomcast", "serve", "--config-body", body
+    )
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            with suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/") as resp:
+                    if resp.status == 200:
+                        return proc
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+async def main(cycles: int, minutes: float, media_seconds: float) -> None:
+    port = free_port()
+    proc = await start_server(port)
+    http_url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            start = await snapshot(http, http_url)
+            started = time.monotonic()
+            warm: dict[str, float] = {}
+            deadline = started + minutes * 60 if minutes else None
+            report_every = 300.0
+            next_report = started + report_every
+            done = 0
+            while (done < cycles) if deadline is None else (time.monotonic() < deadline):
+                await cycle(ws_url, done, media_seconds)
+                done += 1
+                if done == 5:
+                    warm = await snapshot(http, http_url)
+                if time.monotonic() >= next_report:
+                    next_report += report_every
+                    elapsed = time.monotonic() - started
+                    figures = await snapshot(http, http_url)
+                    print(f"after {done} cycles, {elapsed:.0f} s: {figures}", flush=True)
+            await asyncio.sleep(2.5)  # let departure timeouts close the rooms
+            end = await snapshot(http, http_url)
+            elapsed = time.monotonic() - started
+    finally:
+        proc.terminate()
+        await proc.wait()
     print(
-        f"churn: {cycles} cycles in {elapsed:.0f} s on {platform.node()} "
-        f"({os.cpu_count()} CPUs, Python {platform.python_version()})"
+        f"churn: {done} cycles ({2 * done} joins, {done} audio+video publishes) in {elapsed:.0f} s"
+        f" on {platform.node()} ({os.cpu_count()} CPUs, Python {platform.python_version()});"
+        f" server exit code {proc.returncode}"
     )
-    print(f"{'':12}{'start':>10}{'warm (5)':>10}{'end':>10}")
+    print(f"{'server':14}{'start':>10}{'warm (5)':>10}{'end':>10}")
     for key in start:
-        print(f"{key:12}{start[key]:>10}{warm.get(key, 0):>10}{end[key]:>10}")
+        print(f"{key:14}{start[key]:>10}{warm.get(key, 0):>10}{end[key]:>10}")
 
 
 if __name__ == "__main__":

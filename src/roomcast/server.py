@@ -58,7 +58,9 @@ class Server:
         )
         self.forwarder = Forwarder()
         self.metrics = Metrics()
-        self.metrics.attach(self.rooms, self.forwarder, self.webhooks)
+        self.metrics.attach(
+            self.rooms, self.forwarder, self.webhooks, lambda: self.mux.transport_count
+        )
         self.rates = RateSampler(self.forwarder)
         self.media = MediaRouter(self.forwarder, TrackManager(config.limit.num_tracks))
         self.sessions = SessionManager(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -75,8 +75,16 @@ class Metrics:
         )
         self._sample = 0
 
-    def attach(self, rooms: RoomManager, forwarder: Forwarder, webhooks: WebhookNotifier) -> None:
-        self.registry.register(_StateCollector(rooms, forwarder, webhooks))
+    def attach(
+        self,
+        rooms: RoomManager,
+        forwarder: Forwarder,
+        webhooks: WebhookNotifier,
+        transports: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.registry.register(_StateCollector(rooms, forwarder, webhooks, transports))
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
+        ProcessCollector(registry=self.registry)
 
     def timed_forward(
         self, forward: Callable[[object, bytes], None]
@@ -97,10 +105,17 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, rooms: RoomManager, forwarder: Forwarder, webhooks: WebhookNotifier) -> None:
+    def __init__(
+        self,
+        rooms: RoomManager,
+        forwarder: Forwarder,
+        webhooks: WebhookNotifier,
+        transports: Callable[[], int],
+    ) -> None:
         self._rooms = rooms
         self._forwarder = forwarder
         self._webhooks = webhooks
+        self._transports = transports
 
     def collect(self) -> Iterator[Metric]:
         rooms = self._rooms.list()
@@ -119,6 +134,19 @@ class _StateCollector(Collector):
             "subscriptions being forwarded",
             value=len(self._forwarder.downtracks()),
         )
+        yield GaugeMetricFamily(
+            "roomcast_transports",
+            "live WebRTC transports (ICE/DTLS/SRTP)",
+            value=self._transports(),
+        )
+        yield GaugeMetricFamily(
+            "roomcast_uptracks",
+            "tracks received by the forwarder",
+            value=len(self._forwarder.uptracks()),
+        )
+        yield GaugeMetricFamily(
+            "roomcast_asyncio_tasks", "asyncio tasks in the server loop", value=_task_count()
+        )
         totals = self._forwarder.totals()
         for name, help_text in _MEDIA_COUNTERS.items():
             yield CounterMetricFamily(f"roomcast_{name}", help_text, value=totals[name])
@@ -129,6 +157,15 @@ class _StateCollector(Collector):
         deliveries.add_metric(["failed"], self._webhooks.failed)
         deliveries.add_metric(["dropped"], self._webhooks.dropped)
         yield deliveries
+
+
+def _task_count() -> int:
+    import asyncio
+
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the loop
+        return 0
 
 
 @dataclass
