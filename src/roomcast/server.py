@@ -79,7 +79,9 @@ class Server:
         self.twirp.add_routes(self.app)
         self.agents.add_routes(self.app)  # /agent (livekit-agents workers)
         StatsEndpoint(self.verifier, self.rooms, self.rates).add_routes(self.app)
-        WebEndpoint(config, self.rooms).add_routes(self.app)  # / (health or playground)
+        WebEndpoint(config, self.rooms, healthy=self._healthy).add_routes(
+            self.app
+        )  # / (health or playground)
         self.app.router.add_get("/metrics", self._serve_metrics)
         self.rtc = RtcEndpoint(
             self.verifier, self.sessions, config.limit.signal_message_size_limit, self.router
@@ -111,6 +113,9 @@ class Server:
             tracks=len(self.forwarder.uptracks()),
             packets_per_second=round(self.rates.packets_out_per_s, 1),
         )
+
+    def _healthy(self) -> bool:
+        return self.router is None or self.router.healthy
 
     def _room_lost(self, name: str) -> None:
         """Another node holds this room's lease: this copy must go (one room, one node)."""

@@ -240,3 +240,22 @@ async def join_url(url: str, room: str, identity: str) -> tuple[rtc.Room, Events
     events = Events(participant, NODE_EVENTS)
     await participant.connect(url, join_token(room, identity))
     return participant, events
+
+
+async def test_stopping_node_sends_its_participants_to_a_live_node() -> None:
+    async with cluster(2) as (_, (a, b)):
+        async with lkapi(a) as api_a:
+            await api_a.room.create_room(api.CreateRoomRequest(name="rolling"))
+        alice, alice_events = await join(b, "rolling", "alice")  # relayed to A
+        bob, bob_events = await join(b, "rolling", "bob")
+        try:
+            await until(lambda: identities(alice) == {"bob"})
+            await a.stop()  # SIGTERM: A leaves the cluster, then sends RECONNECT
+            await alice_events.wait("reconnected", timeout=30)
+            await bob_events.wait("reconnected", timeout=30)
+            await until(lambda: identities(alice) == {"bob"} and identities(bob) == {"alice"})
+            await bob.local_participant.publish_data(b"moved")
+            await alice_events.wait("data_received", lambda p: p.data == b"moved")
+            assert not alice_events.all("disconnected")
+        finally:
+            await leave(alice, bob)

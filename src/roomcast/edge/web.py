@@ -10,6 +10,7 @@ the pages, and exist only when the configured keys are exactly the public dev pa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -55,7 +56,14 @@ def ws_url(request: web.Request) -> str:
 
 
 class WebEndpoint:
-    def __init__(self, config: Config, rooms: RoomManager, static_dir: Path = STATIC_DIR) -> None:
+    def __init__(
+        self,
+        config: Config,
+        rooms: RoomManager,
+        static_dir: Path = STATIC_DIR,
+        healthy: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._healthy = healthy
         self._config = config
         self._rooms = rooms
         self._static = static_dir
@@ -93,6 +101,9 @@ class WebEndpoint:
     async def handle_root(self, request: web.Request) -> web.StreamResponse:
         if self.enabled and wants_html(request):
             return self._page("playground.html")
+        if not self._healthy():
+            # As livekit-server: a node that cannot reach Redis tells its load balancer.
+            return web.Response(status=503, text="routing store (Redis) unreachable")
         response = await health(request)
         response.headers["Vary"] = "Accept"
         return response
