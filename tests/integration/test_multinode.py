@@ -21,6 +21,7 @@ from tests.integration.webhook_receiver import WebhookSink
 
 NODE_EVENTS = [
     "participant_connected",
+    "participant_disconnected",
     "data_received",
     "reconnecting",
     "reconnected",
@@ -259,3 +260,31 @@ async def test_stopping_node_sends_its_participants_to_a_live_node() -> None:
             assert not alice_events.all("disconnected")
         finally:
             await leave(alice, bob)
+
+
+async def test_signalling_resumes_through_another_node() -> None:
+    """The WebSocket's node changes mid-call (as behind a load balancer): the session resumes."""
+    from tests.integration.tcp_proxy import TcpProxy
+
+    async with cluster(3) as (_, (a, b, c)):
+        async with lkapi(a) as api_a:
+            await api_a.room.create_room(api.CreateRoomRequest(name="resume"))
+        balancer = TcpProxy(b.port)
+        await balancer.start()
+        alice = rtc.Room()
+        alice_events = Events(alice, NODE_EVENTS)
+        await alice.connect(f"ws://127.0.0.1:{balancer.port}", join_token("resume", "alice"))
+        bob, bob_events = await join(a, "resume", "bob")
+        try:
+            await until(lambda: identities(alice) == {"bob"})
+            sid = alice.local_participant.sid
+            balancer.target_port = c.port  # the next connection lands on node C
+            balancer.cut()
+            await alice_events.wait("reconnected", timeout=30)
+            assert alice.local_participant.sid == sid  # resumed, not rejoined
+            await alice.local_participant.publish_data(b"resumed via C")
+            await bob_events.wait("data_received", lambda p: p.data == b"resumed via C")
+            assert not bob_events.all("participant_disconnected")
+        finally:
+            await leave(alice, bob)
+            await balancer.close()
