@@ -9,11 +9,13 @@ broadcast before any subscriber offer carries the track (reference 04, gotcha 8)
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from livekit.protocol import models, rtc
 
 from roomcast.media.forwarder import Forwarder
+from roomcast.rooms.dynacast import Dynacast, TrackTarget
 from roomcast.rooms.participant import State
 from roomcast.rooms.publisher_peer import MatchedSection
 from roomcast.rooms.room import Room
@@ -34,12 +36,16 @@ _QUALITY_LAYER = {
 }
 
 
+_RID_ORDER = {"q": 0, "h": 1, "f": 2}
+
+
 class MediaRouter:
     def __init__(self, forwarder: Forwarder, tracks: TrackManager) -> None:
         self.forwarder = forwarder
         self.tracks = tracks
         self.publications: dict[str, Publication] = {}
         self.speakers = SpeakerDetector(forwarder)
+        self.dynacast = Dynacast()
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, session: Session, matched: MatchedSection) -> None:
@@ -56,6 +62,9 @@ class MediaRouter:
         if section.simulcast is not None:
             ordered = [alts[0].id for alts in section.simulcast.send if alts]
             rids = [rid for rid in ordered if rid in rids] or rids
+        # Layer 0 must be the lowest: Chrome lists q;h;f but the Rust SDK lists h;q. LiveKit's
+        # rids name their quality (q=LOW, h=MEDIUM, f=HIGH); other rids keep the SDP order.
+        rids.sort(key=lambda rid: _RID_ORDER.get(rid, len(_RID_ORDER)))
         ssrcs = _media_ssrcs(section)
         self.forwarder.add_uptrack(
             info.sid,
@@ -170,6 +179,22 @@ class MediaRouter:
     def tick(self, rooms: list[Room]) -> None:
         self.forwarder.tick()
         self.speakers.tick(rooms, self)
+        self._tick_dynacast(rooms)
+
+    def _tick_dynacast(self, rooms: list[Room]) -> None:
+        simulcast: dict[str, TrackTarget] = {}
+        for room in rooms:
+            for participant in room.participants.values():
+                session = participant.session
+                if session is None:
+                    continue
+                for sid in participant.tracks:
+                    publication = self.publications.get(sid)
+                    if publication is not None and publication.kind == "video":
+                        if publication.layers > 1:
+                            codec = publication.codecs[0].name.lower()
+                            simulcast[sid] = (session.send_signal, codec, publication.layers)
+        self.dynacast.tick(time.monotonic(), simulcast, self.forwarder.downtracks())
 
     def participant_left(self, session: Session) -> None:
         for sid in list(session.participant.tracks):
