@@ -1,11 +1,14 @@
-"""Node-to-node messages over Redis pub/sub: ordered one-way messages and request/response.
+"""Node-to-node messages over Redis streams: ordered one-way messages and request/response.
 
-Each node subscribes to its own channel. Messages are small JSON objects (binary payloads such
-as SignalRequest/SignalResponse protobufs travel base64-encoded); ``t`` names the kind.
+Each node reads its own stream ``roomcast:node:<id>`` (XREAD from the last id it saw, so a
+reader that reconnects misses nothing the stream still holds, unlike pub/sub). Messages are
+small JSON objects (binary payloads such as SignalRequest/SignalResponse protobufs travel
+base64-encoded); ``t`` names the kind. Streams are capped (MAXLEN ~) and expire when their node
+stops reading, so a dead node's stream goes away.
 
-Order matters for signalling relay: every message this node publishes goes through one queue
-and one writer task on one connection, and Redis delivers a connection's publishes in order.
-Both loops survive a Redis restart: they retry until it is back, and the reader re-subscribes.
+Order matters for signalling relay: every message this node sends goes through one queue and
+one writer task, and a stream keeps the order of its entries. Both loops survive a Redis
+restart: they retry until it is back.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "roomcast:node:"
+STREAM_MAXLEN = 10_000  # entries kept per node stream (approximate trim)
+STREAM_TTL = 30  # seconds a stream outlives its last reader/writer activity
+READ_BLOCK_MS = 1000
 RETRY_DELAY = 0.5  # seconds between attempts while Redis is unreachable
 MAX_QUEUED = 20_000  # messages kept while Redis is down; the oldest are dropped past this
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger inbound messages are dropped, never parsed
@@ -133,8 +139,10 @@ class NodeBus:
                 batch = list(itertools.islice(self._outbox, 256))
                 try:
                     async with self._client.pipeline(transaction=False) as pipe:
-                        for channel, data in batch:
-                            pipe.publish(channel, data)
+                        for stream, data in batch:
+                            pipe.xadd(stream, {"m": data}, maxlen=STREAM_MAXLEN, approximate=True)
+                        for stream in {stream for stream, _ in batch}:
+                            pipe.expire(stream, STREAM_TTL)
                         await pipe.execute()
                 except (RedisError, OSError) as exc:
                     log.warning("bus publish failed, retrying: %s", exc)
@@ -145,21 +153,30 @@ class NodeBus:
             self._drained.set()
 
     async def _read_loop(self) -> None:
-        channel = channel_of(self.node_id)
+        stream = channel_of(self.node_id)
+        last_id = "$"  # only what arrives from now on
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(channel)
+                if last_id == "$":
+                    # Pin the starting point, so messages sent while we connect are not missed.
+                    info: Any = (
+                        await self._client.xinfo_stream(stream)
+                        if await self._client.exists(stream)
+                        else None
+                    )
+                    last_id = info["last-generated-id"].decode() if info else "0-0"
                 self.subscribed.set()
                 while True:
-                    raw = await pubsub.get_message(timeout=1.0)
-                    if raw is not None:
-                        self._dispatch(raw.get("data"))
+                    await self._client.expire(stream, STREAM_TTL)
+                    result: Any = await self._client.xread(
+                        {stream: last_id}, count=500, block=READ_BLOCK_MS
+                    )
+                    for _, entries in result or []:
+                        for entry_id, fields in entries:
+                            last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                            self._dispatch(fields.get(b"m"))
             except (RedisError, OSError) as exc:
-                log.warning("bus subscription lost, re-subscribing: %s", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                log.warning("bus read failed, retrying: %s", exc)
             await asyncio.sleep(RETRY_DELAY)
 
     def _dispatch(self, data: object) -> None:
