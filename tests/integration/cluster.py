@@ -69,6 +69,7 @@ class Node:
     name: str
     redis: RedisServer
     extra_config: str = ""
+    use_redis: bool = True  # False: a plain single node, for comparisons
     port: int = field(default_factory=free_port)
     udp_port: int = 0
     proc: asyncio.subprocess.Process | None = None
@@ -86,13 +87,14 @@ class Node:
         import socket
 
         self.udp_port = free_port(socket.SOCK_DGRAM)
+        redis = f"redis:\n  address: {self.redis.address}\n" if self.use_redis else ""
+        # Ties go to the local node (sort_by rooms): placement in these tests is predictable.
         config = (
             f"port: {self.port}\n"
             f"bind_addresses: [127.0.0.1]\n"
             f"keys:\n  {API_KEY}: {API_SECRET}\n"
             f"rtc:\n  udp_port: {self.udp_port}\n"
-            f"redis:\n  address: {self.redis.address}\n"
-            # Ties go to the local node: placement in these tests is predictable.
+            f"{redis}"
             "node_selector:\n  sort_by: rooms\n"
             "limit:\n  joins_per_second_per_ip: 0\n"
             "logging:\n  level: debug\n" + self.extra_config
