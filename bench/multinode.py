@@ -50,12 +50,15 @@ async def measure(
     return join_ms, api_ms
 
 
-async def main(joins: int) -> None:
+Row = tuple[str, list[float], list[float]]
+
+
+async def main(joins: int) -> list[Row]:
     redis = RedisServer()
     await redis.start()
     single = Node("single", redis, use_redis=False)
     nodes = [Node("a", redis), Node("b", redis)]
-    rows: list[tuple[str, list[float], list[float]]] = []
+    rows: list[Row] = []
     try:
         await asyncio.gather(*(node.start() for node in nodes))
         await single.start()
@@ -79,6 +82,7 @@ async def main(joins: int) -> None:
             f"{name:34}{statistics.median(join_ms):>10.1f}{p95(join_ms):>10.1f}"
             f"{statistics.median(api_ms):>10.1f}{p95(api_ms):>10.1f}"
         )
+    return rows
 
 
 if __name__ == "__main__":
