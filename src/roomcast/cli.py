@@ -1,4 +1,5 @@
-"""Command line: ``roomcast serve``, ``roomcast token create``, ``roomcast generate-keys``."""
+"""Command line: ``roomcast serve``, ``roomcast token create``, ``roomcast generate-keys``,
+``roomcast load-test``."""
 
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _token_parser(sub)
     sub.add_parser("generate-keys", help="print a random API key and secret")
+    from roomcast.loadtest.cli import add_parser as add_load_test_parser
+
+    add_load_test_parser(sub)
     return parser
 
 
@@ -202,4 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "token":
         return token_create(args)
+    if args.command == "load-test":
+        from roomcast.loadtest.cli import main as load_test
+
+        return load_test(args)
     return generate_keys()

@@ -126,7 +126,9 @@ class MediaRouter:
         if subscriber.sid == publication.publisher_sid:
             return False
         publisher = session.room.participants.get(publication.publisher_identity)
-        permission = publisher.subscription_permission if publisher is not None else None
+        if publisher is None or publisher.sid != publication.publisher_sid:
+            return False  # another room's track (publications are per node, not per room)
+        permission = publisher.subscription_permission
         if isinstance(permission, rtc.SubscriptionPermission) and not (permission.all_participants):
             return any(
                 p.participant_identity == subscriber.identity or p.participant_sid == subscriber.sid
