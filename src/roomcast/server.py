@@ -38,6 +38,7 @@ from roomcast.workers import worker_index
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE = 10.0  # seconds allowed for shutdown beyond the webhook flush timeout
 MEDIA_TICK = 0.25  # seconds between RTCP/bandwidth/speaker updates
 
 
@@ -240,4 +241,9 @@ class Server:
         try:
             await stop.wait()
         finally:
-            await self.stop()
+            # Bounded: a peer or Redis that never answers must not keep the process alive.
+            limit = self.config.shutdown_flush_timeout + SHUTDOWN_GRACE
+            try:
+                await asyncio.wait_for(self.stop(), limit)
+            except TimeoutError:
+                log.error("shutdown did not finish within %.0f s; exiting anyway", limit)

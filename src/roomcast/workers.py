@@ -27,6 +27,7 @@ log = logging.getLogger("roomcast.workers")
 
 WORKER_ENV = "ROOMCAST_WORKER_INDEX"  # set in each worker: its index (0 serves Prometheus)
 RESTART_DELAY = 1.0
+STOP_TIMEOUT = 30.0  # seconds workers get to drain after SIGTERM before SIGKILL
 
 
 class WorkersError(Exception):
@@ -37,6 +38,15 @@ def worker_index() -> int | None:
     """This process's worker index, or None when not started by ``--workers``."""
     value = os.environ.get(WORKER_ENV)
     return int(value) if value and value.isdigit() else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the supervisor dies (Linux prctl
+    PR_SET_PDEATHSIG), so a killed supervisor never leaves workers holding the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def strip_workers_flag(argv: Sequence[str]) -> list[str]:
@@ -78,6 +88,7 @@ class PrivateRedis:
             "--save", "",
             "--appendonly", "no",
             stdout=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         for _ in range(200):
             try:
@@ -118,7 +129,7 @@ async def supervise(config: Config, count: int, argv: Sequence[str]) -> int:
         env = {**os.environ, WORKER_ENV: str(index)}
         while not stop.is_set():
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "roomcast", *args, env=env
+                sys.executable, "-m", "roomcast", *args, env=env, preexec_fn=_die_with_parent
             )
             children[index] = proc
             code = await proc.wait()
@@ -134,9 +145,13 @@ async def supervise(config: Config, count: int, argv: Sequence[str]) -> int:
     for proc in children.values():
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), STOP_TIMEOUT)
+    except TimeoutError:
+        log.error("workers did not stop within %.0f s; killing them", STOP_TIMEOUT)
     for proc in children.values():
         if proc.returncode is None:
+            proc.kill()
             await proc.wait()
     if private is not None:
         await private.stop()
