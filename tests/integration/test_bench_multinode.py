@@ -15,3 +15,13 @@ async def test_multinode_bench_smoke() -> None:
     for _, join_ms, api_ms in rows:
         assert len(join_ms) == len(api_ms) == 2
         assert all(value > 0 for value in join_ms + api_ms)
+
+
+async def test_workers_bench_smoke() -> None:
+    from bench.workers import run
+
+    results = await run([1, 2], rooms=2, per_room=3, window=1.0)
+    for result in results:
+        assert result.failed == 0 and result.participants == 6
+        assert result.packets_per_s > 0 and result.loss == 0.0
+        assert result.join_p50 is not None and result.media_p50 is not None
