@@ -30,6 +30,7 @@ from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.room import RoomEvent
 from roomcast.rooms.sessions import SessionManager
 from roomcast.rooms.tracks import TrackManager
+from roomcast.routing.agents import ClusterAgents
 from roomcast.routing.registry import NodeRecord, NodeStats
 from roomcast.routing.router import Router
 from roomcast.telemetry import Metrics, RateSampler
@@ -88,7 +89,15 @@ class Server:
             self.verifier, self.sessions, config.limit.signal_message_size_limit, self.router
         )
         self.rtc.add_routes(self.app)
+        self.cluster_agents: ClusterAgents | None = None
         if self.router is not None:
+            self.cluster_agents = ClusterAgents(
+                self.router.client,
+                self.router.bus,
+                self.router.registry,
+                self.agents.registry,
+                self.agents.dispatcher,
+            )
             self.router.attach(
                 self.rtc.start_relayed,
                 self.twirp.execute_local,
@@ -222,6 +231,8 @@ class Server:
         else:
             # Leave the cluster first so rejoining clients are placed on live nodes, then
             # tell participants to reconnect (they land elsewhere) while the bus still runs.
+            if self.cluster_agents is not None:
+                await self.cluster_agents.close()
             await self.router.withdraw()
             await self.rooms.stop(rtc.LeaveRequest.Action.RECONNECT)
         await self.rtc.close_all()

@@ -288,3 +288,81 @@ async def test_signalling_resumes_through_another_node() -> None:
         finally:
             await leave(alice, bob)
             await balancer.close()
+
+
+async def test_agent_worker_on_one_node_serves_rooms_on_another() -> None:
+    """A livekit-agents worker connected to node B gets the job of a room hosted by node A."""
+    import json
+    import os
+    import signal
+
+    from livekit.protocol import agent as agent_pb
+
+    from tests.integration.test_agents import AGENT_APP, AGENTS_PYTHON
+
+    async with cluster(2) as (_, (a, b)):
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")},
+            "LIVEKIT_URL": b.ws_url,
+            "LIVEKIT_API_KEY": API_KEY,
+            "LIVEKIT_API_SECRET": API_SECRET,
+            "LIVEKIT_AGENT_NAME": "helper",
+            "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE": "0",
+            "AGENT_HTTP_PORT": "0",
+            "AGENT_LOAD": "0",
+            "AGENT_EXECUTOR": "thread",
+            "AGENT_IDLE_PROCESSES": "0",
+        }
+        worker = await asyncio.create_subprocess_exec(
+            str(AGENTS_PYTHON), str(AGENT_APP), "start", "--drain-timeout", "2",
+            env=env, cwd=str(AGENT_APP.parent),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            async with lkapi(a) as api_a:
+                await api_a.room.create_room(api.CreateRoomRequest(name="agents-x"))
+                alice, alice_events = await join(a, "agents-x", "alice")
+                try:
+                    created = None
+                    for _ in range(300):  # until B's worker is known cluster-wide
+                        created = await api_a.agent_dispatch.create_dispatch(
+                            api.CreateAgentDispatchRequest(
+                                agent_name="helper", room="agents-x", metadata="across"
+                            )
+                        )
+                        await asyncio.sleep(0.2)
+                        listed = await api_a.agent_dispatch.get_dispatch(created.id, "agents-x")
+                        jobs = list(listed.state.jobs) if listed is not None else []
+                        if jobs and jobs[0].state.status == agent_pb.JS_RUNNING:
+                            break
+                        await api_a.agent_dispatch.delete_dispatch(created.id, "agents-x")
+                    else:
+                        raise AssertionError("the job was never assigned to B's worker")
+                    agent_args = await alice_events.wait(
+                        "participant_connected",
+                        lambda p: p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+                        timeout=30,
+                    )
+                    helper = agent_args[0]
+                    await alice.local_participant.publish_data(
+                        b"describe", topic="job", destination_identities=[helper.identity]
+                    )
+                    reply = await alice_events.wait(
+                        "data_received", lambda p: p.topic == "job", timeout=30
+                    )
+                    described = json.loads(reply[0].data)
+                    assert described["metadata"] == "across"
+                    assert described["dispatch_id"] == created.id
+                    await api_a.agent_dispatch.delete_dispatch(created.id, "agents-x")
+                    await alice_events.wait(
+                        "participant_disconnected", lambda p: p.identity == helper.identity
+                    )
+                finally:
+                    await leave(alice)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.wait(), 15)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()

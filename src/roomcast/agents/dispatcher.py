@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -113,6 +113,11 @@ class Dispatcher:
         self._assigned: dict[str, JobRecord] = {}  # agent identity → its job (latest)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._departed = asyncio.Event()  # set (and replaced) whenever a participant leaves
+        # Multi-node: hands a worker's update for a job this node does not know to the job's
+        # room node (routing/agents.py); True when it did.
+        self.forward_job_update: Callable[[Worker, agent.UpdateJobStatus], bool] = (
+            lambda worker, update: False
+        )
 
     # -- views ------------------------------------------------------------------------------
     def jobs(self) -> list[JobRecord]:
@@ -518,7 +523,8 @@ class Dispatcher:
         """``update_job`` from the worker running it."""
         record = worker.jobs.get(update.job_id)
         if record is None:
-            log.debug("update for an unknown job", extra={"job_id": update.job_id})
+            if not self.forward_job_update(worker, update):
+                log.debug("update for an unknown job", extra={"job_id": update.job_id})
             return
         if update.status == agent.JS_RUNNING and record.state.status == agent.JS_RUNNING:
             record.state.updated_at = now_ns()

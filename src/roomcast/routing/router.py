@@ -44,7 +44,7 @@ ApiExecutor = Callable[[str, str, str, bytes, str], Awaitable[ApiResult]]
 
 class Router:
     def __init__(self, config: Config, record: NodeRecord, stats: StatsProvider) -> None:
-        self._client = redis_client.connect(config.redis)
+        self.client = self._client = redis_client.connect(config.redis)
         self.node_id = record.id
         self.bus = NodeBus(self._client, record.id)
         self.registry = NodeRegistry(self._client, record, stats)
