@@ -4,7 +4,9 @@
 #     `test` extra) drives /usr/bin/chromium through executable_path; it never downloads a
 #     browser, and `playwright install` is never run;
 #   - Node.js with npm, then `npm ci` in tests/node: the official Node SDKs and the npm
-#     livekit-client whose dist/ bundle the browser test page loads.
+#     livekit-client whose dist/ bundle the browser test page loads;
+#   - gcc and libsrtp2's headers: bench/compare.py (and its smoke test) builds the C baseline
+#     relay, bench/baselines/c_relay.c.
 # Idempotent: apt runs only when something is missing (as root, or through sudo), and npm ci
 # only when tests/node/package-lock.json changed since the last install.
 set -euo pipefail
@@ -22,6 +24,8 @@ installed fonts-liberation || missing+=(fonts-liberation) # text in headless pag
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 # npm ships inside NodeSource's nodejs; Debian's nodejs needs Debian's npm.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+installed libsrtp2-dev || missing+=(libsrtp2-dev) # the C relay in bench/baselines
 # A real Redis for the multi-node tests (tests/integration/test_multinode.py starts its own).
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then

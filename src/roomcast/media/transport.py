@@ -186,6 +186,7 @@ class PeerTransport:
         self._remote_fingerprint: str | None = None
         self._rx_srtp: pylibsrtp.Session | None = None
         self._tx_srtp: pylibsrtp.Session | None = None
+        self._protect_rtp: Callable[[bytes], bytes] | None = None  # _tx_srtp's, fast path
         self._last_check = 0.0
         self._consent_timer: asyncio.TimerHandle | None = None
         self._sctp_port = SCTP_PORT
@@ -242,13 +243,18 @@ class PeerTransport:
         return self._channels.is_open(label)
 
     def send_rtp(self, packet: bytes) -> None:
-        tx = self._tx_srtp
-        if tx is None or self.remote_address is None:
+        """Hot path: called once per forwarded packet per subscriber."""
+        protect, addr = self._protect_rtp, self.remote_address
+        if protect is None or addr is None:
             return
         try:
-            self._mux._sendto(tx.protect(packet), self.remote_address)
+            data = protect(packet)
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
+            return
+        udp = self._mux._udp
+        if udp is not None:
+            udp.sendto(data, addr)
 
     def send_rtcp(self, packet: bytes) -> None:
         tx = self._tx_srtp
@@ -272,7 +278,7 @@ class PeerTransport:
             logger.debug("SCTP close failed for %s", self.ice_ufrag, exc_info=True)
         self._dtls.close()  # close_notify (RFC 5246 §7.2.1)
         self._flush_dtls()
-        self._rx_srtp = self._tx_srtp = None
+        self._rx_srtp = self._tx_srtp = self._protect_rtp = None
         self._mux._unregister(self)
         self._set_state("closed")
 
@@ -341,6 +347,7 @@ class PeerTransport:
             return
         self._rx_srtp = keys.inbound_session()
         self._tx_srtp = keys.outbound_session()
+        self._protect_rtp = fast_protect(self._tx_srtp)
         logger.debug(
             "transport %s DTLS connected (%s, %s)",
             self.ice_ufrag,
@@ -428,7 +435,7 @@ class PeerTransport:
             return
         logger.info("transport %s failed: %s", self.ice_ufrag, reason)
         self._cancel_timers()
-        self._rx_srtp = self._tx_srtp = None
+        self._rx_srtp = self._tx_srtp = self._protect_rtp = None
         self._set_state("failed")
 
     def _cancel_dtls_timer(self) -> None:
@@ -447,6 +454,36 @@ class PeerTransport:
             self.state = state
             if self.on_state is not None:
                 self.on_state(state)
+
+
+def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
+    """`session.protect` without pylibsrtp's per-call allocation, type check and wrapper calls:
+    about 1 µs of the ~7 µs a forwarded packet costs (bench/compare.py, fan-out 10-150). Uses
+    pylibsrtp's own buffer and libsrtp binding; falls back to `session.protect` if those
+    internals are not there. Raises pylibsrtp.Error like `protect` does."""
+    try:
+        from pylibsrtp._binding import ffi, lib
+
+        srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
+        limit = len(cdata) - pylibsrtp.SRTP_MAX_TRAILER_LEN
+    except (ImportError, AttributeError, TypeError):
+        return session.protect
+    length = ffi.new("int *")
+    srtp_protect = lib.srtp_protect
+
+    def protect(packet: bytes, _session: pylibsrtp.Session = session) -> bytes:
+        # _session keeps the libsrtp context alive as long as this closure (ffi.gc frees it).
+        size = len(packet)
+        if size > limit:
+            raise pylibsrtp.Error(f"RTP packet too long to protect ({size} bytes)")
+        buffer[0:size] = packet
+        length[0] = size
+        status = srtp_protect(srtp, cdata, length)
+        if status:
+            raise pylibsrtp.Error(f"srtp_protect failed with status {status}")
+        return buffer[0 : length[0]]
+
+    return protect
 
 
 def _is_specific_ip(host: str) -> bool:
