@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _token_parser(sub)
     sub.add_parser("generate-keys", help="print a random API key and secret")
+    nodes = sub.add_parser("list-nodes", help="list the nodes of a Redis cluster (multi-node)")
+    nodes.add_argument("--config", dest="config_file", help="YAML config file with redis:")
+    nodes.add_argument("--config-body", help="config as a YAML string (env LIVEKIT_CONFIG)")
+    nodes.add_argument("--redis-host", help="host:port of Redis (env REDIS_HOST)")
+    nodes.add_argument("--redis-password", help="Redis password (env REDIS_PASSWORD)")
     from roomcast.loadtest.cli import add_parser as add_load_test_parser
 
     add_load_test_parser(sub)
@@ -194,6 +199,41 @@ def token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_nodes(args: argparse.Namespace) -> int:
+    from roomcast.routing.registry import list_nodes as read_nodes
+
+    overrides = Overrides(
+        config_file=args.config_file,
+        config_body=args.config_body,
+        keys="unused: unused",  # only redis settings matter here
+        redis_host=args.redis_host,
+        redis_password=args.redis_password,
+    )
+    try:
+        config = load_config(overrides)
+    except ConfigError as exc:
+        print(f"roomcast: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not config.redis.enabled:
+        print("roomcast: list-nodes needs --redis-host or redis.address", file=sys.stderr)
+        return 2
+    try:
+        nodes = asyncio.run(read_nodes(config.redis))
+    except OSError as exc:
+        print(f"roomcast: cannot reach Redis: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'node':14} {'state':9} {'http':28} {'rtc':22} {'rooms':>5} {'clients':>7} "
+          f"{'cpu':>6} {'sysload':>7} {'alive':>5}")  # fmt: skip
+    for node, alive in nodes:
+        stats = node.stats
+        print(
+            f"{node.id:14} {node.state:9} {node.http_url:28} {node.rtc_address:22} "
+            f"{stats.rooms:>5} {stats.clients:>7} {stats.cpu_load:>6.2f} {stats.sysload:>7.2f} "
+            f"{'yes' if alive else 'no':>5}"
+        )
+    return 0
+
+
 def generate_keys() -> int:
     key = "API" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
     print(json.dumps({"api_key": key, "api_secret": secrets.token_urlsafe(32)}, indent=2))
@@ -206,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "token":
         return token_create(args)
+    if args.command == "list-nodes":
+        return list_nodes(args)
     if args.command == "load-test":
         from roomcast.loadtest.cli import main as load_test
 

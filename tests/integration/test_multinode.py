@@ -366,3 +366,18 @@ async def test_agent_worker_on_one_node_serves_rooms_on_another() -> None:
             except TimeoutError:
                 worker.kill()
                 await worker.wait()
+
+
+async def test_list_nodes_shows_every_live_node() -> None:
+    import sys
+
+    async with cluster(2) as (redis, nodes):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "roomcast", "list-nodes", "--redis-host", redis.address,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    lines = out.decode().splitlines()[1:]
+    assert len(lines) == 2 and all(line.split()[-1] == "yes" for line in lines)
+    assert {node.http_url for node in nodes} == {line.split()[2] for line in lines}

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from roomcast.config import RedisConfig
+
 log = logging.getLogger(__name__)
 
 NODES_KEY = "roomcast:nodes"
@@ -218,3 +220,22 @@ class NodeRegistry:
                     callback(node_id)
                 except Exception:
                     log.exception("dead-node callback failed")
+
+
+async def list_nodes(config: RedisConfig) -> list[tuple[NodeRecord, bool]]:
+    """Every registered node and whether it is alive (for ``roomcast list-nodes``)."""
+    from roomcast.routing.redis_client import connect
+
+    client = connect(config)
+    try:
+        raw = await client.hgetall(NODES_KEY)
+        records = sorted(
+            (r for v in raw.values() if (r := NodeRecord.from_json(v)) is not None),
+            key=lambda r: r.started_at,
+        )
+        flags = await client.mget([ALIVE_PREFIX + r.id for r in records]) if records else []
+        return [(r, bool(flag)) for r, flag in zip(records, flags, strict=True)]
+    except RedisError as exc:
+        raise OSError(str(exc)) from exc
+    finally:
+        await client.aclose()
