@@ -33,10 +33,12 @@ _MEDIA_COUNTERS = {
     "bytes_out": "RTP bytes forwarded to subscribers",
     "nacks": "sequence numbers NACKed by subscribers",
     "retransmits": "packets retransmitted from the NACK cache",
+    "nacks_dropped": "NACKed sequence numbers refused by the NACK-storm guard",
     "plis_received": "keyframe requests (PLI/FIR) from subscribers",
     "plis_sent": "keyframe requests sent to publishers",
     "packets_lost": "packets subscribers reported lost",
     "malformed_in": "malformed RTP packets from publishers",
+    "unknown_ssrc_dropped": "RTP packets from unknown SSRCs dropped by the rate limit",
 }
 
 

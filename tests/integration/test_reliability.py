@@ -172,3 +172,67 @@ async def test_sigterm_drains_participants_and_webhooks() -> None:
             proc.kill()
             await proc.wait()
         await sink.stop()
+
+
+async def test_misbehaving_participant_does_not_disturb_the_others(server: Server) -> None:
+    """An authenticated participant floods garbage SRTP (random SSRCs, broken headers) on its
+    publisher PC and NACK storms on its subscriber PC; the others' call goes on unchanged."""
+    import random
+
+    import aiohttp
+
+    from roomcast.loadtest.media import RESOLUTIONS
+    from roomcast.loadtest.participant import LoadParticipant, Role
+    from roomcast.media.rtcp import build_nack
+    from tests.conftest import url_of
+
+    async with (
+        joined(server, "rowdy", "listener") as (_, events),
+        joined(server, "rowdy", "speaker") as (speaker, _),
+        publishing(speaker),
+        aiohttp.ClientSession() as http,
+    ):
+        track = await subscribed_track(events, rtc.TrackKind.KIND_VIDEO, "speaker")
+        role = Role("rowdy", "rowdy", video=True, subscribe=True, layers=RESOLUTIONS["low"])
+        rowdy = LoadParticipant(role, url_of(server, "ws"), join_token("rowdy", "rowdy"), http)
+        await rowdy.join(asyncio.get_running_loop().time())
+        assert rowdy.error is None and rowdy.publisher is not None
+        video_ssrcs = {
+            ssrc
+            for remote in rowdy.subscriber.remote_tracks.values()
+            if remote.kind == "video"
+            for ssrc in remote.ssrcs
+        }
+        assert video_ssrcs, "the rowdy participant is subscribed to the speaker's video"
+        recent: list[tuple[int, int]] = []  # (ssrc, seq) of video it received: NACKable
+        receive = rowdy.subscriber.on_rtp
+
+        def remember(packet: bytes) -> None:
+            ssrc = int.from_bytes(packet[8:12], "big")
+            if ssrc in video_ssrcs:
+                recent.append((ssrc, int.from_bytes(packet[2:4], "big")))
+                del recent[:-64]
+            if receive is not None:
+                receive(packet)
+
+        rowdy.subscriber.on_rtp = remember
+        await until(lambda: len(recent) >= 16)
+        rng = random.Random(11)
+        for i in range(3000):
+            ssrc = rng.getrandbits(32)
+            header = bytes([0x80, 96]) + rng.randbytes(6) + ssrc.to_bytes(4, "big")
+            rowdy.publisher.send_rtp(header + rng.randbytes(rng.randrange(0, 1000)))
+            media_ssrc = recent[-1][0]
+            lost = [seq for ssrc, seq in recent[-16:] if ssrc == media_ssrc]
+            rowdy.subscriber.send_rtcp(build_nack(1, media_ssrc, lost))  # amplification bait
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        # The listener still decodes the speaker's video, and nobody was dropped.
+        assert await asyncio.wait_for(video_frame_size(track, frames=20), 30) == (320, 240)
+        room = server.rooms.get("rowdy")
+        assert room is not None and sorted(room.participants) == ["listener", "rowdy", "speaker"]
+        totals = server.forwarder.totals()
+        assert totals["unknown_ssrc_dropped"] > 0  # the flood hit the rate limit
+        assert totals["nacks_dropped"] > 0  # the NACK-storm guard refused most resends
+        assert totals["retransmits"] < totals["nacks"] / 10
+        await rowdy.leave()

@@ -574,3 +574,24 @@ def test_nack_storm_is_bounded() -> None:
     clock.t += 1.0  # the budget refills with time
     fwd.handle_subscriber_rtcp(SUB, build_nack(1, OUR_SSRC, [seq]))
     assert len(out.packets) - sent_before == int(NACK_BURST) + 1
+
+
+def test_unknown_ssrc_flood_is_rate_limited_and_known_media_still_flows() -> None:
+    clock = Clock()
+    fwd = Forwarder(clock=clock, unknown_ssrc_rate=10)  # burst 20
+    out, _ = setup_video(fwd, Sink(), ssrcs={})
+    flood = [rtp(0x1000 + i, i, 0, ext=[(9, b"99")]) for i in range(500)]
+    for packet in flood:
+        fwd.handle_rtp(PUB, packet)
+    assert fwd.totals()["unknown_ssrc_dropped"] == 500 - 20
+    # The budget is spent, so our own stream's first packet waits for a refill …
+    keyframe = rtp(VIDEO_SSRC, 1, 0, payload=vp8(1, 0, key=True), ext=[(9, b"14")])
+    fwd.handle_rtp(PUB, keyframe)
+    assert out.packets == []
+    clock.t += 0.2  # … of two tokens
+    fwd.handle_rtp(PUB, keyframe)
+    assert len(out.packets) == 1  # learned once, then forwarded without the bucket
+    for seq in range(2, 200):
+        fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, seq, 0, payload=vp8(seq, 0, key=False)))
+    assert len(out.packets) == 199
+    assert fwd.totals()["unknown_ssrc_dropped"] == 500 - 20 + 1

@@ -45,13 +45,28 @@ _U32 = struct.Struct("!I")
 class _Publisher:
     """One publisher peer connection: RTP for all its tracks arrives here, routed by SSRC."""
 
-    __slots__ = ("by_ssrc", "key", "send_rtcp", "uptracks")
+    __slots__ = ("by_ssrc", "key", "send_rtcp", "unknown_last", "unknown_tokens", "uptracks")
 
-    def __init__(self, key: object, send_rtcp: Callable[[bytes], None]) -> None:
+    def __init__(self, key: object, send_rtcp: Callable[[bytes], None], burst: float) -> None:
         self.key = key
         self.send_rtcp = send_rtcp
         self.uptracks: list[UpTrack] = []
         self.by_ssrc: dict[int, ReceiveLayer] = {}
+        # Token bucket for packets from SSRCs we do not know yet (each costs a parse and a
+        # match against every track): a flood of random SSRCs is dropped after one check.
+        self.unknown_tokens = burst
+        self.unknown_last = 0.0
+
+    def allow_unknown(self, now: float, rate: float, burst: float) -> bool:
+        if rate <= 0:
+            return True
+        tokens = min(burst, self.unknown_tokens + (now - self.unknown_last) * rate)
+        self.unknown_last = now
+        if tokens < 1:
+            self.unknown_tokens = tokens
+            return False
+        self.unknown_tokens = tokens - 1
+        return True
 
     def learn(self, packet: bytes) -> ReceiveLayer | None:
         """Map an unknown SSRC to a layer from its sdes:mid / rtp-stream-id extensions; without
@@ -89,9 +104,19 @@ class _Publisher:
         self.by_ssrc[ssrc] = layer
 
 
+UNKNOWN_SSRC_RATE = 200.0  # packets/s per publisher PC from not-yet-known SSRCs (limit.*)
+
+
 class Forwarder:
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        unknown_ssrc_rate: float = UNKNOWN_SSRC_RATE,
+    ) -> None:
         self._clock = clock
+        self._unknown_rate = unknown_ssrc_rate
+        self._unknown_burst = max(1.0, 2 * unknown_ssrc_rate)
         # Wall clock for NTP timestamps, anchored once so the injected clock drives it.
         self._wall_offset = time.time() - clock()
         self._rtcp_ssrc = random.getrandbits(32) or 1  # sender SSRC of our RR/PLI/REMB
@@ -125,7 +150,9 @@ class Forwarder:
             self.remove_uptrack(track_sid)
         pub = self._publishers.get(publisher)
         if pub is None:
-            pub = self._publishers[publisher] = _Publisher(publisher, send_rtcp)
+            pub = self._publishers[publisher] = _Publisher(
+                publisher, send_rtcp, self._unknown_burst
+            )
         pub.send_rtcp = send_rtcp
         track = UpTrack(
             track_sid,
@@ -252,6 +279,9 @@ class Forwarder:
             return
         layer = pub.by_ssrc.get(_U32.unpack_from(packet, 8)[0])
         if layer is None:
+            if not pub.allow_unknown(self._clock(), self._unknown_rate, self._unknown_burst):
+                self._retired["unknown_ssrc_dropped"] += 1
+                return
             layer = pub.learn(packet)
             if layer is None:
                 return
@@ -365,6 +395,7 @@ def _downtrack_counts(downtrack: DownTrack) -> dict[str, int]:
         "bytes_out": downtrack.bytes_sent,
         "nacks": downtrack.nacks,
         "retransmits": downtrack.retransmits,
+        "nacks_dropped": downtrack.nacks_dropped,
         "plis_received": downtrack.plis,
         "packets_lost": max(0, downtrack.packets_lost),
     }
