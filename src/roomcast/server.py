@@ -58,9 +58,7 @@ class Server:
         self.mux = UdpMux(
             self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
         )
-        self.forwarder = Forwarder(
-            unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second
-        )
+        self.forwarder = Forwarder(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
         self.metrics = Metrics()
         self.metrics.attach(
             self.rooms, self.forwarder, self.webhooks, lambda: self.mux.transport_count

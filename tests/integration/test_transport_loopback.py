@@ -457,3 +457,33 @@ async def test_remote_candidates_are_validated_and_ignored(mux: UdpMux, candidat
 async def test_malformed_remote_candidates_raise(mux: UdpMux, candidate: str) -> None:
     with pytest.raises(ValueError):
         mux.create_transport().add_remote_candidate(candidate)
+
+
+async def test_ice_restart_rotates_credentials_and_keeps_srtp(mux: UdpMux) -> None:
+    transport = mux.create_transport()
+    transport.set_remote_ice("cli1", "client-password-1234567")
+    received = Recorder()
+    transport.on_rtp = received.add
+    client = await connect(mux, transport)
+    old_ufrag, old_pwd = transport.ice_ufrag, transport.ice_pwd
+    # Same remote credentials again (a renegotiation): nothing changes.
+    assert transport.set_remote_ice("cli1", "client-password-1234567") is False
+    assert transport.ice_ufrag == old_ufrag
+    # New remote credentials in an offer: an ICE restart, so ours change too (RFC 8839).
+    assert transport.set_remote_ice("cli2", "client-password-abcdefg") is True
+    new_ufrag, new_pwd = transport.ice_ufrag, transport.ice_pwd
+    assert (new_ufrag, new_pwd) != (old_ufrag, old_pwd)
+    # Until a check with the new credentials arrives, the old ones still work …
+    assert await client.check(ufrag=old_ufrag, pwd=old_pwd) is not None
+    # … and the new ones work at once; after that, the old ones are forgotten.
+    response = await client.check(ufrag=new_ufrag, pwd=new_pwd, use_candidate=True)
+    assert response is not None and response.check_message_integrity(new_pwd.encode())
+    assert await client.check(ufrag=old_ufrag, pwd=old_pwd, timeout=0.3) is None
+    # DTLS and SRTP were not restarted: media keeps flowing both ways.
+    client.send_srtp(RTP)
+    await received.wait_for(RTP)
+    transport.send_rtp(RTP)
+    await client.rtp.wait_for(RTP)
+    await client.close()
+    await transport.close()
+    assert mux.transport_count == 0  # both ufrags unregistered

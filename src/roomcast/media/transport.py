@@ -138,12 +138,27 @@ class UdpMux(asyncio.DatagramProtocol):
             self._by_addr[addr] = transport
             transport._addresses.add(addr)
 
+    def _rekey(self, transport: PeerTransport) -> tuple[str, str]:
+        """Fresh credentials for an ICE restart; the old ufrag stays routed to the transport
+        until a check with the new one arrives (in-flight consent checks are not lost)."""
+        ufrag = random_ice_string(UFRAG_LENGTH)
+        while ufrag in self._by_ufrag:
+            ufrag = random_ice_string(UFRAG_LENGTH)
+        self._by_ufrag[ufrag] = transport
+        return ufrag, random_ice_string(PWD_LENGTH)
+
+    def _forget_ufrag(self, ufrag: str, transport: PeerTransport) -> None:
+        if self._by_ufrag.get(ufrag) is transport:
+            del self._by_ufrag[ufrag]
+
     def _sendto(self, data: bytes, addr: Address) -> None:
         if self._udp is not None:
             self._udp.sendto(data, addr)
 
     def _unregister(self, transport: PeerTransport) -> None:
         self._by_ufrag.pop(transport.ice_ufrag, None)
+        if transport._previous_responder is not None:
+            self._forget_ufrag(transport._previous_responder.ufrag, transport)
         for addr in transport._addresses:
             if self._by_addr.get(addr) is transport:
                 del self._by_addr[addr]
@@ -181,6 +196,8 @@ class PeerTransport:
         self._loop = asyncio.get_running_loop()
         self._addresses: set[Address] = set()
         self._responder = IceLiteResponder(ufrag, pwd)
+        self._previous_responder: IceLiteResponder | None = None  # until the restart completes
+        self._rotated_since_remote = False
         self._dtls = DtlsEndpoint(mux.certificate, server=True)
         self._dtls_timer: asyncio.TimerHandle | None = None
         self._remote_fingerprint: str | None = None
@@ -207,9 +224,29 @@ class PeerTransport:
         ip, port = self._mux.advertise_ip, self._mux.port
         return [f"candidate:1 1 udp {HOST_PRIORITY} {ip} {port} typ host generation 0"]
 
-    def set_remote_ice(self, ufrag: str, pwd: str) -> None:
-        """Remembered for diagnostics only: a lite agent answers checks with its own pwd."""
+    def set_remote_ice(self, ufrag: str, pwd: str) -> bool:
+        """The remote's credentials (a lite agent checks nothing with them). New ones in a
+        remote offer are an ICE restart, which the answerer must follow with new credentials
+        of its own (RFC 8839 §4.4.1.1.1): returns True when ours changed for it."""
+        restarted = self.remote_ufrag is not None and ufrag != self.remote_ufrag
         self.remote_ufrag = ufrag
+        rotate = restarted and not self._rotated_since_remote
+        self._rotated_since_remote = False
+        if rotate:
+            self.restart_ice()
+            self._rotated_since_remote = False
+        return rotate
+
+    def restart_ice(self) -> None:
+        """New local ufrag/pwd (RFC 8445 §9); DTLS and SRTP carry on over the new checks."""
+        if self._previous_responder is not None:
+            self._mux._forget_ufrag(self._previous_responder.ufrag, self)
+        previous_ufrag = self.ice_ufrag
+        self._previous_responder = self._responder
+        self.ice_ufrag, self.ice_pwd = self._mux._rekey(self)
+        self._responder = IceLiteResponder(self.ice_ufrag, self.ice_pwd)
+        self._rotated_since_remote = True
+        logger.debug("transport %s ICE restart (was %s)", self.ice_ufrag, previous_ufrag)
 
     def add_remote_candidate(self, candidate: str) -> None:
         """Validate and ignore: peer-reflexive addresses from the checks are enough (RFC 8445
@@ -285,7 +322,14 @@ class PeerTransport:
     # -- called by UdpMux --
 
     def _receive_stun(self, message: stun.Message, addr: Address) -> bool:
-        result = self._responder.handle(message, addr)
+        responder = self._responder
+        previous = self._previous_responder
+        if previous is not None and local_ufrag_of(message) == previous.ufrag:
+            responder = previous  # a check still using the credentials before the restart
+        result = responder.handle(message, addr)
+        if previous is not None and responder is self._responder and result.authenticated:
+            self._previous_responder = None  # the restart is done: drop the old credentials
+            self._mux._forget_ufrag(previous.ufrag, self)
         if result.response is not None:
             self._mux._sendto(result.response, addr)
         if not result.authenticated:

@@ -488,6 +488,8 @@ class Session:
         others = [p.to_proto() for p in self.room.live_participants() if not p.hidden]
         sink.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=others)))
         sink.send(rtc.SignalResponse(room_update=rtc.RoomUpdate(room=self.room.to_proto())))
+        if self.subscriber is not None:
+            self.subscriber.restart_ice()  # the resume offer is an ICE restart (reference 07)
         self.subscriber_peer.send_offer()
         log.info("participant resumed", extra={"identity": self.participant.identity})
 
