@@ -236,3 +236,54 @@ async def test_misbehaving_participant_does_not_disturb_the_others(server: Serve
         assert totals["nacks_dropped"] > 0  # the NACK-storm guard refused most resends
         assert totals["retransmits"] < totals["nacks"] / 10
         await rowdy.leave()
+
+
+async def test_participant_without_signalling_is_kept_while_its_media_is_up(
+    server: Server, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WebSocket dies for good (nothing to resume to) but the PeerConnections stay up:
+    the participant stays and its media keeps flowing, until its transport times out.
+
+    The talker is Roomcast's load-test participant, whose media runs without signalling (the
+    Rust SDK tears its PeerConnections down when it cannot reach the server)."""
+    import aiohttp
+
+    from roomcast.loadtest.media import RESOLUTIONS
+    from roomcast.loadtest.participant import LoadParticipant, Role
+    from roomcast.rooms import session as session_module
+
+    monkeypatch.setattr(session_module, "SIGNAL_LOST_GRACE", 0.2)  # the no-media case
+    # RFC 7675's 30 s, shortened for the test (clients refresh consent every ~5 s).
+    server.mux.consent_timeout = 8.0
+    loop = asyncio.get_running_loop()
+    async with (
+        joined(server, "halfway", "listener") as (_, events),
+        aiohttp.ClientSession() as http,
+    ):
+        role = Role("talker", "halfway", video=True, simulcast=False, layers=RESOLUTIONS["low"])
+        url = f"ws://127.0.0.1:{proxy.port}"
+        talker = LoadParticipant(role, url, join_token("halfway", "talker"), http)
+        await talker.join(loop.time())
+        assert talker.error is None
+
+        async def drive() -> None:  # what LoadTest's scheduler does
+            while True:
+                talker.tick(loop.time())
+                await asyncio.sleep(0.01)
+
+        driver = loop.create_task(drive())
+        try:
+            track = await subscribed_track(events, rtc.TrackKind.KIND_VIDEO, "talker")
+            await proxy.close()  # cut, and no new connections: the resume cannot happen
+            await asyncio.wait_for(talker.signal.closed.wait(), 10)
+            # Well past the 0.2 s grace, the talker's video still arrives: it was kept.
+            width, _ = await asyncio.wait_for(video_frame_size(track, frames=45), 30)
+            assert width == RESOLUTIONS["low"][-1].width
+            room = server.rooms.get("halfway")
+            assert room is not None and "talker" in room.participants
+        finally:
+            driver.cancel()
+            talker.subscriber.close()  # its PeerConnections end: consent stops
+            if talker.publisher is not None:
+                talker.publisher.close()
+        await events.wait("participant_disconnected", lambda p: p.identity == "talker")

@@ -225,6 +225,11 @@ class Session:
         elif state == "failed":
             log.info("primary transport failed", extra={"identity": self.participant.identity})
             self._leave(Reason.CONNECTION_TIMEOUT)
+        elif state == "closed" and self.sink.closed:
+            # The peer closed its PeerConnection (DTLS close_notify) after its signalling was
+            # already gone: nothing is left to resume.
+            log.info("primary transport closed", extra={"identity": self.participant.identity})
+            self._leave(Reason.SIGNAL_CLOSE)
 
     def _on_subscriber_channel_open(self, label: str) -> None:
         if label != RELIABLE_LABEL or self.subscriber is None:
@@ -499,10 +504,18 @@ class Session:
             return
         if self.participant.state != State.ACTIVE:
             self._leave(Reason.SIGNAL_CLOSE)
-        else:
-            self._set_timer(
-                "signal_lost", SIGNAL_LOST_GRACE, lambda: self._leave(Reason.SIGNAL_CLOSE)
+            return
+        publisher = self.publisher.transport if self.publisher is not None else None
+        primary = self.subscriber if self.subscriber_primary else publisher
+        if primary is not None and primary.state == "connected":
+            # Media is still up: keep the participant until it resumes, leaves, or its
+            # transport times out (consent, RFC 7675), which removes it (reference 07 §7.2).
+            log.info(
+                "signalling lost; kept while its media is up",
+                extra={"identity": self.participant.identity},
             )
+            return
+        self._set_timer("signal_lost", SIGNAL_LOST_GRACE, lambda: self._leave(Reason.SIGNAL_CLOSE))
 
     def _full_reconnect(self) -> None:
         self.sink.send(_leave(Reason.STATE_MISMATCH, Action.RECONNECT))
