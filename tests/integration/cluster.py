@@ -26,6 +26,7 @@ class RedisServer:
     """A throw-away redis-server without persistence (a restart starts empty, the hard case)."""
 
     port: int = field(default_factory=free_port)
+    password: str = ""
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -33,6 +34,7 @@ class RedisServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        auth = ["--requirepass", self.password, "--masterauth", self.password]
         self.proc = await asyncio.create_subprocess_exec(
             REDIS_SERVER,
             "--port",
@@ -43,23 +45,60 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            *(auth if self.password else []),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        await _wait_for_port(self.port)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             await self.proc.wait()
         self.proc = None
+
+
+@dataclass
+class RedisSentinel:
+    """redis-server in sentinel mode, watching one master as "mymaster"."""
+
+    master: RedisServer
+    port: int = field(default_factory=free_port)
+    proc: asyncio.subprocess.Process | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sentinel-")))
+
+    async def start(self) -> None:
+        conf = self.workdir / "sentinel.conf"  # sentinel rewrites its config: a file of its own
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1",
+        ]
+        if self.master.password:
+            lines.append(f"sentinel auth-pass mymaster {self.master.password}")
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = await asyncio.create_subprocess_exec(
+            REDIS_SERVER, str(conf), "--sentinel",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await _wait_for_port(self.port)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def _wait_for_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"redis-server did not start on port {port}")
 
 
 @dataclass
@@ -70,6 +109,7 @@ class Node:
     redis: RedisServer
     extra_config: str = ""
     use_redis: bool = True  # False: a plain single node, for comparisons
+    redis_config: str = ""  # the YAML under `redis:` instead of the plain address
     port: int = field(default_factory=free_port)
     udp_port: int = 0
     proc: asyncio.subprocess.Process | None = None
@@ -88,6 +128,8 @@ class Node:
 
         self.udp_port = free_port(socket.SOCK_DGRAM)
         redis = f"redis:\n  address: {self.redis.address}\n" if self.use_redis else ""
+        if self.redis_config:
+            redis = f"redis:\n{self.redis_config}"
         # Ties go to the local node (sort_by rooms): placement in these tests is predictable.
         config = (
             f"port: {self.port}\n"

@@ -381,3 +381,47 @@ async def test_list_nodes_shows_every_live_node() -> None:
     lines = out.decode().splitlines()[1:]
     assert len(lines) == 2 and all(line.split()[-1] == "yes" for line in lines)
     assert {node.http_url for node in nodes} == {line.split()[2] for line in lines}
+
+
+async def test_nodes_find_redis_through_sentinel_with_a_password() -> None:
+    import sys
+
+    from tests.integration.cluster import RedisSentinel
+
+    redis = RedisServer(password="s3cret-redis")
+    await redis.start()
+    sentinel = RedisSentinel(redis)
+    await sentinel.start()
+    config = (
+        f"  sentinel_addresses: [127.0.0.1:{sentinel.port}]\n"
+        "  sentinel_master_name: mymaster\n"
+        "  password: s3cret-redis\n"
+    )
+    a, b = (Node(name, redis, redis_config=config) for name in "ab")
+    try:
+        await asyncio.gather(a.start(), b.start())
+        async with lkapi(a) as api_a, lkapi(b) as api_b:
+            await api_a.room.create_room(api.CreateRoomRequest(name="guarded"))
+            listed = await api_b.room.list_rooms(api.ListRoomsRequest())
+            assert [r.name for r in listed.rooms] == ["guarded"]
+        alice, _ = await join(a, "guarded", "alice")
+        bob, bob_events = await join(b, "guarded", "bob")  # relayed to A
+        try:
+            await alice.local_participant.publish_data(b"via sentinel")
+            await bob_events.wait("data_received", lambda p: p.data == b"via sentinel")
+        finally:
+            await leave(alice, bob)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "roomcast", "list-nodes", "--config-body", f"redis:\n{config}",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0 and len(out.decode().splitlines()) == 3
+    except BaseException:
+        for node in (a, b):
+            print(f"----- node {node.name} log -----\n{node.log()}")
+        raise
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await sentinel.stop()
+        await redis.stop()
