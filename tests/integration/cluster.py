@@ -27,6 +27,7 @@ class RedisServer:
 
     port: int = field(default_factory=free_port)
     password: str = ""
+    tls: Path | None = None  # a directory with ca.pem, cert.pem, key.pem: TLS only
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -35,10 +36,20 @@ class RedisServer:
 
     async def start(self) -> None:
         auth = ["--requirepass", self.password, "--masterauth", self.password]
+        tls = []
+        if self.tls is not None:
+            tls = [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls / "cert.pem"),
+                "--tls-key-file", str(self.tls / "key.pem"),
+                "--tls-ca-cert-file", str(self.tls / "ca.pem"),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         self.proc = await asyncio.create_subprocess_exec(
             REDIS_SERVER,
+            *tls,
             "--port",
-            str(self.port),
+            "0" if self.tls is not None else str(self.port),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -183,3 +194,59 @@ class Node:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-20000:]
+
+
+def make_tls_files(directory: Path) -> Path:
+    """A throw-away CA and a server certificate for 127.0.0.1 (ca.pem, cert.pem, key.pem)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("roomcast test CA"))
+        .issuer_name(name("roomcast test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return directory

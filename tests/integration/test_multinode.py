@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 from livekit import api, rtc
 
@@ -424,4 +425,33 @@ async def test_nodes_find_redis_through_sentinel_with_a_password() -> None:
     finally:
         await asyncio.gather(a.stop(), b.stop())
         await sentinel.stop()
+        await redis.stop()
+
+
+async def test_nodes_reach_redis_over_tls(tmp_path: Path) -> None:
+    from tests.integration.cluster import make_tls_files
+
+    tls = make_tls_files(tmp_path / "tls")
+    redis = RedisServer(tls=tls)
+    await redis.start()
+    config = (
+        f"  address: {redis.address}\n  use_tls: true\n  tls:\n    ca_cert_file: {tls / 'ca.pem'}\n"
+    )
+    a, b = (Node(name, redis, redis_config=config) for name in "ab")
+    try:
+        await asyncio.gather(a.start(), b.start())
+        async with lkapi(a) as api_a, lkapi(b) as api_b:
+            await api_a.room.create_room(api.CreateRoomRequest(name="encrypted"))
+            listed = await api_b.room.list_rooms(api.ListRoomsRequest())
+            assert [r.name for r in listed.rooms] == ["encrypted"]
+            people = await api_b.room.list_participants(
+                api.ListParticipantsRequest(room="encrypted")
+            )
+            assert list(people.participants) == []
+    except BaseException:
+        for node in (a, b):
+            print(f"----- node {node.name} log -----\n{node.log()}")
+        raise
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
         await redis.stop()
