@@ -80,7 +80,14 @@ class Server:
         )
         self.twirp.add_routes(self.app)
         self.agents.add_routes(self.app)  # /agent (livekit-agents workers)
-        StatsEndpoint(self.verifier, self.rooms, self.rates).add_routes(self.app)
+        self.stats = StatsEndpoint(
+            self.verifier,
+            self.rooms,
+            self.rates,
+            self.node_id,
+            self.router.gather_stats if self.router is not None else None,
+        )
+        self.stats.add_routes(self.app)
         WebEndpoint(config, self.rooms, healthy=self._healthy).add_routes(
             self.app
         )  # / (health or playground)
@@ -98,6 +105,7 @@ class Server:
                 self.agents.registry,
                 self.agents.dispatcher,
             )
+            self.router.bus.on_request("stats", self._local_stats)
             self.router.attach(
                 self.rtc.start_relayed,
                 self.twirp.execute_local,
@@ -123,6 +131,9 @@ class Server:
             tracks=len(self.forwarder.uptracks()),
             packets_per_second=round(self.rates.packets_out_per_s, 1),
         )
+
+    async def _local_stats(self, _: object) -> dict[str, object]:
+        return self.stats.local_view()
 
     def _healthy(self) -> bool:
         return self.router is None or self.router.healthy
@@ -235,14 +246,19 @@ class Server:
                 await self.cluster_agents.close()
             await self.router.withdraw()
             await self.rooms.stop(rtc.LeaveRequest.Action.RECONNECT)
+        log.debug("shutdown: rooms closed")
         await self.rtc.close_all()
+        log.debug("shutdown: signalling closed")
         if self.router is not None:
             await self.router.close()  # after the leaves above are published
+            log.debug("shutdown: router closed")
         await self.agents.close()
         await self.webhooks.close(self.config.shutdown_flush_timeout)
+        log.debug("shutdown: webhooks flushed")
         for runner in (self._runner, self._prometheus_runner):
             if runner is not None:
                 await runner.cleanup()
+        log.debug("shutdown: HTTP closed")
         self._runner = self._prometheus_runner = None
         await self.mux.close()
         log.info("roomcast stopped")

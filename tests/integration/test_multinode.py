@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
+import aiohttp
 from livekit import api, rtc
 
-from tests.conftest import API_KEY, API_SECRET
+from roomcast.auth import VideoGrant
+from tests.conftest import API_KEY, API_SECRET, token
 from tests.integration.cluster import Node, RedisServer
 from tests.integration.sdk import Events, join_token, until
 from tests.integration.test_media_python import HEIGHT, WIDTH, publishing, video_frame_size
@@ -68,6 +70,15 @@ async def leave(*rooms: rtc.Room) -> None:
             await room.disconnect()
 
 
+async def node_id_of(node: Node, redis: RedisServer) -> str:
+    """A node's id, as registered in Redis (what `roomcast list-nodes` shows)."""
+    from roomcast.config import RedisConfig
+    from roomcast.routing.registry import list_nodes
+
+    records = await list_nodes(RedisConfig(address=redis.address))
+    return next(record.id for record, _ in records if record.http_url == node.http_url)
+
+
 def identities(room: rtc.Room) -> set[str]:
     return {p.identity for p in room.remote_participants.values()}
 
@@ -76,13 +87,21 @@ async def test_participants_on_different_nodes_share_a_room() -> None:
     hooks = WebhookSink()
     await hooks.start()
     webhook = f"webhook:\n  api_key: {API_KEY}\n  urls: [{hooks.url}]\n"
-    async with cluster(2, webhook) as (_, (a, b)):
+    async with cluster(2, webhook) as (redis, (a, b)):
         async with lkapi(a) as api_a, lkapi(b) as api_b:
             await api_a.room.create_room(api.CreateRoomRequest(name="shared", metadata="m1"))
+            a_id = await node_id_of(a, redis)
             # ListRooms through either node sees the room, which lives on A.
             for client in (api_a, api_b):
                 listed = await client.room.list_rooms(api.ListRoomsRequest())
                 assert [r.name for r in listed.rooms] == ["shared"]
+            # The dashboard's /stats through B shows the room on A, and both nodes.
+            admin = token(VideoGrant(room_list=True))
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{b.http_url}/stats?access_token={admin}") as resp:
+                    stats = await resp.json()
+            assert [(r["name"], r["node"]) for r in stats["rooms"]] == [("shared", a_id)]
+            assert len(stats["nodes"]) == 2 and stats["server"]["memory_mib"] > 0
             # A second CreateRoom through B is routed to A: same room, not a copy on B.
             again = await api_b.room.create_room(api.CreateRoomRequest(name="shared"))
             assert again.metadata == "m1"

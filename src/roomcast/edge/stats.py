@@ -6,6 +6,7 @@ needs a token with ``roomList`` (as ListRooms does).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,12 +18,24 @@ from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.participant import Participant
 from roomcast.telemetry import RateSampler
 
+# Multi-node: every other live node's local_view() (routing/router.py gather_stats).
+Gather = Callable[[], Awaitable[list[dict[str, Any]]]]
+
 
 class StatsEndpoint:
-    def __init__(self, verifier: TokenVerifier, rooms: RoomManager, rates: RateSampler) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        rooms: RoomManager,
+        rates: RateSampler,
+        node_id: str = "",
+        gather: Gather | None = None,
+    ) -> None:
         self._verifier = verifier
         self._rooms = rooms
         self._rates = rates
+        self._node_id = node_id
+        self._gather = gather
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/stats", self.handle)
@@ -34,7 +47,17 @@ class StatsEndpoint:
             return web.json_response({"error": str(exc)}, status=401)
         if not claims.video.room_list:
             return web.json_response({"error": "permissions denied (needs roomList)"}, status=401)
-        return web.json_response({"server": self._rates.server(), "rooms": self._rooms_view()})
+        views = [self.local_view()]
+        if self._gather is not None:
+            views += await self._gather()
+        return web.json_response(merge(views))
+
+    def local_view(self) -> dict[str, Any]:
+        """This node's figures and rooms (what another node merges into its /stats)."""
+        rooms = self._rooms_view()
+        for room in rooms:
+            room["node"] = self._node_id
+        return {"node": self._node_id, "server": self._rates.server(), "rooms": rooms}
 
     def _rooms_view(self) -> list[dict[str, Any]]:
         return [
@@ -80,3 +103,16 @@ class StatsEndpoint:
                 for track in participant.tracks.values()
             ],
         }
+
+
+def merge(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """One /stats for the cluster: rooms of every node, server figures summed, per-node list.
+
+    With one view (single node) this is that node's view, as before."""
+    keys = ("cpu_percent", "memory_mib", "packets_in_per_s", "packets_out_per_s")
+    total = {key: round(sum(v["server"].get(key, 0) for v in views), 1) for key in keys}
+    return {
+        "server": total,
+        "nodes": [{"id": v["node"], **v["server"], "rooms": len(v["rooms"])} for v in views],
+        "rooms": sorted((room for v in views for room in v["rooms"]), key=lambda r: r["name"]),
+    }

@@ -71,6 +71,7 @@ class NodeBus:
         self._rpc_tasks: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
         self._drained = asyncio.Event()  # set whenever the outbox is empty
+        self._closing = False
 
     # -- registration -------------------------------------------------------------------------
     def on(self, kind: str, handler: Handler) -> None:
@@ -92,11 +93,16 @@ class NodeBus:
         if self._outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), flush_timeout)
-        for task in [*self._tasks, *self._rpc_tasks]:
+        self._closing = True
+        tasks = [*self._tasks, *self._rpc_tasks]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._rpc_tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # asyncio.wait: a task that is slow to stop (a Redis call finishing its blocking
+            # read) is left behind after the timeout, and our own cancellation still works.
+            _, pending = await asyncio.wait(tasks, timeout=flush_timeout)
+            if pending:
+                log.debug("bus: %d task(s) still stopping at close", len(pending))
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(BusError("node shutting down"))
@@ -155,7 +161,7 @@ class NodeBus:
     async def _read_loop(self) -> None:
         stream = channel_of(self.node_id)
         last_id = "$"  # only what arrives from now on
-        while True:
+        while not self._closing:
             try:
                 if last_id == "$":
                     # Pin the starting point, so messages sent while we connect are not missed.
@@ -166,7 +172,7 @@ class NodeBus:
                     )
                     last_id = info["last-generated-id"].decode() if info else "0-0"
                 self.subscribed.set()
-                while True:
+                while not self._closing:
                     await self._client.expire(stream, STREAM_TTL)
                     result: Any = await self._client.xread(
                         {stream: last_id}, count=500, block=READ_BLOCK_MS
@@ -176,6 +182,8 @@ class NodeBus:
                             last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                             self._dispatch(fields.get(b"m"))
             except (RedisError, OSError) as exc:
+                if self._closing:
+                    return  # the client may turn our cancellation into a connection error
                 log.warning("bus read failed, retrying: %s", exc)
             await asyncio.sleep(RETRY_DELAY)
 

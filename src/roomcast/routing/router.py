@@ -82,9 +82,12 @@ class Router:
     async def close(self) -> None:
         if self._room_relay is not None:
             await self._room_relay.close()
+        log.debug("router: relays closed")
         await self.bus.close()
+        log.debug("router: bus closed")
         await self.registry.close()
         await self._client.aclose()
+        log.debug("router: redis closed")
 
     @property
     def healthy(self) -> bool:
@@ -169,6 +172,23 @@ class Router:
 
         results = await asyncio.gather(*(one(node_id) for node_id in others))
         return [r for r in results if r is not None]
+
+    async def gather_stats(self) -> list[Message]:
+        """Every other live node's /stats view (nodes that do not answer are left out)."""
+        try:
+            nodes = await self.registry.fetch_live_nodes()
+        except (RedisError, OSError):
+            return []
+
+        async def one(node_id: str) -> Message | None:
+            try:
+                return await self.bus.request(node_id, "stats", {}, LIST_TIMEOUT)
+            except BusError as exc:
+                log.warning("stats from node %s failed: %s", node_id, exc)
+                return None
+
+        results = await asyncio.gather(*(one(n.id) for n in nodes if n.id != self.node_id))
+        return [r for r in results if r is not None and "rooms" in r and "server" in r]
 
     async def _serve_api(self, request: Message) -> Message:
         if self._api is None:
