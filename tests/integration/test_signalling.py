@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from livekit.protocol import models, rtc
 
 from roomcast.auth import VideoGrant
 from roomcast.server import Server
 from tests.conftest import ServerFactory, token, url_of
-from tests.integration.sdk import join_token
+from tests.integration.sdk import join_token, until
 
 
 @asynccontextmanager
@@ -248,3 +250,40 @@ async def test_resume_of_unknown_session_asks_for_full_reconnect(server: Server)
         assert response.WhichOneof("message") == "leave"
         assert response.leave.reason == models.DisconnectReason.STATE_MISMATCH
         assert response.leave.action == rtc.LeaveRequest.Action.RECONNECT
+
+
+async def test_ping_timeout_closes_a_silent_connection(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops sending anything (no ping) is cut off after the ping timeout."""
+    from roomcast.rooms import session as session_module
+
+    monkeypatch.setattr(session_module, "PING_DEADLINE", 0.5)
+    async with raw_signal(server, "quiet", "mute") as ws:
+        await receive_until(ws, "join")
+        message = await ws.receive(timeout=10)
+        while message.type == aiohttp.WSMsgType.BINARY:  # the offer, the refresh token, …
+            message = await ws.receive(timeout=10)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
+        assert message.extra == "ping timeout" or ws.closed
+
+    def gone() -> bool:
+        room = server.rooms.get("quiet")
+        return room is None or "mute" not in room.participants
+
+    await until(gone)  # never ACTIVE: removed once its signalling closed
+
+
+async def test_pings_keep_a_connection_open(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roomcast.rooms import session as session_module
+
+    monkeypatch.setattr(session_module, "PING_DEADLINE", 0.5)
+    async with raw_signal(server, "chatty", "talker") as ws:
+        await receive_until(ws, "join")
+        for _ in range(6):  # 1.5 s of pings every 0.25 s: three deadlines' worth
+            await send(ws, rtc.SignalRequest(ping=1))
+            await receive_until(ws, "pong")
+            await asyncio.sleep(0.25)  # the client's ping interval
+        assert not ws.closed

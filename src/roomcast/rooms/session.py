@@ -43,6 +43,9 @@ PING_INTERVAL = 5  # seconds, as LiveKit (must be non-zero for the Rust SDK)
 PING_TIMEOUT = 15
 JOIN_TIMEOUT = 60.0  # no ACTIVE within this → removed with JOIN_FAILURE (reference 11 §11.4)
 REFRESH_INTERVAL = 300.0  # refresh_token every 5 min (reference 05 §5.8)
+# No ping (or any request) for this long: the signalling connection is closed as dead, as
+# livekit-server does with the ping_timeout it announces (reference 07 §7.1).
+PING_DEADLINE = float(PING_TIMEOUT)
 SIGNAL_LOST_GRACE = 15.0  # an ACTIVE participant may resume this long after its WebSocket drops
 MAX_PENDING_RELIABLE = 100 * 1024  # bytes held until the subscriber's _reliable opens
 
@@ -102,6 +105,7 @@ class Session:
         self.subscriber_peer.send_offer()
         self._set_timer("join", JOIN_TIMEOUT, self._on_join_timeout)
         self._set_timer("refresh", REFRESH_INTERVAL, self._on_refresh_timer)
+        self._set_timer("ping", PING_DEADLINE, self._on_ping_timeout)
         log.info(
             "participant joined",
             extra={
@@ -256,6 +260,7 @@ class Session:
     def handle_request(self, request: rtc.SignalRequest) -> None:
         if self.closed:
             return
+        self._set_timer("ping", PING_DEADLINE, self._on_ping_timeout)
         which = request.WhichOneof("message")
         self.manager.metrics.signal_requests.labels(which or "unknown").inc()
         handler = getattr(self, f"_on_{which}", None) if which else None
@@ -264,6 +269,12 @@ class Session:
             log.debug("ignoring signal request %s", which)
             return
         handler(getattr(request, which))
+
+    def _on_ping_timeout(self) -> None:
+        if self.closed or self.sink.closed:
+            return
+        log.info("ping timeout: closing signalling", extra={"identity": self.participant.identity})
+        self.sink.close(1000, "ping timeout")
 
     def _on_ping(self, timestamp: int) -> None:
         self.sink.send(rtc.SignalResponse(pong=_now_ms()))
@@ -474,6 +485,7 @@ class Session:
         self.sink = sink
         old.close()
         self._cancel_timer("signal_lost")
+        self._set_timer("ping", PING_DEADLINE, self._on_ping_timeout)
         config = self.manager.config
         sink.send(
             rtc.SignalResponse(
