@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 from livekit import api, rtc
+from livekit.protocol import room as room_pb
 
 from roomcast.auth import VideoGrant
 from tests.conftest import API_KEY, API_SECRET, token
@@ -136,6 +137,28 @@ async def test_participants_on_different_nodes_share_a_room() -> None:
                 )
                 await alice_events.wait("data_received", lambda p: p.data == b"server says")
                 await bob_events.wait("data_received", lambda p: p.data == b"server says")
+                # Server-initiated RPC through B to alice on A (a raw Twirp POST: no client
+                # library has PerformRpc); the reply comes back the same way.
+
+                @alice.local_participant.register_rpc_method("double")
+                async def double(data: rtc.RpcInvocationData) -> str:
+                    return str(2 * int(data.payload))
+
+                request = room_pb.PerformRpcRequest(
+                    room="shared", destination_identity="alice", method="double", payload="21"
+                )
+                headers = {
+                    "Authorization": f"Bearer {token(VideoGrant(room_admin=True, room='shared'))}",
+                    "Content-Type": "application/protobuf",
+                }
+                url = f"{b.http_url}/twirp/livekit.RoomService/PerformRpc"
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.post(url, data=request.SerializeToString(), headers=headers) as resp,
+                ):
+                    assert resp.status == 200, await resp.text()
+                    reply = room_pb.PerformRpcResponse.FromString(await resp.read())
+                assert reply.payload == "42"
             finally:
                 await leave(alice, bob)
             await api_b.room.delete_room(api.DeleteRoomRequest(room="shared"))

@@ -14,12 +14,13 @@ from roomcast.edge import twirp
 from roomcast.edge.roomservice import METHODS, Method
 from roomcast.errors import PermissionDeniedError, RoomcastError
 from roomcast.rooms.admin import RoomAdmin
-from roomcast.routing.router import ApiResult, Router, RoutingUnavailable
+from roomcast.routing.router import API_TIMEOUT, ApiResult, Router, RoutingUnavailable
 from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
 ROOM_SERVICE = "livekit.RoomService"
+RPC_ROUTING_SLACK = 10.0  # seconds beyond a routed PerformRpc's response timeout (ack, relay)
 
 
 def bearer_token(request: web.Request) -> str:
@@ -164,8 +165,12 @@ class TwirpEndpoint:
                 node = await self._router.place(room)
             if node is None or node == self._router.node_id:
                 return None
+            timeout = API_TIMEOUT
+            if method_name == "PerformRpc":  # waits for the participant's answer
+                response_ms = int(getattr(message, "response_timeout_ms", 0)) or 10_000
+                timeout = max(timeout, response_ms / 1000 + RPC_ROUTING_SLACK)
             result = await self._router.call_api(
-                node, service, method_name, content_type, body, token
+                node, service, method_name, content_type, body, token, timeout
             )
         except RoutingUnavailable as exc:
             return twirp.TwirpError("unavailable", str(exc)).to_response()

@@ -122,7 +122,14 @@ class Router:
 
     # -- API ----------------------------------------------------------------------------------
     async def call_api(
-        self, node_id: str, service: str, method: str, content_type: str, body: bytes, token: str
+        self,
+        node_id: str,
+        service: str,
+        method: str,
+        content_type: str,
+        body: bytes,
+        token: str,
+        timeout: float = API_TIMEOUT,
     ) -> ApiResult:
         request = {
             "service": service,
@@ -132,7 +139,7 @@ class Router:
             "token": token,
         }
         try:
-            reply = await self.bus.request(node_id, "api", request, API_TIMEOUT)
+            reply = await self.bus.request(node_id, "api", request, timeout)
             return ApiResult(
                 int(reply["status"]), str(reply["content_type"]), unb64(str(reply["body"]))
             )
