@@ -130,6 +130,7 @@ class Server:
             clients=sum(len(room.participants) for room in rooms),
             tracks=len(self.forwarder.uptracks()),
             packets_per_second=round(self.rates.packets_out_per_s, 1),
+            max_rooms=self.config.limit.max_rooms,
         )
 
     async def _local_stats(self, _: object) -> dict[str, object]:

@@ -41,6 +41,7 @@ class NodeStats:
     cpu_load: float = 0.0  # this process's CPU use over the last heartbeat, 1.0 = one core
     sysload: float = 0.0  # 1-minute load average per CPU
     packets_per_second: float = 0.0
+    max_rooms: int = 0  # limit.max_rooms of the node (0: no limit)
 
 
 @dataclass

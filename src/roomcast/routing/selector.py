@@ -28,11 +28,17 @@ def _load(node: NodeRecord, sort_by: str) -> float:
     return stats.sysload
 
 
+def _full(node: NodeRecord) -> bool:
+    return 0 < node.stats.max_rooms <= node.stats.rooms
+
+
 def make_selector(config: NodeSelectorConfig) -> Selector:
     def select(nodes: Sequence[NodeRecord], local_id: str) -> NodeRecord:
         serving = [n for n in nodes if n.state == "serving"] or list(nodes)
         if not serving:
             raise LookupError("no nodes available")
+        # Nodes at their limit.max_rooms take no new room while another node can.
+        serving = [n for n in serving if not _full(n)] or serving
         candidates = serving
         if config.kind == "cpuload":
             candidates = [n for n in serving if n.stats.cpu_load < config.cpu_load_limit]
