@@ -31,6 +31,7 @@ from roomcast.rooms.room import RoomEvent
 from roomcast.rooms.sessions import SessionManager
 from roomcast.rooms.tracks import TrackManager
 from roomcast.routing.agents import ClusterAgents
+from roomcast.routing.records import RoomRecord
 from roomcast.routing.registry import NodeRecord, NodeStats
 from roomcast.routing.router import Router
 from roomcast.telemetry import Metrics, RateSampler
@@ -109,7 +110,7 @@ class Server:
             self.router.attach(
                 self.rtc.start_relayed,
                 self.twirp.execute_local,
-                lambda: [room.name for room in self.rooms.list()],
+                self._room_records,
                 self._room_lost,
             )
         self._runner: web.AppRunner | None = None
@@ -135,6 +136,16 @@ class Server:
 
     async def _local_stats(self, _: object) -> dict[str, object]:
         return self.stats.local_view()
+
+    def _room_records(self) -> list[RoomRecord]:
+        return [
+            RoomRecord(
+                room.name,
+                room.to_proto().SerializeToString(),
+                {p.identity: p.to_proto().SerializeToString() for p in room.live_participants()},
+            )
+            for room in self.rooms.list()
+        ]
 
     def _healthy(self) -> bool:
         return self.router is None or self.router.healthy

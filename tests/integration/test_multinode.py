@@ -8,15 +8,17 @@ a room created through node A lives on A.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import aiohttp
+import redis.asyncio as aioredis
 from livekit import api, rtc
 from livekit.protocol import room as room_pb
 
 from roomcast.auth import VideoGrant
+from roomcast.routing.records import RoomRecords
 from tests.conftest import API_KEY, API_SECRET, token
 from tests.integration.cluster import Node, RedisServer
 from tests.integration.sdk import Events, join_token, until
@@ -71,6 +73,19 @@ async def leave(*rooms: rtc.Room) -> None:
             await room.disconnect()
 
 
+async def records_gone(store: aioredis.Redis, room: str) -> bool:
+    return not await store.exists(f"roomcast:room:{room}", f"roomcast:room_participants:{room}")
+
+
+async def until_async(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    """Poll state in Redis, which has no event of its own."""
+    for _ in range(int(timeout / 0.05)):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("condition not reached")
+
+
 async def node_id_of(node: Node, redis: RedisServer) -> str:
     """A node's id, as registered in Redis (what `roomcast list-nodes` shows)."""
     from roomcast.config import RedisConfig
@@ -92,6 +107,7 @@ async def test_participants_on_different_nodes_share_a_room() -> None:
         async with lkapi(a) as api_a, lkapi(b) as api_b:
             await api_a.room.create_room(api.CreateRoomRequest(name="shared", metadata="m1"))
             a_id = await node_id_of(a, redis)
+            store = aioredis.Redis(host="127.0.0.1", port=redis.port)
             # ListRooms through either node sees the room, which lives on A.
             for client in (api_a, api_b):
                 listed = await client.room.list_rooms(api.ListRoomsRequest())
@@ -120,6 +136,18 @@ async def test_participants_on_different_nodes_share_a_room() -> None:
                 await bob.local_participant.publish_data(b"from bob via B", topic="t")
                 packet = (await alice_events.wait("data_received"))[0]
                 assert packet.data == b"from bob via B" and packet.participant.identity == "bob"
+
+                # A, the room's node, keeps the room and participant records in Redis.
+                people: list[str] = []
+                for _ in range(100):
+                    infos = await RoomRecords(store, "", 1000).participants("shared")
+                    people = sorted(info.identity for info in infos)
+                    if people == ["alice", "bob"]:
+                        break
+                    await asyncio.sleep(0.1)  # records are refreshed every heartbeat (1 s)
+                assert people == ["alice", "bob"]
+                (recorded,) = await RoomRecords(store, "", 1000).rooms_of({a_id})
+                assert recorded.name == "shared" and recorded.metadata == "m1"
 
                 # RoomService calls through B act on the room hosted by A.
                 people = await api_b.room.list_participants(
@@ -164,6 +192,8 @@ async def test_participants_on_different_nodes_share_a_room() -> None:
             await api_b.room.delete_room(api.DeleteRoomRequest(room="shared"))
             listed = await api_a.room.list_rooms(api.ListRoomsRequest())
             assert listed.rooms == []
+            await until_async(lambda: records_gone(store, "shared"))
+            await store.aclose()
 
         # Each event is sent once, by the node hosting the room.
         await until(lambda: "room_finished" in [e.event for e in hooks.events])

@@ -30,6 +30,13 @@ def bearer_token(request: web.Request) -> str:
     return request.query.get("access_token", "")
 
 
+def message_names(body: bytes, content_type: str) -> list[str]:
+    """The ``names`` filter of a ListRoomsRequest body (already validated by the caller)."""
+    request = room_pb.ListRoomsRequest()
+    twirp.decode(body, content_type, request)
+    return list(request.names)
+
+
 class TwirpEndpoint:
     def __init__(
         self,
@@ -189,9 +196,13 @@ class TwirpEndpoint:
         merged = room_pb.ListRoomsResponse()
         twirp.decode(local.body, content_type, merged)
         seen = {room.name for room in merged.rooms}
-        for result in await self._router.gather_api(
+        silent: set[str] = set()
+        for node_id, result in await self._router.gather_api(
             ROOM_SERVICE, "ListRooms", content_type, body, token
         ):
+            if result is None:
+                silent.add(node_id)
+                continue
             if result.status != 200:
                 continue
             remote = room_pb.ListRoomsResponse()
@@ -201,6 +212,12 @@ class TwirpEndpoint:
                 continue
             for room in remote.rooms:
                 if room.name not in seen:
+                    seen.add(room.name)
+                    merged.rooms.append(room)
+        if silent:  # a node too busy to answer: its rooms as last recorded in Redis
+            wanted = set(message_names(body, content_type))
+            for room in await self._router.records.rooms_of(silent):
+                if room.name not in seen and (not wanted or room.name in wanted):
                     seen.add(room.name)
                     merged.rooms.append(room)
         return twirp.encode(merged, content_type)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -16,7 +16,8 @@ from redis.exceptions import RedisError
 from roomcast.config import Config
 from roomcast.routing import redis_client
 from roomcast.routing.bus import BusError, Message, NodeBus, b64, unb64
-from roomcast.routing.placement import Placement
+from roomcast.routing.placement import LEASE, Placement
+from roomcast.routing.records import RoomRecord, RoomRecords
 from roomcast.routing.registry import NodeRecord, NodeRegistry, StatsProvider
 from roomcast.routing.relay import EdgeRelay, RoomRelay, SessionStarter
 from roomcast.routing.selector import make_selector
@@ -50,9 +51,10 @@ class Router:
         self.registry = NodeRegistry(self._client, record, stats)
         self.placement = Placement(self._client, self.registry, make_selector(config.node_selector))
         self.edge = EdgeRelay(self.bus)
+        self.records = RoomRecords(self._client, record.id, int(LEASE * 1000))
+        self._room_records: Callable[[], list[RoomRecord]] = list
         self._room_relay: RoomRelay | None = None
         self._api: ApiExecutor | None = None
-        self._local_rooms: Callable[[], Iterable[str]] = list
         self._on_room_lost: Callable[[str], None] = lambda name: None
         self.registry.on_node_dead(self._node_dead)
         self.registry.on_heartbeat(self._renew_leases)
@@ -62,13 +64,13 @@ class Router:
         self,
         start_session: SessionStarter,
         execute_api: ApiExecutor,
-        local_rooms: Callable[[], Iterable[str]],
+        room_records: Callable[[], list[RoomRecord]],
         on_room_lost: Callable[[str], None],
     ) -> None:
         """Hooks into this node's rooms: run relayed sessions and API calls here."""
         self._room_relay = RoomRelay(self.bus, start_session)
         self._api = execute_api
-        self._local_rooms = local_rooms
+        self._room_records = room_records
         self._on_room_lost = on_room_lost
 
     async def start(self) -> None:
@@ -112,13 +114,17 @@ class Router:
     async def _release(self, room: str) -> None:
         try:
             await self.placement.release(room)
+            await self.records.delete(room)
         except (RedisError, OSError) as exc:
             log.warning("could not release room %s (its lease will expire): %s", room, exc)
 
     async def _renew_leases(self) -> None:
-        for room in await self.placement.renew(self._local_rooms()):
+        records = self._room_records()
+        lost = set(await self.placement.renew(r.name for r in records))
+        for room in lost:
             log.warning("room %s is hosted by another node; closing this copy", room)
             self._on_room_lost(room)
+        await self.records.write([r for r in records if r.name not in lost])
 
     # -- API ----------------------------------------------------------------------------------
     async def call_api(
@@ -148,37 +154,33 @@ class Router:
 
     async def gather_api(
         self, service: str, method: str, content_type: str, body: bytes, token: str
-    ) -> list[ApiResult]:
-        """Run a call on every other live node (ListRooms); nodes that fail are left out."""
+    ) -> list[tuple[str, ApiResult | None]]:
+        """Run a call on every other live node (ListRooms); None for a node that failed."""
         try:
             nodes = await self.registry.fetch_live_nodes()
         except (RedisError, OSError) as exc:
             raise RoutingUnavailable(f"routing store unavailable: {exc}") from exc
         others = [n.id for n in nodes if n.id != self.node_id]
+        request = {
+            "service": service,
+            "method": method,
+            "content_type": content_type,
+            "body": b64(body),
+            "token": token,
+        }
 
-        async def one(node_id: str) -> ApiResult | None:
+        async def one(node_id: str) -> tuple[str, ApiResult | None]:
             try:
-                reply = await self.bus.request(
-                    node_id,
-                    "api",
-                    {
-                        "service": service,
-                        "method": method,
-                        "content_type": content_type,
-                        "body": b64(body),
-                        "token": token,
-                    },
-                    LIST_TIMEOUT,
-                )
-                return ApiResult(
+                reply = await self.bus.request(node_id, "api", request, LIST_TIMEOUT)
+                result = ApiResult(
                     int(reply["status"]), str(reply["content_type"]), unb64(str(reply["body"]))
                 )
+                return node_id, result
             except (BusError, KeyError, ValueError) as exc:
                 log.warning("%s on node %s failed: %s", method, node_id, exc)
-                return None
+                return node_id, None
 
-        results = await asyncio.gather(*(one(node_id) for node_id in others))
-        return [r for r in results if r is not None]
+        return list(await asyncio.gather(*(one(node_id) for node_id in others)))
 
     async def gather_stats(self) -> list[Message]:
         """Every other live node's /stats view (nodes that do not answer are left out)."""
