@@ -147,14 +147,14 @@ async def test_loopback_load_test_counts_every_packet(server: Server) -> None:
 
 
 async def test_layout_asks_the_server_for_small_layers(server: Server) -> None:
-    """A 5x5 grid shows 384x216 tiles: of 320x180, 640x360 and 1280x720 the server must
-    forward the smallest that covers the tile (h), not the top layer."""
+    """A 3x3 grid shows 640x360 tiles (as lk asks): of 320x180, 640x360 and 1280x720 the
+    server must forward the smallest that covers the tile (h), not the top layer."""
     config = config_for(
         server,
         room="layout",
         video_publishers=1,
         subscribers=1,
-        layout="5x5",
+        layout="3x3",
         duration=3,
         resolution="high",
     )

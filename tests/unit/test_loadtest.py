@@ -219,3 +219,14 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0], 95) == 3.0
     assert np.isclose(percentile([1.0, 2.0], 50) or 0, 1.0)
+
+
+def test_layouts_ask_for_lks_tile_sizes() -> None:
+    from roomcast.loadtest.participant import _layout_size
+
+    assert [_layout_size("speaker", i) for i in range(7)] == [(1280, 720)] + [(320, 180)] * 5 + [
+        None
+    ]
+    assert _layout_size("3x3", 8) == (640, 360) and _layout_size("3x3", 9) is None
+    assert _layout_size("4x4", 15) == (320, 180) and _layout_size("4x4", 16) is None
+    assert _layout_size("5x5", 24) == (320, 180) and _layout_size("5x5", 25) is None

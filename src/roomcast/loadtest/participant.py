@@ -86,6 +86,19 @@ class TrackReceive:
         return sum(s.lost for s in self.streams)
 
 
+_HIGH, _MEDIUM, _LOW = (1280, 720), (640, 360), (320, 180)
+
+
+def _layout_size(layout: str, index: int) -> tuple[int, int] | None:
+    if layout == "speaker":
+        return _HIGH if index == 0 else _LOW if index <= 5 else None
+    if layout == "3x3":
+        return _MEDIUM if index < 9 else None
+    if layout in ("4x4", "5x5"):
+        return _LOW if index < (16 if layout == "4x4" else 25) else None
+    return None
+
+
 class LoadParticipant:
     def __init__(self, role: Role, url: str, token: str, session: aiohttp.ClientSession) -> None:
         self.role = role
@@ -245,13 +258,10 @@ class LoadParticipant:
             self.publisher.add_remote_candidate(candidate)
 
     def _apply_layout(self, track_sid: str, index: int) -> None:
-        """Tile size for the index-th video (adaptive stream, as a browser grid would ask)."""
-        layout = self.role.layout
-        if layout == "speaker":
-            size = (1280, 720) if index == 0 else (320, 180) if index <= 5 else None
-        else:
-            n = int((layout or "1x1").partition("x")[0])
-            size = (1920 // n, 1080 // n) if index < n * n else None
+        """The index-th video's size in the layout, as lk load-test asks for it (livekit-cli
+        pkg/loadtester: speaker = one 1280x720 and five 320x180; 3x3 = nine 640x360; 4x4 and
+        5x5 = 16 / 25 at 320x180); videos beyond the layout are disabled."""
+        size = _layout_size(self.role.layout or "", index)
         if size is None:
             self.signal.update_track_settings([track_sid], disabled=True)
         else:
