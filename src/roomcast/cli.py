@@ -104,6 +104,15 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _load_or_report(overrides: Overrides) -> Config | None:
+    """The configuration, or None after printing why it is invalid."""
+    try:
+        return load_config(overrides)
+    except ConfigError as exc:
+        print(f"roomcast: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
 def serve(args: argparse.Namespace) -> int:
     overrides = Overrides(
         dev=args.dev,
@@ -118,10 +127,8 @@ def serve(args: argparse.Namespace) -> int:
         redis_host=args.redis_host,
         redis_password=args.redis_password,
     )
-    try:
-        config = load_config(overrides)
-    except ConfigError as exc:
-        print(f"roomcast: configuration error: {exc}", file=sys.stderr)
+    config = _load_or_report(overrides)
+    if config is None:
         return 2
     setup_logging(config.effective_log_level, config.logging.json)
     if args.workers < 1:
@@ -209,10 +216,8 @@ def list_nodes(args: argparse.Namespace) -> int:
         redis_host=args.redis_host,
         redis_password=args.redis_password,
     )
-    try:
-        config = load_config(overrides)
-    except ConfigError as exc:
-        print(f"roomcast: configuration error: {exc}", file=sys.stderr)
+    config = _load_or_report(overrides)
+    if config is None:
         return 2
     if not config.redis.enabled:
         print("roomcast: list-nodes needs --redis-host or redis.address", file=sys.stderr)

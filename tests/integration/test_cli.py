@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import time
 
@@ -29,22 +30,28 @@ async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: floa
             await asyncio.sleep(0.1)
 
 
-async def test_serve_dev_then_sigterm_shuts_down_cleanly() -> None:
+async def start_dev_server(
+    *args: str, stderr: int = asyncio.subprocess.DEVNULL
+) -> tuple[asyncio.subprocess.Process, int]:
+    """`roomcast serve --dev` on free loopback ports, healthy; the caller stops it."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "roomcast",
-        "serve",
-        "--dev",
-        "--port",
-        str(port),
-        "--udp-port",
-        str(free_port()),
-        stderr=asyncio.subprocess.PIPE,
-    )
+        sys.executable, "-m", "roomcast", "serve", "--dev",
+        "--port", str(port), "--udp-port", str(free_port(socket.SOCK_DGRAM)), *args,
+        stderr=stderr,
+    )  # fmt: skip
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/", proc)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, port
+
+
+async def test_serve_dev_then_sigterm_shuts_down_cleanly() -> None:
+    proc, port = await start_dev_server(stderr=asyncio.subprocess.PIPE)
+    try:
         async with api.LiveKitAPI(f"http://127.0.0.1:{port}", "devkey", "secret") as lk:
             await lk.room.create_room(api.CreateRoomRequest(name="cli-room"))
             rooms = await lk.room.list_rooms(api.ListRoomsRequest())

@@ -23,9 +23,9 @@ from roomcast.loadtest.report import summarize
 from roomcast.loadtest.runner import LoadTest, LoadTestConfig
 from roomcast.media.sdp import Codec
 from roomcast.server import Server
-from tests.conftest import API_KEY, API_SECRET, free_port, url_of
+from tests.conftest import API_KEY, API_SECRET, url_of
 from tests.integration.sdk import joined
-from tests.integration.test_cli import wait_healthy
+from tests.integration.test_cli import start_dev_server
 
 pytestmark = pytest.mark.media
 LOW = RESOLUTIONS["low"]
@@ -219,21 +219,8 @@ async def test_client_peer_with_aiortc_both_directions() -> None:
 
 
 async def test_cli_against_dev_server_prints_table() -> None:
-    port = free_port()
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "roomcast",
-        "serve",
-        "--dev",
-        "--port",
-        str(port),
-        "--udp-port",
-        str(free_port()),
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    server, port = await start_dev_server()
     try:
-        await wait_healthy(f"http://127.0.0.1:{port}/", server)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

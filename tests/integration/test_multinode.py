@@ -39,21 +39,33 @@ NODE_EVENTS = [
 
 @asynccontextmanager
 async def cluster(
-    count: int, extra_config: str = ""
+    count: int,
+    extra_config: str = "",
+    *,
+    redis: RedisServer | None = None,
+    redis_config: str = "",
 ) -> AsyncIterator[tuple[RedisServer, list[Node]]]:
-    redis = RedisServer()
-    await redis.start()
-    nodes = [Node(chr(ord("a") + i), redis, extra_config) for i in range(count)]
+    """`count` nodes on a fresh redis-server, or on `redis` (which the caller then owns),
+    reached as `redis_config` says (the YAML under `redis:`) when given."""
+    owned = redis is None
+    server = RedisServer() if redis is None else redis
+    if owned:
+        await server.start()
+    nodes = [
+        Node(chr(ord("a") + i), server, extra_config, redis_config=redis_config)
+        for i in range(count)
+    ]
     try:
         await asyncio.gather(*(node.start() for node in nodes))
-        yield redis, nodes
+        yield server, nodes
     except BaseException:
         for node in nodes:
             print(f"----- node {node.name} log -----\n{node.log()}")
         raise
     finally:
         await asyncio.gather(*(node.stop() for node in nodes))
-        await redis.stop()
+        if owned:
+            await server.stop()
 
 
 def lkapi(node: Node) -> api.LiveKitAPI:
@@ -265,22 +277,15 @@ async def test_redis_restart_keeps_live_rooms() -> None:
 async def test_serve_workers_share_one_port() -> None:
     """`roomcast serve --workers 2`: two processes, one port, rooms spread over both."""
     import signal
-    import socket
-    import sys
 
-    from tests.conftest import free_port
-    from tests.integration.test_cli import wait_healthy
+    from tests.integration.test_cli import start_dev_server
 
-    port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "roomcast", "serve", "--dev", "--workers", "2",
-        "--port", str(port), "--udp-port", str(udp_port),
-        "--config-body", "limit:\n  joins_per_second_per_ip: 0\nnode_selector:\n  sort_by: rooms\n",
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    config = "limit:\n  joins_per_second_per_ip: 0\nnode_selector:\n  sort_by: rooms\n"
+    proc, port = await start_dev_server(
+        "--workers", "2", "--config-body", config, stderr=asyncio.subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        await wait_healthy(url + "/", proc)
         async with api.LiveKitAPI(url, API_KEY, API_SECRET) as client:
             names = [f"w{i}" for i in range(6)]
             for name in names:
@@ -470,32 +475,27 @@ async def test_nodes_find_redis_through_sentinel_with_a_password() -> None:
         "  sentinel_master_name: mymaster\n"
         "  password: s3cret-redis\n"
     )
-    a, b = (Node(name, redis, redis_config=config) for name in "ab")
     try:
-        await asyncio.gather(a.start(), b.start())
-        async with lkapi(a) as api_a, lkapi(b) as api_b:
-            await api_a.room.create_room(api.CreateRoomRequest(name="guarded"))
-            listed = await api_b.room.list_rooms(api.ListRoomsRequest())
-            assert [r.name for r in listed.rooms] == ["guarded"]
-        alice, _ = await join(a, "guarded", "alice")
-        bob, bob_events = await join(b, "guarded", "bob")  # relayed to A
-        try:
-            await alice.local_participant.publish_data(b"via sentinel")
-            await bob_events.wait("data_received", lambda p: p.data == b"via sentinel")
-        finally:
-            await leave(alice, bob)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "roomcast", "list-nodes", "--config-body", f"redis:\n{config}",
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0 and len(out.decode().splitlines()) == 3
-    except BaseException:
-        for node in (a, b):
-            print(f"----- node {node.name} log -----\n{node.log()}")
-        raise
+        async with cluster(2, redis=redis, redis_config=config) as (_, (a, b)):
+            async with lkapi(a) as api_a, lkapi(b) as api_b:
+                await api_a.room.create_room(api.CreateRoomRequest(name="guarded"))
+                listed = await api_b.room.list_rooms(api.ListRoomsRequest())
+                assert [r.name for r in listed.rooms] == ["guarded"]
+            alice, _ = await join(a, "guarded", "alice")
+            bob, bob_events = await join(b, "guarded", "bob")  # relayed to A
+            try:
+                await alice.local_participant.publish_data(b"via sentinel")
+                await bob_events.wait("data_received", lambda p: p.data == b"via sentinel")
+            finally:
+                await leave(alice, bob)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "roomcast", "list-nodes",
+                "--config-body", f"redis:\n{config}",
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0 and len(out.decode().splitlines()) == 3
     finally:
-        await asyncio.gather(a.stop(), b.stop())
         await sentinel.stop()
         await redis.stop()
 
@@ -509,21 +509,15 @@ async def test_nodes_reach_redis_over_tls(tmp_path: Path) -> None:
     config = (
         f"  address: {redis.address}\n  use_tls: true\n  tls:\n    ca_cert_file: {tls / 'ca.pem'}\n"
     )
-    a, b = (Node(name, redis, redis_config=config) for name in "ab")
     try:
-        await asyncio.gather(a.start(), b.start())
-        async with lkapi(a) as api_a, lkapi(b) as api_b:
-            await api_a.room.create_room(api.CreateRoomRequest(name="encrypted"))
-            listed = await api_b.room.list_rooms(api.ListRoomsRequest())
-            assert [r.name for r in listed.rooms] == ["encrypted"]
-            people = await api_b.room.list_participants(
-                api.ListParticipantsRequest(room="encrypted")
-            )
-            assert list(people.participants) == []
-    except BaseException:
-        for node in (a, b):
-            print(f"----- node {node.name} log -----\n{node.log()}")
-        raise
+        async with cluster(2, redis=redis, redis_config=config) as (_, (a, b)):
+            async with lkapi(a) as api_a, lkapi(b) as api_b:
+                await api_a.room.create_room(api.CreateRoomRequest(name="encrypted"))
+                listed = await api_b.room.list_rooms(api.ListRoomsRequest())
+                assert [r.name for r in listed.rooms] == ["encrypted"]
+                people = await api_b.room.list_participants(
+                    api.ListParticipantsRequest(room="encrypted")
+                )
+                assert list(people.participants) == []
     finally:
-        await asyncio.gather(a.stop(), b.stop())
         await redis.stop()

@@ -131,32 +131,15 @@ async def test_udp_garbage_does_not_disturb_a_call(server: Server) -> None:
 
 async def test_sigterm_drains_participants_and_webhooks() -> None:
     import signal
-    import sys
 
-    from tests.conftest import free_port
-    from tests.integration.test_cli import wait_healthy
+    from tests.integration.test_cli import start_dev_server
     from tests.integration.webhook_receiver import WebhookSink
 
     sink = WebhookSink()
     await sink.start()
-    port = free_port()
     config = f"webhook:\n  api_key: devkey\n  urls: [{sink.url}]\n"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "roomcast",
-        "serve",
-        "--dev",
-        "--port",
-        str(port),
-        "--udp-port",
-        str(free_port()),
-        "--config-body",
-        config,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc, port = await start_dev_server("--config-body", config)
     try:
-        await wait_healthy(f"http://127.0.0.1:{port}/", proc)
         client = rtc.Room()
         events = Events(client, ["disconnected"])
         await client.connect(f"ws://127.0.0.1:{port}", join_token("drain", "dora"))

@@ -84,12 +84,9 @@ class Router:
     async def close(self) -> None:
         if self._room_relay is not None:
             await self._room_relay.close()
-        log.debug("router: relays closed")
         await self.bus.close()
-        log.debug("router: bus closed")
         await self.registry.close()
         await self._client.aclose()
-        log.debug("router: redis closed")
 
     @property
     def healthy(self) -> bool:
@@ -156,38 +153,20 @@ class Router:
         self, service: str, method: str, content_type: str, body: bytes, token: str
     ) -> list[tuple[str, ApiResult | None]]:
         """Run a call on every other live node (ListRooms); None for a node that failed."""
-        try:
-            nodes = await self.registry.fetch_live_nodes()
-        except (RedisError, OSError) as exc:
-            raise RoutingUnavailable(f"routing store unavailable: {exc}") from exc
-        others = [n.id for n in nodes if n.id != self.node_id]
-        request = {
-            "service": service,
-            "method": method,
-            "content_type": content_type,
-            "body": b64(body),
-            "token": token,
-        }
 
         async def one(node_id: str) -> tuple[str, ApiResult | None]:
             try:
-                reply = await self.bus.request(node_id, "api", request, LIST_TIMEOUT)
-                result = ApiResult(
-                    int(reply["status"]), str(reply["content_type"]), unb64(str(reply["body"]))
-                )
-                return node_id, result
-            except (BusError, KeyError, ValueError) as exc:
+                args = (service, method, content_type, body, token, LIST_TIMEOUT)
+                return node_id, await self.call_api(node_id, *args)
+            except RoutingUnavailable as exc:
                 log.warning("%s on node %s failed: %s", method, node_id, exc)
                 return node_id, None
 
+        others = await self._other_nodes(raise_unavailable=True)
         return list(await asyncio.gather(*(one(node_id) for node_id in others)))
 
     async def gather_stats(self) -> list[Message]:
         """Every other live node's /stats view (nodes that do not answer are left out)."""
-        try:
-            nodes = await self.registry.fetch_live_nodes()
-        except (RedisError, OSError):
-            return []
 
         async def one(node_id: str) -> Message | None:
             try:
@@ -196,8 +175,19 @@ class Router:
                 log.warning("stats from node %s failed: %s", node_id, exc)
                 return None
 
-        results = await asyncio.gather(*(one(n.id) for n in nodes if n.id != self.node_id))
+        others = await self._other_nodes(raise_unavailable=False)
+        results = await asyncio.gather(*(one(node_id) for node_id in others))
         return [r for r in results if r is not None and "rooms" in r and "server" in r]
+
+    async def _other_nodes(self, *, raise_unavailable: bool) -> list[str]:
+        """The ids of the other live nodes, read from Redis (not the heartbeat-old view)."""
+        try:
+            nodes = await self.registry.fetch_live_nodes()
+        except (RedisError, OSError) as exc:
+            if raise_unavailable:
+                raise RoutingUnavailable(f"routing store unavailable: {exc}") from exc
+            return []
+        return [n.id for n in nodes if n.id != self.node_id]
 
     async def _serve_api(self, request: Message) -> Message:
         if self._api is None:
