@@ -38,7 +38,7 @@ import pylibsrtp
 from roomcast.media.dtls import DtlsCertificate, DtlsEndpoint, DtlsState
 from roomcast.media.sdp import SdpError, SessionDescription
 from roomcast.media.stun import parse_stun
-from roomcast.media.transport import HOST_PRIORITY
+from roomcast.media.transport import HOST_PRIORITY, unprotect
 
 from .ice import Address, IceAgent
 from .sdp import (
@@ -228,16 +228,11 @@ class ClientPeer(asyncio.DatagramProtocol):
                 self.stats["srtp_dropped"] += 1
                 return
             try:
-                # RFC 5761 §4: payload type 64-95 (RTCP 192-223 without the marker) is RTCP.
-                if 63 < (data[1] & 0x7F) < 96:
-                    packet = rx.unprotect_rtcp(data)
-                    callback = self.on_rtcp
-                else:
-                    packet = rx.unprotect(data)
-                    callback = self.on_rtp
+                packet, is_rtcp = unprotect(rx, data)
             except pylibsrtp.Error:
                 self.stats["srtp_unprotect_failed"] += 1
                 return
+            callback = self.on_rtcp if is_rtcp else self.on_rtp
             if callback is not None:
                 callback(packet)
         elif first < 4:

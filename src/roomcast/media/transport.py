@@ -368,16 +368,11 @@ class PeerTransport:
             self.stats["srtp_dropped"] += 1
             return
         try:
-            # RFC 5761 §4: with rtcp-mux, payload type 64-95 (RTCP 192-223 minus marker) is RTCP.
-            if 63 < (data[1] & 0x7F) < 96:
-                packet = rx.unprotect_rtcp(data)
-                callback = self.on_rtcp
-            else:
-                packet = rx.unprotect(data)
-                callback = self.on_rtp
+            packet, is_rtcp = unprotect(rx, data)
         except pylibsrtp.Error:
             self.stats["srtp_unprotect_failed"] += 1
             return
+        callback = self.on_rtcp if is_rtcp else self.on_rtp
         if callback is not None:
             callback(packet)
 
@@ -498,6 +493,14 @@ class PeerTransport:
             self.state = state
             if self.on_state is not None:
                 self.on_state(state)
+
+
+def unprotect(rx: pylibsrtp.Session, data: bytes) -> tuple[bytes, bool]:
+    """SRTP or SRTCP on one rtcp-mux'd port → (plain packet, is_rtcp); raises pylibsrtp.Error.
+    RFC 5761 §4: payload type 64-95 (RTCP types 192-223 without the marker bit) is RTCP."""
+    if 63 < (data[1] & 0x7F) < 96:
+        return rx.unprotect_rtcp(data), True
+    return rx.unprotect(data), False
 
 
 def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
