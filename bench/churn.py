@@ -6,7 +6,7 @@ must stay flat.
 
 Each cycle two official-SDK participants join one room, one publishes audio and video for
 `--media-seconds`, both leave. The server runs in its own process, so its figures (read from
-its /metrics: RSS, open file descriptors, asyncio tasks, live transports, forwarder tracks,
+its /metrics: RSS, open file descriptors, asyncio tasks, live transports, plane tracks,
 rooms) are the server's alone, not the SDK clients'. Printed at start, after warm-up, every
 5 minutes and at the end.
 """

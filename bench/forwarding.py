@@ -1,9 +1,9 @@
-"""Forwarding-plane cost: 1 publisher → N subscribers, no sockets (the forwarder does no I/O).
+"""Forwarding-plane cost: 1 publisher → N subscribers, no sockets (the plane does no I/O).
 
 Prints the median µs per forwarded packet (per subscriber copy) and the implied packets/s per
 core, for:
   baseline     the bare minimum in Python: struct.pack of a new fixed header + payload concat
-  video        VP8 1100-byte packets through Forwarder.handle_rtp (plain RTP out)
+  video        VP8 1100-byte packets through ForwardingPlane.handle_rtp (plain RTP out)
   video+mung   same after a layer switch (VP8 picture id/TL0PICIDX rewritten per subscriber)
   audio+ext    opus 100-byte packets with audio-level + mid extensions, remapped per subscriber
   video+srtp   video, each subscriber's output protected with pylibsrtp (AES-128-GCM)
@@ -19,7 +19,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.rtp import URI_AUDIO_LEVEL, URI_MID, build_extension_block
 
 SUBSCRIBERS = (1, 10, 50)
@@ -45,7 +45,7 @@ def _packets(ssrc: int, count: int, *, video: bool, ext: bytes = b"") -> list[by
     return out
 
 
-def _checked(fwd: Forwarder, n: int, result: float) -> float:
+def _checked(fwd: ForwardingPlane, n: int, result: float) -> float:
     """Fail loudly if the run did not actually forward (a bench of dropped packets is a lie)."""
     for i in range(n):
         downtrack = fwd.downtrack("TR_x", f"PA_{i}")
@@ -81,10 +81,10 @@ def bench_baseline(n: int) -> float:
     return _time_calls(forward, packets, n)
 
 
-def _forwarder(
+def _plane(
     n: int, *, video: bool, send_factory: Callable[[], Callable[[bytes], None]] | None = None
-) -> Forwarder:
-    fwd = Forwarder()
+) -> ForwardingPlane:
+    fwd = ForwardingPlane()
     fwd.add_uptrack(
         "TR_x",
         "video" if video else "audio",
@@ -121,7 +121,7 @@ def _bounded(sink: list[bytes]) -> Callable[[bytes], None]:
 
 
 def bench_video(n: int, *, munged: bool = False) -> float:
-    fwd = _forwarder(n, video=True)
+    fwd = _plane(n, video=True)
     packets = _packets(0xABCD, PACKETS, video=True)
     if munged:  # pause + resume: a new epoch with non-zero picture id offsets
         fwd.handle_rtp(PUB, packets[0])
@@ -137,7 +137,7 @@ def bench_video(n: int, *, munged: bool = False) -> float:
 
 
 def bench_audio(n: int) -> float:
-    fwd = _forwarder(n, video=False)
+    fwd = _plane(n, video=False)
     ext = build_extension_block([(4, b"1"), (1, b"\x9e")])
     packets = _packets(0xABCD, PACKETS, video=False, ext=ext)
     return _checked(fwd, n, _time_calls(lambda p: fwd.handle_rtp(PUB, p), packets, n))
@@ -164,7 +164,7 @@ def bench_video_srtp(n: int) -> float | None:
 
         return send
 
-    fwd = _forwarder(n, video=True, send_factory=factory)
+    fwd = _plane(n, video=True, send_factory=factory)
     packets = _packets(0xABCD, PACKETS, video=True)
     return _checked(fwd, n, _time_calls(lambda p: fwd.handle_rtp(PUB, p), packets, n))
 

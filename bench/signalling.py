@@ -25,9 +25,9 @@ from livekit.protocol import models
 from livekit.protocol import room as room_proto
 
 from roomcast.auth import VideoGrant, create_token
+from roomcast.client.signal import SignalClient
 from roomcast.loadtest.participant import LoadParticipant, Role
 from roomcast.loadtest.report import percentile
-from roomcast.loadtest.signal import SignalClient
 
 from .scaling import API_KEY, API_SECRET, ServerProcess, machine
 

@@ -10,7 +10,7 @@ import aiohttp
 
 from bench.relays.base import Relay, RelayUnavailable
 from bench.sinks import Sink
-from roomcast.loadtest.peer import ClientPeer, LocalTrack
+from roomcast.client.peer import ClientPeer, LocalTrack
 from roomcast.media.sdp import Codec
 
 HOST = "127.0.0.1"

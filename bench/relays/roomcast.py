@@ -20,8 +20,8 @@ from livekit.protocol import rtc as proto
 from bench.relays.base import Relay, RelayUnavailable
 from bench.sinks import Sink, nack_sender
 from roomcast.auth import VideoGrant, create_token
-from roomcast.loadtest.peer import ClientPeer, LocalTrack
-from roomcast.loadtest.signal import PUBLISHER, SUBSCRIBER, SignalClient
+from roomcast.client.peer import ClientPeer, LocalTrack
+from roomcast.client.signal import PUBLISHER, SUBSCRIBER, SignalClient
 from roomcast.media.sdp import Codec
 
 HOST = "127.0.0.1"

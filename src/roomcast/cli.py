@@ -156,7 +156,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(config: Config, count: int) -> int:
-    from roomcast.workers import WorkersError, supervise
+    from roomcast.supervisor import WorkersError, supervise
 
     _install_uvloop()
     try:

@@ -153,7 +153,7 @@ class LimitConfig:
     max_data_packet_size: int = 256 * 1024  # our SCTP a=max-message-size
     joins_per_second_per_ip: float = 20.0
     join_burst_per_ip: int = 40
-    # Per publisher PeerConnection; burst twice that; 0 disables (media/forwarder.py).
+    # Per publisher PeerConnection; burst twice that; 0 disables (media/forwarding_plane.py).
     unknown_ssrc_packets_per_second: float = 200.0
 
 

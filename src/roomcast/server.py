@@ -21,22 +21,22 @@ from roomcast.edge.rtc import RtcEndpoint
 from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.transport import UdpMux
 from roomcast.rooms.admin import RoomAdmin
-from roomcast.rooms.data import DataRouter
+from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager
-from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.room import RoomEvent
-from roomcast.rooms.sessions import SessionManager
+from roomcast.rooms.session_manager import SessionManager
+from roomcast.rooms.subscriptions import SubscriptionManager
 from roomcast.rooms.tracks import TrackManager
 from roomcast.routing.agents import ClusterAgents
 from roomcast.routing.records import RoomRecord
 from roomcast.routing.registry import NodeRecord, NodeStats
 from roomcast.routing.router import Router
+from roomcast.supervisor import worker_index
 from roomcast.telemetry import Metrics, RateSampler
 from roomcast.webhooks import WebhookNotifier
-from roomcast.workers import worker_index
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,17 @@ class Server:
             config.webhook.urls, webhook_key, config.keys.get(webhook_key, "")
         )
         self.rooms = RoomManager(config.room, config.limit, self._on_room_event)
-        self.admin = RoomAdmin(config, self.rooms, DataRouter(config.limit.max_data_packet_size))
+        self.admin = RoomAdmin(config, self.rooms, DataExchange(config.limit.max_data_packet_size))
         self.node_id = new_sid(NODE_PREFIX, 8)
         self.agents = AgentService(config, self.verifier, self.admin, self.node_id)
         self.mux = UdpMux(
             self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
         )
-        self.forwarder = Forwarder(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
+        self.plane = ForwardingPlane(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
         self.metrics = Metrics()
-        self.metrics.attach(
-            self.rooms, self.forwarder, self.webhooks, lambda: self.mux.transport_count
-        )
-        self.rates = RateSampler(self.forwarder)
-        self.media = MediaRouter(self.forwarder, TrackManager(config.limit.num_tracks))
+        self.metrics.attach(self.rooms, self.plane, self.webhooks, lambda: self.mux.transport_count)
+        self.rates = RateSampler(self.plane)
+        self.media = SubscriptionManager(self.plane, TrackManager(config.limit.num_tracks))
         self.sessions = SessionManager(
             config, self.admin, self.mux, self.media, self.node_id, self.metrics
         )
@@ -129,7 +127,7 @@ class Server:
         return NodeStats(
             rooms=len(rooms),
             clients=sum(len(room.participants) for room in rooms),
-            tracks=len(self.forwarder.uptracks()),
+            tracks=len(self.plane.uptracks()),
             packets_per_second=round(self.rates.packets_out_per_s, 1),
             max_rooms=self.config.limit.max_rooms,
         )

@@ -1,7 +1,7 @@
 """Prometheus metrics and the live stats the dashboard shows: one set of counters for both.
 
 Room, participant and track counts are read from the room model at scrape time, and media
-counters from the forwarder's totals, so nothing is copied or double-counted. Request counters
+counters from the plane's totals, so nothing is copied or double-counted. Request counters
 and the sampled forwarding-latency histogram are ordinary prometheus_client metrics.
 """
 
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 
 if TYPE_CHECKING:
     from roomcast.rooms.manager import RoomManager
@@ -80,18 +80,18 @@ class Metrics:
     def attach(
         self,
         rooms: RoomManager,
-        forwarder: Forwarder,
+        plane: ForwardingPlane,
         webhooks: WebhookNotifier,
         transports: Callable[[], int] = lambda: 0,
     ) -> None:
-        self.registry.register(_StateCollector(rooms, forwarder, webhooks, transports))
+        self.registry.register(_StateCollector(rooms, plane, webhooks, transports))
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
         ProcessCollector(registry=self.registry)
 
     def timed_forward(
         self, forward: Callable[[object, bytes], None]
     ) -> Callable[[object, bytes], None]:
-        """Wrap the forwarder's RTP entry point with a sampled latency measurement."""
+        """Wrap the plane's RTP entry point with a sampled latency measurement."""
         histogram = self.forward_seconds
 
         def forward_and_maybe_time(key: object, packet: bytes) -> None:
@@ -110,12 +110,12 @@ class _StateCollector(Collector):
     def __init__(
         self,
         rooms: RoomManager,
-        forwarder: Forwarder,
+        plane: ForwardingPlane,
         webhooks: WebhookNotifier,
         transports: Callable[[], int],
     ) -> None:
         self._rooms = rooms
-        self._forwarder = forwarder
+        self._plane = plane
         self._webhooks = webhooks
         self._transports = transports
 
@@ -134,7 +134,7 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "roomcast_tracks_subscribed",
             "subscriptions being forwarded",
-            value=len(self._forwarder.downtracks()),
+            value=len(self._plane.downtracks()),
         )
         yield GaugeMetricFamily(
             "roomcast_transports",
@@ -143,13 +143,13 @@ class _StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "roomcast_uptracks",
-            "tracks received by the forwarder",
-            value=len(self._forwarder.uptracks()),
+            "tracks received by the plane",
+            value=len(self._plane.uptracks()),
         )
         yield GaugeMetricFamily(
             "roomcast_asyncio_tasks", "asyncio tasks in the server loop", value=_task_count()
         )
-        totals = self._forwarder.totals()
+        totals = self._plane.totals()
         for name, help_text in _MEDIA_COUNTERS.items():
             yield CounterMetricFamily(f"roomcast_{name}", help_text, value=totals[name])
         deliveries = CounterMetricFamily(
@@ -174,7 +174,7 @@ def _task_count() -> int:
 class RateSampler:
     """Per-track bitrates and server packet rates, sampled once a second by the media clock."""
 
-    forwarder: Forwarder
+    plane: ForwardingPlane
     interval: float = 1.0
     track_bps: dict[str, float] = field(default_factory=dict)
     track_loss: dict[str, float] = field(default_factory=dict)
@@ -194,7 +194,7 @@ class RateSampler:
         first = self._last == 0.0
         self._last = now
         current: dict[str, int] = {}
-        for track in self.forwarder.uptracks():
+        for track in self.plane.uptracks():
             current[track.track_sid] = sum(layer.bytes for layer in track.layers)
             losses = [dt.fraction_lost for dt in track.downtracks]
             self.track_loss[track.track_sid] = max(losses) / 256 if losses else 0.0
@@ -203,7 +203,7 @@ class RateSampler:
             for sid, value in current.items()
         }
         self._last_bytes = current
-        totals = self.forwarder.totals()
+        totals = self.plane.totals()
         cpu = sum(os.times()[:2])
         if not first:
             last = self._last_totals

@@ -19,7 +19,7 @@ WIDTH, HEIGHT = 640, 360  # the SDK sends two simulcast layers (q 320x180, h 640
 
 
 def layer_packets(server: Server) -> list[int]:
-    tracks = [t for t in server.forwarder.uptracks() if t.kind == "video"]
+    tracks = [t for t in server.plane.uptracks() if t.kind == "video"]
     return [layer.packets for layer in tracks[0].layers] if tracks else []
 
 

@@ -17,8 +17,8 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from livekit import rtc
 
-from roomcast.loadtest.media import RESOLUTIONS
-from roomcast.loadtest.peer import ClientPeer, LocalTrack
+from roomcast.client.media import RESOLUTIONS
+from roomcast.client.peer import ClientPeer, LocalTrack
 from roomcast.loadtest.report import summarize
 from roomcast.loadtest.runner import LoadTest, LoadTestConfig
 from roomcast.media.sdp import Codec
@@ -164,7 +164,7 @@ async def test_layout_asks_the_server_for_small_layers(server: Server) -> None:
     assert not summary.failed
     (sub,) = summary.subscribers
     assert sub.packets > 0 and sub.lost == 0
-    # The subscriber sees the forwarder's SSRC, not the layer's: compare rates instead. The
+    # The subscriber sees the plane's SSRC, not the layer's: compare rates instead. The
     # h layer (450 kbps) is far from q (160 kbps) and f (1.7 Mbps).
     assert 250_000 < sub.bitrate < 1_000_000, sub.bitrate
 

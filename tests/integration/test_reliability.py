@@ -164,7 +164,7 @@ async def test_misbehaving_participant_does_not_disturb_the_others(server: Serve
 
     import aiohttp
 
-    from roomcast.loadtest.media import RESOLUTIONS
+    from roomcast.client.media import RESOLUTIONS
     from roomcast.loadtest.participant import LoadParticipant, Role
     from roomcast.media.rtcp import build_nack
     from tests.conftest import url_of
@@ -214,7 +214,7 @@ async def test_misbehaving_participant_does_not_disturb_the_others(server: Serve
         assert await asyncio.wait_for(video_frame_size(track, frames=20), 30) == (320, 240)
         room = server.rooms.get("rowdy")
         assert room is not None and sorted(room.participants) == ["listener", "rowdy", "speaker"]
-        totals = server.forwarder.totals()
+        totals = server.plane.totals()
         assert totals["unknown_ssrc_dropped"] > 0  # the flood hit the rate limit
         assert totals["nacks_dropped"] > 0  # the NACK-storm guard refused most resends
         assert totals["retransmits"] < totals["nacks"] / 10
@@ -231,7 +231,7 @@ async def test_participant_without_signalling_is_kept_while_its_media_is_up(
     Rust SDK tears its PeerConnections down when it cannot reach the server)."""
     import aiohttp
 
-    from roomcast.loadtest.media import RESOLUTIONS
+    from roomcast.client.media import RESOLUTIONS
     from roomcast.loadtest.participant import LoadParticipant, Role
     from roomcast.rooms import session as session_module
 

@@ -1,16 +1,16 @@
-"""Dynacast decisions on a real Forwarder's downtracks: enable at once, disable after a delay."""
+"""Dynacast decisions on a real ForwardingPlane's downtracks: enable at once, disable later."""
 
 from __future__ import annotations
 
 from livekit.protocol import rtc
 
 from roomcast.media.downtrack import DownTrack
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.rooms.dynacast import Dynacast
 
 
-def video_track(forwarder: Forwarder, layers: int) -> None:
-    forwarder.add_uptrack(
+def video_track(plane: ForwardingPlane, layers: int) -> None:
+    plane.add_uptrack(
         "TR_V",
         "video",
         codecs={96: "video/vp8"},
@@ -23,8 +23,8 @@ def video_track(forwarder: Forwarder, layers: int) -> None:
     )
 
 
-def viewer(forwarder: Forwarder, sid: str) -> DownTrack:
-    return forwarder.add_downtrack(
+def viewer(plane: ForwardingPlane, sid: str) -> DownTrack:
+    return plane.add_downtrack(
         "TR_V",
         sid,
         ssrc=1234,
@@ -40,33 +40,33 @@ def enabled(update: rtc.SignalResponse) -> list[bool]:
 
 
 def test_enable_now_disable_after_delay() -> None:
-    forwarder, sent = Forwarder(), []
-    video_track(forwarder, 3)
-    viewer(forwarder, "PA_a")  # wants the top layer until told otherwise
+    plane, sent = ForwardingPlane(), []
+    video_track(plane, 3)
+    viewer(plane, "PA_a")  # wants the top layer until told otherwise
     dynacast = Dynacast(pause_delay=5.0)
     tracks = {"TR_V": (sent.append, "vp8", 3)}
-    dynacast.tick(0.0, tracks, forwarder.downtracks())
+    dynacast.tick(0.0, tracks, plane.downtracks())
     assert sent == []  # publishers start with every layer on: nothing to say
-    forwarder.set_target_layer("TR_V", "PA_a", 0)
-    dynacast.tick(1.0, tracks, forwarder.downtracks())
-    dynacast.tick(5.9, tracks, forwarder.downtracks())
+    plane.set_target_layer("TR_V", "PA_a", 0)
+    dynacast.tick(1.0, tracks, plane.downtracks())
+    dynacast.tick(5.9, tracks, plane.downtracks())
     assert sent == []  # not yet: a resize must not restart encoders
-    dynacast.tick(6.0, tracks, forwarder.downtracks())
+    dynacast.tick(6.0, tracks, plane.downtracks())
     assert enabled(sent[-1]) == [True, False, False]
     codec = sent[-1].subscribed_quality_update.subscribed_codecs[0]
     assert codec.codec == "vp8" and [q.enabled for q in codec.qualities] == [True, False, False]
-    viewer(forwarder, "PA_b").set_target_layer(1)
-    dynacast.tick(6.25, tracks, forwarder.downtracks())
+    viewer(plane, "PA_b").set_target_layer(1)
+    dynacast.tick(6.25, tracks, plane.downtracks())
     assert enabled(sent[-1]) == [True, True, False]  # a new viewer's need is met at once
 
 
 def test_nobody_watching_pauses_everything_and_a_dip_is_forgiven() -> None:
-    forwarder, sent = Forwarder(), []
-    video_track(forwarder, 2)
+    plane, sent = ForwardingPlane(), []
+    video_track(plane, 2)
     dynacast = Dynacast(pause_delay=2.0)
     tracks = {"TR_V": (sent.append, "vp8", 2)}
     dynacast.tick(0.0, tracks, [])
-    dynacast.tick(1.0, tracks, [viewer(forwarder, "PA_a")])
+    dynacast.tick(1.0, tracks, [viewer(plane, "PA_a")])
     dynacast.tick(2.5, tracks, [])
     assert sent == []  # the dip at 0.0 ended before the delay
     dynacast.tick(4.5, tracks, [])

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roomcast.media.codecs import Vp8Descriptor
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.rtcp import (
     Pli,
     ReceiverReport,
@@ -93,7 +93,7 @@ def vp8(picture_id: int, tl0: int, *, key: bool, start: bool = True) -> bytes:
 
 
 def setup_audio(
-    fwd: Forwarder, pub_rtcp: Sink, *, extensions: dict[str, int] | None = None
+    fwd: ForwardingPlane, pub_rtcp: Sink, *, extensions: dict[str, int] | None = None
 ) -> tuple[Sink, Sink]:
     fwd.add_uptrack(
         "TR_audio",
@@ -120,7 +120,7 @@ def setup_audio(
 
 
 def setup_video(
-    fwd: Forwarder,
+    fwd: ForwardingPlane,
     pub_rtcp: Sink,
     *,
     ssrcs: dict[int, str | None] | None = None,
@@ -155,7 +155,7 @@ def setup_video(
 
 def test_audio_rewrite_seq_ts_ssrc_pt_and_extensions() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, _ = setup_audio(fwd, pub_rtcp, extensions={URI_AUDIO_LEVEL: 5})
     for i in range(5):
         ext = [(4, b"13"), (1, bytes([0x80 | 20]))]
@@ -191,7 +191,7 @@ def test_audio_rewrite_seq_ts_ssrc_pt_and_extensions() -> None:
 
 
 def test_unnegotiated_codec_dropped_red_forwarded_when_negotiated() -> None:
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     out, _ = setup_audio(fwd, Sink())
     fwd.handle_rtp(PUB, rtp(AUDIO_SSRC, 1, 0, pt=63))  # RED: subscriber only has opus
     assert out.packets == []
@@ -212,7 +212,7 @@ def test_unnegotiated_codec_dropped_red_forwarded_when_negotiated() -> None:
 
 def test_video_pli_on_subscribe_and_wait_for_keyframe() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, _ = setup_video(fwd, pub_rtcp)
     (pli,) = pub_rtcp.rtcp()
     assert isinstance(pli, Pli) and pli.media_ssrc == VIDEO_SSRC
@@ -233,7 +233,7 @@ def test_video_pli_on_subscribe_and_wait_for_keyframe() -> None:
 
 def test_learn_ssrc_from_mid_without_sdp_ssrcs() -> None:
     pub_rtcp = Sink()
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     out, _ = setup_video(fwd, pub_rtcp, ssrcs={})
     assert pub_rtcp.packets == []  # SSRC unknown: the PLI is deferred
     fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 1, 0, payload=vp8(1, 0, key=False), ext=[(9, b"99")]))
@@ -245,7 +245,7 @@ def test_learn_ssrc_from_mid_without_sdp_ssrcs() -> None:
 
 
 def test_rtx_stream_is_not_forwarded() -> None:
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     out, _ = setup_video(fwd, Sink(), ssrcs={})
     fwd.handle_rtp(
         PUB,
@@ -263,7 +263,7 @@ def test_rtx_stream_is_not_forwarded() -> None:
 
 def test_subscriber_pli_throttled_then_flushed_by_tick() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     setup_video(fwd, pub_rtcp)
     pub_rtcp.packets.clear()
     clock.t += 0.1
@@ -277,7 +277,7 @@ def test_subscriber_pli_throttled_then_flushed_by_tick() -> None:
 
 
 def test_nack_retransmits_the_same_bytes() -> None:
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     out, _ = setup_video(fwd, Sink())
     for i in range(5):
         fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 100 + i, 3000 * i, payload=vp8(i, 0, key=i == 0)))
@@ -290,7 +290,7 @@ def test_nack_retransmits_the_same_bytes() -> None:
 
 def test_tick_sends_rr_remb_upstream_and_sr_downstream() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, sub_rtcp = setup_video(fwd, pub_rtcp)
     fwd.handle_publisher_rtcp(PUB, build_sr(VIDEO_SSRC, 0xE000123456780000, 90000, 1, 100))
     for i in (0, 1, 3):  # seq 2 lost
@@ -326,7 +326,7 @@ def test_tick_sends_rr_remb_upstream_and_sr_downstream() -> None:
 
 def test_subscriber_rr_and_remb_update_stats() -> None:
     clock = Clock()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     _out, sub_rtcp = setup_video(fwd, Sink())
     fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 1, 0, payload=vp8(1, 0, key=True)))
     fwd.tick()
@@ -356,7 +356,7 @@ def sim_packet(
 
 def test_simulcast_learn_rids_switch_on_keyframe_with_continuity() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, _ = setup_video(fwd, pub_rtcp, ssrcs={}, rids=["q", "h", "f"])
     assert pub_rtcp.packets == []  # no layer SSRC known yet: PLI deferred
     # Chrome: each layer's first packet carries mid+rid and is a keyframe. q arrives first
@@ -414,7 +414,7 @@ def test_simulcast_learn_rids_switch_on_keyframe_with_continuity() -> None:
 
 def test_simulcast_falls_back_to_live_layer_and_pauses() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, _ = setup_video(fwd, pub_rtcp, ssrcs={}, rids=["q", "h", "f"])
     fwd.handle_rtp(PUB, sim_packet(H, 1, 0, 1, 1, True, b"h"))  # no f yet: take h
     assert len(out.packets) == 1
@@ -434,7 +434,7 @@ def test_simulcast_falls_back_to_live_layer_and_pauses() -> None:
 
 def test_downtrack_mute_and_unmute_resumes_continuously() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, _ = setup_audio(fwd, pub_rtcp)
     fwd.handle_rtp(PUB, rtp(AUDIO_SSRC, 1, 960, pt=111))
     fwd.set_subscriber_muted("TR_audio", SUB, True)
@@ -449,7 +449,7 @@ def test_downtrack_mute_and_unmute_resumes_continuously() -> None:
 
 def test_publisher_mute_drops_and_unmute_requests_keyframe() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, _ = setup_video(fwd, pub_rtcp)
     fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 1, 0, payload=vp8(1, 0, key=True)))
     fwd.set_muted("TR_video", True)
@@ -464,7 +464,7 @@ def test_publisher_mute_drops_and_unmute_requests_keyframe() -> None:
 
 
 def test_remove_uptrack_detaches_downtracks() -> None:
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     out, _ = setup_audio(fwd, Sink())
     fwd.remove_uptrack("TR_audio")
     assert fwd.uptrack("TR_audio") is None and fwd.downtrack("TR_audio", SUB) is None
@@ -476,7 +476,7 @@ def test_remove_uptrack_detaches_downtracks() -> None:
 
 def test_audio_level_and_speaking() -> None:
     clock = Clock()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     setup_audio(fwd, Sink())
     track = fwd.uptrack("TR_audio")
     assert track is not None and not track.is_speaking() and track.audio_level() == 0
@@ -498,7 +498,7 @@ def test_audio_level_and_speaking() -> None:
 @settings(max_examples=300)
 @given(st.binary(max_size=64))
 def test_garbage_never_raises(data: bytes) -> None:
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     setup_video(fwd, Sink(), ssrcs={})
     fwd.handle_rtp(PUB, data)
     fwd.handle_rtp(
@@ -511,7 +511,7 @@ def test_garbage_never_raises(data: bytes) -> None:
 
 
 def test_subscribers_with_different_extension_maps_get_their_own_rewrite() -> None:
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     out_a, _ = setup_audio(fwd, Sink(), extensions={URI_AUDIO_LEVEL: 5})
     out_b, out_c = Sink(), Sink()
     for name, sink, ext in (("PA_b", out_b, {URI_AUDIO_LEVEL: 12}), ("PA_c", out_c, {})):
@@ -539,7 +539,7 @@ def test_subscribers_with_different_extension_maps_get_their_own_rewrite() -> No
 
 def test_fir_from_subscriber_becomes_pli_upstream() -> None:
     clock, pub_rtcp = Clock(), Sink()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     setup_video(fwd, pub_rtcp)
     pub_rtcp.packets.clear()
     clock.t += 1
@@ -548,7 +548,7 @@ def test_fir_from_subscriber_becomes_pli_upstream() -> None:
 
 
 def test_unknown_publisher_and_subscriber_are_ignored() -> None:
-    fwd = Forwarder(clock=Clock())
+    fwd = ForwardingPlane(clock=Clock())
     out, _ = setup_audio(fwd, Sink())
     fwd.handle_rtp("PA_nobody", rtp(AUDIO_SSRC, 1, 0, pt=111))
     fwd.handle_subscriber_rtcp("PA_nobody", build_pli(1, OUR_SSRC))
@@ -560,7 +560,7 @@ def test_nack_storm_is_bounded() -> None:
     from roomcast.media.downtrack import NACK_BURST
 
     clock = Clock()
-    fwd = Forwarder(clock=clock)
+    fwd = ForwardingPlane(clock=clock)
     out, _ = setup_video(fwd, Sink())
     for i in range(5):
         fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 100 + i, 3000 * i, payload=vp8(i, 0, key=i == 0)))
@@ -578,7 +578,7 @@ def test_nack_storm_is_bounded() -> None:
 
 def test_unknown_ssrc_flood_is_rate_limited_and_known_media_still_flows() -> None:
     clock = Clock()
-    fwd = Forwarder(clock=clock, unknown_ssrc_rate=10)  # burst 20
+    fwd = ForwardingPlane(clock=clock, unknown_ssrc_rate=10)  # burst 20
     out, _ = setup_video(fwd, Sink(), ssrcs={})
     flood = [rtp(0x1000 + i, i, 0, ext=[(9, b"99")]) for i in range(500)]
     for packet in flood:

@@ -6,12 +6,12 @@ import av
 import numpy as np
 import pytest
 
-from roomcast.loadtest import vp8
+from roomcast.client import vp8
+from roomcast.client.ice import IceAgent
+from roomcast.client.media import RESOLUTIONS, ReceiveStats, RtpStream, VideoSender
+from roomcast.client.sdp import LocalIce, LocalTrack, build_answer, build_offer
 from roomcast.loadtest.cli import UsageError, parse_duration
-from roomcast.loadtest.ice import IceAgent
-from roomcast.loadtest.media import RESOLUTIONS, ReceiveStats, RtpStream, VideoSender
 from roomcast.loadtest.report import percentile
-from roomcast.loadtest.sdp import LocalIce, LocalTrack, build_answer, build_offer
 from roomcast.media.codecs import VP8, Vp8Descriptor, is_keyframe_start
 from roomcast.media.negotiation import IceParams
 from roomcast.media.negotiation import build_answer as server_answer

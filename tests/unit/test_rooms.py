@@ -10,7 +10,7 @@ from livekit.protocol import models, rtc
 from roomcast.auth import VideoGrant
 from roomcast.config import LimitConfig, RoomConfig
 from roomcast.errors import InvalidArgumentError, RoomFullError, RoomNotFoundError
-from roomcast.rooms.data import DataRouter
+from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import RoomEvent
@@ -133,7 +133,7 @@ def test_data_routing_stamps_sender_and_honours_destinations() -> None:
     sender, sender_session = join(room, "alice")
     _, bob = join(room, "bob")
     _, carol = join(room, "carol")
-    router = DataRouter()
+    router = DataExchange()
     packet = models.DataPacket(
         kind=models.DataPacket.Kind.LOSSY,  # wrong on purpose: the channel decides
         participant_identity="mallory",
@@ -160,7 +160,7 @@ def test_data_without_permission_or_from_hidden_sender() -> None:
     mute, _ = join(room, "mute", can_publish_data=False)
     ghost, _ = join(room, "ghost", hidden=True)
     _, listener = join(room, "listener")
-    router = DataRouter()
+    router = DataExchange()
     wire = models.DataPacket(user=models.UserPacket(payload=b"x")).SerializeToString()
     router.handle_incoming(room, mute, "_lossy", wire)
     assert not listener.data
@@ -176,7 +176,7 @@ def test_transcriptions_only_from_agents() -> None:
     wire = models.DataPacket(
         transcription=models.Transcription(transcribed_participant_identity="human")
     ).SerializeToString()
-    router = DataRouter()
+    router = DataExchange()
     router.handle_incoming(room, human, "_reliable", wire)
     assert not listener.data
     agent, _ = join(room, "agent", agent=True)

@@ -25,7 +25,7 @@ from roomcast.auth import AuthError, Claims, TokenVerifier
 from roomcast.edge.api import bearer_token
 from roomcast.edge.http import CORS_HEADERS
 from roomcast.errors import RoomcastError
-from roomcast.rooms.sessions import JoinOptions, SessionManager, SignalSink, http_status_for
+from roomcast.rooms.session_manager import JoinOptions, SessionManager, SignalSink, http_status_for
 from roomcast.routing.router import Router, RoutingUnavailable
 
 log = logging.getLogger(__name__)

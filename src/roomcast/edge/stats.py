@@ -1,6 +1,6 @@
 """``GET /stats``: live rooms, participants, tracks and server figures for the dashboard.
 
-Read from the same room model and forwarder counters as /metrics (one source of truth);
+Read from the same room model and plane counters as /metrics (one source of truth);
 needs a token with ``roomList`` (as ListRooms does).
 """
 

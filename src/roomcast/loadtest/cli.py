@@ -10,7 +10,8 @@ import resource
 import signal
 import sys
 
-from .media import RESOLUTIONS
+from roomcast.client.media import RESOLUTIONS
+
 from .report import progress_line, render, summarize
 from .runner import LAYOUTS, LoadTest, LoadTestConfig
 

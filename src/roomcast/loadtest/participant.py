@@ -18,11 +18,7 @@ import aiohttp
 from livekit.protocol import models
 from livekit.protocol import rtc as proto
 
-from roomcast.media.rtcp import ReportBlock, build_nack, build_rr
-from roomcast.media.rtp import URI_AUDIO_LEVEL, URI_MID, URI_RID
-from roomcast.media.sdp import Codec, Extmap, SdpError
-
-from .media import (
+from roomcast.client.media import (
     EXT_AUDIO_LEVEL,
     EXT_MID,
     EXT_RID,
@@ -34,8 +30,11 @@ from .media import (
     VideoLayer,
     VideoSender,
 )
-from .peer import ClientPeer, LocalTrack
-from .signal import PUBLISHER, SUBSCRIBER, SignalClient
+from roomcast.client.peer import ClientPeer, LocalTrack
+from roomcast.client.signal import PUBLISHER, SUBSCRIBER, SignalClient
+from roomcast.media.rtcp import ReportBlock, build_nack, build_rr
+from roomcast.media.rtp import URI_AUDIO_LEVEL, URI_MID, URI_RID
+from roomcast.media.sdp import Codec, Extmap, SdpError
 
 log = logging.getLogger(__name__)
 

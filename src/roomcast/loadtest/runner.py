@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from roomcast.auth import VideoGrant, create_token
+from roomcast.client.media import RESOLUTIONS
 
-from .media import RESOLUTIONS
 from .participant import LoadParticipant, Role
 
 TICK = 0.01  # s: scheduler period (audio needs 20 ms, video 33 ms; jitter stays below a tick)

@@ -1,4 +1,4 @@
-"""Per-codec facts the forwarder needs from RTP payloads: keyframe starts, VP8 picture ids.
+"""Per-codec facts the plane needs from RTP payloads: keyframe starts, VP8 picture ids.
 
 All functions take the packet buffer and the payload's [start, end) offsets, never copy, and
 never raise on short or garbage payloads (they answer "not a keyframe" / "no descriptor").

@@ -1,4 +1,4 @@
-"""Send side of the forwarder: one `DownTrack` per (published track, subscriber).
+"""Send side of the plane: one `DownTrack` per (published track, subscriber).
 
 Each forwarded packet is rewritten for the subscriber (RFC 3550 §5.1 fields, RFC 8285
 extensions by URI, VP8 picture ids per RFC 7741 §4.2) so that the subscriber sees one

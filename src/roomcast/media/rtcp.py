@@ -349,7 +349,7 @@ def _packet(packet_type: int, count: int, body: bytes) -> bytes:
     return _HEADER.pack(0x80 | count, packet_type, len(body) // 4) + body
 
 
-# -- builders (what the forwarder sends) ------------------------------------------------------
+# -- builders (what the plane sends) ------------------------------------------------------
 
 
 def build_pli(sender_ssrc: int, media_ssrc: int) -> bytes:

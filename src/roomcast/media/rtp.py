@@ -1,7 +1,7 @@
 """RTP fixed header and header extensions: parse, read, rewrite (RFC 3550 §5.1, RFC 8285).
 
 No I/O, no copies on the read side: `parse_rtp` returns offsets into the caller's buffer.
-The forwarder's hot path inlines the few fields it needs; this module is the readable
+The plane's hot path inlines the few fields it needs; this module is the readable
 reference, the slow path (learning SSRCs, NACK retransmissions) and the extension rewriter.
 """
 
@@ -265,7 +265,7 @@ class ExtensionRewriter:
                 ids[pub_id] = sub_id
         self.ids = ids
         self.key = tuple((i, s) for i, s in enumerate(ids) if s)
-        # Per-packet cache, filled by the forwarder: packet stamp, first header byte, the bytes
+        # Per-packet cache, filled by the plane: packet stamp, first header byte, the bytes
         # after the 12-byte fixed header (CSRCs, rewritten extensions, payload, padding), and
         # where the payload starts in the rewritten packet.
         self.stamp = -1

@@ -1,4 +1,4 @@
-"""Receive side of the forwarder: one `UpTrack` per published track, one `ReceiveLayer` per
+"""Receive side of the plane: one `UpTrack` per published track, one `ReceiveLayer` per
 simulcast layer (SSRC), with receive statistics, a packet cache for NACKs and audio levels.
 
 An UpTrack parses each packet once into a reused `PacketInfo` and hands it to its downtracks;

@@ -14,7 +14,7 @@ from roomcast.errors import (
     InvalidArgumentError,
     TrackNotFoundError,
 )
-from roomcast.rooms.data import DataRouter
+from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.participant import Participant
 
@@ -24,7 +24,7 @@ MAX_DATA_PAYLOAD = 64 * 1024
 
 
 class RoomAdmin:
-    def __init__(self, config: Config, rooms: RoomManager, data: DataRouter) -> None:
+    def __init__(self, config: Config, rooms: RoomManager, data: DataExchange) -> None:
         self.config = config
         self.rooms = rooms
         self.data = data

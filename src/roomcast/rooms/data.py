@@ -62,7 +62,7 @@ class _PendingRpc:
     )
 
 
-class DataRouter:
+class DataExchange:
     def __init__(self, max_packet_size: int = MAX_DATA_PACKET) -> None:
         self.max_packet_size = max_packet_size
         self._pending_rpcs: dict[str, _PendingRpc] = {}

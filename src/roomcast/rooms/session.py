@@ -26,12 +26,12 @@ from roomcast.rooms.data import LOSSY_LABEL, RELIABLE_LABEL
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.publisher_peer import MatchedSection, PublisherPeer
 from roomcast.rooms.room import Room
-from roomcast.rooms.sessions import leave_response as _leave
+from roomcast.rooms.session_manager import leave_response as _leave
 from roomcast.rooms.subscriber_peer import SubscriberPeer
 
 if TYPE_CHECKING:
     from roomcast.auth import Claims
-    from roomcast.rooms.sessions import JoinOptions, SessionManager, SignalSink
+    from roomcast.rooms.session_manager import JoinOptions, SessionManager, SignalSink
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Session:
         subscriber.on_channel_open = self._on_subscriber_channel_open
         subscriber.on_rtcp = self._on_subscriber_rtcp
         self.subscriber_peer = SubscriberPeer(
-            subscriber, self.manager.media.forwarder, participant.sid, self.send_signal
+            subscriber, self.manager.media.plane, participant.sid, self.send_signal
         )
         # Server-created channels open in-band (DCEP) once SCTP is up (reference 02 §2.4).
         subscriber.create_data_channel(RELIABLE_LABEL, ordered=True)
@@ -244,13 +244,13 @@ class Session:
             self.subscriber.send_data(RELIABLE_LABEL, packet)
 
     def _on_subscriber_rtcp(self, packet: bytes) -> None:
-        self.manager.media.forwarder.handle_subscriber_rtcp(self.participant.sid, packet)
+        self.manager.media.plane.handle_subscriber_rtcp(self.participant.sid, packet)
 
     def _on_publisher_rtp(self, packet: bytes) -> None:
         self.manager.forward_rtp(self.participant.sid, packet)
 
     def _on_publisher_rtcp(self, packet: bytes) -> None:
-        self.manager.media.forwarder.handle_publisher_rtcp(self.participant.sid, packet)
+        self.manager.media.plane.handle_publisher_rtcp(self.participant.sid, packet)
 
     def _on_publisher_data(self, label: str, payload: bytes) -> None:
         if not self.closed:
@@ -388,7 +388,7 @@ class Session:
     def _on_mute(self, request: rtc.MuteTrackRequest) -> None:
         self.manager.tracks.set_muted(self.participant, request.sid, request.muted)
         if request.sid in self.participant.tracks:
-            self.manager.media.forwarder.set_muted(request.sid, request.muted)
+            self.manager.media.plane.set_muted(request.sid, request.muted)
 
     def _on_update_metadata(self, request: rtc.UpdateParticipantMetadata) -> None:
         participant = self.participant

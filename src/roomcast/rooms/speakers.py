@@ -1,6 +1,6 @@
 """Active speakers: SpeakersChanged deltas from published audio levels (reference 05 §5.3).
 
-Levels come from the forwarder (the RFC 6464 ssrc-audio-level extension of each audio track).
+Levels come from the plane (the RFC 6464 ssrc-audio-level extension of each audio track).
 Every ``UPDATE_INTERVAL`` each participant gets the speakers whose quantised level changed,
 limited to participants it is subscribed to (and itself); a former speaker is sent once with
 level 0 and active false.
@@ -13,24 +13,24 @@ from typing import TYPE_CHECKING
 
 from livekit.protocol import models, rtc
 
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.rooms.participant import State
 from roomcast.rooms.room import Room
 
 if TYPE_CHECKING:
-    from roomcast.rooms.media_router import MediaRouter
+    from roomcast.rooms.subscriptions import SubscriptionManager
 
 UPDATE_INTERVAL = 0.4  # seconds (LiveKit audio.update_interval)
 LEVEL_STEPS = 8  # levels are quantised to 1/8 (LiveKit)
 
 
 class SpeakerDetector:
-    def __init__(self, forwarder: Forwarder) -> None:
-        self._forwarder = forwarder
+    def __init__(self, plane: ForwardingPlane) -> None:
+        self._plane = plane
         self._last_run = 0.0
         self._reported: dict[str, dict[str, float]] = {}  # room sid -> participant sid -> level
 
-    def tick(self, rooms: list[Room], media: MediaRouter) -> None:
+    def tick(self, rooms: list[Room], media: SubscriptionManager) -> None:
         now = time.monotonic()
         if now - self._last_run < UPDATE_INTERVAL:
             return
@@ -38,21 +38,21 @@ class SpeakerDetector:
         for room in rooms:
             self._update_room(room, media)
 
-    def _levels(self, room: Room, media: MediaRouter) -> dict[str, float]:
+    def _levels(self, room: Room, media: SubscriptionManager) -> dict[str, float]:
         levels: dict[str, float] = {}
         for participant in room.live_participants():
             best = 0.0
             for sid, info in participant.tracks.items():
                 if info.type != models.TrackType.AUDIO or info.muted:
                     continue
-                uptrack = self._forwarder.uptrack(sid)
+                uptrack = self._plane.uptrack(sid)
                 if uptrack is not None and uptrack.is_speaking():
                     best = max(best, uptrack.audio_level())
             if best > 0:
                 levels[participant.sid] = round(best * LEVEL_STEPS) / LEVEL_STEPS or 1 / LEVEL_STEPS
         return levels
 
-    def _update_room(self, room: Room, media: MediaRouter) -> None:
+    def _update_room(self, room: Room, media: SubscriptionManager) -> None:
         levels = self._levels(room, media)
         before = self._reported.get(room.sid, {})
         changed = [
@@ -87,7 +87,7 @@ class SpeakerDetector:
                 )
 
 
-def _subscribed_to(media: MediaRouter, subscriber_sid: str, publisher_sid: str) -> bool:
+def _subscribed_to(media: SubscriptionManager, subscriber_sid: str, publisher_sid: str) -> bool:
     return any(
         publication.publisher_sid == publisher_sid and subscriber_sid in publication.subscribers
         for publication in media.publications.values()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from livekit.protocol import rtc
 
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.negotiation import IceParams, candidate_init, new_session_id
 from roomcast.media.sdp import Codec, SessionDescription
 from roomcast.media.subscriber_offer import DATA_MID, OutgoingTrack, build_subscriber_offer
@@ -43,12 +43,12 @@ class SubscriberPeer:
     def __init__(
         self,
         transport: PeerTransport,
-        forwarder: Forwarder,
+        plane: ForwardingPlane,
         participant_sid: str,
         send: Callable[[rtc.SignalResponse], None],
     ) -> None:
         self.transport = transport
-        self._forwarder = forwarder
+        self._plane = plane
         self._participant_sid = participant_sid
         self._send = send
         self._session_id = new_session_id()
@@ -57,7 +57,7 @@ class SubscriberPeer:
         self._tracks: list[OutgoingTrack] = []
         self._by_track: dict[str, OutgoingTrack] = {}
         self._publications: dict[str, Publication] = {}
-        self._downtracks: set[str] = set()  # track sids with a forwarder downtrack
+        self._downtracks: set[str] = set()  # track sids with a plane downtrack
         self._awaiting_answer = False
         self._renegotiate = False
         self._debounce: asyncio.TimerHandle | None = None
@@ -101,7 +101,7 @@ class SubscriberPeer:
         track.active = False
         if track_sid in self._downtracks:
             self._downtracks.discard(track_sid)
-            self._forwarder.remove_downtrack(track_sid, self._participant_sid)
+            self._plane.remove_downtrack(track_sid, self._participant_sid)
         self.negotiate()
         return True
 
@@ -165,7 +165,7 @@ class SubscriberPeer:
                 continue
             codecs = {f"{track.kind}/{c.name}".lower(): c.payload_type for c in section.codecs}
             extensions = {e.uri: e.id for e in section.extmaps}
-            self._forwarder.add_downtrack(
+            self._plane.add_downtrack(
                 track.track_id,
                 self._participant_sid,
                 ssrc=track.ssrc,
@@ -186,7 +186,7 @@ class SubscriberPeer:
             if publication is not None:
                 publication.subscribers.discard(self._participant_sid)
             if track_sid in self._downtracks:
-                self._forwarder.remove_downtrack(track_sid, self._participant_sid)
+                self._plane.remove_downtrack(track_sid, self._participant_sid)
         self._downtracks.clear()
         self._by_track.clear()
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from livekit.protocol import models, rtc
 
-from roomcast.media.forwarder import Forwarder
+from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.rooms.dynacast import Dynacast, TrackTarget
 from roomcast.rooms.participant import State
 from roomcast.rooms.publisher_peer import MatchedSection
@@ -39,12 +39,12 @@ _QUALITY_LAYER = {
 _RID_ORDER = {"q": 0, "h": 1, "f": 2}
 
 
-class MediaRouter:
-    def __init__(self, forwarder: Forwarder, tracks: TrackManager) -> None:
-        self.forwarder = forwarder
+class SubscriptionManager:
+    def __init__(self, plane: ForwardingPlane, tracks: TrackManager) -> None:
+        self.plane = plane
         self.tracks = tracks
         self.publications: dict[str, Publication] = {}
-        self.speakers = SpeakerDetector(forwarder)
+        self.speakers = SpeakerDetector(plane)
         self.dynacast = Dynacast()
 
     # -- publishing --------------------------------------------------------------------------
@@ -66,7 +66,7 @@ class MediaRouter:
         # rids name their quality (q=LOW, h=MEDIUM, f=HIGH); other rids keep the SDP order.
         rids.sort(key=lambda rid: _RID_ORDER.get(rid, len(_RID_ORDER)))
         ssrcs = _media_ssrcs(section)
-        self.forwarder.add_uptrack(
+        self.plane.add_uptrack(
             info.sid,
             section.kind,
             codecs={c.payload_type: f"{section.kind}/{c.name}".lower() for c in codecs},
@@ -98,7 +98,7 @@ class MediaRouter:
                 other = participant.session
                 if other is not None and participant.sid in publication.subscribers:
                     other.subscriber_peer.unsubscribe(track_sid)  # type: ignore[attr-defined]
-            self.forwarder.remove_uptrack(track_sid)
+            self.plane.remove_uptrack(track_sid)
         if session.publisher is not None:
             published = session.publisher.published
             for mid, sid in list(published.items()):
@@ -176,10 +176,10 @@ class MediaRouter:
                 layer = _layer_for_size(publication, session, sid, settings.width, settings.height)
             else:
                 layer = min(_QUALITY_LAYER.get(settings.quality, 2), publication.layers - 1)
-            self.forwarder.set_target_layer(sid, session.participant.sid, layer)
+            self.plane.set_target_layer(sid, session.participant.sid, layer)
 
     def tick(self, rooms: list[Room]) -> None:
-        self.forwarder.tick()
+        self.plane.tick()
         self.speakers.tick(rooms, self)
         self._tick_dynacast(rooms)
 
@@ -196,7 +196,7 @@ class MediaRouter:
                         if publication.layers > 1:
                             codec = publication.codecs[0].name.lower()
                             simulcast[sid] = (session.send_signal, codec, publication.layers)
-        self.dynacast.tick(time.monotonic(), simulcast, self.forwarder.downtracks())
+        self.dynacast.tick(time.monotonic(), simulcast, self.plane.downtracks())
 
     def participant_left(self, session: Session) -> None:
         for sid in list(session.participant.tracks):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from roomcast.config import Config
 
-log = logging.getLogger("roomcast.workers")
+log = logging.getLogger("roomcast.supervisor")
 
 WORKER_ENV = "ROOMCAST_WORKER_INDEX"  # set in each worker: its index (0 serves Prometheus)
 RESTART_DELAY = 1.0

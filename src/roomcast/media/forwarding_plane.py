@@ -32,7 +32,7 @@ from .rtcp import (
 from .rtp import RtpError, parse_rtp
 from .uptrack import ReceiveLayer, UpTrack
 
-__all__ = ["DownTrack", "Forwarder", "UpTrack"]
+__all__ = ["DownTrack", "ForwardingPlane", "UpTrack"]
 
 RR_INTERVAL = 0.5  # s: RR + REMB to publishers (Chrome's top simulcast layer needs them, ref 16 §7)
 SR_INTERVAL = 1.0  # s: SR to subscribers
@@ -107,7 +107,7 @@ class _Publisher:
 UNKNOWN_SSRC_RATE = 200.0  # packets/s per publisher PC from not-yet-known SSRCs (limit.*)
 
 
-class Forwarder:
+class ForwardingPlane:
     def __init__(
         self,
         *,

@@ -25,11 +25,11 @@ from roomcast.errors import (
 )
 from roomcast.media.transport import UdpMux
 from roomcast.rooms.admin import RoomAdmin
-from roomcast.rooms.data import DataRouter
+from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager, validate_room_name
-from roomcast.rooms.media_router import MediaRouter
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room
+from roomcast.rooms.subscriptions import SubscriptionManager
 from roomcast.rooms.tracks import TrackManager
 from roomcast.telemetry import Metrics
 
@@ -89,21 +89,21 @@ class SessionManager:
         config: Config,
         admin: RoomAdmin,
         mux: UdpMux,
-        media: MediaRouter,
+        media: SubscriptionManager,
         node_id: str,
         metrics: Metrics,
     ) -> None:
         self.config = config
         self.admin = admin
         self.rooms: RoomManager = admin.rooms
-        self.data: DataRouter = admin.data
+        self.data: DataExchange = admin.data
         self.mux = mux
         self.media = media
         self.tracks: TrackManager = media.tracks
         self.node_id = node_id
         self.metrics = metrics
         # The RTP entry point, with a sampled latency measurement around it.
-        self.forward_rtp = metrics.timed_forward(media.forwarder.handle_rtp)
+        self.forward_rtp = metrics.timed_forward(media.plane.handle_rtp)
         self._signing_key, self._signing_secret = next(iter(config.keys.items()))
 
     # -- validation (before the WebSocket upgrade) -------------------------------------------
