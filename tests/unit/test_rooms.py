@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 from livekit.protocol import models, rtc
 
@@ -14,45 +12,18 @@ from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import RoomEvent
+from tests.fakes import FakeSession
 
 Reason = models.DisconnectReason
-
-
-@dataclass
-class RecordingSession:
-    """Stands in for a signalling connection: records what the room sends."""
-
-    joined: bool = True
-    closed: bool = False
-    signals: list[rtc.SignalResponse] = field(default_factory=list)
-    data: list[tuple[models.DataPacket, bool]] = field(default_factory=list)
-    left: list[tuple[int, int]] = field(default_factory=list)
-
-    def send_signal(self, message: object) -> None:
-        assert isinstance(message, rtc.SignalResponse)
-        self.signals.append(message)
-
-    def disconnect(self, reason: int, action: int) -> None:
-        self.left.append((reason, action))
-        self.closed = True
-
-    def send_data(self, packet: bytes, reliable: bool) -> bool:
-        self.data.append((models.DataPacket.FromString(packet), reliable))
-        return True
-
-    def resume(self, sink: object, options: object) -> None: ...
-    def on_self_changed(self) -> None: ...
-    def update_subscriptions(self, track_sids: list[str], subscribe: bool) -> None: ...
-    def mute_track(self, track_sid: str, muted: bool) -> None: ...
 
 
 def manager(events: list[RoomEvent], **room: object) -> RoomManager:
     return RoomManager(RoomConfig(**room), LimitConfig(), events.append)  # type: ignore[arg-type]
 
 
-def join(room: object, identity: str, **grant: object) -> tuple[Participant, RecordingSession]:
+def join(room: object, identity: str, **grant: object) -> tuple[Participant, FakeSession]:
     participant = Participant(identity=identity, grant=VideoGrant(**grant))  # type: ignore[arg-type]
-    session = RecordingSession()
+    session = FakeSession(participant_sid=participant.sid)
     participant.session = session
     room.add_participant(participant)  # type: ignore[attr-defined]
     participant.set_state(State.JOINED)

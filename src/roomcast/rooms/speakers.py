@@ -1,6 +1,6 @@
 """Active speakers: SpeakersChanged deltas from published audio levels (reference 05 §5.3).
 
-Levels come from the plane (the RFC 6464 ssrc-audio-level extension of each audio track).
+Levels come from the forwarding plane (the RFC 6464 ssrc-audio-level extension of each audio track).
 Every ``UPDATE_INTERVAL`` each participant gets the speakers whose quantised level changed,
 limited to participants it is subscribed to (and itself); a former speaker is sent once with
 level 0 and active false.
@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 from livekit.protocol import models, rtc
 
-from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.rooms.participant import State
 from roomcast.rooms.room import Room
 
+# track sid → its audio level (0..1) while above the speaking threshold, else 0
+SpeakingLevel = Callable[[str], float]
 # (subscriber sid, publisher sid) → does the subscriber receive any of the publisher's tracks?
 IsSubscribed = Callable[[str, str], bool]
 
@@ -24,8 +25,8 @@ LEVEL_STEPS = 8  # levels are quantised to 1/8 (LiveKit)
 
 
 class SpeakerDetector:
-    def __init__(self, plane: ForwardingPlane) -> None:
-        self._plane = plane
+    def __init__(self, speaking_level: SpeakingLevel) -> None:
+        self._speaking_level = speaking_level
         self._last_run: float | None = None
         self._reported: dict[str, dict[str, float]] = {}  # room sid -> participant sid -> level
 
@@ -43,9 +44,7 @@ class SpeakerDetector:
             for sid, info in participant.tracks.items():
                 if info.type != models.TrackType.AUDIO or info.muted:
                     continue
-                uptrack = self._plane.uptrack(sid)
-                if uptrack is not None and uptrack.is_speaking():
-                    best = max(best, uptrack.audio_level())
+                best = max(best, self._speaking_level(sid))
             if best > 0:
                 levels[participant.sid] = round(best * LEVEL_STEPS) / LEVEL_STEPS or 1 / LEVEL_STEPS
         return levels

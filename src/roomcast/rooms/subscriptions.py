@@ -40,8 +40,14 @@ class SubscriptionManager:
         self.plane = plane
         self.tracks = tracks
         self.publications: dict[str, Publication] = {}
-        self.speakers = SpeakerDetector(plane)
+        self.speakers = SpeakerDetector(self._speaking_level)
         self.dynacast = Dynacast()
+
+    def _speaking_level(self, track_sid: str) -> float:
+        uptrack = self.plane.uptrack(track_sid)
+        if uptrack is None or not uptrack.is_speaking():
+            return 0.0
+        return uptrack.audio_level()
 
     # -- publishing --------------------------------------------------------------------------
     def publish(
