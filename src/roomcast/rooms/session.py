@@ -18,7 +18,7 @@ from livekit.protocol import models, rtc
 
 from roomcast import LIVEKIT_COMPATIBLE_VERSION, PROTOCOL_VERSION, __version__
 from roomcast.errors import InvalidArgumentError
-from roomcast.media import negotiation
+from roomcast.media import jsep
 from roomcast.media.sdp import SdpError, SessionDescription
 from roomcast.media.transport import PeerTransport
 from roomcast.rooms.admin import apply_participant_update
@@ -353,7 +353,7 @@ class Session:
 
     def _on_trickle(self, trickle: rtc.TrickleRequest) -> None:
         try:
-            candidate, _, _ = negotiation.parse_candidate_init(trickle.candidateInit)
+            candidate, _, _ = jsep.parse_candidate_init(trickle.candidateInit)
         except SdpError as exc:
             log.debug("ignoring bad trickle candidate: %s", exc)
             return
