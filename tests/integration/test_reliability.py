@@ -180,13 +180,19 @@ async def test_misbehaving_participant_does_not_disturb_the_others(server: Serve
         rowdy = LoadParticipant(role, url_of(server, "ws"), join_token("rowdy", "rowdy"), http)
         await rowdy.join(asyncio.get_running_loop().time())
         assert rowdy.error is None and rowdy.publisher is not None
-        video_ssrcs = {
-            ssrc
-            for remote in rowdy.subscriber.remote_tracks.values()
-            if remote.kind == "video"
-            for ssrc in remote.ssrcs
-        }
-        assert video_ssrcs, "the rowdy participant is subscribed to the speaker's video"
+
+        def subscribed_video_ssrcs() -> set[int]:
+            return {
+                ssrc
+                for remote in rowdy.subscriber.remote_tracks.values()
+                if remote.kind == "video"
+                for ssrc in remote.ssrcs
+            }
+
+        # The join ends before the server subscribes the newcomer (once its transport is up,
+        # in a renegotiation of its own): wait for the speaker's video in a subscriber offer.
+        await until(lambda: bool(subscribed_video_ssrcs()))
+        video_ssrcs = subscribed_video_ssrcs()
         recent: list[tuple[int, int]] = []  # (ssrc, seq) of video it received: NACKable
         receive = rowdy.subscriber.on_rtp
 

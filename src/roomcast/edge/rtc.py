@@ -24,8 +24,10 @@ from livekit.protocol import models, rtc
 from roomcast.auth import AuthError, Claims, TokenVerifier
 from roomcast.edge.api import bearer_token
 from roomcast.edge.http import CORS_HEADERS
+from roomcast.edge.twirp import http_status_for
 from roomcast.errors import RoomcastError
-from roomcast.rooms.session_manager import JoinOptions, SessionManager, SignalSink, http_status_for
+from roomcast.rooms.contracts import JoinOptions, SignalSink
+from roomcast.rooms.session_manager import SessionManager
 from roomcast.routing.router import Router, RoutingUnavailable
 
 log = logging.getLogger(__name__)

@@ -37,6 +37,11 @@ STATUS_BY_CODE = {
 }
 
 
+def http_status_for(error: RoomcastError) -> int:
+    """The HTTP status of an error's code (also used for refused WebSocket upgrades)."""
+    return STATUS_BY_CODE.get(error.code, 500)
+
+
 class TwirpError(Exception):
     def __init__(self, code: str, msg: str, meta: Mapping[str, str] | None = None) -> None:
         super().__init__(msg)

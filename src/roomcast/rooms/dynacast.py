@@ -22,7 +22,7 @@ PAUSE_DELAY = 5.0  # seconds (livekit-server video.dynacast_pause_delay)
 _QUALITIES = [models.VideoQuality.LOW, models.VideoQuality.MEDIUM, models.VideoQuality.HIGH]
 
 # track sid → (publisher's send_signal, codec name such as "vp8", number of layers)
-TrackTarget = tuple[Callable[[object], None], str, int]
+TrackTarget = tuple[Callable[[rtc.SignalResponse], None], str, int]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Dynacast:
 
     @staticmethod
     def _send(
-        send_signal: Callable[[object], None],
+        send_signal: Callable[[rtc.SignalResponse], None],
         sid: str,
         codec: str,
         layers: int,

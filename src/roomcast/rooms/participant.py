@@ -9,43 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from livekit.protocol import models
+from livekit.protocol import models, rtc
 
 from roomcast.auth import Claims, VideoGrant
 from roomcast.ids import PARTICIPANT_PREFIX, new_sid
+from roomcast.rooms.contracts import ParticipantSession
 
 State = models.ParticipantInfo.State
 DEPENDENT_KINDS = {models.ParticipantInfo.Kind.AGENT, models.ParticipantInfo.Kind.EGRESS}
-
-
-class ParticipantSession(Protocol):
-    """What the room asks of a connected participant's signalling session."""
-
-    joined: bool  # the JoinResponse has been sent: updates may flow
-    closed: bool
-
-    def resume(self, sink: Any, options: Any) -> None:
-        """Re-attach a new signalling connection (reconnect=1)."""
-
-    def on_self_changed(self) -> None:
-        """The participant's own info changed (apply permission changes)."""
-
-    def update_subscriptions(self, track_sids: list[str], subscribe: bool) -> None:
-        """Subscribe to or unsubscribe from tracks, as if the client asked."""
-
-    def mute_track(self, track_sid: str, muted: bool) -> None:
-        """Mute or unmute a published track (the publisher is told)."""
-
-    def send_signal(self, message: object) -> None:
-        """Queue a ``SignalResponse`` for the client (never blocks)."""
-
-    def disconnect(self, reason: int, action: int) -> None:
-        """Send ``LeaveRequest{reason, action}`` and close the connection."""
-
-    def send_data(self, packet: bytes, reliable: bool) -> bool:
-        """Send a serialised ``DataPacket`` on ``_reliable`` or ``_lossy``; False if not open."""
 
 
 @dataclass
@@ -70,7 +42,7 @@ class Participant:
     pending_tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
     # What the participant asked for by track sid (UpdateSubscription / UpdateTrackSettings).
     desired_subscriptions: dict[str, bool] = field(default_factory=dict)
-    subscription_permission: object = None
+    subscription_permission: rtc.SubscriptionPermission | None = None
     # Highest reliable DataPacket.sequence received from this participant (resume de-dup).
     last_data_sequence: int = 0
     session: ParticipantSession | None = None

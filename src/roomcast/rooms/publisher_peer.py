@@ -80,6 +80,8 @@ def _sending(section: MediaSection) -> bool:
 
 
 class PublisherPeer:
+    """Implements `TrackPublisher` (rooms/contracts.py) on the publisher PeerConnection."""
+
     def __init__(
         self,
         transport: PeerTransport,
@@ -94,6 +96,9 @@ class PublisherPeer:
         # when the client stops sending), since libwebrtc cannot un-bundle it (RFC 8843 §7.3.3).
         self._plans: dict[str, MediaAnswerPlan] = {}
         self._candidates_sent = False
+
+    def send_rtcp(self, packet: bytes) -> None:
+        self.transport.send_rtcp(packet)
 
     def _ice(self) -> TransportParams:
         t = self.transport

@@ -6,11 +6,11 @@ session holding the same identity (DUPLICATE_IDENTITY) â†’ JoinResponse first â†
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from livekit.protocol import models, rtc
 
@@ -19,18 +19,21 @@ from roomcast.config import Config
 from roomcast.errors import (
     InvalidArgumentError,
     PermissionDeniedError,
-    RoomcastError,
     RoomFullError,
     RoomNotFoundError,
 )
 from roomcast.media.transport import UdpMux
 from roomcast.rooms.admin import RoomAdmin
+from roomcast.rooms.contracts import JoinOptions, Scheduler, SignalSink, leave_response
 from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager, validate_room_name
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room
+from roomcast.rooms.session import Session, SessionServices
+from roomcast.rooms.signal_handler import SignalHandler
 from roomcast.rooms.subscriptions import SubscriptionManager
 from roomcast.rooms.tracks import TrackManager
+from roomcast.rooms.transport_manager import MediaTaps, ParticipantTransports
 from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
@@ -38,49 +41,6 @@ log = logging.getLogger(__name__)
 Reason = models.DisconnectReason
 Action = rtc.LeaveRequest.Action
 REFRESH_TOKEN_MIN_TTL = 600.0
-
-_HTTP_STATUS = {
-    "unauthenticated": 401,
-    "permission_denied": 403,
-    "invalid_argument": 400,
-    "not_found": 404,
-    "resource_exhausted": 429,
-    "unavailable": 503,
-}
-
-
-def http_status_for(error: RoomcastError) -> int:
-    return _HTTP_STATUS.get(error.code, 500)
-
-
-class SignalSink(Protocol):
-    """The signalling connection as the room layer sees it (implemented by the edge)."""
-
-    def send(self, response: rtc.SignalResponse) -> None: ...
-
-    def close(self, code: int = 1000, message: str = "") -> None: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-
-@dataclass
-class JoinOptions:
-    client_info: models.ClientInfo = field(default_factory=models.ClientInfo)
-    auto_subscribe: bool = True
-    adaptive_stream: bool = False
-    reconnect: bool = False
-    reconnect_sid: str = ""
-
-
-def leave_response(reason: int, action: int) -> rtc.SignalResponse:
-    return rtc.SignalResponse(
-        leave=rtc.LeaveRequest(
-            reason=reason,  # type: ignore[arg-type]
-            action=action,  # type: ignore[arg-type]
-            can_reconnect=action != Action.DISCONNECT,
-        )
-    )
 
 
 class SessionManager:
@@ -105,6 +65,17 @@ class SessionManager:
         # The RTP entry point, with a sampled latency measurement around it.
         self.forward_rtp = metrics.timed_forward(media.plane.handle_rtp)
         self._signing_key, self._signing_secret = next(iter(config.keys.items()))
+        self.services = SessionServices(
+            config=config,
+            node_id=node_id,
+            metrics=metrics,
+            subscriptions=media,
+            tracks=media.tracks,
+            data=admin.data,
+            admin=admin,
+            refresh_token=self.refresh_token,
+        )
+        self._taps = MediaTaps(mux, media.plane, self.forward_rtp, admin.data)
 
     # -- validation (before the WebSocket upgrade) -------------------------------------------
     def validate_join(self, claims: Claims, room_exists: bool | None = None) -> None:
@@ -133,9 +104,8 @@ class SessionManager:
     # -- connecting ---------------------------------------------------------------------------
     async def connect(
         self, claims: Claims, options: JoinOptions, sink: SignalSink
-    ) -> Any:  # -> Session | None (typed loosely to avoid an import cycle)
-        from roomcast.rooms.session import Session
-
+    ) -> SignalHandler | None:
+        """Admit a participant (or resume its session); None when refused (the sink is told)."""
         room_name = claims.video.room
         if options.reconnect:
             return self._resume(claims, options, sink)
@@ -156,22 +126,44 @@ class SessionManager:
         if existing is not None:
             self.replace(room, existing)
         room.add_participant(participant)
-        session = Session(self, room, participant, claims, options, sink)
+        transports = ParticipantTransports(
+            self._taps,
+            room,
+            participant,
+            subscriber_primary=participant.permission.can_subscribe,
+        )
+        session = Session(
+            self.services,
+            room,
+            participant,
+            claims,
+            options,
+            sink,
+            transports,
+            self._scheduler(),
+        )
         participant.session = session
         session.start()
-        return session
+        return SignalHandler(session, transports)
 
-    def _resume(self, claims: Claims, options: JoinOptions, sink: SignalSink) -> Any:
+    def _resume(
+        self, claims: Claims, options: JoinOptions, sink: SignalSink
+    ) -> SignalHandler | None:
         room = self.rooms.get(claims.video.room)
         participant = room.participants.get(claims.identity) if room is not None else None
         session = participant.session if participant is not None else None
-        if room is None or participant is None or session is None or session.closed:
-            # Unknown or closed session: the client must do a full reconnect (reference 07).
+        if not isinstance(session, Session) or session.closed:
+            # Unknown or closed session: the client must do a full reconnect.
             sink.send(leave_response(Reason.STATE_MISMATCH, Action.RECONNECT))
             sink.close()
             return None
         session.resume(sink, options)
-        return session
+        assert isinstance(session.transports, ParticipantTransports)
+        return SignalHandler(session, session.transports)
+
+    @staticmethod
+    def _scheduler() -> Scheduler:
+        return asyncio.get_running_loop()
 
     def _create_room_for(self, claims: Claims) -> Room:
         config: Mapping[str, Any] = claims.room_config or {}

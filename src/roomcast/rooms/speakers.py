@@ -8,8 +8,7 @@ level 0 and active false.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from livekit.protocol import models, rtc
 
@@ -17,8 +16,8 @@ from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.rooms.participant import State
 from roomcast.rooms.room import Room
 
-if TYPE_CHECKING:
-    from roomcast.rooms.subscriptions import SubscriptionManager
+# (subscriber sid, publisher sid) → does the subscriber receive any of the publisher's tracks?
+IsSubscribed = Callable[[str, str], bool]
 
 UPDATE_INTERVAL = 0.4  # seconds (LiveKit audio.update_interval)
 LEVEL_STEPS = 8  # levels are quantised to 1/8 (LiveKit)
@@ -27,18 +26,17 @@ LEVEL_STEPS = 8  # levels are quantised to 1/8 (LiveKit)
 class SpeakerDetector:
     def __init__(self, plane: ForwardingPlane) -> None:
         self._plane = plane
-        self._last_run = 0.0
+        self._last_run: float | None = None
         self._reported: dict[str, dict[str, float]] = {}  # room sid -> participant sid -> level
 
-    def tick(self, rooms: list[Room], media: SubscriptionManager) -> None:
-        now = time.monotonic()
-        if now - self._last_run < UPDATE_INTERVAL:
+    def tick(self, rooms: list[Room], is_subscribed: IsSubscribed, now: float) -> None:
+        if self._last_run is not None and now - self._last_run < UPDATE_INTERVAL:
             return
         self._last_run = now
         for room in rooms:
-            self._update_room(room, media)
+            self._update_room(room, is_subscribed)
 
-    def _levels(self, room: Room, media: SubscriptionManager) -> dict[str, float]:
+    def _levels(self, room: Room) -> dict[str, float]:
         levels: dict[str, float] = {}
         for participant in room.live_participants():
             best = 0.0
@@ -52,8 +50,8 @@ class SpeakerDetector:
                 levels[participant.sid] = round(best * LEVEL_STEPS) / LEVEL_STEPS or 1 / LEVEL_STEPS
         return levels
 
-    def _update_room(self, room: Room, media: SubscriptionManager) -> None:
-        levels = self._levels(room, media)
+    def _update_room(self, room: Room, is_subscribed: IsSubscribed) -> None:
+        levels = self._levels(room)
         before = self._reported.get(room.sid, {})
         changed = [
             models.SpeakerInfo(sid=sid, level=level, active=True)
@@ -79,16 +77,9 @@ class SpeakerDetector:
             visible = [
                 s
                 for s in changed
-                if s.sid == participant.sid or _subscribed_to(media, participant.sid, s.sid)
+                if s.sid == participant.sid or is_subscribed(participant.sid, s.sid)
             ]
             if visible:
                 session.send_signal(
                     rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=visible))
                 )
-
-
-def _subscribed_to(media: SubscriptionManager, subscriber_sid: str, publisher_sid: str) -> bool:
-    return any(
-        publication.publisher_sid == publisher_sid and subscriber_sid in publication.subscribers
-        for publication in media.publications.values()
-    )

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from livekit.protocol import rtc
 
@@ -20,26 +19,16 @@ from roomcast.media.jsep import TransportParams, candidate_init, new_session_id
 from roomcast.media.sdp import Codec, SessionDescription
 from roomcast.media.subscriber_offer import DATA_MID, OutgoingTrack, build_subscriber_offer
 from roomcast.media.transport import PeerTransport
+from roomcast.rooms.contracts import Publication
 
 log = logging.getLogger(__name__)
 
 NEGOTIATION_DEBOUNCE = 0.02  # seconds: batch subscriptions that arrive together
 
 
-@dataclass(slots=True)
-class Publication:
-    """A published track as subscribers need it."""
-
-    track_sid: str
-    publisher_sid: str
-    publisher_identity: str
-    kind: str  # "audio" | "video"
-    codecs: list[Codec]  # as negotiated with the publisher (RTX excluded)
-    layers: int = 1  # simulcast layers (1 when not simulcast)
-    subscribers: set[str] = field(default_factory=set)  # subscriber participant sids
-
-
 class SubscriberPeer:
+    """Implements `TrackSubscriber` (rooms/contracts.py) on the subscriber PeerConnection."""
+
     def __init__(
         self,
         transport: PeerTransport,

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from livekit.protocol import models, rtc
 
 from roomcast.media.forwarding_plane import ForwardingPlane
+from roomcast.rooms.contracts import Publication, TrackPublisher
 from roomcast.rooms.dynacast import Dynacast, TrackTarget
-from roomcast.rooms.participant import State
+from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.publisher_peer import MatchedSection
 from roomcast.rooms.room import Room
 from roomcast.rooms.speakers import SpeakerDetector
-from roomcast.rooms.subscriber_peer import Publication
 from roomcast.rooms.tracks import TrackManager, may_publish_source
-
-if TYPE_CHECKING:
-    from roomcast.rooms.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +44,22 @@ class SubscriptionManager:
         self.dynacast = Dynacast()
 
     # -- publishing --------------------------------------------------------------------------
-    def publish(self, session: Session, matched: MatchedSection) -> None:
+    def publish(
+        self,
+        room: Room,
+        participant: Participant,
+        publisher: TrackPublisher,
+        matched: MatchedSection,
+    ) -> None:
         """A sending section is matched to a pending AddTrackRequest: publish the track."""
-        assert matched.cid is not None and session.publisher is not None
+        assert matched.cid is not None
         section, plan = matched.section, matched.plan
         codecs = [c for c in plan.codecs if c.name.lower() != "rtx"]
         primary = codecs[0]
         if primary.name.lower() == "red" and len(codecs) > 1:
             primary = codecs[1]  # the track's codec is the one inside RED
         mime = f"{section.kind}/{primary.name}"
-        info = self.tracks.publish(session, matched.cid, section.mid or "", mime)
+        info = self.tracks.publish(room, participant, matched.cid, section.mid or "", mime)
         rids = [rid.id for rid in section.rids if rid.direction == "send"]
         if section.simulcast is not None:
             ordered = [alts[0].id for alts in section.simulcast.send if alts]
@@ -74,62 +76,62 @@ class SubscriptionManager:
             rids=rids,
             ssrcs={ssrc: None for ssrc in ssrcs},
             mid=section.mid or "",
-            publisher=session.participant.sid,
-            send_rtcp=session.publisher.transport.send_rtcp,
+            publisher=participant.sid,
+            send_rtcp=publisher.send_rtcp,
         )
         publication = Publication(
             track_sid=info.sid,
-            publisher_sid=session.participant.sid,
-            publisher_identity=session.participant.identity,
+            publisher_sid=participant.sid,
+            publisher_identity=participant.identity,
             kind=section.kind,
             codecs=codecs,
             layers=max(1, len(rids)),
         )
         self.publications[info.sid] = publication
-        session.publisher.published[section.mid or ""] = info.sid
-        for other in session.room.participants.values():
-            if other.session is not None and other is not session.participant:
-                self._maybe_subscribe(other.session, publication)  # type: ignore[arg-type]
+        publisher.published[section.mid or ""] = info.sid
+        for other in room.participants.values():
+            if other is not participant:
+                self._maybe_subscribe(room, other, publication)
 
-    def unpublish(self, session: Session, track_sid: str, *, notify_publisher: bool) -> None:
+    def unpublish(
+        self, room: Room, participant: Participant, track_sid: str, *, notify_publisher: bool
+    ) -> None:
         publication = self.publications.pop(track_sid, None)
         if publication is not None:
-            for participant in session.room.participants.values():
-                other = participant.session
-                if other is not None and participant.sid in publication.subscribers:
-                    other.subscriber_peer.unsubscribe(track_sid)  # type: ignore[attr-defined]
+            for other in room.participants.values():
+                if other.session is not None and other.sid in publication.subscribers:
+                    other.session.subscriber.unsubscribe(track_sid)
             self.plane.remove_uptrack(track_sid)
-        if session.publisher is not None:
-            published = session.publisher.published
-            for mid, sid in list(published.items()):
+        publisher = participant.session.publisher if participant.session is not None else None
+        if publisher is not None:
+            for mid, sid in list(publisher.published.items()):
                 if sid == track_sid:
-                    del published[mid]
-        self.tracks.unpublish(session, track_sid, notify_publisher)
+                    del publisher.published[mid]
+        self.tracks.unpublish(room, participant, track_sid, notify_publisher)
 
-    def enforce_publish_permission(self, session: Session) -> None:
+    def enforce_publish_permission(self, room: Room, participant: Participant) -> None:
         """After a permission change, unpublish what may no longer be published (ref 05)."""
-        permission = session.participant.permission
-        for sid, info in list(session.participant.tracks.items()):
+        permission = participant.permission
+        for sid, info in list(participant.tracks.items()):
             if not may_publish_source(permission, info.source):
-                self.unpublish(session, sid, notify_publisher=True)
+                self.unpublish(room, participant, sid, notify_publisher=True)
 
     # -- subscribing ------------------------------------------------------------------------
-    def participant_active(self, session: Session) -> None:
+    def participant_active(self, room: Room, participant: Participant) -> None:
         for publication in list(self.publications.values()):
-            if publication.publisher_sid != session.participant.sid:
-                self._maybe_subscribe(session, publication)
+            if publication.publisher_sid != participant.sid:
+                self._maybe_subscribe(room, participant, publication)
 
-    def _allowed(self, session: Session, publication: Publication) -> bool:
-        subscriber = session.participant
+    def _allowed(self, room: Room, subscriber: Participant, publication: Publication) -> bool:
         if subscriber.state != State.ACTIVE or not subscriber.permission.can_subscribe:
             return False
         if subscriber.sid == publication.publisher_sid:
             return False
-        publisher = session.room.participants.get(publication.publisher_identity)
+        publisher = room.participants.get(publication.publisher_identity)
         if publisher is None or publisher.sid != publication.publisher_sid:
             return False  # another room's track (publications are per node, not per room)
         permission = publisher.subscription_permission
-        if isinstance(permission, rtc.SubscriptionPermission) and not (permission.all_participants):
+        if permission is not None and not permission.all_participants:
             return any(
                 p.participant_identity == subscriber.identity or p.participant_sid == subscriber.sid
                 for p in permission.track_permissions
@@ -137,35 +139,57 @@ class SubscriptionManager:
             )
         return True
 
-    def _maybe_subscribe(self, session: Session, publication: Publication) -> None:
-        wanted = session.participant.desired_subscriptions.get(publication.track_sid)
+    def _maybe_subscribe(
+        self, room: Room, participant: Participant, publication: Publication
+    ) -> None:
+        session = participant.session
+        if session is None:
+            return
+        wanted = participant.desired_subscriptions.get(publication.track_sid)
         if wanted is None:
             wanted = session.options.auto_subscribe
-        if wanted and self._allowed(session, publication):
-            session.subscriber_peer.subscribe(publication)
+        if wanted and self._allowed(room, participant, publication):
+            session.subscriber.subscribe(publication)
 
-    def update_subscription(self, session: Session, track_sids: list[str], subscribe: bool) -> None:
+    def update_subscription(
+        self, room: Room, participant: Participant, track_sids: list[str], subscribe: bool
+    ) -> None:
         for sid in track_sids:
-            session.participant.desired_subscriptions[sid] = subscribe
+            participant.desired_subscriptions[sid] = subscribe
             publication = self.publications.get(sid)
-            if publication is None:
+            if publication is None or participant.session is None:
                 continue
             if subscribe:
-                self._maybe_subscribe(session, publication)
+                self._maybe_subscribe(room, participant, publication)
             else:
-                session.subscriber_peer.unsubscribe(sid)
+                participant.session.subscriber.unsubscribe(sid)
 
-    def enforce_subscribe_permission(self, session: Session) -> None:
-        if not session.participant.permission.can_subscribe:
-            for sid in session.subscriber_peer.subscribed():
-                session.subscriber_peer.unsubscribe(sid)
+    def enforce_subscribe_permission(self, room: Room, participant: Participant) -> None:
+        session = participant.session
+        if session is None:
+            return
+        if not participant.permission.can_subscribe:
+            for sid in session.subscriber.subscribed():
+                session.subscriber.unsubscribe(sid)
         else:
-            self.participant_active(session)
+            self.participant_active(room, participant)
 
-    def track_settings(self, session: Session, settings: rtc.UpdateTrackSettings) -> None:
+    def is_subscribed(self, subscriber_sid: str, publisher_sid: str) -> bool:
+        """Does this subscriber receive any track of this publisher?"""
+        return any(
+            publication.publisher_sid == publisher_sid and subscriber_sid in publication.subscribers
+            for publication in self.publications.values()
+        )
+
+    def track_settings(
+        self, room: Room, participant: Participant, settings: rtc.UpdateTrackSettings
+    ) -> None:
+        session = participant.session
+        if session is None:
+            return
         for sid in settings.track_sids:
             publication = self.publications.get(sid)
-            if publication is None or not session.subscriber_peer.is_subscribed(sid):
+            if publication is None or not session.subscriber.is_subscribed(sid):
                 continue
             layer: int | None
             if settings.disabled:
@@ -173,17 +197,18 @@ class SubscriptionManager:
             elif publication.layers <= 1:
                 layer = 0
             elif settings.width or settings.height:
-                layer = _layer_for_size(publication, session, sid, settings.width, settings.height)
+                layer = _layer_for_size(room, publication, sid, settings.width, settings.height)
             else:
                 layer = min(_QUALITY_LAYER.get(settings.quality, 2), publication.layers - 1)
-            self.plane.set_target_layer(sid, session.participant.sid, layer)
+            self.plane.set_target_layer(sid, participant.sid, layer)
 
-    def tick(self, rooms: list[Room]) -> None:
+    def tick(self, rooms: list[Room], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         self.plane.tick()
-        self.speakers.tick(rooms, self)
-        self._tick_dynacast(rooms)
+        self.speakers.tick(rooms, self.is_subscribed, now)
+        self._tick_dynacast(rooms, now)
 
-    def _tick_dynacast(self, rooms: list[Room]) -> None:
+    def _tick_dynacast(self, rooms: list[Room], now: float) -> None:
         simulcast: dict[str, TrackTarget] = {}
         for room in rooms:
             for participant in room.participants.values():
@@ -196,19 +221,20 @@ class SubscriptionManager:
                         if publication.layers > 1:
                             codec = publication.codecs[0].name.lower()
                             simulcast[sid] = (session.send_signal, codec, publication.layers)
-        self.dynacast.tick(time.monotonic(), simulcast, self.plane.downtracks())
+        self.dynacast.tick(now, simulcast, self.plane.downtracks())
 
-    def participant_left(self, session: Session) -> None:
-        for sid in list(session.participant.tracks):
-            self.unpublish(session, sid, notify_publisher=False)
-        session.subscriber_peer.close()
+    def participant_left(self, room: Room, participant: Participant) -> None:
+        for sid in list(participant.tracks):
+            self.unpublish(room, participant, sid, notify_publisher=False)
+        if participant.session is not None:
+            participant.session.subscriber.close()
 
 
 def _layer_for_size(
-    publication: Publication, session: Session, track_sid: str, width: int, height: int
+    room: Room, publication: Publication, track_sid: str, width: int, height: int
 ) -> int:
     """The lowest layer at least as large as the subscriber's view (adaptive stream)."""
-    publisher = session.room.participants.get(publication.publisher_identity)
+    publisher = room.participants.get(publication.publisher_identity)
     info = publisher.tracks.get(track_sid) if publisher is not None else None
     layers = sorted(info.layers, key=lambda layer: layer.width) if info is not None else []
     for index, layer in enumerate(layers[: publication.layers]):

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from livekit.protocol import models, rtc
 
 from roomcast.ids import TRACK_PREFIX, new_sid
 from roomcast.rooms.participant import Participant
-
-if TYPE_CHECKING:
-    from roomcast.rooms.session import Session
+from roomcast.rooms.room import Room
 
 log = logging.getLogger(__name__)
 
@@ -102,48 +99,41 @@ class TrackManager:
     def __init__(self, max_tracks: int = 0) -> None:
         self.max_tracks = max_tracks or DEFAULT_MAX_TRACKS
 
-    def add_track(self, session: Session, request: rtc.AddTrackRequest) -> bool:
-        """Answer an AddTrackRequest; True when the track is now pending."""
-        participant = session.participant
+    def add_track(
+        self, participant: Participant, request: rtc.AddTrackRequest
+    ) -> rtc.SignalResponse:
+        """The answer to an AddTrackRequest: `track_published` (the track is now pending) or a
+        `request_response` that says why not."""
 
-        def refuse(reason: int, message: str) -> None:
-            session.send_signal(
-                rtc.SignalResponse(
-                    request_response=rtc.RequestResponse(
-                        reason=reason,  # type: ignore[arg-type]
-                        message=message,
-                        add_track=request,
-                    )
+        def refuse(reason: int, message: str) -> rtc.SignalResponse:
+            return rtc.SignalResponse(
+                request_response=rtc.RequestResponse(
+                    reason=reason,  # type: ignore[arg-type]
+                    message=message,
+                    add_track=request,
                 )
             )
 
         if request.type not in (models.TrackType.AUDIO, models.TrackType.VIDEO):
-            refuse(rtc.RequestResponse.UNSUPPORTED_TYPE, "unsupported track type")
-            return False
+            return refuse(rtc.RequestResponse.UNSUPPORTED_TYPE, "unsupported track type")
         if not may_publish_source(participant.permission, request.source):
-            refuse(rtc.RequestResponse.NOT_ALLOWED, "does not have permission to publish")
-            return False
+            return refuse(rtc.RequestResponse.NOT_ALLOWED, "does not have permission to publish")
         if request.cid in participant.pending_tracks:
-            refuse(rtc.RequestResponse.DUPLICATE_NAME, "track with this cid is pending")
-            return False
+            return refuse(rtc.RequestResponse.DUPLICATE_NAME, "track with this cid is pending")
         if len(participant.tracks) + len(participant.pending_tracks) >= self.max_tracks:
-            refuse(rtc.RequestResponse.LIMIT_EXCEEDED, f"at most {self.max_tracks} tracks")
-            return False
+            return refuse(rtc.RequestResponse.LIMIT_EXCEEDED, f"at most {self.max_tracks} tracks")
         if len(participant.pending_tracks) >= MAX_PENDING_TRACKS:
-            refuse(rtc.RequestResponse.LIMIT_EXCEEDED, "too many pending tracks")
-            return False
+            return refuse(rtc.RequestResponse.LIMIT_EXCEEDED, "too many pending tracks")
         info = track_info_for(request)
         participant.pending_tracks[request.cid] = info
-        session.send_signal(
-            rtc.SignalResponse(
-                track_published=rtc.TrackPublishedResponse(cid=request.cid, track=info)
-            )
+        return rtc.SignalResponse(
+            track_published=rtc.TrackPublishedResponse(cid=request.cid, track=info)
         )
-        return True
 
-    def publish(self, session: Session, cid: str, mid: str, mime_type: str) -> models.TrackInfo:
+    def publish(
+        self, room: Room, participant: Participant, cid: str, mid: str, mime_type: str
+    ) -> models.TrackInfo:
         """The publisher's media for ``cid`` was matched: list the track and announce it."""
-        participant = session.participant
         info = participant.pending_tracks.pop(cid)
         info.mid = mid
         if mime_type:
@@ -155,22 +145,23 @@ class TrackManager:
         participant.tracks[info.sid] = info
         participant.is_publisher = True
         participant.touch()
-        session.room.emit("track_published", participant, info)
+        room.emit("track_published", participant, info)
         return info
 
-    def unpublish(self, session: Session, track_sid: str, notify_publisher: bool) -> None:
-        participant = session.participant
+    def unpublish(
+        self, room: Room, participant: Participant, track_sid: str, notify_publisher: bool
+    ) -> None:
         info = participant.tracks.pop(track_sid, None)
         if info is None:
             return
-        if notify_publisher:
-            session.send_signal(
+        if notify_publisher and participant.session is not None:
+            participant.session.send_signal(
                 rtc.SignalResponse(
                     track_unpublished=rtc.TrackUnpublishedResponse(track_sid=track_sid)
                 )
             )
         participant.touch()
-        session.room.emit("track_unpublished", participant, info)
+        room.emit("track_unpublished", participant, info)
 
     def set_muted(self, participant: Participant, track_sid: str, muted: bool) -> None:
         track = participant.tracks.get(track_sid)
@@ -183,8 +174,8 @@ class TrackManager:
             track.muted = muted
             participant.touch()
 
-    def participant_left(self, session: Session) -> None:
-        session.participant.pending_tracks.clear()
+    def participant_left(self, participant: Participant) -> None:
+        participant.pending_tracks.clear()
 
 
 __all__ = ["TrackManager", "may_publish_source", "new_track_sid"]

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from roomcast.rooms.session_manager import SignalSink, leave_response
+from roomcast.rooms.contracts import SignalSink, leave_response
 from roomcast.routing.bus import Message, NodeBus, b64, unb64
 
 log = logging.getLogger(__name__)
