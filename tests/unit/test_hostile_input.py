@@ -20,7 +20,7 @@ from livekit.protocol import rtc
 from roomcast.auth import AuthError, TokenVerifier
 from roomcast.edge import twirp
 from roomcast.media.dtls import DtlsCertificate, DtlsEndpoint, DtlsState
-from roomcast.media.negotiation import parse_candidate_init
+from roomcast.media.jsep import parse_candidate_init
 from roomcast.media.sdp import SdpError
 from roomcast.media.stun import IceLiteResponder, parse_stun
 

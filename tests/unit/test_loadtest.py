@@ -9,12 +9,12 @@ import pytest
 from roomcast.client import vp8
 from roomcast.client.ice import IceAgent
 from roomcast.client.media import RESOLUTIONS, ReceiveStats, RtpStream, VideoSender
-from roomcast.client.sdp import LocalIce, LocalTrack, build_answer, build_offer
+from roomcast.client.sdp import LocalTrack, build_answer, build_offer
 from roomcast.loadtest.cli import UsageError, parse_duration
 from roomcast.loadtest.report import percentile
 from roomcast.media.codecs import VP8, Vp8Descriptor, is_keyframe_start
-from roomcast.media.negotiation import IceParams
-from roomcast.media.negotiation import build_answer as server_answer
+from roomcast.media.jsep import TransportParams
+from roomcast.media.publisher_answer import build_answer as server_answer
 from roomcast.media.rtcp import build_nack, build_pli, parse_rtcp
 from roomcast.media.rtp import URI_MID, URI_RID, parse_rtp, read_string_extension
 from roomcast.media.sdp import Codec, Extmap, SessionDescription
@@ -125,8 +125,8 @@ def test_ice_agent_fails_without_answers() -> None:
     assert agent.failed
 
 
-def _ice() -> LocalIce:
-    return LocalIce(
+def _ice() -> TransportParams:
+    return TransportParams(
         "cliufrag",
         "c" * 24,
         "sha-256 " + ":".join(["AB"] * 32),
@@ -155,7 +155,7 @@ def test_simulcast_offer_is_answered_by_roomcast() -> None:
     assert [m.mid for m in offer.media] == ["0", "1"]
     assert offer.media[1].simulcast is not None and not offer.media[1].ssrcs
     assert offer.media[0].ssrcs[0].ssrc == 7
-    ice = IceParams("srvufrag", "s" * 24, "sha-256 " + ":".join(["CD"] * 32))
+    ice = TransportParams("srvufrag", "s" * 24, "sha-256 " + ":".join(["CD"] * 32))
     answer = SessionDescription.parse(server_answer(offer, ice, plan_for))
     assert [m.direction for m in answer.media] == ["recvonly", "recvonly"]
     assert answer.media[1].simulcast is not None

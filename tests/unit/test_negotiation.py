@@ -8,16 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast.media.negotiation import (
-    IceParams,
-    MediaAnswerPlan,
+from roomcast.media.jsep import (
+    TransportParams,
     application_mid,
-    build_answer,
-    build_data_offer,
     candidate_init,
     parse_candidate_init,
-    plan_recv_media,
 )
+from roomcast.media.publisher_answer import MediaAnswerPlan, build_answer, plan_recv_media
 from roomcast.media.sdp import (
     Codec,
     Extmap,
@@ -30,6 +27,7 @@ from roomcast.media.sdp import (
     Simulcast,
     SimulcastRid,
 )
+from roomcast.media.subscriber_offer import build_data_offer
 
 SERVER_FP = (
     "83:F3:59:16:0D:8C:75:71:C2:12:D4:3B:0D:6E:AB:8A:"
@@ -40,7 +38,7 @@ CLIENT_FP = (
     "CA:C7:9D:97:37:34:EF:29:95:FE:41:CE:18:70:66:48"
 )
 HOST = "candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host generation 0"
-ICE = IceParams("srvUfrag", "serverPasswordOf24Chars0", f"sha-256 {SERVER_FP}", [HOST])
+ICE = TransportParams("srvUfrag", "serverPasswordOf24Chars0", f"sha-256 {SERVER_FP}", [HOST])
 
 AUDIO_EXTS = ["urn:ietf:params:rtp-hdrext:ssrc-audio-level", "urn:ietf:params:rtp-hdrext:sdes:mid"]
 VIDEO_EXTS = [
@@ -354,11 +352,11 @@ def test_data_offer_session_id_is_random_and_versions_count() -> None:
 
 
 def test_ice_params_accept_candidates_with_or_without_prefixes() -> None:
-    ice = IceParams("u", "p", "sha-256 AA", ["a=" + HOST, HOST.removeprefix("candidate:")])
+    ice = TransportParams("u", "p", "sha-256 AA", ["a=" + HOST, HOST.removeprefix("candidate:")])
     section = SessionDescription.parse(build_data_offer(ice, 1)).media[0]
     assert section.candidates == [HOST, HOST]
     with pytest.raises(ValueError, match="fingerprint"):
-        IceParams("u", "p", "AA:BB")
+        TransportParams("u", "p", "AA:BB")
 
 
 # --- answers without media (the data-only path that interop-tested) -------------------------

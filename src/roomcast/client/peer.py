@@ -36,21 +36,13 @@ from collections.abc import Callable
 import pylibsrtp
 
 from roomcast.media.dtls import DtlsCertificate, DtlsEndpoint, DtlsState
+from roomcast.media.jsep import TransportParams, new_session_id, remote_transport
 from roomcast.media.sdp import SdpError, SessionDescription
 from roomcast.media.stun import parse_stun
 from roomcast.media.transport import HOST_PRIORITY, unprotect
 
 from .ice import Address, IceAgent
-from .sdp import (
-    LocalIce,
-    LocalTrack,
-    RemoteTrack,
-    RemoteTransport,
-    build_answer,
-    build_offer,
-    new_session_id,
-    remote_transport,
-)
+from .sdp import LocalTrack, RemoteTrack, build_answer, build_offer
 
 __all__ = ["ClientPeer", "LocalTrack", "PeerError", "RemoteTrack", "shared_certificate"]
 
@@ -96,7 +88,7 @@ class ClientPeer(asyncio.DatagramProtocol):
         self.ice = IceAgent(controlling=True)
         self._session_id = new_session_id()
         self._version = 0
-        self._remote: RemoteTransport | None = None
+        self._remote: TransportParams | None = None
         self._dtls: DtlsEndpoint | None = None
         self._dtls_addr: Address | None = None
         self._rx: pylibsrtp.Session | None = None
@@ -140,9 +132,9 @@ class ClientPeer(asyncio.DatagramProtocol):
         return self.state == "connected"
 
     # -- signalling --------------------------------------------------------------------------
-    def local_ice(self) -> LocalIce:
+    def local_ice(self) -> TransportParams:
         candidate = f"candidate:1 1 udp {HOST_PRIORITY} {self.advertise_ip} {self.port} typ host"
-        return LocalIce(
+        return TransportParams(
             self.ice.local_ufrag, self.ice.local_pwd, self.certificate.fingerprint(), [candidate]
         )
 
@@ -246,7 +238,7 @@ class ClientPeer(asyncio.DatagramProtocol):
         self.stats["icmp_errors"] += 1  # e.g. port unreachable: the remote went away
 
     # -- internals -----------------------------------------------------------------------------
-    def _apply_remote(self, remote: RemoteTransport, *, dtls_client: bool) -> None:
+    def _apply_remote(self, remote: TransportParams, *, dtls_client: bool) -> None:
         if self._remote is None:
             self._remote = remote
             self.ice.set_remote_credentials(remote.ufrag, remote.pwd)

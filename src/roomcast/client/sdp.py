@@ -4,19 +4,31 @@ A client offers sendonly audio/video sections (the publisher PeerConnection), sh
 Chrome's: simulcast by `a=rid`/`a=simulcast` without SSRCs (RFC 8853), a single stream with
 `a=ssrc` lines. It answers a server's offer (the subscriber PeerConnection) with recvonly
 sections taking the offered codecs and extension ids as they are. Everything is BUNDLEd on one
-transport with one ICE ufrag/pwd and one DTLS certificate (RFC 8843).
+transport with one ICE ufrag/pwd and one DTLS certificate (RFC 8843). The pieces both roles
+share (transport, data section, setup rule, the remote's transport) are in media/jsep.py.
 """
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+from roomcast.media.jsep import (
+    SCTP_PORT,
+    TransportParams,
+    answer_bundle,
+    answer_direction,
+    answer_media_section,
+    answer_setup,
+    data_section,
+    is_data_section,
+    rejected_section,
+    remote_transport,
+    send_section,
+)
 from roomcast.media.sdp import (
     Attribute,
     Codec,
     Extmap,
-    Fingerprint,
     Group,
     MediaSection,
     Msid,
@@ -29,21 +41,6 @@ from roomcast.media.sdp import (
     SimulcastRid,
     Ssrc,
 )
-
-RTP_PROTO = "UDP/TLS/RTP/SAVPF"  # JSEP §5.1.2
-DATA_PROTOS = ("UDP/DTLS/SCTP", "TCP/DTLS/SCTP")  # RFC 8841 §4.1
-NULL_CONNECTION = "IN IP4 0.0.0.0"  # JSEP §5.2.1
-NULL_RTCP = "9 IN IP4 0.0.0.0"
-
-
-@dataclass(slots=True)
-class LocalIce:
-    """Our transport parameters, written into every section."""
-
-    ufrag: str
-    pwd: str
-    fingerprint: str  # "sha-256 AB:CD:…" (RFC 8122 §5)
-    candidates: list[str]  # "candidate:…" lines without "a="
 
 
 @dataclass(slots=True)
@@ -76,52 +73,21 @@ class RemoteTrack:
     extmaps: list[Extmap]
 
 
-@dataclass(slots=True)
-class RemoteTransport:
-    """The remote's side of the one BUNDLEd transport."""
-
-    ufrag: str
-    pwd: str
-    fingerprint: str  # "sha-256 AB:…"
-    candidates: list[str]
-    setup: str  # the remote's a=setup
-    ice_lite: bool
-
-
-def remote_transport(desc: SessionDescription) -> RemoteTransport:
-    """ICE credentials, DTLS fingerprint and candidates from the first live section (BUNDLE
-    means they are the same in each, RFC 8843 §7.1.3). Raises SdpError if any is missing."""
-    section = next((m for m in desc.media if not m.rejected), None)
-    if section is None:
-        raise SdpError("no accepted media section")
-    ufrag = section.ice_ufrag or desc.ice_ufrag
-    pwd = section.ice_pwd or desc.ice_pwd
-    if not ufrag or not pwd:
-        raise SdpError("no a=ice-ufrag / a=ice-pwd (RFC 8839 §5.4)")
-    fingerprints = desc.fingerprints_for(section)
-    chosen = next((f for f in fingerprints if f.algorithm.lower() == "sha-256"), None)
-    if chosen is None:
-        raise SdpError("no sha-256 a=fingerprint (RFC 8122 §5)")
-    candidates = [c for m in desc.media if not m.rejected for c in m.candidates]
-    setup = section.setup or desc.setup or "active"  # RFC 4145 §4: absent means active
-    return RemoteTransport(
-        ufrag, pwd, f"{chosen.algorithm} {chosen.value}", candidates, setup, desc.ice_lite
-    )
-
-
-def build_offer(ice: LocalIce, tracks: list[LocalTrack], *, session_id: str, version: int) -> str:
+def build_offer(
+    ice: TransportParams, tracks: list[LocalTrack], *, session_id: str, version: int
+) -> str:
     """A publisher offer: one sendonly section per track, mids "0", "1", … in order."""
     desc = _session(session_id, version)
     for index, track in enumerate(tracks):
         track.mid = str(index)
         desc.media.append(_send_section(ice, track))
-    desc.groups.append(Group("BUNDLE", [t.mid for t in tracks]))
+    desc.groups.append(Group("BUNDLE", [t.mid for t in tracks]))  # RFC 8843 §7.2
     return desc.serialize()
 
 
 def build_answer(
     offer: SessionDescription,
-    ice: LocalIce,
+    ice: TransportParams,
     *,
     session_id: str,
     version: int,
@@ -130,7 +96,8 @@ def build_answer(
     """Answer an offer: receive every audio/video section the remote sends on, with all of its
     codecs and extension ids; accept the first data section (without running SCTP on it unless
     the caller does) or reject it. Returns the SDP and the tracks we will receive."""
-    setup = _answer_setup(remote_transport(offer).setup)
+    # Either DTLS role suits a client; the remote's offer decides (active when it says actpass).
+    setup = answer_setup(remote_transport(offer).setup, "actpass")
     desc = _session(session_id, version)
     desc.extmap_allow_mixed = offer.extmap_allow_mixed
     tracks: list[RemoteTrack] = []
@@ -139,27 +106,24 @@ def build_answer(
         if offered.mid is None:
             raise SdpError(f"{offered.kind} section without a=mid (RFC 8843 §7.2)")
         if offered.rejected:
-            desc.media.append(_rejected(offered))
+            desc.media.append(rejected_section(offered))
         elif offered.kind == "application":
-            usable = accept_data and not have_data and offered.proto in DATA_PROTOS
+            usable = accept_data and not have_data and is_data_section(offered)
             have_data = have_data or usable
-            desc.media.append(_data_section(ice, offered, setup) if usable else _rejected(offered))
+            desc.media.append(
+                _data_section(ice, offered, setup) if usable else rejected_section(offered)
+            )
         elif offered.kind in ("audio", "video") and offered.proto.endswith("SAVPF"):
             section = _recv_section(ice, offered, setup)
             desc.media.append(section)
             if section.direction == "recvonly":
                 tracks.append(_remote_track(offered))
         else:
-            desc.media.append(_rejected(offered))
-    live = [m.mid for m in desc.media if m.port != 0 and m.mid is not None]
-    bundle = offer.bundle_group()
-    if bundle is not None:  # RFC 8843 §7.3: accepted mids, in the offer's group order
-        desc.groups.append(Group("BUNDLE", [mid for mid in bundle.mids if mid in live]))
+            desc.media.append(rejected_section(offered))
+    group = answer_bundle(offer, desc)
+    if group is not None:
+        desc.groups.append(group)
     return desc.serialize(), tracks
-
-
-def new_session_id() -> str:
-    return str(secrets.randbits(62) + 1)  # RFC 8866 §5.2: top bit clear
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -172,68 +136,43 @@ def _session(session_id: str, version: int) -> SessionDescription:
     )
 
 
-def _transport(section: MediaSection, ice: LocalIce, setup: str) -> MediaSection:
-    algorithm, value = ice.fingerprint.split()
-    section.connection = NULL_CONNECTION
-    section.ice_ufrag, section.ice_pwd, section.setup = ice.ufrag, ice.pwd, setup
-    section.fingerprints = [Fingerprint(algorithm, value)]
-    section.candidates = list(ice.candidates)
-    section.end_of_candidates = True  # RFC 8840 §8.2: one host candidate, nothing to trickle
-    return section
-
-
-def _send_section(ice: LocalIce, track: LocalTrack) -> MediaSection:
-    fmts = [str(c.payload_type) for c in track.codecs]
-    section = MediaSection(track.kind, 9, RTP_PROTO, fmts, mid=track.mid, rtcp=NULL_RTCP)
-    _transport(section, ice, "actpass")  # JSEP §5.2.1: offers say actpass
-    section.extmaps = [replace(e) for e in track.extmaps]
-    section.direction = "sendonly"
-    section.msids = [Msid(track.stream_id, track.track_id)]  # RFC 8830 §2
-    section.rtcp_mux = section.rtcp_rsize = True
-    section.codecs = [replace(c, rtcp_fb=list(c.rtcp_fb)) for c in track.codecs]
+def _send_section(ice: TransportParams, track: LocalTrack) -> MediaSection:
+    msid = Msid(track.stream_id, track.track_id)
+    section = send_section(ice, track.kind, track.mid, track.codecs, track.extmaps, msid)
     if track.rids:  # RFC 8851 §4 / RFC 8853 §5.1, no SSRCs in the SDP (as Chrome)
         section.rids = [Rid(rid, "send") for rid in track.rids]
         section.simulcast = Simulcast(send=[[SimulcastRid(rid)] for rid in track.rids])
     else:
-        msid = f"{track.stream_id} {track.track_id}"
+        msid_value = f"{track.stream_id} {track.track_id}"
         section.ssrcs = [
-            Ssrc(ssrc, [Attribute("cname", track.stream_id), Attribute("msid", msid)])
+            Ssrc(ssrc, [Attribute("cname", track.stream_id), Attribute("msid", msid_value)])
             for ssrc in track.ssrcs[:1]
         ]
     return section
 
 
-def _recv_section(ice: LocalIce, offered: MediaSection, setup: str) -> MediaSection:
-    sending = (offered.direction or "sendrecv") in ("sendonly", "sendrecv")
-    fmts = [str(c.payload_type) for c in offered.codecs] or offered.fmts[:1]
-    section = MediaSection(offered.kind, 9, offered.proto, fmts, mid=offered.mid, rtcp=NULL_RTCP)
-    _transport(section, ice, setup)
-    # RFC 8285 §7: an extmap direction in the answer is the offer's seen from our side.
-    reverse = {"sendonly": "recvonly", "recvonly": "sendonly"}
-    section.extmaps = [
-        replace(e, direction=reverse.get(e.direction or "", e.direction)) for e in offered.extmaps
-    ]
-    section.extmap_allow_mixed = offered.extmap_allow_mixed
-    section.direction = "recvonly" if sending else "inactive"
-    section.rtcp_mux, section.rtcp_rsize = True, offered.rtcp_rsize
-    section.codecs = [replace(c, rtcp_fb=list(c.rtcp_fb)) for c in offered.codecs]
-    return section
+def _recv_section(ice: TransportParams, offered: MediaSection, setup: str) -> MediaSection:
+    """Receive what the remote sends, with every codec and extension it offered."""
+    return answer_media_section(
+        offered,
+        ice,
+        setup,
+        codecs=offered.codecs,
+        extmaps=offered.extmaps,
+        direction=answer_direction(offered.direction or "sendrecv", "recvonly"),
+    )
 
 
-def _data_section(ice: LocalIce, offered: MediaSection, setup: str) -> MediaSection:
-    section = MediaSection("application", 9, offered.proto, list(offered.fmts), mid=offered.mid)
-    section.sctp_port = offered.sctp_port or 5000  # RFC 8841 §5
-    section.max_message_size = offered.max_message_size
-    return _transport(section, ice, setup)
-
-
-def _rejected(offered: MediaSection) -> MediaSection:
-    """RFC 3264 §6 / RFC 8843 §7.3.3: port 0, one format, the mid kept."""
-    section = MediaSection(offered.kind, 0, offered.proto, offered.fmts[:1], mid=offered.mid)
-    section.connection = NULL_CONNECTION
-    if offered.kind != "application":
-        section.direction = "inactive"
-    return section
+def _data_section(ice: TransportParams, offered: MediaSection, setup: str) -> MediaSection:
+    """Mirror the remote's SCTP port and message size limit (RFC 8841 §5, §6)."""
+    return data_section(
+        ice,
+        offered.mid or "",
+        setup,
+        offered.proto,
+        sctp_port=offered.sctp_port or SCTP_PORT,
+        max_message_size=offered.max_message_size,
+    )
 
 
 def _remote_track(offered: MediaSection) -> RemoteTrack:
@@ -248,12 +187,3 @@ def _remote_track(offered: MediaSection) -> RemoteTrack:
         codecs=list(offered.codecs),
         extmaps=list(offered.extmaps),
     )
-
-
-def _answer_setup(offered: str) -> str:
-    """RFC 5763 §5: answer active (DTLS client) to actpass or passive, passive to active."""
-    if offered in ("actpass", "passive"):
-        return "active"
-    if offered == "active":
-        return "passive"
-    raise SdpError(f"cannot answer a=setup:{offered} (RFC 4145 §4)")

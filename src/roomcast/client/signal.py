@@ -9,7 +9,6 @@ expect a specific response (`add_track`) return a future.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from livekit.protocol import models
 from livekit.protocol import rtc as proto
 
 from roomcast import __version__
+from roomcast.media.jsep import candidate_init, parse_candidate_init
+from roomcast.media.sdp import SdpError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class SignalClient:
         self.send(proto.SignalRequest(answer=description))
 
     def send_trickle(self, candidate: str, mid: str, index: int, target: int) -> None:
-        init = json.dumps({"candidate": candidate, "sdpMid": mid, "sdpMLineIndex": index})
+        init = candidate_init(candidate, mid, index)
         request = proto.TrickleRequest(candidateInit=init, target=target)  # type: ignore[arg-type]
         self.send(proto.SignalRequest(trickle=request))
 
@@ -210,11 +211,10 @@ class SignalClient:
             self.on_answer(response.answer)
         elif which == "trickle" and self.on_trickle is not None:
             try:
-                init = json.loads(response.trickle.candidateInit)
-                candidate = init.get("candidate", "") if isinstance(init, dict) else ""
-            except ValueError:
+                candidate, _, _ = parse_candidate_init(response.trickle.candidateInit)
+            except SdpError:
                 candidate = ""
-            if isinstance(candidate, str) and candidate:
+            if candidate:
                 self.on_trickle(candidate, response.trickle.target)
         elif which == "track_published":
             future = self._published.pop(response.track_published.cid, None)

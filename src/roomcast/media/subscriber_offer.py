@@ -3,19 +3,21 @@ per subscribed track (reference 04 §4.2, reference 16 §4).
 
 Sections are never reordered: the application section is mid "0", each subscription appends a
 section, and an ended subscription keeps its place with port 0 (RFC 3264 §8.2, JSEP §5.2.2).
+The pieces both roles share (transport, data section, send section) are in media/jsep.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from roomcast.media.negotiation import (
-    DATA_CHANNEL_PROTOS,
-    NULL_CONNECTION,
-    NULL_RTCP,
-    IceParams,
-    _data_section,
-    _transport,
+from roomcast.media.jsep import (
+    RTP_PROTO,
+    TransportParams,
+    data_section,
+    live_mids,
+    new_session_id,
+    rejected_section,
+    send_section,
 )
 from roomcast.media.sdp import (
     Attribute,
@@ -30,7 +32,6 @@ from roomcast.media.sdp import (
     Ssrc,
 )
 
-RTP_PROTO = "UDP/TLS/RTP/SAVPF"  # JSEP §5.1.2
 DATA_MID = "0"
 
 
@@ -53,8 +54,21 @@ class OutgoingTrack:
         return f"{self.stream_id} {self.track_id}"
 
 
+def build_data_offer(ice: TransportParams, version: int, *, session_id: str | None = None) -> str:
+    """A data-only first offer: one m=application section, in exactly the shape the SDKs
+    accepted (reference 15 §5 step 2)."""
+    desc = SessionDescription(
+        origin=Origin(session_id=session_id or new_session_id(), session_version=version),
+        groups=[Group("BUNDLE", [DATA_MID])],  # RFC 8843 §7.2
+        msid_semantic=MsidSemantic("WMS", ["*"]),
+        ice_lite=True,  # RFC 8839 §5.3
+    )
+    desc.media.append(data_section(ice, DATA_MID, "actpass"))  # RFC 8829 §5.2.1: offers actpass
+    return desc.serialize()
+
+
 def build_subscriber_offer(
-    ice: IceParams, session_id: str, version: int, tracks: list[OutgoingTrack]
+    ice: TransportParams, session_id: str, version: int, tracks: list[OutgoingTrack]
 ) -> str:
     desc = SessionDescription(
         origin=Origin(session_id=session_id, session_version=version),
@@ -62,23 +76,16 @@ def build_subscriber_offer(
         extmap_allow_mixed=True,  # RFC 8285 §6
         ice_lite=True,  # RFC 8839 §5.3
     )
-    desc.media.append(_data_section(ice, DATA_MID, "actpass", DATA_CHANNEL_PROTOS[0]))
+    desc.media.append(data_section(ice, DATA_MID, "actpass"))  # RFC 8829 §5.2.1: offers actpass
     for track in tracks:
         desc.media.append(_track_section(track, ice) if track.active else _stopped(track))
-    bundled = [m.mid for m in desc.media if m.port != 0 and m.mid is not None]
-    desc.groups.append(Group("BUNDLE", bundled))  # RFC 8843 §7.2
+    desc.groups.append(Group("BUNDLE", live_mids(desc)))  # RFC 8843 §7.2
     return desc.serialize()
 
 
-def _track_section(track: OutgoingTrack, ice: IceParams) -> MediaSection:
-    fmts = [str(c.payload_type) for c in track.codecs]
-    section = MediaSection(track.kind, 9, RTP_PROTO, fmts, mid=track.mid, rtcp=NULL_RTCP)
-    _transport(section, ice, "actpass")
-    section.direction = "sendonly"
-    section.msids = [Msid(track.stream_id, track.track_id)]  # RFC 8830 §2
-    section.rtcp_mux = section.rtcp_rsize = True  # RFC 5761 §5.1.1, RFC 5506 §5
-    section.codecs = list(track.codecs)
-    section.extmaps = list(track.extmaps)
+def _track_section(track: OutgoingTrack, ice: TransportParams) -> MediaSection:
+    msid = Msid(track.stream_id, track.track_id)
+    section = send_section(ice, track.kind, track.mid, track.codecs, track.extmaps, msid)
     section.extmap_allow_mixed = True
     # a=ssrc with cname and msid (RFC 5576 §4.1): libwebrtc maps the SSRC to the track at once.
     section.ssrcs = [
@@ -91,9 +98,6 @@ def _track_section(track: OutgoingTrack, ice: IceParams) -> MediaSection:
 
 
 def _stopped(track: OutgoingTrack) -> MediaSection:
-    section = MediaSection(
-        track.kind, 0, RTP_PROTO, [str(track.codecs[0].payload_type)], mid=track.mid
-    )
-    section.connection = NULL_CONNECTION
-    section.direction = "inactive"
-    return section
+    """An ended subscription: its section rejected in place (RFC 3264 §8.2)."""
+    fmts = [str(track.codecs[0].payload_type)]
+    return rejected_section(MediaSection(track.kind, 0, RTP_PROTO, fmts, mid=track.mid))

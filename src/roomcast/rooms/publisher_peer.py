@@ -14,14 +14,8 @@ from dataclasses import dataclass, replace
 
 from livekit.protocol import models, rtc
 
-from roomcast.media.negotiation import (
-    IceParams,
-    MediaAnswerPlan,
-    application_mid,
-    build_answer,
-    candidate_init,
-    plan_recv_media,
-)
+from roomcast.media.jsep import TransportParams, application_mid, candidate_init
+from roomcast.media.publisher_answer import MediaAnswerPlan, build_answer, plan_recv_media
 from roomcast.media.sdp import MediaSection, SessionDescription
 from roomcast.media.transport import PeerTransport
 from roomcast.rooms.participant import Participant
@@ -106,9 +100,9 @@ class PublisherPeer:
     def send_rtcp(self, packet: bytes) -> None:
         self.transport.send_rtcp(packet)
 
-    def _ice(self) -> IceParams:
+    def _ice(self) -> TransportParams:
         t = self.transport
-        return IceParams(t.ice_ufrag, t.ice_pwd, t.fingerprint, t.local_candidates())
+        return TransportParams(t.ice_ufrag, t.ice_pwd, t.fingerprint, t.local_candidates())
 
     def answer(
         self, offer: SessionDescription, offer_id: int

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from livekit.protocol import rtc
 
 from roomcast.media.forwarding_plane import ForwardingPlane
-from roomcast.media.negotiation import IceParams, candidate_init, new_session_id
+from roomcast.media.jsep import TransportParams, candidate_init, new_session_id
 from roomcast.media.sdp import Codec, SessionDescription
 from roomcast.media.subscriber_offer import DATA_MID, OutgoingTrack, build_subscriber_offer
 from roomcast.media.transport import PeerTransport
@@ -102,9 +102,9 @@ class SubscriberPeer:
                 return ssrc
 
     # -- negotiation -------------------------------------------------------------------------
-    def _ice(self) -> IceParams:
+    def _ice(self) -> TransportParams:
         t = self.transport
-        return IceParams(t.ice_ufrag, t.ice_pwd, t.fingerprint, t.local_candidates())
+        return TransportParams(t.ice_ufrag, t.ice_pwd, t.fingerprint, t.local_candidates())
 
     def send_offer(self) -> None:
         """Offer the current set of tracks now (also the first, data-only offer)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from livekit.protocol import rtc
 
-from roomcast.media import negotiation
+from roomcast.media import jsep
 from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.sdp import SdpError, SessionDescription
 from roomcast.media.transport import PeerTransport, UdpMux
@@ -161,7 +161,7 @@ class ParticipantTransports:
 
     def add_candidate(self, trickle: rtc.TrickleRequest) -> None:
         try:
-            candidate, _, _ = negotiation.parse_candidate_init(trickle.candidateInit)
+            candidate, _, _ = jsep.parse_candidate_init(trickle.candidateInit)
         except SdpError as exc:
             log.debug("ignoring bad trickle candidate: %s", exc)
             return
