@@ -15,6 +15,8 @@ from roomcast import __version__
 from roomcast.agents import AgentService
 from roomcast.auth import TokenVerifier
 from roomcast.config import Config
+from roomcast.edge.agent_dispatch_service import twirp_services as agent_twirp_services
+from roomcast.edge.agent_endpoint import WorkerEndpoint, agent_server_info
 from roomcast.edge.api import TwirpEndpoint
 from roomcast.edge.http import create_app
 from roomcast.edge.rtc import RtcEndpoint
@@ -55,7 +57,7 @@ class Server:
         self.rooms = RoomManager(config.room, config.limit, self._on_room_event)
         self.admin = RoomAdmin(config, self.rooms, DataExchange(config.limit.max_data_packet_size))
         self.node_id = new_sid(NODE_PREFIX, 8)
-        self.agents = AgentService(config, self.verifier, self.admin, self.node_id)
+        self.agents = AgentService(self.verifier, self.admin)
         self.mux = UdpMux(
             self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
         )
@@ -75,10 +77,21 @@ class Server:
         )
         self.app = create_app(config.limit.max_api_request_body_size)
         self.twirp = TwirpEndpoint(
-            self.verifier, self.admin, self.metrics, self.agents.twirp_services(), self.router
+            self.verifier,
+            self.admin,
+            self.metrics,
+            agent_twirp_services(config, self.agents.dispatcher),
+            self.router,
         )
         self.twirp.add_routes(self.app)
-        self.agents.add_routes(self.app)  # /agent (livekit-agents workers)
+        self.agent_endpoint = WorkerEndpoint(
+            self.verifier,
+            self.agents.registry,
+            self.agents.dispatcher,
+            agent_server_info(config.region, self.node_id),
+            config.limit.signal_message_size_limit,
+        )
+        self.agent_endpoint.add_routes(self.app)  # /agent (livekit-agents workers)
         self.stats = StatsEndpoint(
             self.verifier,
             self.rooms,
@@ -263,6 +276,7 @@ class Server:
             await self.router.close()  # after the leaves above are published
             log.debug("shutdown: router closed")
         await self.agents.close()
+        await self.agent_endpoint.close_all()
         await self.webhooks.close(self.config.shutdown_flush_timeout)
         log.debug("shutdown: webhooks flushed")
         for runner in (self._runner, self._prometheus_runner):

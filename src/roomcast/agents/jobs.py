@@ -7,7 +7,6 @@ offered is kept as the record's source of truth, its ``state`` updated as the wo
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -101,8 +100,6 @@ class Dispatch:
     # Participants (by sid) that already got their PUBLISHER / PARTICIPANT job from this dispatch.
     publishers: set[str] = field(default_factory=set)
     participants: set[str] = field(default_factory=set)
-    # Offers still in flight (DeleteDispatch waits for them before terminating).
-    launches: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(
@@ -151,17 +148,3 @@ class Dispatch:
                 deleted_at=self.deleted_at,
             ),
         )
-
-
-@dataclass(eq=False)
-class RoomAgents:
-    """The dispatcher's view of one live room."""
-
-    name: str
-    sid: str
-    dispatches: dict[str, Dispatch] = field(default_factory=dict)
-    # The room's own dispatches (CreateRoom / token roomConfig / implicit) are added once,
-    # right after the room is created; API dispatches may come before that.
-    initialized: bool = False
-    # Agent identity → its job, to terminate the job when the agent leaves (AGENT_LEFT_ROOM).
-    agent_jobs: dict[str, JobRecord] = field(default_factory=dict)

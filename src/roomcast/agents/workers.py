@@ -2,8 +2,8 @@
 
 A ``Worker`` wraps one ``/agent`` WebSocket after its ``register``: messages to it are queued
 and written in order by one task, offers wait for the worker's ``availability`` answer. The
-``WorkerRegistry`` chooses among the workers that serve an (agent name, job type, deployment)
-key: available ones not tried yet, at random weighted by ``1 - load``.
+``WorkerRegistry`` finds the workers that serve an (agent name, job type, deployment) key;
+``agents/offers.py`` chooses among them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
-from collections.abc import Iterable
+import unicodedata
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -26,6 +25,25 @@ from roomcast.agents.jobs import JOB_TYPE_NAMES, JobRecord
 log = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
+MAX_DEPLOYMENT_LENGTH = 64
+
+
+def validate_deployment(deployment: str) -> str | None:
+    """livekit-server's rule for deployment names; returns the problem or None."""
+    if len(deployment.encode()) > MAX_DEPLOYMENT_LENGTH:
+        return f"deployment is longer than {MAX_DEPLOYMENT_LENGTH} bytes"
+    if "_" in deployment:
+        return "deployment must not contain '_'"
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in deployment):
+        return "deployment must not contain whitespace or control characters"
+    return None
+
+
+def validate_register(request: agent.RegisterWorkerRequest) -> str | None:
+    """What is wrong with a ``register`` request, or None."""
+    if request.type not in JOB_TYPE_NAMES:
+        return f"unknown job type {request.type}"
+    return validate_deployment(request.deployment)
 
 
 class WorkerClosedError(Exception):
@@ -230,23 +248,3 @@ class WorkerRegistry:
     def namespaces(self, agent_name: str, job_type: int, deployment: str) -> list[str]:
         """One job per namespace (legacy SDKs set one; livekit-agents 1.x never does)."""
         return sorted({w.namespace for w in self.serving(agent_name, job_type, deployment)})
-
-    def choose(
-        self,
-        agent_name: str,
-        job_type: int,
-        deployment: str,
-        namespace: str,
-        exclude: Iterable[str] = (),
-    ) -> Worker | None:
-        """An available worker not tried yet, weighted by spare capacity; None if none."""
-        tried = set(exclude)
-        candidates = [
-            w
-            for w in self.serving(agent_name, job_type, deployment)
-            if w.namespace == namespace and w.id not in tried and w.status == agent.WS_AVAILABLE
-        ]
-        weights = [w.weight for w in candidates]
-        if not candidates or sum(weights) <= 0:
-            return None
-        return random.choices(candidates, weights=weights)[0]

@@ -13,45 +13,41 @@ import contextlib
 import json
 import logging
 import time
-import unicodedata
 
 from aiohttp import WSMessage, WSMsgType, web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from livekit.protocol import agent, models
 
+from roomcast import LIVEKIT_COMPATIBLE_VERSION, PROTOCOL_VERSION, __version__
 from roomcast.agents.dispatcher import Dispatcher
 from roomcast.agents.jobs import JOB_TYPE_NAMES, WORKER_PREFIX
-from roomcast.agents.workers import Worker, WorkerRegistry
+from roomcast.agents.workers import Worker, WorkerRegistry, validate_register
 from roomcast.auth import AuthError, TokenVerifier
 from roomcast.edge.api import bearer_token
 from roomcast.ids import new_sid
 
 log = logging.getLogger(__name__)
 
+AGENT_PROTOCOL = 1  # livekit-server's agent.CurrentProtocol
 REGISTER_TIMEOUT = 10.0
 WS_HEARTBEAT = 10.0  # our pings find dead workers; the SDK pings too (aiohttp, every 30 s)
-MAX_DEPLOYMENT_LENGTH = 64
 CLOSE_NORMAL = 1000
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY = 1008
 
 
-def validate_deployment(deployment: str) -> str | None:
-    """livekit-server's rule for deployment names; returns the problem or None."""
-    if len(deployment.encode()) > MAX_DEPLOYMENT_LENGTH:
-        return f"deployment is longer than {MAX_DEPLOYMENT_LENGTH} bytes"
-    if "_" in deployment:
-        return "deployment must not contain '_'"
-    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in deployment):
-        return "deployment must not contain whitespace or control characters"
-    return None
-
-
-def validate_register(request: agent.RegisterWorkerRequest) -> str | None:
-    if request.type not in JOB_TYPE_NAMES:
-        return f"unknown job type {request.type}"
-    return validate_deployment(request.deployment)
+def agent_server_info(region: str, node_id: str) -> models.ServerInfo:
+    """The ``server_info`` of the ``register`` answer."""
+    return models.ServerInfo(
+        edition=models.ServerInfo.Edition.Standard,
+        version=LIVEKIT_COMPATIBLE_VERSION,
+        protocol=PROTOCOL_VERSION,
+        agent_protocol=AGENT_PROTOCOL,
+        region=region,
+        node_id=node_id,
+        debug_info=f"roomcast {__version__}",
+    )
 
 
 def pong(ping: agent.WorkerPing) -> agent.ServerMessage:

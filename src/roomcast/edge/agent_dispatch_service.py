@@ -12,7 +12,7 @@ from livekit.protocol import agent_dispatch
 from livekit.protocol import room as room_pb
 
 from roomcast.agents.dispatcher import Dispatcher
-from roomcast.agents.endpoint import validate_deployment
+from roomcast.agents.workers import validate_deployment
 from roomcast.auth import Claims
 from roomcast.config import Config
 from roomcast.edge import roomservice
