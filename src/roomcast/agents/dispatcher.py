@@ -35,9 +35,7 @@ AGENT_LEAVE_TIMEOUT = 3.0  # after a termination, before the agent is removed fr
 
 def participant_claims(participant: Participant) -> Claims | None:
     """The token claims the participant joined with (None without a signalling session)."""
-    # ParticipantSession does not declare ``claims`` yet: read it defensively, here only.
-    claims: Claims | None = getattr(participant.session, "claims", None)
-    return claims
+    return participant.session.claims if participant.session is not None else None
 
 
 def member_of(participant: Participant) -> Member:
