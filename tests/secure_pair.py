@@ -3,9 +3,9 @@
 Each side is the I/O-free state the real adapters drive, glued the way they glue it:
   server  `IceLiteAgent` + `SecureChannel(server=True)`, as `media.transport.PeerTransport`
   client  `client.ice.IceAgent` + `SecureChannel(server=False)`, as `client.peer.ClientPeer`
-`SecurePair.progress()` takes one step the way str0m's tests/common.rs `progress()` does: deliver
-the oldest datagram in flight, or else move the clock to the earliest timeout and fire it. Loss
-follows a pattern per direction (`loss_pattern`, like aiortc's tests/utils.py), or `cut`.
+`SecurePair.progress()` takes one step: deliver the oldest datagram in flight, or else move the
+clock to the earliest timeout and fire it. Loss follows a pattern per direction
+(`loss_pattern`), or `cut`.
 
 One thing is not simulated: OpenSSL runs its DTLS retransmission timer (RFC 6347 §4.2.4.1,
 first 1 s) on the wall clock and the binding cannot take another, so before a due handshake

@@ -1,7 +1,7 @@
 """What an `UpTrack` knows of the tracks it feeds: the packet view and the sender's face.
 
 `uptrack.py` depends on this leaf module, and `downtrack.py` implements it, so the receive
-side never imports the send side (the shape of livekit's pkg/sfu TrackSender interface).
+side never imports the send side.
 """
 
 from __future__ import annotations
