@@ -194,10 +194,13 @@ class RateSampler:
         first = self._last == 0.0
         self._last = now
         current: dict[str, int] = {}
+        worst_loss: dict[str, int] = {}  # per track: the worst subscriber's fraction lost
+        for downtrack in self.plane.downtracks():
+            sid = downtrack.track_sid
+            worst_loss[sid] = max(worst_loss.get(sid, 0), downtrack.fraction_lost)
         for track in self.plane.uptracks():
             current[track.track_sid] = sum(layer.bytes for layer in track.layers)
-            losses = [dt.fraction_lost for dt in track.downtracks]
-            self.track_loss[track.track_sid] = max(losses) / 256 if losses else 0.0
+            self.track_loss[track.track_sid] = worst_loss.get(track.track_sid, 0) / 256
         self.track_bps = {
             sid: 8 * max(0, value - self._last_bytes.get(sid, value)) / elapsed
             for sid, value in current.items()

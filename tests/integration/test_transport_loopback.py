@@ -1,9 +1,11 @@
 """PeerTransport over real loopback UDP against a from-parts WebRTC client.
 
 The client is what libwebrtc does, built from independent pieces: Binding requests from
-`aioice.stun` (USERNAME, PRIORITY, ICE-CONTROLLING, MESSAGE-INTEGRITY, FINGERPRINT), a DTLS
-*client* endpoint, aiortc's SCTP in the client role and libsrtp sessions from the exported keys.
-Every wait is on an event with a timeout; nothing sleeps.
+`aioice.stun` (USERNAME, PRIORITY, ICE-CONTROLLING, MESSAGE-INTEGRITY, FINGERPRINT), a
+`SecureChannel` in the DTLS *client* role (the server's own DTLS-SRTP code, other side) and
+aiortc's SCTP in the client role. The same handshake, ICE restart, consent expiry and
+fingerprint mismatch run without sockets in tests/unit/test_secure_channel.py; these tests are
+the end-to-end proof over real UDP. Every wait is on an event with a timeout; nothing sleeps.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pylibsrtp
 import pytest
 from aioice import stun
 from aioice.ice import get_host_addresses
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from roomcast.media.dtls import DtlsCertificate, DtlsEndpoint, DtlsState
+from roomcast.media.demux import PacketClass, classify
+from roomcast.media.dtls import DtlsCertificate
 from roomcast.media.sctp import DataChannels
+from roomcast.media.secure_channel import SecureChannel, TransportState
 from roomcast.media.transport import PeerTransport, UdpMux
 
 TIMEOUT = 5.0
@@ -52,7 +55,8 @@ class Recorder:
 
 
 class TestClient(asyncio.DatagramProtocol):
-    """A minimal controlling ICE agent + DTLS client + SCTP + SRTP on one UDP socket."""
+    """A hand-driven controlling ICE agent (`check`) on one UDP socket, over the shared parts:
+    the RFC 7983 classifier, a `SecureChannel` in the DTLS client role and aiortc's SCTP."""
 
     __test__ = False  # not a pytest class
 
@@ -61,7 +65,7 @@ class TestClient(asyncio.DatagramProtocol):
         self.server_addr = server_addr
         self.ufrag = "cli1"
         self.certificate = DtlsCertificate.generate()
-        self.dtls = DtlsEndpoint(self.certificate, server=False)
+        self.channel = SecureChannel(self.certificate, server=False)
         self.stun_responses: dict[bytes, asyncio.Future[stun.Message]] = {}
         self.opened = Recorder()
         self.messages = Recorder()
@@ -70,8 +74,8 @@ class TestClient(asyncio.DatagramProtocol):
         self.udp: asyncio.DatagramTransport | None = None
         self.sctp_inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.sctp_task: asyncio.Task[None] | None = None
-        self.srtp_rx: pylibsrtp.Session | None = None
-        self.srtp_tx: pylibsrtp.Session | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
         self.channels = DataChannels(
             self._send_record,
             server=False,
@@ -80,8 +84,9 @@ class TestClient(asyncio.DatagramProtocol):
         )
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.udp, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        self.udp, _ = await self.loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", 0)
+        )
         self.sctp_task = asyncio.create_task(self._run_sctp())
 
     async def _run_sctp(self) -> None:
@@ -109,7 +114,7 @@ class TestClient(asyncio.DatagramProtocol):
         if use_candidate:
             request.attributes["USE-CANDIDATE"] = None
         request.add_message_integrity((pwd or self.server.ice_pwd).encode())
-        future = asyncio.get_running_loop().create_future()
+        future = self.loop.create_future()
         self.stun_responses[request.transaction_id] = future
         self._send(bytes(request))
         try:
@@ -118,48 +123,55 @@ class TestClient(asyncio.DatagramProtocol):
             return None
 
     def start_dtls(self) -> None:
-        self.dtls.start()
+        self.channel.start(self.loop.time())
         self.flush()
 
     def send_srtp(self, packet: bytes, *, rtcp: bool = False) -> None:
-        assert self.srtp_tx is not None
-        self._send(self.srtp_tx.protect_rtcp(packet) if rtcp else self.srtp_tx.protect(packet))
+        self._send(self.channel.protect_rtcp(packet) if rtcp else self.channel.protect_rtp(packet))
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        first = data[0]
-        if first < 4:
+        kind = classify(data[0])
+        if kind is PacketClass.STUN:
             message = stun.parse_message(data)
             future = self.stun_responses.pop(message.transaction_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
-        elif 19 < first < 64:
-            records = self.dtls.feed(data)
+        elif kind is PacketClass.DTLS:
+            records = self.channel.receive(data, self.loop.time())
             self.flush()
-            if self.dtls.state is DtlsState.CONNECTED and not self.connected.is_set():
-                assert self.dtls.srtp_keys is not None
-                self.srtp_rx = self.dtls.srtp_keys.inbound_session()
-                self.srtp_tx = self.dtls.srtp_keys.outbound_session()
+            if self.channel.state is TransportState.CONNECTED and not self.connected.is_set():
                 self.connected.set()
                 self.sctp_inbox.put_nowait(None)  # start the association first
             for record in records:
                 self.sctp_inbox.put_nowait(record)
-        elif 127 < first < 192 and self.srtp_rx is not None:
-            self.rtp.add(self.srtp_rx.unprotect(data))
+        elif kind is PacketClass.RTP and self.channel.state is TransportState.CONNECTED:
+            self.rtp.add(self.channel.unprotect(data)[0])
 
     def _send_record(self, data: bytes) -> None:
-        if self.dtls.state is DtlsState.CONNECTED:
-            self.dtls.send(data)
+        if self.channel.send_record(data):
             self.flush()
 
     def flush(self) -> None:
-        for datagram in self.dtls.datagrams_to_send():
+        """Send what the channel produced and follow its next timeout (retransmissions)."""
+        for datagram in self.channel.datagrams_to_send():
             self._send(datagram)
+        if self.timer is not None:
+            self.timer.cancel()
+        due = self.channel.next_timeout()
+        self.timer = None if due is None else self.loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.channel.handle_timeout(self.loop.time())
+        self.flush()
 
     def _send(self, data: bytes) -> None:
         assert self.udp is not None
         self.udp.sendto(data, self.server_addr)
 
     async def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         if self.sctp_task is not None:
             self.sctp_task.cancel()
         await self.channels.close()
@@ -213,7 +225,7 @@ async def test_peer_close_notify_then_close_unregisters(mux: UdpMux) -> None:
     states = Recorder()
     transport = mux.create_transport(on_state=states.add)
     client = await connect(mux, transport)
-    client.dtls.close()  # what the SDKs do on disconnect (ref 15 §4)
+    client.channel.close()  # what the SDKs do on disconnect (ref 15 §4)
     client.flush()
     await states.wait_for("closed")
     assert states.items == ["connecting", "connected", "closed"]

@@ -1,4 +1,4 @@
-"""transport.fast_protect: byte-for-byte what pylibsrtp's Session.protect produces."""
+"""srtp.fast_protect: byte-for-byte what pylibsrtp's Session.protect produces."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import pylibsrtp
 import pytest
 
-from roomcast.media.transport import fast_protect
+from roomcast.media.srtp import fast_protect
 
 PROFILES = [
     (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 28),

@@ -22,8 +22,10 @@ API (stable; bench/compare.py uses it):
     peer.send_rtp(packet); peer.send_rtcp(packet)   # plain RTP/RTCP; protected here
     peer.close()
 
-`peer.state` is new → checking → connecting → connected, or failed / closed; `on_state` is
-called on each change. Call everything from the event loop the peer was started on.
+`peer.state` (a `TransportState`) is new → checking → connecting → connected, or failed /
+closed; `on_state` is called on each change. Call everything from the event loop the peer was
+started on. The DTLS-SRTP part is `media.secure_channel.SecureChannel`, the same one the server
+transport drives; this class is the socket and the timer around it and the ICE agent.
 """
 
 from __future__ import annotations
@@ -35,20 +37,32 @@ from collections.abc import Callable
 
 import pylibsrtp
 
-from roomcast.media.dtls import DtlsCertificate, DtlsEndpoint, DtlsState
+from roomcast.media.demux import FIRST_BYTE, PacketClass
+from roomcast.media.dtls import DtlsCertificate
 from roomcast.media.jsep import TransportParams, new_session_id, remote_transport
 from roomcast.media.sdp import SdpError, SessionDescription
+from roomcast.media.secure_channel import SecureChannel, TransportState
+from roomcast.media.srtp import Protect, Unprotect
 from roomcast.media.stun import parse_stun
-from roomcast.media.transport import HOST_PRIORITY, unprotect
+from roomcast.media.transport import HOST_PRIORITY
 
 from .ice import Address, IceAgent
 from .sdp import LocalTrack, RemoteTrack, build_answer, build_offer
 
-__all__ = ["ClientPeer", "LocalTrack", "PeerError", "RemoteTrack", "shared_certificate"]
+__all__ = [
+    "ClientPeer",
+    "LocalTrack",
+    "PeerError",
+    "RemoteTrack",
+    "TransportState",
+    "shared_certificate",
+]
 
 log = logging.getLogger(__name__)
 
 _certificate: DtlsCertificate | None = None
+_RTP, _STUN, _DTLS = PacketClass.RTP, PacketClass.STUN, PacketClass.DTLS
+_ENDED = (TransportState.FAILED, TransportState.CLOSED)
 
 
 def shared_certificate() -> DtlsCertificate:
@@ -78,9 +92,9 @@ class ClientPeer(asyncio.DatagramProtocol):
         self.port = 0
         self.certificate = certificate or shared_certificate()
         self.accept_data = accept_data
-        self.state = "new"
+        self.state = TransportState.NEW
         self.error: str | None = None
-        self.on_state: Callable[[str], None] | None = None
+        self.on_state: Callable[[TransportState], None] | None = None
         self.on_rtp: Callable[[bytes], None] | None = None
         self.on_rtcp: Callable[[bytes], None] | None = None
         self.remote_tracks: dict[str, RemoteTrack] = {}
@@ -89,14 +103,17 @@ class ClientPeer(asyncio.DatagramProtocol):
         self._session_id = new_session_id()
         self._version = 0
         self._remote: TransportParams | None = None
-        self._dtls: DtlsEndpoint | None = None
+        self._channel: SecureChannel | None = None  # once the remote says which DTLS role
         self._dtls_addr: Address | None = None
-        self._rx: pylibsrtp.Session | None = None
-        self._tx: pylibsrtp.Session | None = None
+        # The channel's SRTP callables while CONNECTED, None otherwise: the per-packet path.
+        self._protect_rtp: Protect | None = None
+        self._protect_rtcp: Protect | None = None
+        self._unprotect: Unprotect | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Future[None] | None = None
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -107,18 +124,16 @@ class ClientPeer(asyncio.DatagramProtocol):
         self.port = udp.get_extra_info("sockname")[1]
 
     def close(self) -> None:
-        if self.state == "closed":
+        if self._closed:
             return
-        if self._dtls is not None:
-            self._dtls.close()  # close_notify (RFC 5246 §7.2.1), best effort
+        self._closed = True
+        if self._channel is not None:
+            self._channel.close()  # close_notify (RFC 5246 §7.2.1), best effort
             self._flush_dtls()
-        self._cancel_timer()
-        self._rx = self._tx = None
+        self._set_state(TransportState.CLOSED)
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        self._set_state("closed")
-        self._settle(PeerError("closed"))
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         assert self._connected is not None, "start() first"
@@ -129,7 +144,7 @@ class ClientPeer(asyncio.DatagramProtocol):
 
     @property
     def connected(self) -> bool:
-        return self.state == "connected"
+        return self.state is TransportState.CONNECTED
 
     # -- signalling --------------------------------------------------------------------------
     def local_ice(self) -> TransportParams:
@@ -190,22 +205,22 @@ class ClientPeer(asyncio.DatagramProtocol):
 
     # -- media -------------------------------------------------------------------------------
     def send_rtp(self, packet: bytes) -> None:
-        tx, udp, addr = self._tx, self._udp, self._dtls_addr
-        if tx is None or udp is None or addr is None:
+        protect, udp, addr = self._protect_rtp, self._udp, self._dtls_addr
+        if protect is None or udp is None or addr is None:
             self.stats["rtp_not_sent"] += 1
             return
         try:
-            udp.sendto(tx.protect(packet), addr)
+            udp.sendto(protect(packet), addr)
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
 
     def send_rtcp(self, packet: bytes) -> None:
-        tx, udp, addr = self._tx, self._udp, self._dtls_addr
-        if tx is None or udp is None or addr is None:
+        protect, udp, addr = self._protect_rtcp, self._udp, self._dtls_addr
+        if protect is None or udp is None or addr is None:
             self.stats["rtcp_not_sent"] += 1
             return
         try:
-            udp.sendto(tx.protect_rtcp(packet), addr)
+            udp.sendto(protect(packet), addr)
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
 
@@ -213,23 +228,23 @@ class ClientPeer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         if not data:
             return
-        first = data[0]
-        if 127 < first < 192:  # RFC 7983 §7: RTP/RTCP, the common case first
-            rx = self._rx
-            if rx is None or len(data) < 12:
+        kind = FIRST_BYTE[data[0]]
+        if kind is _RTP:  # the common case first
+            unprotect = self._unprotect
+            if unprotect is None or len(data) < 12:
                 self.stats["srtp_dropped"] += 1
                 return
             try:
-                packet, is_rtcp = unprotect(rx, data)
+                packet, is_rtcp = unprotect(data)
             except pylibsrtp.Error:
                 self.stats["srtp_unprotect_failed"] += 1
                 return
             callback = self.on_rtcp if is_rtcp else self.on_rtp
             if callback is not None:
                 callback(packet)
-        elif first < 4:
+        elif kind is _STUN:
             self._receive_stun(data, addr)
-        elif 19 < first < 64:
+        elif kind is _DTLS:
             self._receive_dtls(data, addr)
         else:
             self.stats["dropped"] += 1
@@ -242,17 +257,18 @@ class ClientPeer(asyncio.DatagramProtocol):
         if self._remote is None:
             self._remote = remote
             self.ice.set_remote_credentials(remote.ufrag, remote.pwd)
-            self._dtls = DtlsEndpoint(self.certificate, server=not dtls_client)
+            self._channel = SecureChannel(self.certificate, server=not dtls_client)
+            self._channel.set_remote_fingerprint(remote.fingerprint)  # RFC 8122 §5
         elif (remote.ufrag, remote.pwd) != (self._remote.ufrag, self._remote.pwd):
             raise SdpError("the remote changed its ICE credentials (ICE restart): unsupported")
         for candidate in remote.candidates:
             self.ice.add_remote_candidate(candidate)
-        if self.state == "new":
-            self._set_state("checking")
+        if self.state is TransportState.NEW:
+            self._set_state(TransportState.CHECKING)
         self._run_ice()
 
     def _run_ice(self) -> None:
-        if self._loop is None or self.state in ("failed", "closed"):
+        if self._loop is None or self.state in _ENDED:
             return
         self._send(self.ice.poll(self._loop.time()))
         if self.ice.failed:
@@ -265,78 +281,53 @@ class ClientPeer(asyncio.DatagramProtocol):
         if message is None or self._loop is None:
             self.stats["stun_dropped"] += 1
             return
-        events = self.ice.handle(message, addr, self._loop.time())
+        now = self._loop.time()
+        events = self.ice.handle(message, addr, now)
         self._send(events.send)
-        if events.selected and self._dtls is not None:
-            selected = self.ice.selected
-            if self._dtls_addr is None or self._dtls.state is DtlsState.CONNECTED:
-                self._dtls_addr = selected
-            if self._dtls.server is False and self._dtls.state is DtlsState.NEW:
-                self._set_state("connecting")
-                self._dtls.start()  # ClientHello (RFC 6347 §4.2.1)
+        channel = self._channel
+        if events.selected and channel is not None:
+            if self._dtls_addr is None or channel.state is TransportState.CONNECTED:
+                self._dtls_addr = self.ice.selected
+            if not channel.server:
+                channel.start(now)  # ClientHello (RFC 6347 §4.2.1); once
                 self._flush_dtls()
+                self._sync_state()
         self._schedule()
 
     def _receive_dtls(self, data: bytes, addr: Address) -> None:
-        dtls = self._dtls
-        if dtls is None or self.state in ("failed", "closed"):
+        channel = self._channel
+        if channel is None or self._loop is None or self.state in _ENDED:
             self.stats["dtls_dropped"] += 1
             return
         if self._dtls_addr is None:  # DTLS server: the client's ICE finished before ours
             self._dtls_addr = addr
-        was_connected = dtls.state is DtlsState.CONNECTED
-        if dtls.state is DtlsState.NEW:
-            self._set_state("connecting")
-        records = dtls.feed(data)
+        records = channel.receive(data, self._loop.time())
         self._flush_dtls()
         if records:
             self.stats["sctp_ignored"] += len(records)
-        if was_connected:
-            return
-        if dtls.state is DtlsState.CONNECTED:
-            self._handshake_done()
-        elif dtls.state is DtlsState.FAILED:
-            self._fail(f"DTLS {dtls.error}")
-        else:
-            self._schedule()
-
-    def _handshake_done(self) -> None:
-        dtls, remote = self._dtls, self._remote
-        assert dtls is not None and remote is not None and dtls.srtp_keys is not None
-        if not dtls.fingerprint_matches(remote.fingerprint):  # RFC 8122 §5, RFC 5763 §5
-            self._fail("remote certificate does not match a=fingerprint")
-            return
-        self._rx = dtls.srtp_keys.inbound_session()
-        self._tx = dtls.srtp_keys.outbound_session()
-        self._set_state("connected")
-        self._settle(None)
+        self._sync_state()
         self._schedule()
 
     def _on_timer(self) -> None:
         self._timer = None
-        dtls = self._dtls
-        if dtls is not None and dtls.state is DtlsState.HANDSHAKING:
-            timeout = dtls.timeout()
-            if timeout is not None and timeout <= 0:
-                dtls.handle_timeout()  # retransmit the last flight (RFC 6347 §4.2.4)
-                self._flush_dtls()
-                if dtls.state is DtlsState.FAILED:
-                    self._fail(f"DTLS {dtls.error}")
-                    return
+        if self._channel is not None and self._loop is not None:
+            self._channel.handle_timeout(self._loop.time())  # DTLS retransmission
+            self._flush_dtls()
+            self._sync_state()
         self._run_ice()
 
     def _schedule(self) -> None:
         loop = self._loop
-        if loop is None or self.state in ("failed", "closed"):
+        if loop is None or self.state in _ENDED:
             return
         deadlines = []
         ice_due = self.ice.next_timeout()
         if ice_due is not None:
             deadlines.append(ice_due)
-        if self._dtls is not None:
-            dtls_due = self._dtls.timeout()
-            if dtls_due is not None:
-                deadlines.append(loop.time() + dtls_due)
+        if self._channel is not None:
+            channel_due = self._channel.next_timeout()
+            if channel_due is not None:
+                deadlines.append(channel_due)
         self._cancel_timer()
         if deadlines:
             self._timer = loop.call_at(max(min(deadlines), loop.time()), self._on_timer)
@@ -353,21 +344,45 @@ class ClientPeer(asyncio.DatagramProtocol):
                 udp.sendto(data, addr)
 
     def _flush_dtls(self) -> None:
-        addr = self._dtls_addr or self.ice.selected
-        if self._dtls is None or addr is None:
+        if self._channel is None:
             return
-        for datagram in self._dtls.datagrams_to_send():
-            self._send([(datagram, addr)])
+        datagrams = self._channel.datagrams_to_send()
+        addr = self._dtls_addr or self.ice.selected
+        udp = self._udp
+        if addr is not None and udp is not None:
+            for datagram in datagrams:
+                udp.sendto(datagram, addr)
 
     def _fail(self, reason: str) -> None:
-        if self.state in ("failed", "closed"):
+        if self._channel is not None:
+            self._channel.fail(reason)
+        self._set_state(TransportState.FAILED, reason)
+
+    def _sync_state(self) -> None:
+        """Follow the channel once it has left NEW (new and checking are the ICE agent's)."""
+        channel = self._channel
+        if channel is not None and channel.state is not TransportState.NEW:
+            self._set_state(channel.state, channel.error)
+
+    def _set_state(self, state: TransportState, error: str | None = None) -> None:
+        if state is self.state or self.state is TransportState.CLOSED:
             return
-        self.error = reason
-        log.debug("client peer failed: %s", reason)
-        self._cancel_timer()
-        self._rx = self._tx = None
-        self._set_state("failed")
-        self._settle(PeerError(reason))
+        self.state = state
+        channel = self._channel
+        if state is TransportState.CONNECTED and channel is not None:
+            self._protect_rtp = channel.protect_rtp
+            self._protect_rtcp = channel.protect_rtcp
+            self._unprotect = channel.unprotect
+            self._settle(None)
+        elif state in _ENDED:
+            self._protect_rtp = self._protect_rtcp = self._unprotect = None
+            self._cancel_timer()
+            if state is TransportState.FAILED:
+                self.error = error
+                log.debug("client peer failed: %s", error)
+            self._settle(PeerError(error or str(state)))
+        if self.on_state is not None:
+            self.on_state(state)
 
     def _settle(self, error: PeerError | None) -> None:
         future = self._connected
@@ -377,9 +392,3 @@ class ClientPeer(asyncio.DatagramProtocol):
             else:
                 future.set_exception(error)
                 future.exception()  # retrieved: nobody may be waiting
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            if self.on_state is not None:
-                self.on_state(state)

@@ -1,7 +1,17 @@
-"""Media plane: the server-side WebRTC transport built from parts.
+"""Media plane: the server-side WebRTC transport built from parts, and the forwarding plane.
 
-`transport.UdpMux` owns the one UDP socket and demultiplexes it (RFC 7983) to `PeerTransport`s:
-ICE-lite (`stun`), DTLS + SRTP keying (`dtls`) and data channels over aiortc's SCTP (`sctp`).
+`transport.UdpMux` owns the one UDP socket and demultiplexes it (`demux`, RFC 7983) to
+`PeerTransport`s, thin asyncio adapters over I/O-free parts that the client peer
+(`roomcast.client.peer`) shares:
+  demux.py           which protocol a datagram carries, from its first byte (RFC 7983 §7)
+  ice_lite.py        the ICE-lite agent of one transport: credentials, restarts, remote address
+  stun.py            STUN parsing and the Binding responder (`IceLiteResponder`)
+  secure_channel.py  one DTLS-SRTP connection: handshake, fingerprint check, SRTP, consent
+  dtls.py            the DTLS endpoint over OpenSSL memory BIOs and DTLS-SRTP keying
+  srtp.py            SRTP/SRTCP protect and unprotect as per-packet callables
+  sctp.py            data channels over aiortc's SCTP
+The forwarding plane (`forwarding_plane.ForwardingPlane`) feeds each published `uptrack.UpTrack`
+to its subscribers' `downtrack.DownTrack`s, which the uptrack sees as `track_sender.TrackSender`.
 
 Offer/answer: `sdp` parses and writes descriptions (values in `sdp_fields`, attribute parsers
 in `sdp_attributes`); `jsep` holds what the server and the client (roomcast.client.sdp) share;

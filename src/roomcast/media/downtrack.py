@@ -19,7 +19,8 @@ from collections.abc import Callable
 from .codecs import vp8_write_picture_id
 from .rtcp import ReportBlock, build_sr
 from .rtp import ExtensionRewriter
-from .uptrack import PacketInfo, UpTrack
+from .track_sender import PacketInfo
+from .uptrack import UpTrack
 
 _FIXED_HEADER = struct.Struct("!BBHII")  # RFC 3550 §5.1: V/P/X/CC, M/PT, seq, ts, ssrc
 

@@ -4,8 +4,8 @@ No I/O (h11 style): `feed()` a received datagram and get decrypted application r
 then take `datagrams_to_send()`; `timeout()` / `handle_timeout()` drive handshake
 retransmission (RFC 6347 §4.2.4) with OpenSSL's own timer (pyOpenSSL exposes
 DTLSv1_get_timeout / DTLSv1_handle_timeout). Roomcast is always the DTLS server (answers
-`a=setup:passive`, offers `actpass`, reference 15 §2); the client role exists for tests and a
-future load-test client.
+`a=setup:passive`, offers `actpass`, reference 15 §2); the client peer takes either role.
+`secure_channel.SecureChannel` drives an endpoint for both.
 """
 
 from __future__ import annotations

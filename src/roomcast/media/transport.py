@@ -1,9 +1,13 @@
 """Server-side WebRTC transport: one UDP socket (`UdpMux`) shared by every `PeerTransport`.
 
-Per datagram, the first byte picks the protocol (RFC 7983 §7): 0-3 STUN, 20-63 DTLS,
-128-191 SRTP/SRTCP. STUN finds its transport by our ufrag in USERNAME; everything else by
-the source address, which is learnt on the first *authenticated* Binding request — not on
-USE-CANDIDATE, because libwebrtc sends DTLS (and even SCTP) before nominating (ref 15 §2 ICE).
+Per datagram, the first byte picks the protocol (RFC 7983 §7, `demux.py`). STUN finds its
+transport by our ufrag in USERNAME; everything else by the source address, which is learnt on
+the first *authenticated* Binding request — not on USE-CANDIDATE, because libwebrtc sends DTLS
+(and even SCTP) before nominating (ref 15 §2 ICE).
+
+`PeerTransport` is the asyncio adapter of one PeerConnection: the protocol state lives in
+`ice_lite.IceLiteAgent` and `secure_channel.SecureChannel` (no I/O); here are the socket, the
+timer (`loop.call_at`) and aiortc's SCTP, whose handlers are coroutines.
 """
 
 from __future__ import annotations
@@ -14,32 +18,43 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pylibsrtp
 from aioice import stun
-from OpenSSL import SSL
 
-from .dtls import DtlsCertificate, DtlsEndpoint, DtlsError, DtlsState
+from .demux import FIRST_BYTE, PacketClass
+from .dtls import DtlsCertificate
+from .ice_lite import Address, IceLiteAgent
 from .sctp import MAX_MESSAGE_SIZE, SCTP_PORT, DataChannels
-from .stun import (
-    PWD_LENGTH,
-    UFRAG_LENGTH,
-    IceLiteResponder,
-    local_ufrag_of,
-    parse_stun,
-    random_ice_string,
-)
+from .secure_channel import SecureChannel, TransportState
+from .srtp import Protect, Unprotect
+from .stun import PWD_LENGTH, UFRAG_LENGTH, local_ufrag_of, parse_stun, random_ice_string
 
 logger = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: consent expires 30 s after the last check
 HOST_PRIORITY = 2130706431  # RFC 8445 §5.1.2.1: (126 << 24) | (65535 << 8) | (256 - 1)
 _SOCKET_BUFFER = 4 * 1024 * 1024  # absorb bursts (video keyframes) on the one shared socket
+# Module-level names: the per-datagram path compares against these without attribute lookups.
+_RTP, _STUN, _DTLS = PacketClass.RTP, PacketClass.STUN, PacketClass.DTLS
+
+
+@dataclass(slots=True)
+class _Routes:
+    """What the mux routes to one transport: its ufrags (two during an ICE restart) and the
+    addresses its authenticated checks came from."""
+
+    ufrags: set[str] = field(default_factory=set)
+    addresses: set[Address] = field(default_factory=set)
 
 
 class UdpMux(asyncio.DatagramProtocol):
-    """The one UDP socket of a media worker and the demultiplexer behind it."""
+    """The one UDP socket of a media worker and the routing table behind it.
+
+    Transports use the public surface: `new_credentials`, `route_ufrag`, `unroute_ufrag`,
+    `unroute`, `sendto`, and `udp` directly on their per-packet path.
+    """
 
     def __init__(
         self,
@@ -57,16 +72,17 @@ class UdpMux(asyncio.DatagramProtocol):
         self.consent_timeout = consent_timeout
         self.certificate = DtlsCertificate.generate()  # one per worker; context shared
         self.stats: collections.Counter[str] = collections.Counter()
-        self._udp: asyncio.DatagramTransport | None = None
+        self.udp: asyncio.DatagramTransport | None = None
         self._by_ufrag: dict[str, PeerTransport] = {}
         self._by_addr: dict[Address, PeerTransport] = {}
+        self._routes: dict[PeerTransport, _Routes] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         udp, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=(self.host, self.port)
         )
-        self._udp = udp
+        self.udp = udp
         self.port = udp.get_extra_info("sockname")[1]
         sock = udp.get_extra_info("socket")
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -79,22 +95,59 @@ class UdpMux(asyncio.DatagramProtocol):
     @property
     def transport_count(self) -> int:
         """Live PeerTransports (for leak checks and stats)."""
-        return len(self._by_ufrag)
+        return len(self._routes)
 
-    def create_transport(self, *, on_state: Callable[[str], None] | None = None) -> PeerTransport:
-        ufrag = random_ice_string(UFRAG_LENGTH)
-        while ufrag in self._by_ufrag:
-            ufrag = random_ice_string(UFRAG_LENGTH)
-        transport = PeerTransport(self, ufrag, random_ice_string(PWD_LENGTH), on_state)
-        self._by_ufrag[ufrag] = transport
+    def create_transport(
+        self, *, on_state: Callable[[TransportState], None] | None = None
+    ) -> PeerTransport:
+        ufrag, pwd = self.new_credentials()
+        transport = PeerTransport(self, ufrag, pwd, on_state)
+        self.route_ufrag(ufrag, transport)
         return transport
 
     async def close(self) -> None:
-        for transport in list(self._by_ufrag.values()):
+        for transport in list(self._routes):
             await transport.close()
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+
+    # -- routing: what transports call --
+
+    def new_credentials(self) -> tuple[str, str]:
+        """A fresh (ufrag, pwd), the ufrag unused by any routed transport (RFC 8839 §5.4)."""
+        ufrag = random_ice_string(UFRAG_LENGTH)
+        while ufrag in self._by_ufrag:
+            ufrag = random_ice_string(UFRAG_LENGTH)
+        return ufrag, random_ice_string(PWD_LENGTH)
+
+    def route_ufrag(self, ufrag: str, transport: PeerTransport) -> None:
+        """Send Binding requests for `ufrag` (first half of USERNAME) to `transport`."""
+        self._by_ufrag[ufrag] = transport
+        self._routes.setdefault(transport, _Routes()).ufrags.add(ufrag)
+
+    def unroute_ufrag(self, ufrag: str, transport: PeerTransport) -> None:
+        if self._by_ufrag.get(ufrag) is transport:
+            del self._by_ufrag[ufrag]
+        routes = self._routes.get(transport)
+        if routes is not None:
+            routes.ufrags.discard(ufrag)
+
+    def unroute(self, transport: PeerTransport) -> None:
+        """Forget every ufrag and address of `transport` (it is closing)."""
+        routes = self._routes.pop(transport, None)
+        if routes is None:
+            return
+        for ufrag in routes.ufrags:
+            if self._by_ufrag.get(ufrag) is transport:
+                del self._by_ufrag[ufrag]
+        for addr in routes.addresses:
+            if self._by_addr.get(addr) is transport:
+                del self._by_addr[addr]
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if self.udp is not None:
+            self.udp.sendto(data, addr)
 
     # -- asyncio.DatagramProtocol: the per-packet path, no logging here --
 
@@ -103,19 +156,19 @@ class UdpMux(asyncio.DatagramProtocol):
             self.stats["dropped"] += 1
             return
         try:
-            first = data[0]
-            if 127 < first < 192:  # RTP/RTCP (RFC 7983): the common case first
+            kind = FIRST_BYTE[data[0]]
+            if kind is _RTP:  # the common case first
                 transport = self._by_addr.get(addr)
                 if transport is not None:
-                    transport._receive_srtp(data)
+                    transport.receive_srtp(data)
                     return
-            elif first < 4:
+            elif kind is _STUN:
                 self._receive_stun(data, addr)
                 return
-            elif 19 < first < 64:
+            elif kind is _DTLS:
                 transport = self._by_addr.get(addr)
                 if transport is not None:
-                    transport._receive_dtls(data)
+                    transport.receive_dtls(data)
                     return
             self.stats["dropped"] += 1
         except Exception:  # a bug or a user callback: keep the socket alive
@@ -134,43 +187,20 @@ class UdpMux(asyncio.DatagramProtocol):
         if message is None or transport is None:
             self.stats["stun_dropped"] += 1  # garbage or unknown ufrag: drop, never answer
             return
-        if transport._receive_stun(message, addr) and self._by_addr.get(addr) is not transport:
-            self._by_addr[addr] = transport
-            transport._addresses.add(addr)
-
-    def _rekey(self, transport: PeerTransport) -> tuple[str, str]:
-        """Fresh credentials for an ICE restart; the old ufrag stays routed to the transport
-        until a check with the new one arrives (in-flight consent checks are not lost)."""
-        ufrag = random_ice_string(UFRAG_LENGTH)
-        while ufrag in self._by_ufrag:
-            ufrag = random_ice_string(UFRAG_LENGTH)
-        self._by_ufrag[ufrag] = transport
-        return ufrag, random_ice_string(PWD_LENGTH)
-
-    def _forget_ufrag(self, ufrag: str, transport: PeerTransport) -> None:
-        if self._by_ufrag.get(ufrag) is transport:
-            del self._by_ufrag[ufrag]
-
-    def _sendto(self, data: bytes, addr: Address) -> None:
-        if self._udp is not None:
-            self._udp.sendto(data, addr)
-
-    def _unregister(self, transport: PeerTransport) -> None:
-        self._by_ufrag.pop(transport.ice_ufrag, None)
-        if transport._previous_responder is not None:
-            self._forget_ufrag(transport._previous_responder.ufrag, transport)
-        for addr in transport._addresses:
-            if self._by_addr.get(addr) is transport:
-                del self._by_addr[addr]
-        transport._addresses.clear()
+        if transport.receive_stun(message, addr) and self._by_addr.get(addr) is not transport:
+            routes = self._routes.get(transport)
+            if routes is not None:
+                self._by_addr[addr] = transport
+                routes.addresses.add(addr)
 
 
 class PeerTransport:
     """ICE-lite + DTLS (server role) + SRTP + SCTP data channels for one PeerConnection.
 
     Created before the remote description is known; nothing here needs it (a lite agent
-    needs neither the remote ufrag/pwd nor candidates). States: new → connecting (first
-    authenticated check) → connected (DTLS done, SRTP keyed) → failed | closed.
+    needs neither the remote ufrag/pwd nor candidates). States (`TransportState`): new →
+    connecting (first authenticated check) → connected (DTLS done, SRTP keyed) → failed |
+    closed.
     """
 
     def __init__(
@@ -178,34 +208,29 @@ class PeerTransport:
         mux: UdpMux,
         ufrag: str,
         pwd: str,
-        on_state: Callable[[str], None] | None = None,
+        on_state: Callable[[TransportState], None] | None = None,
     ) -> None:
-        self.ice_ufrag = ufrag
-        self.ice_pwd = pwd
         self.fingerprint = mux.certificate.fingerprint("sha-256")
-        self.state = "new"
+        self.state = TransportState.NEW
         self.on_state = on_state
         self.on_data: Callable[[str, bytes], None] | None = None
         self.on_channel_open: Callable[[str], None] | None = None
         self.on_rtp: Callable[[bytes], None] | None = None
         self.on_rtcp: Callable[[bytes], None] | None = None
         self.remote_address: Address | None = None  # where we send: nominated or first checked
-        self.remote_ufrag: str | None = None
         self.stats: collections.Counter[str] = collections.Counter()
         self._mux = mux
         self._loop = asyncio.get_running_loop()
-        self._addresses: set[Address] = set()
-        self._responder = IceLiteResponder(ufrag, pwd)
-        self._previous_responder: IceLiteResponder | None = None  # until the restart completes
-        self._rotated_since_remote = False
-        self._dtls = DtlsEndpoint(mux.certificate, server=True)
-        self._dtls_timer: asyncio.TimerHandle | None = None
-        self._remote_fingerprint: str | None = None
-        self._rx_srtp: pylibsrtp.Session | None = None
-        self._tx_srtp: pylibsrtp.Session | None = None
-        self._protect_rtp: Callable[[bytes], bytes] | None = None  # _tx_srtp's, fast path
-        self._last_check = 0.0
-        self._consent_timer: asyncio.TimerHandle | None = None
+        self._ice = IceLiteAgent(ufrag, pwd)
+        self._channel = SecureChannel(
+            mux.certificate, server=True, consent_timeout=mux.consent_timeout
+        )
+        # The channel's SRTP callables while CONNECTED, None otherwise: the per-packet path.
+        self._protect_rtp: Protect | None = None
+        self._protect_rtcp: Protect | None = None
+        self._unprotect: Unprotect | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self._sctp_port = SCTP_PORT
         self._sctp_max_message_size = MAX_MESSAGE_SIZE
         self._channels = DataChannels(
@@ -218,6 +243,18 @@ class PeerTransport:
         self._sctp_pump: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def ice_ufrag(self) -> str:
+        return self._ice.ufrag
+
+    @property
+    def ice_pwd(self) -> str:
+        return self._ice.pwd
+
+    @property
+    def remote_ufrag(self) -> str | None:
+        return self._ice.remote_ufrag
+
     # -- signalling-facing API --
 
     def local_candidates(self) -> list[str]:
@@ -225,28 +262,17 @@ class PeerTransport:
         return [f"candidate:1 1 udp {HOST_PRIORITY} {ip} {port} typ host generation 0"]
 
     def set_remote_ice(self, ufrag: str, pwd: str) -> bool:
-        """The remote's credentials (a lite agent checks nothing with them). New ones in a
-        remote offer are an ICE restart, which the answerer must follow with new credentials
-        of its own (RFC 8839 §4.4.1.1.1): returns True when ours changed for it."""
-        restarted = self.remote_ufrag is not None and ufrag != self.remote_ufrag
-        self.remote_ufrag = ufrag
-        rotate = restarted and not self._rotated_since_remote
-        self._rotated_since_remote = False
-        if rotate:
-            self.restart_ice()
-            self._rotated_since_remote = False
-        return rotate
+        """The remote's credentials. New ones in a remote offer are an ICE restart, which the
+        answerer must follow with new credentials of its own (RFC 8839 §4.4.1.1.1): returns
+        True when ours changed for it."""
+        if not self._ice.set_remote_credentials(ufrag, pwd):
+            return False
+        self._restart(answering=True)
+        return True
 
     def restart_ice(self) -> None:
         """New local ufrag/pwd (RFC 8445 §9); DTLS and SRTP carry on over the new checks."""
-        if self._previous_responder is not None:
-            self._mux._forget_ufrag(self._previous_responder.ufrag, self)
-        previous_ufrag = self.ice_ufrag
-        self._previous_responder = self._responder
-        self.ice_ufrag, self.ice_pwd = self._mux._rekey(self)
-        self._responder = IceLiteResponder(self.ice_ufrag, self.ice_pwd)
-        self._rotated_since_remote = True
-        logger.debug("transport %s ICE restart (was %s)", self.ice_ufrag, previous_ufrag)
+        self._restart(answering=False)
 
     def add_remote_candidate(self, candidate: str) -> None:
         """Validate and ignore: peer-reflexive addresses from the checks are enough (RFC 8445
@@ -257,9 +283,8 @@ class PeerTransport:
         """The remote `a=fingerprint` ("sha-256 AB:…"). Checked when DTLS completes, or now if
         it already has (the first DTLS flight can beat the client's answer); mismatch → failed.
         Never calling this accepts any certificate."""
-        self._remote_fingerprint = fingerprint
-        if self._dtls.state is DtlsState.CONNECTED:
-            self._verify_fingerprint()
+        self._channel.set_remote_fingerprint(fingerprint)
+        self._sync_state()
 
     def set_remote_sctp(
         self, port: int = SCTP_PORT, max_message_size: int = MAX_MESSAGE_SIZE
@@ -289,16 +314,16 @@ class PeerTransport:
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
             return
-        udp = self._mux._udp
+        udp = self._mux.udp
         if udp is not None:
             udp.sendto(data, addr)
 
     def send_rtcp(self, packet: bytes) -> None:
-        tx = self._tx_srtp
-        if tx is None or self.remote_address is None:
+        protect, addr = self._protect_rtcp, self.remote_address
+        if protect is None or addr is None:
             return
         try:
-            self._mux._sendto(tx.protect_rtcp(packet), self.remote_address)
+            self._mux.sendto(protect(packet), addr)
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
 
@@ -306,69 +331,56 @@ class PeerTransport:
         if self._closed:
             return
         self._closed = True
-        self._cancel_timers()
+        self._cancel_timer()
         if self._sctp_pump is not None and not self._sctp_pump.done():
             self._sctp_pump.cancel()
         try:
             await self._channels.close()  # SCTP ABORT while DTLS can still carry it
         except Exception:  # best effort: aiortc internals on a half-open association
             logger.debug("SCTP close failed for %s", self.ice_ufrag, exc_info=True)
-        self._dtls.close()  # close_notify (RFC 5246 §7.2.1)
+        self._channel.close()  # close_notify (RFC 5246 §7.2.1)
         self._flush_dtls()
-        self._rx_srtp = self._tx_srtp = self._protect_rtp = None
-        self._mux._unregister(self)
-        self._set_state("closed")
+        self._mux.unroute(self)
+        self._sync_state()
 
     # -- called by UdpMux --
 
-    def _receive_stun(self, message: stun.Message, addr: Address) -> bool:
-        responder = self._responder
-        previous = self._previous_responder
-        if previous is not None and local_ufrag_of(message) == previous.ufrag:
-            responder = previous  # a check still using the credentials before the restart
-        result = responder.handle(message, addr)
-        if previous is not None and responder is self._responder and result.authenticated:
-            self._previous_responder = None  # the restart is done: drop the old credentials
-            self._mux._forget_ufrag(previous.ufrag, self)
-        if result.response is not None:
-            self._mux._sendto(result.response, addr)
-        if not result.authenticated:
+    def receive_stun(self, message: stun.Message, addr: Address) -> bool:
+        """One Binding request for one of our ufrags; True when it authenticated (the mux then
+        routes `addr` here)."""
+        check = self._ice.handle(message, addr)
+        if check.retired_ufrag is not None:
+            self._mux.unroute_ufrag(check.retired_ufrag, self)
+        if check.response is not None:
+            self._mux.sendto(check.response, addr)
+        if not check.authenticated:
             self.stats["stun_unauthorized"] += 1
             return False
-        self._last_check = self._loop.time()  # consent refreshed (RFC 7675 §5.1)
-        if self.remote_address is None or result.use_candidate:
-            # Send to the first checked address until the controlling agent nominates a
-            # pair (RFC 8445 §8.1.1: USE-CANDIDATE), then to the nominated one.
-            self.remote_address = addr
-        if self.state == "new":
-            self._set_state("connecting")
+        self.remote_address = self._ice.remote_address
+        now = self._loop.time()
+        self._channel.refresh_consent(now)  # RFC 7675 §5.1
+        if self.state is TransportState.NEW:
+            self._channel.start(now)  # DTLS server: wait for the ClientHello
+            self._sync_state()
         return True
 
-    def _receive_dtls(self, data: bytes) -> None:
-        dtls = self._dtls
-        was_connected = dtls.state is DtlsState.CONNECTED
-        records = dtls.feed(data)
+    def receive_dtls(self, data: bytes) -> None:
+        records = self._channel.receive(data, self._loop.time())
         self._flush_dtls()
-        if not was_connected:
-            if dtls.state is DtlsState.CONNECTED:
-                self._handshake_done()
-            elif dtls.state is DtlsState.FAILED:
-                self._fail(f"DTLS {dtls.error}")
-            else:
-                self._arm_dtls_timer()
-        elif dtls.state is DtlsState.CLOSED and self.state != "closed":
-            self._set_state("closed")  # peer sent close_notify; owner still calls close()
-        if records and self.state == "connected":  # never after a fingerprint mismatch
+        self._sync_state()
+        self._arm_timer()
+        if records:
             self._sctp_inbox.extend(records)
             self._run_sctp_pump()
 
-    def _receive_srtp(self, data: bytes) -> None:
-        rx = self._rx_srtp
-        if rx is None or len(data) < 12:
+    def receive_srtp(self, data: bytes) -> None:
+        """Hot path: one SRTP or SRTCP packet from the remote address."""
+        unprotect = self._unprotect
+        if unprotect is None or len(data) < 12:
             self.stats["srtp_dropped"] += 1
             return
         try:
-            packet, is_rtcp = unprotect(rx, data)
+            packet, is_rtcp = unprotect(data)
         except pylibsrtp.Error:
             self.stats["srtp_unprotect_failed"] += 1
             return
@@ -378,68 +390,72 @@ class PeerTransport:
 
     # -- internals --
 
-    def _handshake_done(self) -> None:
-        self._cancel_dtls_timer()
-        keys = self._dtls.srtp_keys
-        assert keys is not None  # CONNECTED implies exported keys
-        if self._remote_fingerprint is not None and not self._verify_fingerprint():
+    def _restart(self, *, answering: bool) -> None:
+        previous = self.ice_ufrag
+        ufrag, pwd = self._mux.new_credentials()
+        self._mux.route_ufrag(ufrag, self)
+        retired = self._ice.restart(ufrag, pwd, answering=answering)
+        if retired is not None:
+            self._mux.unroute_ufrag(retired, self)
+        logger.debug("transport %s ICE restart (was %s)", ufrag, previous)
+
+    def _sync_state(self) -> None:
+        """Follow the channel's state: cache or drop SRTP, start SCTP, tell the owner."""
+        channel = self._channel
+        state = channel.state
+        if state is self.state:
             return
-        self._rx_srtp = keys.inbound_session()
-        self._tx_srtp = keys.outbound_session()
-        self._protect_rtp = fast_protect(self._tx_srtp)
-        logger.debug(
-            "transport %s DTLS connected (%s, %s)",
-            self.ice_ufrag,
-            self._dtls.selected_cipher,
-            keys.profile.name.decode(),
-        )
-        self._run_sctp_pump()  # starts the association first
-        self._set_state("connected")
-        self._consent_timer = self._loop.call_later(self._mux.consent_timeout, self._check_consent)
+        self.state = state
+        if state is TransportState.CONNECTED:
+            self._protect_rtp = channel.protect_rtp
+            self._protect_rtcp = channel.protect_rtcp
+            self._unprotect = channel.unprotect
+            logger.debug(
+                "transport %s DTLS connected (%s, %s)",
+                self.ice_ufrag,
+                channel.selected_cipher,
+                channel.srtp_profile,
+            )
+            self._run_sctp_pump()  # starts the association first
+        elif state is TransportState.FAILED or state is TransportState.CLOSED:
+            self._protect_rtp = self._protect_rtcp = self._unprotect = None
+            self._cancel_timer()
+            if state is TransportState.FAILED:
+                logger.info("transport %s failed: %s", self.ice_ufrag, channel.error)
+        if self.on_state is not None:
+            self.on_state(state)
 
-    def _verify_fingerprint(self) -> bool:
-        assert self._remote_fingerprint is not None
-        if self._dtls.fingerprint_matches(self._remote_fingerprint):
-            return True
-        self._fail("remote certificate does not match a=fingerprint")
-        return False
+    def _arm_timer(self) -> None:
+        """One timer for the channel's next deadline. A later deadline (consent refreshed)
+        leaves an earlier timer armed: it fires, finds nothing due and re-arms."""
+        due = self._channel.next_timeout()
+        if due is None or (self._timer is not None and self._timer_due <= due):
+            return
+        self._cancel_timer()
+        self._timer_due = due
+        self._timer = self._loop.call_at(due, self._on_timer)
 
-    def _check_consent(self) -> None:
-        remaining = self._last_check + self._mux.consent_timeout - self._loop.time()
-        if remaining <= 0:
-            self._fail("ICE consent expired")  # RFC 7675 §5.1
-        else:
-            self._consent_timer = self._loop.call_later(remaining, self._check_consent)
-
-    def _arm_dtls_timer(self) -> None:
-        self._cancel_dtls_timer()
-        delay = self._dtls.timeout()
-        if delay is not None:
-            self._dtls_timer = self._loop.call_later(delay, self._dtls_timer_fired)
-
-    def _dtls_timer_fired(self) -> None:
-        self._dtls_timer = None
-        self._dtls.handle_timeout()  # retransmits the last flight (RFC 6347 §4.2.4.1)
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._channel.handle_timeout(self._loop.time())
         self._flush_dtls()
-        if self._dtls.state is DtlsState.FAILED:
-            self._fail(f"DTLS {self._dtls.error}")
-        else:
-            self._arm_dtls_timer()
+        self._sync_state()
+        self._arm_timer()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _flush_dtls(self) -> None:
         addr = self.remote_address
-        for datagram in self._dtls.datagrams_to_send():
+        for datagram in self._channel.datagrams_to_send():
             if addr is not None:
-                self._mux._sendto(datagram, addr)
+                self._mux.sendto(datagram, addr)
 
     def _send_dtls_record(self, data: bytes) -> None:
         """Outgoing SCTP packet → one DTLS record (RFC 8261 §5); dropped unless connected."""
-        if self._dtls.state is not DtlsState.CONNECTED or self.state == "failed":
-            self.stats["sctp_dropped"] += 1
-            return
-        try:
-            self._dtls.send(data)
-        except (DtlsError, SSL.Error):
+        if not self._channel.send_record(data):
             self.stats["sctp_dropped"] += 1
             return
         self._flush_dtls()
@@ -468,69 +484,6 @@ class PeerTransport:
     def _channel_message(self, label: str, payload: bytes) -> None:
         if self.on_data is not None:
             self.on_data(label, payload)
-
-    def _fail(self, reason: str) -> None:
-        if self.state in ("failed", "closed"):
-            return
-        logger.info("transport %s failed: %s", self.ice_ufrag, reason)
-        self._cancel_timers()
-        self._rx_srtp = self._tx_srtp = self._protect_rtp = None
-        self._set_state("failed")
-
-    def _cancel_dtls_timer(self) -> None:
-        if self._dtls_timer is not None:
-            self._dtls_timer.cancel()
-            self._dtls_timer = None
-
-    def _cancel_timers(self) -> None:
-        self._cancel_dtls_timer()
-        if self._consent_timer is not None:
-            self._consent_timer.cancel()
-            self._consent_timer = None
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            if self.on_state is not None:
-                self.on_state(state)
-
-
-def unprotect(rx: pylibsrtp.Session, data: bytes) -> tuple[bytes, bool]:
-    """SRTP or SRTCP on one rtcp-mux'd port → (plain packet, is_rtcp); raises pylibsrtp.Error.
-    RFC 5761 §4: payload type 64-95 (RTCP types 192-223 without the marker bit) is RTCP."""
-    if 63 < (data[1] & 0x7F) < 96:
-        return rx.unprotect_rtcp(data), True
-    return rx.unprotect(data), False
-
-
-def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
-    """`session.protect` without pylibsrtp's per-call allocation, type check and wrapper calls:
-    about 1 µs of the ~7 µs a forwarded packet costs (bench/compare.py, fan-out 10-150). Uses
-    pylibsrtp's own buffer and libsrtp binding; falls back to `session.protect` if those
-    internals are not there. Raises pylibsrtp.Error like `protect` does."""
-    try:
-        from pylibsrtp._binding import ffi, lib
-
-        srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
-        limit = len(cdata) - pylibsrtp.SRTP_MAX_TRAILER_LEN
-    except (ImportError, AttributeError, TypeError):
-        return session.protect
-    length = ffi.new("int *")
-    srtp_protect = lib.srtp_protect
-
-    def protect(packet: bytes, _session: pylibsrtp.Session = session) -> bytes:
-        # _session keeps the libsrtp context alive as long as this closure (ffi.gc frees it).
-        size = len(packet)
-        if size > limit:
-            raise pylibsrtp.Error(f"RTP packet too long to protect ({size} bytes)")
-        buffer[0:size] = packet
-        length[0] = size
-        status = srtp_protect(srtp, cdata, length)
-        if status:
-            raise pylibsrtp.Error(f"srtp_protect failed with status {status}")
-        return buffer[0 : length[0]]
-
-    return protect
 
 
 def _is_specific_ip(host: str) -> bool:

@@ -1,8 +1,9 @@
 """Receive side of the plane: one `UpTrack` per published track, one `ReceiveLayer` per
 simulcast layer (SSRC), with receive statistics, a packet cache for NACKs and audio levels.
 
-An UpTrack parses each packet once into a reused `PacketInfo` and hands it to its downtracks;
-everything per subscriber happens in `downtrack.py`.
+An UpTrack parses each packet once into a reused `PacketInfo` and hands it to its downtracks,
+which it knows only as `track_sender.TrackSender`s; everything per subscriber happens in
+`downtrack.py`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from .codecs import AUDIO, RTX, VP8, Vp8Descriptor, clock_rate, codec_kind, is_keyframe_start
+from .codecs import AUDIO, RTX, VP8, clock_rate, codec_kind, is_keyframe_start
 from .rtcp import ReportBlock, build_pli, ntp_middle32
 from .rtp import (
     URI_AUDIO_LEVEL,
@@ -26,47 +26,12 @@ from .rtp import (
     parse_rtp,
     read_string_extension,
 )
-
-if TYPE_CHECKING:
-    from .downtrack import DownTrack
+from .track_sender import PacketInfo, TrackSender
 
 PLI_INTERVAL = 0.5  # s between keyframe requests per layer (LiveKit rtc.pli_throttle, low)
 LAYER_TIMEOUT = 1.0  # s without packets after which a simulcast layer counts as stopped
 CACHE_SIZE_VIDEO = 512  # packets kept for NACKs (LiveKit: 500 video / 200 audio)
 CACHE_SIZE_AUDIO = 256
-
-
-class PacketInfo:
-    """One received packet as every downtrack sees it; reused for each packet (no allocation)."""
-
-    __slots__ = (
-        "clock_rate",
-        "header",
-        "keyframe",
-        "layer",
-        "marker",
-        "now",
-        "packet",
-        "payload_type",
-        "sequence",
-        "stamp",
-        "timestamp",
-        "vp8",
-    )
-
-    def __init__(self) -> None:
-        self.header = RtpHeader()
-        self.vp8 = Vp8Descriptor()
-        self.packet = b""
-        self.stamp = 0  # unique per parsed packet: keys the per-group rewrite cache
-        self.layer = 0
-        self.sequence = 0
-        self.timestamp = 0
-        self.payload_type = 0
-        self.marker = 0  # 0x80 or 0
-        self.keyframe = False
-        self.clock_rate = 90000
-        self.now = 0.0
 
 
 class ReceiveLayer:
@@ -245,7 +210,7 @@ class UpTrack:
         self.layers = [
             ReceiveLayer(self, i, rid, size) for i, rid in enumerate(self.rids or [None])
         ]
-        self.downtracks: tuple[DownTrack, ...] = ()
+        self.downtracks: tuple[TrackSender, ...] = ()
         self._rewriters: dict[tuple[tuple[int, int], ...], ExtensionRewriter] = {}
         self.muted = False
         self.plis_sent = 0
@@ -351,11 +316,11 @@ class UpTrack:
         candidate = ExtensionRewriter(self.extensions, subscriber_extensions)
         return self._rewriters.setdefault(candidate.key, candidate)
 
-    def add_downtrack(self, downtrack: DownTrack) -> None:
+    def add_downtrack(self, downtrack: TrackSender) -> None:
         self.downtracks = (*self.downtracks, downtrack)
         downtrack.set_target(self.best_layer(downtrack.wanted, self.clock()))
 
-    def remove_downtrack(self, downtrack: DownTrack) -> None:
+    def remove_downtrack(self, downtrack: TrackSender) -> None:
         self.downtracks = tuple(d for d in self.downtracks if d is not downtrack)
 
     def best_layer(self, wanted: int | None, now: float) -> int | None:
