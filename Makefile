@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-deps lint format clean
+.PHONY: run setup test unit test-deps lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,17 @@ test-deps:
 test: setup test-deps lint
 	$(BIN)/python -m pytest -q
 
+## unit: the unit tests only (seconds; no Debian or npm packages needed)
+unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+## lint: ruff, mypy, the import contracts (layers, no cycles) and file/class size limits
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_sizes.py src
 
 format: setup
 	$(BIN)/ruff check --fix src tests bench

@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-# The protocol version we speak to clients (LiveKit `CurrentProtocol`, reference 01).
+# The protocol version we speak to clients (LiveKit `CurrentProtocol`,
+# docs/protocol/01-signalling-connection.md).
 PROTOCOL_VERSION = 16
 
 # The livekit-server version whose client-facing behaviour we implement. SDKs gate features on

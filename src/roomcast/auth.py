@@ -1,4 +1,4 @@
-"""Access tokens: HS256 JWTs carrying LiveKit claims and grants (reference 09).
+"""Access tokens: HS256 JWTs carrying LiveKit claims and grants (docs/protocol/09-access-tokens.md).
 
 The server reads ``iss`` (the API key) before verifying, looks the secret up, then verifies the
 signature, ``exp`` (required) and ``nbf`` with 60 s of leeway, as LiveKit's verifier does.
@@ -26,7 +26,7 @@ LEEWAY_SECONDS = 60
 DEFAULT_TTL_SECONDS = 6 * 3600
 MAX_TOKEN_LENGTH = 64 * 1024
 
-# Lower-case TrackSource names used in `canPublishSources` (reference 09 §9.2).
+# Lower-case TrackSource names used in `canPublishSources` (docs/protocol/09-access-tokens.md §9.2).
 _SOURCE_NAMES = {
     "camera": models.TrackSource.CAMERA,
     "microphone": models.TrackSource.MICROPHONE,
@@ -69,7 +69,8 @@ class VideoGrant:
     recorder: bool = False
     agent: bool = False
 
-    # Defaults when absent follow LiveKit's GetCanPublish & co. (reference 09 table).
+    # Defaults when absent follow LiveKit's GetCanPublish & co.
+    # (docs/protocol/09-access-tokens.md §9.2).
     @property
     def effective_can_publish(self) -> bool:
         return True if self.can_publish is None else self.can_publish
@@ -92,7 +93,8 @@ class VideoGrant:
         return self.room_admin and bool(room) and self.room == room
 
     def to_permission(self) -> models.ParticipantPermission:
-        """ParticipantPermission as LiveKit derives it (PROTO ``VideoGrant.ToPermission``)."""
+        """ParticipantPermission as LiveKit derives it from the grant
+        (docs/protocol/09-access-tokens.md §9.2)."""
         return models.ParticipantPermission(
             can_subscribe=self.effective_can_subscribe,
             can_publish=self.effective_can_publish,
@@ -336,5 +338,6 @@ def create_token(
 
 
 def body_sha256(body: bytes) -> str:
-    """Standard base64 (with padding) of SHA-256 over the exact bytes (webhooks, reference 10)."""
+    """Standard base64 (with padding) of SHA-256 over the exact bytes (webhooks,
+    docs/protocol/10-webhooks.md)."""
     return base64.b64encode(hashlib.sha256(body).digest()).decode()

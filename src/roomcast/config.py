@@ -1,4 +1,5 @@
-"""Configuration with livekit-server's YAML keys, env variables and flags (reference 12).
+"""Configuration with livekit-server's YAML keys, env variables and flags
+(docs/protocol/12-config-cli-multinode.md).
 
 Each section is a dataclass; its field names are the YAML keys. Parsing is strict, as
 livekit-server's is: an unknown key or a value of the wrong type is a ``ConfigError`` naming
@@ -102,7 +103,8 @@ class RedisTLSConfig:
 
 @dataclass
 class RedisConfig:
-    """Multi-node mode is on when an address (or sentinel addresses) is set (reference 12 §12.5)."""
+    """Multi-node mode is on when an address (or sentinel addresses) is set
+    (docs/protocol/12-config-cli-multinode.md §12.5)."""
 
     address: str = ""  # host:port, or unix:///path/to/redis.sock
     username: str = ""
@@ -122,7 +124,8 @@ class RedisConfig:
 
 @dataclass
 class NodeSelectorConfig:
-    """Where a new room is placed (reference 12 §12.4 ``node_selector``)."""
+    """Where a new room is placed (docs/protocol/12-config-cli-multinode.md §12.4
+    ``node_selector``)."""
 
     kind: str = "any"  # any | cpuload | sysload: the latter two skip nodes above their limit
     sort_by: str = "sysload"  # sysload | cpuload | rooms | clients | random
@@ -368,7 +371,8 @@ class Overrides:
 
 
 def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None = None) -> Config:
-    """Build the effective configuration the way livekit-server does (reference 12 §12.1-12.2)."""
+    """Build the effective configuration the way livekit-server does
+    (docs/protocol/12-config-cli-multinode.md §12.1-12.2)."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     body = overrides.config_body or env.get("LIVEKIT_CONFIG")

@@ -1,4 +1,5 @@
-"""Identifiers with LiveKit's prefixes: the SDKs depend on them (reference 02 §2.8)."""
+"""Identifiers with LiveKit's prefixes: the SDKs depend on them
+(docs/protocol/02-join-and-transports.md §2.8)."""
 
 import secrets
 import string

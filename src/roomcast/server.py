@@ -69,7 +69,8 @@ class Server:
         self.sessions = SessionManager(
             config, self.admin, self.mux, self.media, self.node_id, self.metrics
         )
-        # Multi-node mode (reference 12 §12.5): only when Redis is configured.
+        # Multi-node mode (docs/protocol/12-config-cli-multinode.md §12.5): only when Redis is
+        # configured.
         self.router = (
             Router(config, NodeRecord(id=self.node_id, region=config.region), self._node_stats)
             if config.redis.enabled
@@ -105,7 +106,11 @@ class Server:
         )  # / (health or playground)
         self.app.router.add_get("/metrics", self._serve_metrics)
         self.rtc = RtcEndpoint(
-            self.verifier, self.sessions, config.limit.signal_message_size_limit, self.router
+            self.verifier,
+            self.sessions,
+            self.metrics,
+            config.limit.signal_message_size_limit,
+            self.router,
         )
         self.rtc.add_routes(self.app)
         self.cluster_agents: ClusterAgents | None = None

@@ -88,6 +88,9 @@ class Metrics:
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
         ProcessCollector(registry=self.registry)
 
+    def count_signal_request(self, kind: str) -> None:
+        self.signal_requests.labels(kind).inc()
+
     def timed_forward(
         self, forward: Callable[[object, bytes], None]
     ) -> Callable[[object, bytes], None]:

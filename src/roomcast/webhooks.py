@@ -1,4 +1,4 @@
-"""Signed webhook delivery, ordered per room (reference 10).
+"""Signed webhook delivery, ordered per room (docs/protocol/10-webhooks.md).
 
 Each event is serialised once to proto3 JSON (camelCase, defaults omitted, int64 as strings),
 hashed, signed into a JWT whose ``sha256`` claim covers those exact bytes, and POSTed with

@@ -100,7 +100,7 @@ async def test_browser_camera_and_microphone_reach_python_and_another_page(
         assert audio_in["packetsReceived"] > 0, stats
 
         # Our receiver feedback (RR/REMB) lets Chrome send its top simulcast layer too
-        # (shared/reference 16 §7: without it `f` never starts).
+        # (docs/protocol/16-media-interop.md §7: without it `f` never starts).
         layers = await publisher.wait_for_outbound_layer("f")
         assert set(layers) == {"q", "h", "f"}, layers
 

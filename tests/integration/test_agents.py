@@ -1,4 +1,5 @@
-"""Agents: real livekit-agents workers, and raw protocol workers, against ``/agent`` (reference 14).
+"""Agents: real livekit-agents workers, and raw protocol workers, against ``/agent``
+(docs/protocol/14-agents.md).
 
 The real workers run ``tests/agents/agent.py start`` from the agents venv (created by
 ``scripts/agents-venv.sh``; livekit-agents pins its own `livekit` version) and are started

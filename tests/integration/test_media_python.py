@@ -185,7 +185,8 @@ async def test_subscriptions_permissions_and_speakers(server: Server) -> None:
         )
         assert speakers[0].sid == fay.local_participant.sid
 
-        # Revoking canPublish unpublishes fay's tracks for everyone (reference 05 §5.10).
+        # Revoking canPublish unpublishes fay's tracks for everyone
+        # (docs/protocol/05-room-and-participant-updates.md §5.10).
         await lk.room.update_participant(
             api.UpdateParticipantRequest(
                 room="media2",

@@ -1,4 +1,5 @@
-"""Several Roomcast nodes sharing rooms through a real Redis (issue 8, reference 12 §12.5).
+"""Several Roomcast nodes sharing rooms through a real Redis (issue 8,
+docs/protocol/12-config-cli-multinode.md §12.5).
 
 Each node is a real `roomcast serve` process; participants use the official Python SDK and the
 API calls go through livekit-api. Placement is by room count with ties to the local node, so

@@ -72,7 +72,8 @@ async def test_metadata_name_and_attributes_reach_both_sides(server: Server) -> 
             "participant_attributes_changed",
             lambda changed, p: p.attributes == {"team": "blue", "seat": "4"},
         )
-        # The participant itself sees its own updated info too (reference 05 §5.1).
+        # The participant itself sees its own updated info too
+        # (docs/protocol/05-room-and-participant-updates.md §5.1).
         assert erin.local_participant.metadata == "erin-meta"
         assert erin.local_participant.name == "Erin E."
         await erin.local_participant.set_attributes({"seat": ""})  # empty value deletes
@@ -248,7 +249,7 @@ async def test_participant_without_can_publish_data_cannot_send(server: Server) 
         await quin_events.wait("participant_connected", lambda p: p.identity == "rita")
         assert not quin.local_participant.permissions.can_publish_data
         dropped = server.admin.data.packets_dropped
-        # The SDK sends it; the server must drop it (reference 06 §6.3 rule 1).
+        # The SDK sends it; the server must drop it (docs/protocol/06-data-packets.md §6.3 rule 1).
         await quin.local_participant.publish_data(b"forbidden", reliable=True)
         await until(lambda: server.admin.data.packets_dropped > dropped)
         assert not [a for a in rita_events.all("data_received") if a[0].data == b"forbidden"]

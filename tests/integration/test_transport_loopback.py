@@ -195,7 +195,8 @@ async def connect(mux: UdpMux, transport: PeerTransport) -> TestClient:
     assert response.message_class == stun.Class.RESPONSE
     assert response.check_message_integrity(transport.ice_pwd.encode())
     assert response.attributes["XOR-MAPPED-ADDRESS"] == client.udp.get_extra_info("sockname")  # type: ignore[union-attr]
-    client.start_dtls()  # DTLS before nomination (ref 15): the address is already mapped
+    # DTLS before nomination (docs/protocol/15-interop-findings.md): the address is already mapped
+    client.start_dtls()
     await asyncio.wait_for(client.connected.wait(), TIMEOUT)
     assert await client.check(use_candidate=True) is not None
     return client
@@ -225,7 +226,8 @@ async def test_peer_close_notify_then_close_unregisters(mux: UdpMux) -> None:
     states = Recorder()
     transport = mux.create_transport(on_state=states.add)
     client = await connect(mux, transport)
-    client.channel.close()  # what the SDKs do on disconnect (ref 15 §4)
+    # what the SDKs do on disconnect (docs/protocol/15-interop-findings.md §4)
+    client.channel.close()
     client.flush()
     await states.wait_for("closed")
     assert states.items == ["connecting", "connected", "closed"]
@@ -385,7 +387,8 @@ def answer_sdp(offer: str, transport: PeerTransport) -> str:
 )
 async def test_aiortc_peer_connection_as_client(mux: UdpMux) -> None:
     """An independent WebRTC stack (aiortc's ICE, DTLS, SCTP, SRTP) as the client: it checks
-    from its interface address to our 127.0.0.1 candidate, as libwebrtc does (ref 15)."""
+    from its interface address to our 127.0.0.1 candidate, as libwebrtc does
+    (docs/protocol/15-interop-findings.md)."""
     states = Recorder()
     server_opened = Recorder()
     server_data = Recorder()

@@ -21,7 +21,7 @@ def test_round_trip_and_defaults() -> None:
     assert claims.api_key == "key1" and claims.identity == "bob" and claims.name == "Bob"
     grant = claims.video
     # Absent grants: canPublish/canSubscribe true, canPublishData follows canPublish,
-    # canUpdateOwnMetadata false (reference 09).
+    # canUpdateOwnMetadata false (docs/protocol/09-access-tokens.md).
     assert grant.effective_can_publish and grant.effective_can_subscribe
     assert grant.effective_can_publish_data and not grant.effective_can_update_own_metadata
 

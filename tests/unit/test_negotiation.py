@@ -1,4 +1,5 @@
-"""Offer/answer built from the offers Chrome and the Rust SDK sent (reference 15, 16)."""
+"""Offer/answer built from the offers Chrome and the Rust SDK sent
+(docs/protocol/15-interop-findings.md, docs/protocol/16-media-interop.md)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ VIDEO_FB = ["nack", "nack pli", "ccm fir", "goog-remb"]
 VIDEO_FB_OFFER_ORDER = ["goog-remb", "ccm fir", "nack", "nack pli"]
 
 # Chrome 156 + livekit-client: microphone (RED preferred, as JS does with red: true), camera with
-# simulcast q/h/f (no a=ssrc lines, reference 16 §7) and the data section, all in one offer.
+# simulcast q/h/f (no a=ssrc lines, docs/protocol/16-media-interop.md §7) and the data section, all
+# in one offer.
 CHROME_OFFER = f"""v=0
 o=- 4611731400430051336 3 IN IP4 127.0.0.1
 s=-
@@ -238,8 +240,9 @@ _RUST_BURNT_VIDEO = (
 )
 
 # livekit 1.2.1 (Rust SDK) publisher offer after the v1->v0 fallback with a microphone and a
-# camera published (reference 16 §2): the six burnt recvonly sections 7..12 stay, new sendonly
-# sections 13 (opus with stereo=1, every audio codec) and 14 (VP8 only, no RTX), data moved to 15.
+# camera published (docs/protocol/16-media-interop.md §2): the six burnt recvonly sections 7..12
+# stay, new sendonly sections 13 (opus with stereo=1, every audio codec) and 14 (VP8 only, no RTX),
+# data moved to 15.
 RUST_MEDIA_OFFER = (
     """v=0
 o=- 5820369131458624719 3 IN IP4 127.0.0.1
@@ -305,7 +308,8 @@ def parse(text: str) -> SessionDescription:
 
 
 def livekit_policy(section: MediaSection) -> MediaAnswerPlan | None:
-    """What Roomcast's media layer is expected to pass: reference 13 §13.2/§13.3, 16 §2/§7."""
+    """What Roomcast's media layer is expected to pass: docs/protocol/13-media.md §13.2/§13.3,
+    docs/protocol/16-media-interop.md §2/§7."""
     if section.kind == "audio":
         return plan_recv_media(
             section, codecs=["red", "opus"], header_extensions=AUDIO_EXTS, rtcp_feedback=["nack"]
@@ -473,7 +477,8 @@ def test_plan_without_rtx_or_simulcast() -> None:
 
 
 def test_rust_offer_with_media_policy_matches_what_interop_tested() -> None:
-    """Reference 16 §2: reject 7..12, accept 13 (audio), 14 (VP8 only), 15; BUNDLE 13 14 15."""
+    """docs/protocol/16-media-interop.md §2: reject 7..12, accept 13 (audio), 14 (VP8 only), 15;
+    BUNDLE 13 14 15."""
     offer = parse(RUST_MEDIA_OFFER)
     answer = parse(build_answer(offer, ICE, livekit_policy))
     assert answer.groups == [Group("BUNDLE", ["13", "14", "15"])]

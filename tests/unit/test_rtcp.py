@@ -31,7 +31,8 @@ from roomcast.media.rtcp import (
     parse_rtcp,
 )
 
-# libwebrtc publisher compound: SR (no blocks) + SDES CNAME, as observed (ref 16 §2).
+# libwebrtc publisher compound: SR (no blocks) + SDES CNAME, as observed
+# (docs/protocol/16-media-interop.md §2).
 SR_SDES = bytes.fromhex(
     "80c80006"
     "2a1b3c4d"

@@ -1,4 +1,5 @@
-"""SDP parser/writer fed with what the SDKs sent (reference 15, 16), plus broken input."""
+"""SDP parser/writer fed with what the SDKs sent (docs/protocol/15-interop-findings.md,
+docs/protocol/16-media-interop.md), plus broken input."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ CHROME_VIDEO_FMTS = (
 )
 
 # Chrome 156 + livekit-client 2.23.0, first publisher offer: camera with simulcast q/h/f, VP8
-# preferred, no data section yet, no a=ssrc lines (reference 16 §7).
+# preferred, no data section yet, no a=ssrc lines (docs/protocol/16-media-interop.md §7).
 CHROME_SIMULCAST_OFFER = f"""v=0
 o=- 7032891522462318264 2 IN IP4 127.0.0.1
 s=-
@@ -179,8 +180,8 @@ a=rid:f send
 a=simulcast:send q;h;f
 """
 
-# Chrome's answer to our data-only subscriber offer (reference 15 §2/§3): two spaces after
-# "msid-semantic:", trickle, setup active, no candidates.
+# Chrome's answer to our data-only subscriber offer (docs/protocol/15-interop-findings.md §2/§3):
+# two spaces after "msid-semantic:", trickle, setup active, no candidates.
 CHROME_DATA_ANSWER = f"""v=0
 o=- 2243116862367436511 2 IN IP4 127.0.0.1
 s=-
@@ -291,7 +292,7 @@ a=rtcp-rsize
 
 # livekit 1.2.1 (Rust SDK / libwebrtc) publisher offer after the /rtc/v1 404 and the v0 retry:
 # 3 recvonly audio + 3 recvonly video sections left from the single-PC layout, then the data
-# section; mids 7..13, a=sctp-init, trickle goog-sped-v1 (reference 15 §2).
+# section; mids 7..13, a=sctp-init, trickle goog-sped-v1 (docs/protocol/15-interop-findings.md §2).
 RUST_FALLBACK_OFFER = (
     """v=0
 o=- 5820369131458624719 2 IN IP4 127.0.0.1

@@ -64,7 +64,8 @@ def test_success_response_has_mapped_address_integrity_and_fingerprint() -> None
 
 
 def test_first_check_without_use_candidate_is_authenticated() -> None:
-    # libwebrtc uses regular nomination: the first checks carry no USE-CANDIDATE (ref 15).
+    # libwebrtc uses regular nomination: the first checks carry no USE-CANDIDATE
+    # (docs/protocol/15-interop-findings.md).
     _, raw, authenticated, use_candidate = handle(binding_request(use_candidate=False))
     assert raw is not None and authenticated and not use_candidate
 

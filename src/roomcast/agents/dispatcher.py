@@ -1,4 +1,4 @@
-"""Dispatcher: room events in, agent jobs out (reference 14 §1.5-1.6, §2).
+"""Dispatcher: room events in, agent jobs out (docs/protocol/14-agents.md §1.5-1.6, §2).
 
 It reads the live rooms, asks the `DispatchPolicy` (``agents/policy.py``) which jobs an event
 launches, and hands them to `JobOffers` (``agents/offers.py``), which offers them to workers.

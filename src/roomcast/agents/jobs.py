@@ -1,4 +1,5 @@
-"""Jobs and dispatches: what the dispatcher records about agents in rooms (reference 14 §2).
+"""Jobs and dispatches: what the dispatcher records about agents in rooms
+(docs/protocol/14-agents.md §2).
 
 A *dispatch* (``AD_…``) asks for one agent by name in a room; it produces *jobs* (``AJ_…``),
 each offered to one worker at a time until one accepts. The ``livekit.Job`` proto that was

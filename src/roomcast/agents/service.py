@@ -1,4 +1,4 @@
-"""AgentService: the agents feature as the server holds it (reference 14).
+"""AgentService: the agents feature as the server holds it (docs/protocol/14-agents.md).
 
 It owns the worker registry and the dispatcher; the server gives it every RoomEvent
 (``on_room_event``), and the edge serves the ``/agent`` WebSocket (``edge/agent_endpoint.py``)

@@ -1,4 +1,5 @@
-"""Registered agent workers: their connection, what they serve, their load (reference 14 §1, §2.2).
+"""Registered agent workers: their connection, what they serve, their load
+(docs/protocol/14-agents.md §1, §2.2).
 
 A ``Worker`` wraps one ``/agent`` WebSocket after its ``register``: messages to it are queued
 and written in order by one task, offers wait for the worker's ``availability`` answer. The

@@ -98,7 +98,8 @@ class RtpStream:
         self.clock_rate = clock_rate
         self.seq = random.getrandbits(16)
         self.timestamp = random.getrandbits(32)
-        # Like Chrome: mid/rid until the receiver's first report names this SSRC (ref 16 §6).
+        # Like Chrome: mid/rid until the receiver's first report names this SSRC
+        # (docs/protocol/16-media-interop.md §6).
         self.extensions = build_extension_block(extensions)
         self.announce = True
         self.cache: list[bytes | None] = [None] * CACHE_SIZE

@@ -1,7 +1,8 @@
 """A LiveKit signalling client: the v0 `/rtc` WebSocket with livekit-protocol messages.
 
-Flow (reference 01, 02, 07): connect with the token in the query → the first message is the
-JoinResponse → ping_req every `ping_interval` (answered by pong_resp) → offers, answers and
+Flow (docs/protocol/01-signalling-connection.md, docs/protocol/02-join-and-transports.md,
+docs/protocol/07-reconnect-ping-leave.md): connect with the token in the query → the first message
+is the JoinResponse → ping_req every `ping_interval` (answered by pong_resp) → offers, answers and
 trickles for both PeerConnections → leave. Responses are dispatched to callbacks; requests that
 expect a specific response (`add_track`) return a future.
 """
@@ -113,7 +114,7 @@ class SignalClient:
 
     def add_track(self, request: proto.AddTrackRequest) -> asyncio.Future[models.TrackInfo]:
         """Send AddTrackRequest; the future resolves with the TrackInfo of
-        TrackPublishedResponse (reference 03 §3.1 step 3)."""
+        TrackPublishedResponse (docs/protocol/03-publishing.md §3.1 step 3)."""
         future: asyncio.Future[models.TrackInfo] = asyncio.get_running_loop().create_future()
         self._published[request.cid] = future
         self.send(proto.SignalRequest(add_track=request))
@@ -135,7 +136,8 @@ class SignalClient:
     def update_track_settings(
         self, track_sids: list[str], *, width: int = 0, height: int = 0, disabled: bool = False
     ) -> None:
-        """Adaptive stream: the size a subscriber shows a video at (reference 04 §4.5)."""
+        """Adaptive stream: the size a subscriber shows a video at
+        (docs/protocol/04-subscribing.md §4.5)."""
         settings = proto.UpdateTrackSettings(
             track_sids=track_sids, width=width, height=height, disabled=disabled
         )
@@ -237,8 +239,8 @@ class SignalClient:
             self.on_message(response)
 
     async def _ping(self, interval: int) -> None:
-        """ping_req every ping_interval seconds (reference 07: the server drops us after
-        ping_timeout without one)."""
+        """ping_req every ping_interval seconds (docs/protocol/07-reconnect-ping-leave.md: the
+        server drops us after ping_timeout without one)."""
         while True:
             await asyncio.sleep(interval)
             now_ms = int(time.time() * 1000)

@@ -1,4 +1,5 @@
-"""Twirp ``livekit.AgentDispatchService`` handlers, and CreateRoom's ``agents`` (reference 14 §2.3).
+"""Twirp ``livekit.AgentDispatchService`` handlers, and CreateRoom's ``agents``
+(docs/protocol/14-agents.md §2.3).
 
 All three methods need ``roomAdmin`` for the request's room, as livekit-api signs them.
 ``CreateRoom`` is the RoomService handler, wrapped so that the ``agents`` of a request that

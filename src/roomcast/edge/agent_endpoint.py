@@ -1,4 +1,5 @@
-"""``GET /agent``: the WebSocket that livekit-agents workers register on (reference 14 §1).
+"""``GET /agent``: the WebSocket that livekit-agents workers register on
+(docs/protocol/14-agents.md §1).
 
 Frames are binary protobuf ``livekit.WorkerMessage`` in and ``livekit.ServerMessage`` out (a text
 frame is read as proto JSON and answered in JSON, as livekit-server does). The token needs the

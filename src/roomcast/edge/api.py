@@ -1,4 +1,5 @@
-"""The Twirp endpoint: ``POST /twirp/livekit.<Service>/<Method>`` (reference 08 §8.1)."""
+"""The Twirp endpoint: ``POST /twirp/livekit.<Service>/<Method>``
+(docs/protocol/08-server-api.md §8.1)."""
 
 from __future__ import annotations
 
@@ -152,7 +153,8 @@ class TwirpEndpoint:
         token: str,
         claims: Claims,
     ) -> web.Response | None:
-        """Run the call on the node hosting its room; None to run it here (reference 12 §12.5)."""
+        """Run the call on the node hosting its room; None to run it here
+        (docs/protocol/12-config-cli-multinode.md §12.5)."""
         assert self._router is not None
         message = method.request_type()
         try:

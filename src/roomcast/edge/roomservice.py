@@ -1,4 +1,5 @@
-"""RoomService handlers: one function per Twirp method, each with its grant check (reference 08).
+"""RoomService handlers: one function per Twirp method, each with its grant check
+(docs/protocol/08-server-api.md).
 
 Handlers take the verified claims and the decoded request and return the response message;
 domain errors are mapped to Twirp codes by the dispatcher in ``edge.api``.
@@ -66,7 +67,8 @@ async def list_rooms(admin: RoomAdmin, claims: Claims, req: room_pb.ListRoomsReq
 
 
 async def delete_room(admin: RoomAdmin, claims: Claims, req: room_pb.DeleteRoomRequest) -> Message:
-    _require_create(claims)  # DeleteRoom needs roomCreate, not roomAdmin (reference 08 §8.3)
+    # DeleteRoom needs roomCreate, not roomAdmin (docs/protocol/08-server-api.md §8.3)
+    _require_create(claims)
     _require_field(req.room, "room")
     admin.rooms.delete(req.room)
     return room_pb.DeleteRoomResponse()
@@ -168,7 +170,7 @@ async def perform_rpc(admin: RoomAdmin, claims: Claims, req: room_pb.PerformRpcR
 
 async def not_implemented(admin: RoomAdmin, claims: Claims, req: Any) -> Message:
     _require_admin(claims, req.room)
-    # Cloud-only in LiveKit too (reference 08 §8.3).
+    # Cloud-only in LiveKit too (docs/protocol/08-server-api.md §8.3).
     raise UnimplementedError("not implemented")
 
 

@@ -1,9 +1,9 @@
 """Signalling endpoints: ``/rtc`` (two-PeerConnection protocol) and ``/rtc/validate``.
 
 Everything is validated before the WebSocket upgrade and errors are plain HTTP statuses, which
-SDKs re-fetch through ``…/validate`` (reference 01 §1.1-1.2). ``/rtc/v1`` answers 404 so current
-SDKs fall back to ``/rtc`` (the 404 on ``/rtc/v1/validate`` carries CORS headers, or browsers
-never fall back: reference 15 §3).
+SDKs re-fetch through ``…/validate`` (docs/protocol/01-signalling-connection.md §1.1-1.2).
+``/rtc/v1`` answers 404 so current SDKs fall back to ``/rtc`` (the 404 on ``/rtc/v1/validate``
+carries CORS headers, or browsers never fall back: docs/protocol/15-interop-findings.md §3).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from roomcast.errors import RoomcastError
 from roomcast.rooms.contracts import JoinOptions, SignalSink
 from roomcast.rooms.session_manager import SessionManager
 from roomcast.routing.router import Router, RoutingUnavailable
+from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID_PAYLOAD = 1007
-WS_HEARTBEAT = 10.0  # server-side WebSocket pings, as LiveKit's wsprotocol.go
+# WebSocket PINGs, as livekit-server (docs/protocol/01-signalling-connection.md §1.1)
+WS_HEARTBEAT = 10.0
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -57,7 +59,7 @@ def join_options(request: web.Request) -> JoinOptions:
 
 
 def join_options_from(q: Mapping[str, str], remote: str) -> JoinOptions:
-    """Client options from the v0 query string (reference 01 §1.3)."""
+    """Client options from the v0 query string (docs/protocol/01-signalling-connection.md §1.3)."""
     sdk_name = q.get("sdk", "").upper().replace("REACTNATIVE", "REACT_NATIVE")
     sdk = models.ClientInfo.SDK.Value(sdk_name) if sdk_name in models.ClientInfo.SDK.keys() else 0
     capabilities = []
@@ -92,11 +94,13 @@ class RtcEndpoint:
         self,
         verifier: TokenVerifier,
         sessions: SessionManager,
+        metrics: Metrics,
         max_frame: int,
         router: Router | None = None,
     ) -> None:
         self._verifier = verifier
         self._sessions = sessions
+        self._metrics = metrics
         self._router = router
         self._max_frame = max_frame
         self._sinks: set[WebSocketSignalSink] = set()
@@ -160,11 +164,11 @@ class RtcEndpoint:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=404)
         if not self._join_limiter.allow(request.remote or ""):
-            self._sessions.metrics.signal_connections.labels("rate_limited").inc()
+            self._metrics.signal_connections.labels("rate_limited").inc()
             return web.Response(status=429, text="too many join attempts from this address")
         error, claims, node = await self._check(request)
         if error is not None or claims is None:
-            self._sessions.metrics.signal_connections.labels("rejected").inc()
+            self._metrics.signal_connections.labels("rejected").inc()
             return error or web.Response(status=401)
         options = join_options(request)
         if self._router is not None and node is None and not options.reconnect:
@@ -172,7 +176,7 @@ class RtcEndpoint:
                 node = await self._router.place(claims.video.room)
             except RoutingUnavailable as exc:
                 return web.Response(status=503, text=str(exc))
-        self._sessions.metrics.signal_connections.labels("accepted").inc()
+        self._metrics.signal_connections.labels("accepted").inc()
         ws = web.WebSocketResponse(
             heartbeat=WS_HEARTBEAT, max_msg_size=self._max_frame, autoping=True
         )
@@ -247,7 +251,8 @@ class RtcEndpoint:
                 except (json_format.ParseError, ValueError, RecursionError) as exc:
                     sink.close(CLOSE_INVALID_PAYLOAD, f"invalid SignalRequest JSON: {exc}")
                     return
-                sink.json_mode = True  # answer in kind until the next binary frame (as SRV)
+                # JSON until the next binary frame (docs/protocol/01-signalling-connection.md §1.5)
+                sink.json_mode = True
             elif message.type == WSMsgType.ERROR:
                 log.debug("websocket error: %s", ws.exception())
                 return

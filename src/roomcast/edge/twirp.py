@@ -1,4 +1,5 @@
-"""Twirp v8 codec: protobuf and JSON bodies, and the error format (reference 08 §8.1-8.2)."""
+"""Twirp v8 codec: protobuf and JSON bodies, and the error format
+(docs/protocol/08-server-api.md §8.1-8.2)."""
 
 from __future__ import annotations
 

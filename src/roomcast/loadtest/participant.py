@@ -1,9 +1,10 @@
 """One simulated participant: signalling, its two PeerConnections, its senders or receivers.
 
-Publishers announce tracks (AddTrackRequest, reference 03 §3.1), offer them on the publisher
-PC and send synthetic media once connected. Every participant answers the server's offers on
-the subscriber PC (reference 04); subscribers count what arrives per SSRC and, with a layout,
-tell the server the size each video is shown at (UpdateTrackSettings, reference 04 §4.5).
+Publishers announce tracks (AddTrackRequest, docs/protocol/03-publishing.md §3.1), offer them on the
+publisher PC and send synthetic media once connected. Every participant answers the server's offers
+on the subscriber PC (docs/protocol/04-subscribing.md); subscribers count what arrives per SSRC and,
+with a layout, tell the server the size each video is shown at (UpdateTrackSettings,
+docs/protocol/04-subscribing.md §4.5).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 15.0
 RR_INTERVAL = 1.0  # s: receiver reports from subscribers (libwebrtc sends about one per second)
 MAX_NACK_GAP = 16  # a larger jump is a layer switch or a restart, not loss worth NACKing
-RECEIVER_SSRC = 1  # libwebrtc's sender SSRC for RTCP of a receive-only peer (ref 16 §6)
+# libwebrtc's sender SSRC for RTCP of a receive-only peer (docs/protocol/16-media-interop.md §6)
+RECEIVER_SSRC = 1
 _U16_U32 = struct.Struct("!H4xI")  # sequence number, then SSRC 4 bytes later
 
 
@@ -257,8 +259,8 @@ class LoadParticipant:
             self.publisher.add_remote_candidate(candidate)
 
     def _apply_layout(self, track_sid: str, index: int) -> None:
-        """The index-th video's size in the layout, as lk load-test asks for it (livekit-cli
-        pkg/loadtester: speaker = one 1280x720 and five 320x180; 3x3 = nine 640x360; 4x4 and
+        """The index-th video's size in the layout, as lk load-test asks for it (README.md,
+        `--layout`: speaker = one 1280x720 and five 320x180; 3x3 = nine 640x360; 4x4 and
         5x5 = 16 / 25 at 320x180); videos beyond the layout are disabled."""
         size = _layout_size(self.role.layout or "", index)
         if size is None:
@@ -302,7 +304,7 @@ class LoadParticipant:
 
 
 def _qualities(count: int) -> list[models.VideoQuality]:
-    """VideoQuality per layer, low → high (reference 03 §3.5)."""
+    """VideoQuality per layer, low → high (docs/protocol/03-publishing.md §3.5)."""
     all_qualities = [models.VideoQuality.LOW, models.VideoQuality.MEDIUM, models.VideoQuality.HIGH]
     return all_qualities[-count:] if count < 3 else all_qualities
 
@@ -338,7 +340,8 @@ def _video_track(
 def _add_video_request(
     cid: str, layers: tuple[VideoLayer, ...], ssrcs: list[int], simulcast: bool
 ) -> proto.AddTrackRequest:
-    """A camera track as LiveKit's JS SDK announces it (reference 03 §3.3, 16 §7)."""
+    """A camera track as LiveKit's JS SDK announces it (docs/protocol/03-publishing.md §3.3,
+    docs/protocol/16-media-interop.md §7)."""
     top = layers[-1]
     return proto.AddTrackRequest(
         cid=cid,

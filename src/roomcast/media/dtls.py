@@ -4,8 +4,8 @@ No I/O (h11 style): `feed()` a received datagram and get decrypted application r
 then take `datagrams_to_send()`; `timeout()` / `handle_timeout()` drive handshake
 retransmission (RFC 6347 §4.2.4) with OpenSSL's own timer (pyOpenSSL exposes
 DTLSv1_get_timeout / DTLSv1_handle_timeout). Roomcast is always the DTLS server (answers
-`a=setup:passive`, offers `actpass`, reference 15 §2); the client peer takes either role.
-`secure_channel.SecureChannel` drives an endpoint for both.
+`a=setup:passive`, offers `actpass`, docs/protocol/15-interop-findings.md §2); the client peer takes
+either role. `secure_channel.SecureChannel` drives an endpoint for both.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ _DIGESTS: dict[str, hashes.HashAlgorithm] = {
     "sha-384": hashes.SHA384(),
     "sha-512": hashes.SHA512(),
 }
-# ECDHE-ECDSA only: our certificate is ECDSA P-256, and so are browsers' (ref 15 §2 DTLS).
+# ECDHE-ECDSA only: our certificate is ECDSA P-256, and so are browsers'
+# (docs/protocol/15-interop-findings.md §2 DTLS).
 _CIPHERS = (
     b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
@@ -71,8 +72,9 @@ def _available(profile: SrtpProfile) -> bool:
     return True
 
 
-# As DTLS server OpenSSL picks the first of *our* profiles the client offers (ref 15 §2), so
-# this order is our preference: AES-128-GCM like LiveKit/pion, then AES-256-GCM, then CM-SHA1.
+# As DTLS server OpenSSL picks the first of *our* profiles the client offers
+# (docs/protocol/15-interop-findings.md §2), so this order is our preference: AES-128-GCM like
+# LiveKit/pion, then AES-256-GCM, then CM-SHA1.
 SRTP_PROFILES: tuple[SrtpProfile, ...] = tuple(
     p
     for p in (SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM, SRTP_AES128_CM_SHA1_80)

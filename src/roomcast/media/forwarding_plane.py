@@ -4,7 +4,8 @@ callbacks given at `add_uptrack` / `add_downtrack`; time comes from the injected
 
 Hot path (`handle_rtp`): publisher → SSRC lookup → parse once (`UpTrack`) → per downtrack
 rewrite and send (`DownTrack`). Everything else (learning SSRCs from sdes:mid/rid, RTCP,
-`tick`) is the slow path. Facts this follows: reference 13 §13.4 and 16 §5-§7.
+`tick`) is the slow path. Facts this follows: docs/protocol/13-media.md §13.4 and
+docs/protocol/16-media-interop.md §5-§7.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from .uptrack import ReceiveLayer, UpTrack
 
 __all__ = ["DownTrack", "ForwardingPlane", "UpTrack"]
 
-RR_INTERVAL = 0.5  # s: RR + REMB to publishers (Chrome's top simulcast layer needs them, ref 16 §7)
+# Seconds between RR + REMB to publishers: Chrome's top simulcast layer needs them
+# (docs/protocol/16-media-interop.md §7).
+RR_INTERVAL = 0.5
 SR_INTERVAL = 1.0  # s: SR to subscribers
 REMB_BITRATE = 3_000_000  # bps announced to publishers
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)

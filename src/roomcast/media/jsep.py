@@ -255,7 +255,8 @@ def candidate_attribute(candidate: str) -> str:
 
 def application_mid(desc: SessionDescription) -> tuple[str, int] | None:
     """mid and m-line index of the (first live) m=application section: where the server's own
-    candidates go when trickled for this PeerConnection (reference 15 §2)."""
+    candidates go when trickled for this PeerConnection
+    (docs/protocol/15-interop-findings.md §2)."""
     for index, section in enumerate(desc.media):
         if section.kind == "application" and not section.rejected and section.mid is not None:
             return section.mid, index

@@ -220,7 +220,8 @@ def _is_dtls_srtp(section: MediaSection) -> bool:
 
 
 def _answer_setup(offer: SessionDescription, offered: MediaSection) -> str:
-    """We are always the DTLS server (reference 15 §2), so we answer passive."""
+    """We are always the DTLS server (docs/protocol/15-interop-findings.md §2), so we answer
+    passive."""
     return answer_setup(offered.setup or offer.setup, "passive")
 
 

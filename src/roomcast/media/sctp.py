@@ -1,7 +1,8 @@
 """Data channels: aiortc's SCTP association (RFC 8831/8832) running over our DTLS endpoint.
 
 PIN-SENSITIVE: `RTCSctpTransport` expects an aiortc `RTCDtlsTransport`; `_DtlsLink` stands in
-for it with exactly the members aiortc 1.16 touches (reference 15 §2 "SCTP / data channels"):
+for it with exactly the members aiortc 1.16 touches (docs/protocol/15-interop-findings.md §2
+"SCTP / data channels"):
   `state`                     read once in `RTCSctpTransport.__init__` (must not be "closed")
   `_role`                     "server"/"client": RFC 8832 §6 — DTLS server uses odd stream ids
   `_register_data_receiver`   called by `start()`

@@ -240,7 +240,8 @@ class MediaSection:
 
     @property
     def msid(self) -> Msid | None:
-        """The first a=msid, else the first a=ssrc msid: (what LiveKit reads, ref 03 §3.2)."""
+        """The first a=msid, else the first a=ssrc msid: (what LiveKit reads,
+        docs/protocol/03-publishing.md §3.2)."""
         if self.msids:
             return self.msids[0]
         for ssrc in self.ssrcs:

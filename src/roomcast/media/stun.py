@@ -93,7 +93,8 @@ class IceLiteResponder:
                 remote_ufrag=remote_ufrag,
             )
         # Role conflicts (RFC 8445 §7.3.1.1) are not checked: a lite agent is always controlled,
-        # and answering success to an ICE-CONTROLLED check also worked with libwebrtc (ref 15).
+        # and answering success to an ICE-CONTROLLED check also worked with libwebrtc
+        # (docs/protocol/15-interop-findings.md).
         response = stun.Message(
             message_method=stun.Method.BINDING,
             message_class=stun.Class.RESPONSE,
@@ -101,7 +102,8 @@ class IceLiteResponder:
         )
         # RFC 8445 §7.3.1.2 / RFC 8489 §14.2: the response reflects the source address.
         response.attributes["XOR-MAPPED-ADDRESS"] = addr[:2]
-        # add_message_integrity() also appends FINGERPRINT; libwebrtc needs both (ref 15).
+        # add_message_integrity() also appends FINGERPRINT; libwebrtc needs both
+        # (docs/protocol/15-interop-findings.md).
         response.add_message_integrity(self._key)
         return CheckResult(
             response=bytes(response),

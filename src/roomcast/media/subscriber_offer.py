@@ -1,5 +1,5 @@
 """The server's offers on a subscriber PeerConnection: data channels plus one sendonly section
-per subscribed track (reference 04 §4.2, reference 16 §4).
+per subscribed track (docs/protocol/04-subscribing.md §4.2, docs/protocol/16-media-interop.md §4).
 
 Sections are never reordered: the application section is mid "0", each subscription appends a
 section, and an ended subscription keeps its place with port 0 (RFC 3264 §8.2, JSEP §5.2.2).
@@ -41,7 +41,7 @@ class OutgoingTrack:
 
     mid: str
     kind: str  # "audio" | "video"
-    stream_id: str  # "<PA_sid>|<TR_sid>": the SDKs parse it (reference 04 §4.2)
+    stream_id: str  # "<PA_sid>|<TR_sid>": the SDKs parse it (docs/protocol/04-subscribing.md §4.2)
     track_id: str  # "<TR_sid>"
     ssrc: int
     cname: str
@@ -56,7 +56,7 @@ class OutgoingTrack:
 
 def build_data_offer(ice: TransportParams, version: int, *, session_id: str | None = None) -> str:
     """A data-only first offer: one m=application section, in exactly the shape the SDKs
-    accepted (reference 15 §5 step 2)."""
+    accepted (docs/protocol/15-interop-findings.md §5 step 2)."""
     desc = SessionDescription(
         origin=Origin(session_id=session_id or new_session_id(), session_version=version),
         groups=[Group("BUNDLE", [DATA_MID])],  # RFC 8843 §7.2

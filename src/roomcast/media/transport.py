@@ -3,7 +3,7 @@
 Per datagram, the first byte picks the protocol (RFC 7983 §7, `demux.py`). STUN finds its
 transport by our ufrag in USERNAME; everything else by the source address, which is learnt on
 the first *authenticated* Binding request — not on USE-CANDIDATE, because libwebrtc sends DTLS
-(and even SCTP) before nominating (ref 15 §2 ICE).
+(and even SCTP) before nominating (docs/protocol/15-interop-findings.md §2 ICE).
 
 `PeerTransport` is the asyncio adapter of one PeerConnection: the protocol state lives in
 `ice_lite.IceLiteAgent` and `secure_channel.SecureChannel` (no I/O); here are the socket, the

@@ -118,8 +118,8 @@ class ReceiveLayer:
 
 
 class AudioLevel:
-    """LiveKit's active-speaker level (ref 05 §5.3, SRV pkg/sfu/audio/audiolevel.go) from RFC 6464
-    levels: active if ≤ 35 -dBov for ≥ 40 % of a 400 ms window; level = 10^(-adjusted/20),
+    """LiveKit's active-speaker level (docs/protocol/05-room-and-participant-updates.md §5.3) from
+    RFC 6464 levels: active if ≤ 35 -dBov for ≥ 40 % of a 400 ms window; level = 10^(-adjusted/20),
     adjusted by the active share of the window, smoothed by an EMA over 2 windows."""
 
     ACTIVE_LEVEL = 35

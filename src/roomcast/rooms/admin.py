@@ -1,4 +1,5 @@
-"""Operations on live rooms and participants that the server API asks for (reference 08 §8.3).
+"""Operations on live rooms and participants that the server API asks for
+(docs/protocol/08-server-api.md §8.3).
 
 Signalling performs the same operations for participants acting on themselves, so both go
 through the room model here rather than each keeping their own copy of participant state.
@@ -19,7 +20,8 @@ from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.participant import Participant
 
 Reason = models.DisconnectReason
-# LiveKit caps a SendData payload (SRV roomservice.go); data channel messages are larger.
+# Our cap on a SendData payload, well inside one data channel message to any client
+# (livekit-server has none but its API body limit: docs/protocol/06-data-packets.md §6.5).
 MAX_DATA_PAYLOAD = 64 * 1024
 
 

@@ -12,6 +12,7 @@ TrackSubscriber     the subscribing side of a session: which published tracks it
 TrackPublisher      the publishing side: which offered section carries which track
 Publication         a published track, as subscribers need it
 Scheduler           timers; an asyncio event loop is one, tests use a fake clock
+SessionMetrics      what sessions report (telemetry.Metrics implements it)
 leave_response      the `LeaveRequest` the server sends to end or restart a session
 """
 
@@ -42,7 +43,8 @@ class SignalSink(Protocol):
 
 @dataclass
 class JoinOptions:
-    """Client options of a join (the `/rtc` query string, docs/protocol/01 §1.3)."""
+    """Client options of a join: the `/rtc` query string
+    (docs/protocol/01-signalling-connection.md §1.3)."""
 
     client_info: models.ClientInfo = field(default_factory=models.ClientInfo)
     auto_subscribe: bool = True
@@ -160,3 +162,18 @@ class Scheduler(Protocol):
     """Timers, as `asyncio.AbstractEventLoop.call_later` provides them."""
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable: ...
+
+
+RtpEntry = Callable[[object, bytes], None]  # (publisher key, decrypted RTP) → forwarding plane
+
+
+class SessionMetrics(Protocol):
+    """What sessions report to telemetry (`roomcast.telemetry.Metrics` implements it)."""
+
+    def count_signal_request(self, kind: str) -> None:
+        """One SignalRequest of this oneof member was received."""
+        ...
+
+    def timed_forward(self, forward: RtpEntry) -> RtpEntry:
+        """Wrap the RTP entry point with a sampled latency measurement."""
+        ...

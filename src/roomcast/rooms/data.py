@@ -1,8 +1,9 @@
-"""Data packets: stamping and routing of client packets, and server-initiated RPC (reference 06).
+"""Data packets: stamping and routing of client packets, and server-initiated RPC
+(docs/protocol/06-data-packets.md).
 
 The kind of a packet is the channel it arrived on, never its (deprecated) ``kind`` field: the
-Rust SDK writes that field inverted (reference 15 §2). The sender's SID and identity are always
-stamped by the server; browsers leave them empty.
+Rust SDK writes that field inverted (docs/protocol/15-interop-findings.md §2). The sender's SID and
+identity are always stamped by the server; browsers leave them empty.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ LOSSY_LABEL = "_lossy"
 DATA_TRACK_LABEL = "_data_track"
 MAX_DATA_PACKET = 256 * 1024  # our SCTP max-message-size
 
-RPC_ACK_TIMEOUT = 2.0  # seconds (PROTO utils/data_channel_rpc.go)
+RPC_ACK_TIMEOUT = 2.0  # seconds (docs/protocol/06-data-packets.md §6.4)
 RPC_DEFAULT_RESPONSE_TIMEOUT_MS = 10_000
 RPC_MAX_PAYLOAD = 15 * 1024
-# RpcError codes (reference 06 §6.4)
+# RpcError codes (docs/protocol/06-data-packets.md §6.4)
 RPC_CONNECTION_TIMEOUT = 1501
 RPC_RESPONSE_TIMEOUT = 1502
 RPC_RECIPIENT_DISCONNECTED = 1503
@@ -90,7 +91,7 @@ class DataExchange:
         reliable = label == RELIABLE_LABEL
         packet.kind = models.DataPacket.Kind.RELIABLE if reliable else models.DataPacket.Kind.LOSSY
         if reliable and packet.sequence > 0:
-            # Duplicates after a resume (reference 06 §6.3 rule 3).
+            # Duplicates after a resume (docs/protocol/06-data-packets.md §6.3 rule 3).
             if packet.sequence <= sender.last_data_sequence:
                 return
             sender.last_data_sequence = packet.sequence
@@ -129,7 +130,7 @@ class DataExchange:
             packet.participant_identity = identity
         room.deliver_data(packet, reliable, sender)
 
-    # -- server-initiated RPC (RoomService.PerformRpc, reference 06 §6.6) ---------------------
+    # -- server-initiated RPC (RoomService.PerformRpc, docs/protocol/06-data-packets.md §6.6) ------
     def _consume_rpc_reply(self, packet: models.DataPacket) -> bool:
         which = packet.WhichOneof("value")
         if which == "rpc_ack":

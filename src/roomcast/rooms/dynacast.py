@@ -1,4 +1,5 @@
-"""Dynacast: tell publishers which simulcast layers someone watches (reference 04 §4.5).
+"""Dynacast: tell publishers which simulcast layers someone watches
+(docs/protocol/04-subscribing.md §4.7).
 
 For every simulcast video track the highest layer any subscriber wants is the top enabled
 quality; layers above it (all of them when nobody watches) are disabled with a

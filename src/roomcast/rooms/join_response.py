@@ -1,7 +1,8 @@
 """The first message of a session (`JoinResponse`) and of a resume (`ReconnectResponse`).
 
 Pure builders: the room, the participant and the node's settings in, protobufs out. Field
-choices are explained in docs/protocol/02-join-and-transports.md and 07-reconnect-ping-leave.md.
+choices are explained in docs/protocol/02-join-and-transports.md and
+docs/protocol/07-reconnect-ping-leave.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""RoomManager: creates, finds, updates and closes rooms; closes idle ones (reference 11)."""
+"""RoomManager: creates, finds, updates and closes rooms; closes idle ones
+(docs/protocol/11-room-lifecycle.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """A participant's state in a room: the one source of truth the API, signalling and webhooks read.
 
-State machine (reference 11 §11.4): JOINING → JOINED (JoinResponse sent) → ACTIVE (primary
-PeerConnection connected) → DISCONNECTED. ``version`` increases on every change (reference 05).
+State machine (docs/protocol/11-room-lifecycle.md §11.4): JOINING → JOINED (JoinResponse sent) →
+ACTIVE (primary PeerConnection connected) → DISCONNECTED. ``version`` increases on every change
+(docs/protocol/05-room-and-participant-updates.md).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class Participant:
 
     @property
     def is_dependent(self) -> bool:
-        """Agents and recorders do not keep a room open (reference 11 §11.3)."""
+        """Agents and recorders do not keep a room open
+        (docs/protocol/11-room-lifecycle.md §11.3)."""
         return self.kind in DEPENDENT_KINDS or self.permission.agent or self.permission.recorder
 
     @property

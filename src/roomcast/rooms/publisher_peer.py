@@ -1,9 +1,10 @@
 """The publisher PeerConnection of one participant: the client offers, the server answers.
 
 Sending audio/video sections are matched to AddTrackRequests (msid track id == cid, else the
-first pending track of the same kind: reference 03 §3.2) and accepted recvonly; everything else
-the client offers (the 3+3 recvonly sections left over from the v1 attempt, reference 15) is
-rejected. A section that stops sending unpublishes its track.
+first pending track of the same kind: docs/protocol/03-publishing.md §3.2) and accepted recvonly;
+everything else the client offers (the 3+3 recvonly sections left over from the v1 attempt,
+docs/protocol/15-interop-findings.md) is rejected. A section that stops sending unpublishes its
+track.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A room: its settings, its participants, and the events it emits (reference 11)."""
+"""A room: its settings, its participants, and the events it emits
+(docs/protocol/11-room-lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ class Room:
     ) -> int:
         """Send a data packet to its destinations (everyone but the sender when none are named).
 
-        Returns how many participants it was handed to (reference 06 §6.3).
+        Returns how many participants it was handed to (docs/protocol/06-data-packets.md §6.3).
         """
         identities = set(packet.destination_identities)
         sids = set(packet.user.destination_sids) if packet.HasField("user") else set()

@@ -1,6 +1,6 @@
 """One participant's session: its lifecycle, and the face (`ParticipantSession`) rooms talk to.
 
-Lifecycle (docs/protocol/11-room-lifecycle.md §11.4, 07-reconnect-ping-leave.md):
+Lifecycle (docs/protocol/11-room-lifecycle.md §11.4, docs/protocol/07-reconnect-ping-leave.md):
 
     start ─► JOINED (JoinResponse sent, subscriber offer out)
       │        └─ no primary transport within JOIN_TIMEOUT ─► removed (JOIN_FAILURE)
@@ -34,6 +34,7 @@ from roomcast.rooms.contracts import (
     Cancellable,
     JoinOptions,
     Scheduler,
+    SessionMetrics,
     SignalSink,
     TrackPublisher,
     TrackSubscriber,
@@ -45,7 +46,6 @@ from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room
 from roomcast.rooms.subscriptions import SubscriptionManager
 from roomcast.rooms.tracks import TrackManager
-from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ Reason = models.DisconnectReason
 Action = rtc.LeaveRequest.Action
 
 JOIN_TIMEOUT = 60.0  # no ACTIVE within this → removed with JOIN_FAILURE
-REFRESH_INTERVAL = 300.0  # a refreshed token every 5 min (docs/protocol/05 §5.8)
+# A refreshed token every 5 min (docs/protocol/05-room-and-participant-updates.md §5.8).
+REFRESH_INTERVAL = 300.0
 # No ping (or any request) for this long: the signalling connection is closed as dead, as
 # livekit-server does with the ping_timeout it announces in JoinResponse.ping_timeout.
 PING_DEADLINE = float(PING_TIMEOUT)
@@ -66,7 +67,7 @@ class SessionServices:
 
     config: Config
     node_id: str
-    metrics: Metrics
+    metrics: SessionMetrics
     subscriptions: SubscriptionManager
     tracks: TrackManager
     data: DataExchange
@@ -224,7 +225,7 @@ class Session:
     def send_data(self, packet: bytes, reliable: bool) -> bool:
         if self.closed:
             return False
-        # Lossy packets skip participants that are not ACTIVE yet (docs/protocol/06).
+        # Lossy packets skip participants not ACTIVE yet (docs/protocol/06-data-packets.md).
         lossy_allowed = self.participant.state == State.ACTIVE
         return self.transports.send_data(packet, reliable, lossy_allowed=lossy_allowed)
 
@@ -258,7 +259,8 @@ class Session:
         self.sink.close(1000, "ping timeout")
 
     def resume(self, sink: SignalSink, options: JoinOptions) -> None:
-        """Re-attach a new WebSocket to this live session (docs/protocol/07 §7.2)."""
+        """Re-attach a new WebSocket to this live session
+        (docs/protocol/07-reconnect-ping-leave.md §7.2)."""
         old = self.sink
         self.sink = sink
         old.close()

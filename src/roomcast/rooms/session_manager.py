@@ -1,7 +1,8 @@
 """SessionManager: validates joins, admits participants, resumes sessions, fans out updates.
 
-The join sequence follows reference 02 §2.1: validate → create the room if needed → replace a
-session holding the same identity (DUPLICATE_IDENTITY) → JoinResponse first → subscriber offer.
+The join sequence follows docs/protocol/02-join-and-transports.md §2.1: validate → create the room
+if needed → replace a session holding the same identity (DUPLICATE_IDENTITY) → JoinResponse first →
+subscriber offer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from roomcast.errors import (
 )
 from roomcast.media.transport import UdpMux
 from roomcast.rooms.admin import RoomAdmin
-from roomcast.rooms.contracts import JoinOptions, Scheduler, SignalSink, leave_response
+from roomcast.rooms.contracts import (
+    JoinOptions,
+    Scheduler,
+    SessionMetrics,
+    SignalSink,
+    leave_response,
+)
 from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager, validate_room_name
 from roomcast.rooms.participant import Participant, State
@@ -34,7 +41,6 @@ from roomcast.rooms.signal_handler import SignalHandler
 from roomcast.rooms.subscriptions import SubscriptionManager
 from roomcast.rooms.tracks import TrackManager
 from roomcast.rooms.transport_manager import MediaTaps, ParticipantTransports
-from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ class SessionManager:
         mux: UdpMux,
         media: SubscriptionManager,
         node_id: str,
-        metrics: Metrics,
+        metrics: SessionMetrics,
     ) -> None:
         self.config = config
         self.admin = admin
@@ -195,7 +201,8 @@ class SessionManager:
             room.on_room_updated = self.broadcast_room
 
     def broadcast_participant(self, room: Room, changed: Participant) -> None:
-        """Full-snapshot update to everyone who has had its JoinResponse (reference 05 §5.1)."""
+        """Full-snapshot update to everyone who has had its JoinResponse
+        (docs/protocol/05-room-and-participant-updates.md §5.1)."""
         info = changed.to_proto()
         update = rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[info]))
         disconnected = changed.state == State.DISCONNECTED
@@ -224,7 +231,8 @@ class SessionManager:
 
     # -- tokens -------------------------------------------------------------------------------
     def refresh_token(self, claims: Claims, participant: Participant) -> str:
-        """A fresh token with the participant's current state (reference 05 §5.8)."""
+        """A fresh token with the participant's current state
+        (docs/protocol/05-room-and-participant-updates.md §5.8)."""
         remaining = claims.expires_at - time.time()
         return create_token(
             self._signing_key,

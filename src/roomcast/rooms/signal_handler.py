@@ -48,7 +48,7 @@ class SignalHandler:
             return
         session.on_request()
         which = request.WhichOneof("message")
-        self._services.metrics.signal_requests.labels(which or "unknown").inc()
+        self._services.metrics.count_signal_request(which or "unknown")
         match which:
             case "ping":
                 session.sink.send(rtc.SignalResponse(pong=_now_ms()))

@@ -1,4 +1,5 @@
-"""Active speakers: SpeakersChanged deltas from published audio levels (reference 05 §5.3).
+"""Active speakers: SpeakersChanged deltas from published audio levels
+(docs/protocol/05-room-and-participant-updates.md §5.3).
 
 Levels come from the forwarding plane (the RFC 6464 ssrc-audio-level extension of each audio track).
 Every ``UPDATE_INTERVAL`` each participant gets the speakers whose quantised level changed,

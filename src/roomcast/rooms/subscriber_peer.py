@@ -1,8 +1,9 @@
 """The subscriber PeerConnection of one participant: the server offers, the client answers.
 
 Each subscribed track gets a sendonly section with msid ``<PA_sid>|<TR_sid> <TR_sid>``
-(reference 04 §4.2). Offers are serialised: while one waits for its answer, further changes are
-collected and offered once the answer arrives (JSEP §5.2, no glare on this PC by design).
+(docs/protocol/04-subscribing.md §4.2). Offers are serialised: while one waits for its answer,
+further changes are collected and offered once the answer arrives (JSEP §5.2, no glare on this PC by
+design).
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ class SubscriberPeer:
             )
         )
         if self._version == 1:
-            # Trickle our candidate too (both directions, reference 02 §2.6); it is also in
-            # the SDP, and a duplicate candidate is harmless.
+            # Trickle our candidate too (both directions,
+            # docs/protocol/02-join-and-transports.md §2.6); it is also in the SDP, and a duplicate
+            # candidate is harmless.
             for candidate in self.transport.local_candidates():
                 self._send(
                     rtc.SignalResponse(
@@ -181,7 +183,8 @@ class SubscriberPeer:
 
 
 def _subscriber_codecs(publication: Publication) -> list[Codec]:
-    """The publisher's negotiated codecs, with the feedback we handle (reference 16 §4)."""
+    """The publisher's negotiated codecs, with the feedback we handle
+    (docs/protocol/16-media-interop.md §4)."""
     feedback = ["nack", "nack pli", "ccm fir", "goog-remb"] if publication.kind == "video" else []
     return [
         Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp, list(feedback))

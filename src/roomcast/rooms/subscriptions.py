@@ -1,9 +1,10 @@
-"""Who receives which track: publications, subscriptions and their forwarding (reference 03, 04).
+"""Who receives which track: publications, subscriptions and their forwarding
+(docs/protocol/03-publishing.md, docs/protocol/04-subscribing.md).
 
 A publication exists once the publisher's media section is matched; others are subscribed when
 they are ACTIVE and auto-subscribe (or asked with UpdateSubscription), may subscribe, and the
 publisher's subscription permission allows it. The publisher's updated ParticipantInfo is
-broadcast before any subscriber offer carries the track (reference 04, gotcha 8).
+broadcast before any subscriber offer carries the track (docs/protocol/04-subscribing.md §4.1).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from roomcast.rooms.tracks import TrackManager, may_publish_source
 
 log = logging.getLogger(__name__)
 
-# VideoQuality → simulcast layer index (lowest first), reference 04 §4.5.
+# VideoQuality → simulcast layer index (lowest first), docs/protocol/04-subscribing.md §4.5.
 _QUALITY_LAYER = {
     models.VideoQuality.LOW: 0,
     models.VideoQuality.MEDIUM: 1,
@@ -116,7 +117,8 @@ class SubscriptionManager:
         self.tracks.unpublish(room, participant, track_sid, notify_publisher)
 
     def enforce_publish_permission(self, room: Room, participant: Participant) -> None:
-        """After a permission change, unpublish what may no longer be published (ref 05)."""
+        """After a permission change, unpublish what may no longer be published
+        (docs/protocol/05-room-and-participant-updates.md)."""
         permission = participant.permission
         for sid, info in list(participant.tracks.items()):
             if not may_publish_source(permission, info.source):

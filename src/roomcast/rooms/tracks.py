@@ -1,4 +1,5 @@
-"""Track publication records: AddTrackRequest → pending TrackInfo → published (reference 03).
+"""Track publication records: AddTrackRequest → pending TrackInfo → published
+(docs/protocol/03-publishing.md).
 
 A track is *pending* from ``add_track`` until the publisher's media for it is matched in an
 offer; only then is it listed in ``ParticipantInfo.tracks`` and announced (``track_published``).
@@ -33,7 +34,8 @@ _DEFAULT_MIME: dict[int, str] = {
 
 
 def new_track_sid(track_type: int, source: int) -> str:
-    """``TR_`` + A/V + source letter + random, as LiveKit's setTrackID (reference 02 §2.8)."""
+    """``TR_`` + A/V + source letter + random, as LiveKit's setTrackID
+    (docs/protocol/02-join-and-transports.md §2.8)."""
     kind = "A" if track_type == models.TrackType.AUDIO else "V"
     return new_sid(TRACK_PREFIX + kind + _SOURCE_LETTER.get(source, "U"), 12)
 

@@ -1,4 +1,4 @@
-"""Multi-node routing through Redis (reference 12 §12.5).
+"""Multi-node routing through Redis (docs/protocol/12-config-cli-multinode.md §12.5).
 
 A room lives on exactly one node. Any node accepts a signalling WebSocket or a RoomService call
 and relays it to the room's node over Redis pub/sub; nodes find each other through heartbeats.

@@ -1,4 +1,5 @@
-"""Room and participant records in Redis, as livekit-server keeps them (reference 12 §12.5).
+"""Room and participant records in Redis, as livekit-server keeps them
+(docs/protocol/12-config-cli-multinode.md §12.5).
 
 The node hosting a room writes, every heartbeat, ``roomcast:room:<name>`` (the ``Room``
 protobuf plus the node id) and ``roomcast:room_participants:<name>`` (identity →

@@ -1,7 +1,7 @@
 """Signalling relay: a WebSocket on one node, the participant's session on the room's node.
 
-Like livekit-server's ``RelaySignal`` stream (reference 12 §12.5), the relay only pipes
-SignalRequest and SignalResponse protobufs, in order, plus start and close:
+Like livekit-server's ``RelaySignal`` stream (docs/protocol/12-config-cli-multinode.md §12.5), the
+relay only pipes SignalRequest and SignalResponse protobufs, in order, plus start and close:
 
     edge → room node   sig_start {conn, token, query, remote}   then sig_req {conn, data}
     room node → edge   sig_resp {conn, data}                    and sig_close {conn, code}

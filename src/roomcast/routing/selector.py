@@ -1,4 +1,5 @@
-"""Chooses the node for a new room (livekit-server's ``node_selector``, reference 12 §12.4).
+"""Chooses the node for a new room (livekit-server's ``node_selector``,
+docs/protocol/12-config-cli-multinode.md §12.4).
 
 ``kind`` filters: ``any`` keeps every serving node, ``cpuload``/``sysload`` drop nodes above
 their limit (all nodes are kept if that would leave none, so a busy cluster still serves).
