@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 DEV_KEYS = {"devkey": "secret"}
+MIN_SECRET_LENGTH = 32  # characters, as livekit-server checks
 
 
 class ConfigError(ValueError):
@@ -148,14 +149,28 @@ class LimitConfig:
     max_participant_identity_length: int = 256
     max_participant_name_length: int = 256
     signal_message_size_limit: int = 2 * 1024 * 1024
-    max_api_request_body_size: int = 10 * 1024 * 1024
+    # LiveKit's default is 10 MiB; 2 MiB holds the largest request (UpdateParticipant with 512 KiB
+    # metadata and 64 KiB attributes) even as JSON with every character escaped to up to 3 bytes.
+    max_api_request_body_size: int = 2 * 1024 * 1024
     num_tracks: int = 0  # tracks per participant (published + pending); 0 = Roomcast's 32
     bytes_per_sec: int = 0
     # Roomcast-specific safety limits (0 disables the rooms limit).
     max_rooms: int = 0
     max_data_packet_size: int = 256 * 1024  # our SCTP a=max-message-size
+    # Refused joins (bad or missing token) per client address (IPv6: per /64); 0 disables.
     joins_per_second_per_ip: float = 20.0
     join_burst_per_ip: int = 40
+    # Accepted joins per API key + room + identity (a reconnect loop); 0 disables.
+    joins_per_second_per_identity: float = 2.0
+    join_burst_per_identity: int = 20
+    # Seconds a connection may take to send a complete request head (and may stay idle
+    # between requests); slower ones are closed (slowloris).
+    http_idle_timeout: float = 20.0
+    # Open HTTP/WebSocket connections per client address (IPv6: per /64), trusted proxies
+    # exempt; 0 disables.
+    connections_per_ip: int = 256
+    # Signalling responses queued for one WebSocket; a client that reads slower is disconnected.
+    signal_queue_bytes: int = 8 * 1024 * 1024
     # Per publisher PeerConnection; burst twice that; 0 disables (media/forwarding_plane.py).
     unknown_ssrc_packets_per_second: float = 200.0
 
@@ -186,6 +201,8 @@ class Config:
     prometheus_port: int = 0
     limit: LimitConfig = field(default_factory=LimitConfig)
     playground: PlaygroundConfig = field(default_factory=PlaygroundConfig)
+    # Roomcast-specific: proxies (addresses or networks) whose X-Forwarded-For names the client.
+    trusted_proxies: list[str] = field(default_factory=list)
     # Seconds the webhook queue gets to drain on shutdown (Roomcast-specific).
     shutdown_flush_timeout: float = 5.0
 
@@ -462,3 +479,26 @@ def validate(config: Config) -> None:
     level = config.effective_log_level.lower()
     if level not in {"debug", "info", "warn", "warning", "error"}:
         raise ConfigError(f"logging.level: unknown level {level!r}")
+    for proxy in config.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {proxy!r} is not an address or network") from exc
+    prometheus = config.prometheus
+    if bool(prometheus.username) != bool(prometheus.password):
+        # As livekit-server: half a credential would silently leave the metrics open.
+        raise ConfigError("prometheus: set both username and password, or neither")
+    for name in ("http_idle_timeout", "connections_per_ip", "signal_queue_bytes"):
+        if getattr(config.limit, name) < 0:
+            raise ConfigError(f"limit.{name} must not be negative")
+
+
+def short_secrets(config: Config) -> list[str]:
+    """API keys whose secret is shorter than ``MIN_SECRET_LENGTH`` (none in dev mode).
+
+    HS256 tokens signed with a short secret can be brute-forced offline from any token; the
+    server logs an error for each at start-up, as livekit-server does, and still starts (the
+    dev pair ``devkey: secret`` is short on purpose)."""
+    if config.dev_mode:
+        return []
+    return sorted(key for key, secret in config.keys.items() if len(secret) < MIN_SECRET_LENGTH)

@@ -9,16 +9,18 @@ import logging
 import ifaddr
 from aiohttp import web
 from livekit.protocol import models, rtc
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roomcast import __version__
 from roomcast.agents import AgentService
 from roomcast.auth import TokenVerifier
-from roomcast.config import Config
+from roomcast.config import Config, short_secrets
 from roomcast.edge.agent_dispatch_service import twirp_services as agent_twirp_services
 from roomcast.edge.agent_endpoint import WorkerEndpoint, agent_server_info
 from roomcast.edge.api import TwirpEndpoint
+from roomcast.edge.client_address import ClientAddresses
 from roomcast.edge.http import create_app
+from roomcast.edge.listener import EdgeRunner, ListenerLimits
+from roomcast.edge.metrics_endpoint import metrics_app
 from roomcast.edge.rtc import RtcEndpoint
 from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
@@ -76,13 +78,15 @@ class Server:
             if config.redis.enabled
             else None
         )
-        self.app = create_app(config.limit.max_api_request_body_size)
+        self.addresses = ClientAddresses(config.trusted_proxies)
+        self.app = create_app(config.limit.max_api_request_body_size, self.addresses)
         self.twirp = TwirpEndpoint(
             self.verifier,
             self.admin,
             self.metrics,
             agent_twirp_services(config, self.agents.dispatcher),
             self.router,
+            max_body_size=config.limit.max_api_request_body_size,
         )
         self.twirp.add_routes(self.app)
         self.agent_endpoint = WorkerEndpoint(
@@ -104,7 +108,6 @@ class Server:
         WebEndpoint(config, self.rooms, healthy=self._healthy).add_routes(
             self.app
         )  # / (health or playground)
-        self.app.router.add_get("/metrics", self._serve_metrics)
         self.rtc = RtcEndpoint(
             self.verifier,
             self.sessions,
@@ -129,8 +132,8 @@ class Server:
                 self._room_records,
                 self._room_lost,
             )
-        self._runner: web.AppRunner | None = None
-        self._prometheus_runner: web.AppRunner | None = None
+        self._runner: EdgeRunner | None = None
+        self._prometheus_runner: EdgeRunner | None = None
         self._media_clock: asyncio.Task[None] | None = None
         self.ports: list[int] = []
 
@@ -199,8 +202,21 @@ class Server:
         return self.config.bind_addresses or ["0.0.0.0"]
 
     async def start(self) -> None:
+        for key in short_secrets(self.config):
+            log.error(
+                "the secret of API key %s is shorter than 32 characters: tokens signed with "
+                "it can be brute-forced offline; use a random secret of 32 characters or more",
+                key,
+            )
         await self.mux.start()
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = EdgeRunner(
+            self.app,
+            self._listener_limits(),
+            self.addresses,
+            self.metrics,
+            handle_signals=False,
+            access_log=None,
+        )
         await self._runner.setup()
         # --workers: every worker listens on the same port; the kernel spreads connections.
         shared = worker_index() is not None
@@ -237,18 +253,18 @@ class Server:
             except Exception:  # one bad track must not stop reports for everyone
                 log.exception("media tick failed")
 
-    async def _serve_metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def _listener_limits(self) -> ListenerLimits:
+        limits = self.config.limit
+        return ListenerLimits(limits.http_idle_timeout, limits.connections_per_ip)
 
     async def _start_prometheus(self) -> None:
-        """Metrics on their own port too when configured, as livekit-server does."""
-        port = self.config.prometheus.port or self.config.prometheus_port
+        """Metrics only on their own port, when configured, as livekit-server serves them."""
+        prometheus = self.config.prometheus
+        port = prometheus.port or self.config.prometheus_port
         if not port or worker_index() not in (None, 0):
             return  # with --workers, worker 0 serves the Prometheus port
-        app = web.Application()
-        app.router.add_get("/metrics", self._serve_metrics)
-        self._prometheus_runner = web.AppRunner(app, access_log=None)
+        app = metrics_app(self.metrics.registry, prometheus.username, prometheus.password)
+        self._prometheus_runner = EdgeRunner(app, self._listener_limits(), self.addresses)
         await self._prometheus_runner.setup()
         for address in self.bind_addresses:
             await web.TCPSite(self._prometheus_runner, address, port).start()

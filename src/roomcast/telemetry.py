@@ -7,9 +7,11 @@ and the sampled forwarding-latency histogram are ordinary prometheus_client metr
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,8 +26,12 @@ if TYPE_CHECKING:
     from roomcast.rooms.manager import RoomManager
     from roomcast.webhooks import WebhookNotifier
 
+log = logging.getLogger(__name__)
+
 # Measure every Nth forwarded packet: timing each one would cost more than forwarding it.
 LATENCY_SAMPLE_EVERY = 64
+# Offenders remembered by Metrics.limit_hit so each is logged once (bounded memory).
+LOGGED_OFFENDERS = 4096
 _MEDIA_COUNTERS = {
     "packets_in": "RTP packets received from publishers",
     "bytes_in": "RTP bytes received from publishers",
@@ -75,7 +81,29 @@ class Metrics:
             buckets=(5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3),
             registry=self.registry,
         )
+        self.limit_hits = Counter(
+            "roomcast_limit_hits",
+            "requests, frames or connections refused or cut by a limit",
+            ["limit"],
+            registry=self.registry,
+        )
+        self._logged_offenders: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._sample = 0
+
+    def limit_hit(self, limit: str, offender: str, detail: str = "") -> None:
+        """Count a hit of ``limit`` and log it the first time ``offender`` hits it.
+
+        ``offender`` names who hit it (an address, an identity): never a token or a secret.
+        The set of offenders already logged is bounded; the oldest are forgotten first."""
+        self.limit_hits.labels(limit).inc()
+        key = (limit, offender)
+        if key in self._logged_offenders:
+            self._logged_offenders.move_to_end(key)
+            return
+        self._logged_offenders[key] = None
+        if len(self._logged_offenders) > LOGGED_OFFENDERS:
+            self._logged_offenders.popitem(last=False)
+        log.warning("limit %s hit by %s%s", limit, offender, f": {detail}" if detail else "")
 
     def attach(
         self,

@@ -24,18 +24,29 @@ async def test_rooms_per_node(start_server: ServerFactory) -> None:
         assert err.value.code == "resource_exhausted" and "max_rooms" in err.value.message
 
 
-async def test_joins_per_second_per_ip(start_server: ServerFactory) -> None:
+async def test_join_rates_per_identity_and_refused_joins_per_ip(
+    start_server: ServerFactory,
+) -> None:
     server = await start_server(
         "limit:\n  joins_per_second_per_ip: 0.001\n  join_burst_per_ip: 2\n"
+        "  joins_per_second_per_identity: 0.001\n  join_burst_per_identity: 2\n"
     )
     url = f"{url_of(server, 'ws')}/rtc?access_token="
     async with aiohttp.ClientSession() as session:
-        for identity in ("a", "b"):
+        for identity in ("a", "a", "b"):
             ws = await session.ws_connect(url + join_token("rate", identity))
             await ws.close()
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
-            await session.ws_connect(url + join_token("rate", "c"))
+            await session.ws_connect(url + join_token("rate", "a"))  # a's third join
         assert err.value.status == 429
+        statuses = []
+        for _ in range(3):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await session.ws_connect(url + "garbage")
+            statuses.append(err.value.status)
+        assert statuses == [401, 401, 429]
+        ws = await session.ws_connect(url + join_token("rate", "c"))  # valid: still admitted
+        await ws.close()
 
 
 async def test_tracks_per_participant(start_server: ServerFactory) -> None:

@@ -28,7 +28,7 @@ async def scrape(url: str) -> dict[str, float]:
 async def test_metrics_move_with_media_and_stats_show_tracks(start_server: ServerFactory) -> None:
     prometheus_port = free_port()
     server: Server = await start_server(f"prometheus:\n  port: {prometheus_port}\n")
-    before = await scrape(f"{url_of(server)}/metrics")
+    before = await scrape(f"http://127.0.0.1:{prometheus_port}/metrics")
     assert before["roomcast_rooms"] == 0 and before["roomcast_packets_in_total"] == 0
     async with (
         joined(server, "metrics", "sub") as (_, sub_events),
@@ -49,9 +49,8 @@ async def test_metrics_move_with_media_and_stats_show_tracks(start_server: Serve
 
         async with aiohttp.ClientSession() as session:
             url = f"{url_of(server)}/stats"
-            async with session.get(
-                url, params={"access_token": token(VideoGrant(room_list=True))}
-            ) as resp:
+            admin = VideoGrant(room_list=True, room_admin=True, room="metrics")
+            async with session.get(url, params={"access_token": token(admin)}) as resp:
                 stats = await resp.json()
             async with session.get(
                 url, params={"access_token": token(VideoGrant(room_join=True, room="x"))}

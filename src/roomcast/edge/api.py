@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
 
 from aiohttp import web
+from google.protobuf.message import Message
 from livekit.protocol import room as room_pb
 
-from roomcast.auth import AuthError, Claims, TokenVerifier
+from roomcast.auth import AuthError, Claims, TokenVerifier, VideoGrant
 from roomcast.edge import twirp
+from roomcast.edge.client_address import client_address
+from roomcast.edge.offload import decode_off_loop
 from roomcast.edge.roomservice import METHODS, Method
 from roomcast.errors import PermissionDeniedError, RoomcastError
 from roomcast.rooms.admin import RoomAdmin
@@ -22,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ROOM_SERVICE = "livekit.RoomService"
 RPC_ROUTING_SLACK = 10.0  # seconds beyond a routed PerformRpc's response timeout (ack, relay)
+BODY_READ_TIMEOUT = 30.0  # seconds to receive a request body once its head has arrived
 
 
 def bearer_token(request: web.Request) -> str:
@@ -31,11 +37,18 @@ def bearer_token(request: web.Request) -> str:
     return request.query.get("access_token", "")
 
 
-def message_names(body: bytes, content_type: str) -> list[str]:
-    """The ``names`` filter of a ListRoomsRequest body (already validated by the caller)."""
-    request = room_pb.ListRoomsRequest()
-    twirp.decode(body, content_type, request)
-    return list(request.names)
+def holds_api_grant(video: VideoGrant) -> bool:
+    """Whether a token could pass some Twirp method's grant check: every method needs
+    roomCreate, roomList or roomAdmin of a named room (docs/protocol/08-server-api.md), and
+    the egress and ingress services of LiveKit roomRecord or ingressAdmin. A join token has
+    none of them, so its calls are refused before their body is read."""
+    return (
+        video.room_create
+        or video.room_list
+        or video.is_admin_of(video.room)
+        or video.room_record
+        or video.ingress_admin
+    )
 
 
 class TwirpEndpoint:
@@ -46,8 +59,10 @@ class TwirpEndpoint:
         metrics: Metrics,
         services: Mapping[str, Mapping[str, Method]] | None = None,
         router: Router | None = None,
+        max_body_size: int = 0,
     ) -> None:
         self._verifier = verifier
+        self._max_body_size = max_body_size  # the app's client_max_size enforces it on read
         self._router = router
         self._admin = admin
         self._metrics = metrics
@@ -86,22 +101,49 @@ class TwirpEndpoint:
             return twirp.TwirpError(
                 "bad_route", f"unexpected Content-Type: {content_type or '(none)'}"
             ).to_response()
+        declared = request.content_length
+        if self._max_body_size and declared is not None and declared > self._max_body_size:
+            # Refused on its declared size before anything is read, as LiveKit does.
+            self._metrics.limit_hit("max_api_request_body_size", client_address(request))
+            return web.Response(status=413, text="request body too large")
+        # Authentication and the grant check come before the body is read and decoded, so a
+        # caller without an API grant costs nothing whatever it sends. A bad token is a plain
+        # 401, as LiveKit's auth middleware answers; no token or no API grant at all is the
+        # `unauthenticated` error every method would give.
         token = bearer_token(request)
-        # Authentication first: a bad token is a plain 401, as LiveKit's auth middleware does.
-        claims: Claims | None = None
-        if token:
-            try:
-                claims = self._verifier.verify(token)
-            except AuthError as exc:
-                return web.Response(status=401, text=str(exc))
-        body = await request.read()  # aiohttp answers 413 past client_max_size
-        if self._router is not None and claims is not None:
+        if not token:
+            return twirp.TwirpError.from_domain(PermissionDeniedError()).to_response()
+        try:
+            claims = self._verifier.verify(token)
+        except AuthError as exc:
+            return web.Response(status=401, text=str(exc))
+        if not holds_api_grant(claims.video):
+            return twirp.TwirpError.from_domain(PermissionDeniedError()).to_response()
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                body = await request.read()
+        except TimeoutError:
+            self._metrics.limit_hit("api_body_read_timeout", client_address(request))
+            response = twirp.TwirpError("deadline_exceeded", "request body too slow").to_response()
+            response.force_close()
+            return response
+        except web.HTTPRequestEntityTooLarge:  # no Content-Length, or a wrong one
+            self._metrics.limit_hit("max_api_request_body_size", client_address(request))
+            raise
+        message = method.request_type()
+        try:
+            await decode_off_loop(
+                len(body), functools.partial(twirp.decode, body, content_type, message)
+            )
+        except twirp.TwirpError as exc:
+            return exc.to_response()
+        if self._router is not None:
             routed = await self._route(
-                service, method_name, method, content_type, body, token, claims
+                service, method_name, method, message, content_type, body, token, claims
             )
             if routed is not None:
                 return routed
-        return await self._execute(service, method_name, method, content_type, body, claims)
+        return await self._execute(service, method_name, method, message, content_type, claims)
 
     async def execute_local(
         self, service: str, method_name: str, content_type: str, body: bytes, token: str
@@ -112,10 +154,18 @@ class TwirpEndpoint:
             response = twirp.TwirpError("bad_route", f"no handler for {method_name}").to_response()
         else:
             try:
-                claims: Claims | None = self._verifier.verify(token)
+                claims = self._verifier.verify(token)
             except AuthError as exc:
                 return ApiResult(401, "text/plain", str(exc).encode())
-            response = await self._execute(service, method_name, method, content_type, body, claims)
+            message = method.request_type()
+            try:
+                twirp.decode(body, content_type, message)  # within the edge node's body limit
+            except twirp.TwirpError as exc:
+                response = exc.to_response()
+            else:
+                response = await self._execute(
+                    service, method_name, method, message, content_type, claims
+                )
         payload = response.body if isinstance(response.body, bytes) else b""
         return ApiResult(response.status, response.content_type, payload)
 
@@ -124,15 +174,11 @@ class TwirpEndpoint:
         service: str,
         method_name: str,
         method: Method,
+        message: Message,
         content_type: str,
-        body: bytes,
-        claims: Claims | None,
+        claims: Claims,
     ) -> web.Response:
-        message = method.request_type()
         try:
-            twirp.decode(body, content_type, message)
-            if claims is None:
-                raise PermissionDeniedError()
             response = await method.handler(self._admin, claims, message)
         except twirp.TwirpError as exc:
             return exc.to_response()
@@ -148,6 +194,7 @@ class TwirpEndpoint:
         service: str,
         method_name: str,
         method: Method,
+        message: Message,
         content_type: str,
         body: bytes,
         token: str,
@@ -156,14 +203,11 @@ class TwirpEndpoint:
         """Run the call on the node hosting its room; None to run it here
         (docs/protocol/12-config-cli-multinode.md §12.5)."""
         assert self._router is not None
-        message = method.request_type()
-        try:
-            twirp.decode(body, content_type, message)
-        except twirp.TwirpError:
-            return None  # this node reports the error
         try:
             if method_name == "ListRooms" and service == ROOM_SERVICE:
-                return await self._list_everywhere(method, content_type, body, token, claims)
+                return await self._list_everywhere(
+                    method, message, content_type, body, token, claims
+                )
             room = str(getattr(message, "room", "") or "")
             if method_name == "CreateRoom" and service == ROOM_SERVICE:
                 room = str(getattr(message, "name", ""))
@@ -188,11 +232,19 @@ class TwirpEndpoint:
         )
 
     async def _list_everywhere(
-        self, method: Method, content_type: str, body: bytes, token: str, claims: Claims
+        self,
+        method: Method,
+        message: Message,
+        content_type: str,
+        body: bytes,
+        token: str,
+        claims: Claims,
     ) -> web.Response:
         """ListRooms merges every live node's rooms."""
         assert self._router is not None
-        local = await self._execute(ROOM_SERVICE, "ListRooms", method, content_type, body, claims)
+        local = await self._execute(
+            ROOM_SERVICE, "ListRooms", method, message, content_type, claims
+        )
         if local.status != 200 or not isinstance(local.body, bytes):
             return local
         merged = room_pb.ListRoomsResponse()
@@ -217,7 +269,7 @@ class TwirpEndpoint:
                     seen.add(room.name)
                     merged.rooms.append(room)
         if silent:  # a node too busy to answer: its rooms as last recorded in Redis
-            wanted = set(message_names(body, content_type))
+            wanted = set(getattr(message, "names", ()))
             for room in await self._router.records.rooms_of(silent):
                 if room.name not in seen and (not wanted or room.name in wanted):
                     seen.add(room.name)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from roomcast.edge.client_address import CLIENT_ADDRESS, ClientAddresses
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -35,6 +38,17 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
-def create_app(max_body_size: int) -> web.Application:
-    app = web.Application(client_max_size=max_body_size, middlewares=[cors_middleware])
-    return app
+def client_address_middleware(addresses: ClientAddresses) -> Middleware:
+    """Resolve the client address once per request (edge.client_address)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        request[CLIENT_ADDRESS] = addresses.of(request)
+        return await handler(request)
+
+    return middleware
+
+
+def create_app(max_body_size: int, addresses: ClientAddresses | None = None) -> web.Application:
+    middlewares = [client_address_middleware(addresses or ClientAddresses()), cors_middleware]
+    return web.Application(client_max_size=max_body_size, middlewares=middlewares)

@@ -9,10 +9,8 @@ carries CORS headers, or browsers never fall back: docs/protocol/15-interop-find
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import functools
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +21,11 @@ from livekit.protocol import models, rtc
 
 from roomcast.auth import AuthError, Claims, TokenVerifier
 from roomcast.edge.api import bearer_token
+from roomcast.edge.client_address import client_address, limit_key
 from roomcast.edge.http import CORS_HEADERS
+from roomcast.edge.offload import decode_off_loop
+from roomcast.edge.rate_limit import RateLimiter
+from roomcast.edge.signal_sink import WebSocketSignalSink
 from roomcast.edge.twirp import http_status_for
 from roomcast.errors import RoomcastError
 from roomcast.rooms.contracts import JoinOptions, SignalSink
@@ -34,7 +36,6 @@ from roomcast.telemetry import Metrics
 log = logging.getLogger(__name__)
 
 # WebSocket close codes (RFC 6455 §7.4.1).
-CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 # WebSocket PINGs, as livekit-server (docs/protocol/01-signalling-connection.md §1.1)
@@ -55,7 +56,7 @@ def _int(value: str | None) -> int:
 
 
 def join_options(request: web.Request) -> JoinOptions:
-    return join_options_from(request.query, request.remote or "")
+    return join_options_from(request.query, client_address(request))
 
 
 def join_options_from(q: Mapping[str, str], remote: str) -> JoinOptions:
@@ -89,6 +90,13 @@ def join_options_from(q: Mapping[str, str], remote: str) -> JoinOptions:
     )
 
 
+def parse_json_request(text: str) -> rtc.SignalRequest:
+    """A SignalRequest from a JSON text frame (docs/protocol/01-signalling-connection.md §1.5)."""
+    request = rtc.SignalRequest()
+    json_format.Parse(text, request, ignore_unknown_fields=True)
+    return request
+
+
 class RtcEndpoint:
     def __init__(
         self,
@@ -105,7 +113,13 @@ class RtcEndpoint:
         self._max_frame = max_frame
         self._sinks: set[WebSocketSignalSink] = set()
         limits = sessions.config.limit
-        self._join_limiter = RateLimiter(limits.joins_per_second_per_ip, limits.join_burst_per_ip)
+        self._queue_bytes = limits.signal_queue_bytes
+        # Refused joins count per client address, accepted ones per identity: a flood of bad
+        # tokens from behind a shared NAT or proxy never locks out valid joins.
+        self._failed_joins = RateLimiter(limits.joins_per_second_per_ip, limits.join_burst_per_ip)
+        self._joins = RateLimiter(
+            limits.joins_per_second_per_identity, limits.join_burst_per_identity
+        )
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/rtc", self.handle_rtc)
@@ -163,13 +177,23 @@ class RtcEndpoint:
     async def handle_rtc(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=404)
-        if not self._join_limiter.allow(request.remote or ""):
-            self._metrics.signal_connections.labels("rate_limited").inc()
-            return web.Response(status=429, text="too many join attempts from this address")
         error, claims, node = await self._check(request)
         if error is not None or claims is None:
+            if error is not None and error.status == 401:
+                client = client_address(request)
+                if not self._failed_joins.allow(limit_key(client)):
+                    self._metrics.limit_hit("failed_joins_per_ip", limit_key(client))
+                    self._metrics.signal_connections.labels("rate_limited").inc()
+                    return web.Response(
+                        status=429, text="too many refused join attempts from this address"
+                    )
             self._metrics.signal_connections.labels("rejected").inc()
             return error or web.Response(status=401)
+        who = f"{claims.identity}@{claims.video.room}"
+        if not self._joins.allow(f"{claims.api_key}\n{claims.video.room}\n{claims.identity}"):
+            self._metrics.limit_hit("joins_per_identity", who)
+            self._metrics.signal_connections.labels("rate_limited").inc()
+            return web.Response(status=429, text="too many joins for this identity")
         options = join_options(request)
         if self._router is not None and node is None and not options.reconnect:
             try:
@@ -181,7 +205,7 @@ class RtcEndpoint:
             heartbeat=WS_HEARTBEAT, max_msg_size=self._max_frame, autoping=True
         )
         await ws.prepare(request)
-        connection = WebSocketSignalSink(ws)
+        connection = self._sink(request, ws, who)
         self._sinks.add(connection)
         if self._router is not None and node is not None and node != self._router.node_id:
             try:
@@ -202,6 +226,20 @@ class RtcEndpoint:
                 session.on_signal_closed(connection)
         return ws
 
+    def _sink(
+        self, request: web.Request, ws: web.WebSocketResponse, who: str
+    ) -> WebSocketSignalSink:
+        def overflow(size: int) -> None:
+            self._metrics.limit_hit(
+                "signal_queue_bytes", who, f"{size} bytes queued, client not reading"
+            )
+
+        def abort() -> None:
+            if request.transport is not None:
+                request.transport.abort()
+
+        return WebSocketSignalSink(ws, self._queue_bytes, overflow, abort)
+
     async def _relay(
         self,
         request: web.Request,
@@ -213,7 +251,7 @@ class RtcEndpoint:
         assert self._router is not None
         edge = self._router.edge
         conn_id = edge.open(
-            node, sink, bearer_token(request), dict(request.query), request.remote or ""
+            node, sink, bearer_token(request), dict(request.query), client_address(request)
         )
         try:
             await self._read_loop(ws, sink, lambda req: edge.forward(conn_id, req))
@@ -245,9 +283,10 @@ class RtcEndpoint:
                     return
                 sink.json_mode = False
             elif message.type == WSMsgType.TEXT:
-                request = rtc.SignalRequest()
                 try:
-                    json_format.Parse(message.data, request, ignore_unknown_fields=True)
+                    request = await decode_off_loop(
+                        len(message.data), functools.partial(parse_json_request, message.data)
+                    )
                 except (json_format.ParseError, ValueError, RecursionError) as exc:
                     sink.close(CLOSE_INVALID_PAYLOAD, f"invalid SignalRequest JSON: {exc}")
                     return
@@ -269,80 +308,3 @@ class RtcEndpoint:
         """Flush what is queued (the SERVER_SHUTDOWN leaves), then close every WebSocket."""
         sinks = list(self._sinks)
         await asyncio.gather(*(sink.drain_and_close(timeout=1.0) for sink in sinks))
-
-
-class RateLimiter:
-    """Token buckets keyed by client address (joins per second per IP)."""
-
-    MAX_KEYS = 10_000  # bounded memory: forget idle addresses beyond this
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str) -> bool:
-        if self._rate <= 0:
-            return True
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return False
-        if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
-            self._buckets.clear()
-        self._buckets[key] = (tokens - 1, now)
-        return True
-
-
-class WebSocketSignalSink:
-    """Queues SignalResponses and writes them in order from one task (never blocks callers)."""
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self._ws = ws
-        self._queue: asyncio.Queue[rtc.SignalResponse | tuple[int, str]] = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
-        self._closing = False
-        self.json_mode = False
-
-    def send(self, response: rtc.SignalResponse) -> None:
-        if not self._closing:
-            self._queue.put_nowait(response)
-
-    def close(self, code: int = CLOSE_NORMAL, message: str = "") -> None:
-        """Flush what is queued, then close the WebSocket."""
-        if not self._closing:
-            self._closing = True
-            self._queue.put_nowait((code, message))
-
-    @property
-    def closed(self) -> bool:
-        return self._closing or self._ws.closed
-
-    async def _write_loop(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, tuple):
-                code, message = item
-                with contextlib.suppress(Exception):
-                    await self._ws.close(code=code, message=message.encode()[:120])
-                return
-            try:
-                if self.json_mode:
-                    await self._ws.send_str(json.dumps(json_format.MessageToDict(item)))
-                else:
-                    await self._ws.send_bytes(item.SerializeToString())
-            except (ConnectionError, RuntimeError):
-                self._closing = True
-                return
-
-    async def drain_and_close(self, timeout: float = 0.25) -> None:
-        self.close()
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self._writer), timeout)
-        if not self._writer.done():
-            self._writer.cancel()
-        if not self._ws.closed:
-            with contextlib.suppress(Exception):
-                await self._ws.close()

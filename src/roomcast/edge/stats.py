@@ -1,7 +1,10 @@
 """``GET /stats``: live rooms, participants, tracks and server figures for the dashboard.
 
-Read from the same room model and plane counters as /metrics (one source of truth);
-needs a token with ``roomList`` (as ListRooms does).
+Read from the same room model and plane counters as /metrics (one source of truth).
+Needs a token with ``roomList``, which shows what ListRooms shows: rooms and their participant
+counts. Participants (hidden ones included) are listed only for the room the token is
+``roomAdmin`` of, as ListParticipants requires (docs/protocol/08-server-api.md).
+``?room=NAME`` limits the answer to one room.
 """
 
 from __future__ import annotations
@@ -50,7 +53,15 @@ class StatsEndpoint:
         views = [self.local_view()]
         if self._gather is not None:
             views += await self._gather()
-        return web.json_response(merge(views))
+        stats = merge(views)
+        only = request.query.get("room")
+        if only is not None:
+            stats["rooms"] = [room for room in stats["rooms"] if room["name"] == only]
+        for room in stats["rooms"]:
+            if not claims.video.is_admin_of(room["name"]):
+                room["participants"] = []
+                room["participants_listed"] = False
+        return web.json_response(stats)
 
     def local_view(self) -> dict[str, Any]:
         """This node's figures and rooms (what another node merges into its /stats)."""
@@ -67,6 +78,8 @@ class StatsEndpoint:
                 "metadata": room.metadata,
                 "created_at": int(room.created_at),
                 "max_participants": room.settings.max_participants,
+                "num_participants": room.num_participants,
+                "participants_listed": True,
                 "participants": [self._participant(p) for p in room.live_participants()],
             }
             for room in self._rooms.list()

@@ -83,10 +83,11 @@ const roomToken = (room) => (state.dev ? devToken(room) : Promise.resolve(state.
 // Server calls
 // ---------------------------------------------------------------------------------------------
 
-async function fetchStats(token) {
+async function fetchStats(token, room = '') {
   let response;
   try {
-    response = await fetch('/stats', { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+    const query = room ? `?${new URLSearchParams({ room })}` : '';
+    response = await fetch(`/stats${query}`, { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
   } catch (err) {
     throw new HttpError(0, errorMessage(err));
   }
@@ -153,7 +154,7 @@ async function signIn(token, dev) {
       state.devTokens.clear();
       token = await devToken('');
     }
-    data = await fetchStats(token);
+    data = await loadStats(token);
   } catch (err) {
     state.dev = false;
     showLoginError(err instanceof HttpError ? refusal(err, dev ? '' : token) : errorMessage(err));
@@ -201,11 +202,26 @@ function showBoard(kind, message) {
   box.hidden = !message;
 }
 
+// /stats lists a room's participants only for a token that is roomAdmin of that room (as
+// ListParticipants): with the dev keys, fetch each room again with its own dev admin token.
+async function loadStats(token) {
+  const data = await fetchStats(token);
+  if (state.dev) {
+    await Promise.all((data.rooms || []).map(async (room) => {
+      if (room.participants_listed !== false) return;
+      const detail = await fetchStats(await devToken(room.name), room.name);
+      const full = (detail.rooms || []).find((r) => r.sid === room.sid);
+      if (full) Object.assign(room, full);
+    }));
+  }
+  return data;
+}
+
 async function refresh() {
   if (state.inFlight || $('#board').hidden) return;
   state.inFlight = true;
   try {
-    const data = await fetchStats(await baseToken());
+    const data = await loadStats(await baseToken());
     state.lastOk = Date.now();
     showBoard('status', '');
     render(data);
@@ -275,11 +291,15 @@ function render(data) {
   setText($('#pkts-out'), `${server.packets_out_per_s ?? 0} /s`);
   const rooms = data.rooms || [];
   setText($('#room-count'), rooms.length);
-  setText($('#participant-count'), rooms.reduce((n, r) => n + r.participants.length, 0));
+  setText($('#participant-count'), rooms.reduce((n, r) => n + participantCount(r), 0));
   setText($('#updated'), `Updated ${formatTime(Date.now())} · every ${REFRESH_MS / 1000} s`);
   reconcile($('#rooms'), rooms, (r) => r.sid, createRoom, updateRoom);
   $('#no-rooms').hidden = rooms.length > 0;
 }
+
+const participantCount = (room) => (room.participants_listed === false
+  ? room.num_participants ?? 0
+  : room.participants.length);
 
 function createRoom() {
   return h('article', { class: 'room card' },
@@ -290,14 +310,17 @@ function createRoom() {
       h('span', { class: 'room-meta mono' }),
       h('button', { type: 'button', class: 'small danger', dataset: { action: 'delete-room' } }, 'Delete room')),
     h('div', { class: 'participants' }),
-    h('p', { class: 'hint nobody' }, 'Nobody here yet.'));
+    h('p', { class: 'hint nobody' }, 'Nobody here yet.'),
+    h('p', { class: 'hint unlisted' }, 'Participants are listed only for a token that is roomAdmin of this room.'));
 }
 
 function updateRoom(el, room) {
   el.dataset.room = room.name;
   setText(el.querySelector('.room-name'), room.name);
-  const count = room.participants.length;
+  const count = participantCount(room);
+  const listed = room.participants_listed !== false;
   setText(el.querySelector('.count'), `${count} participant${count === 1 ? '' : 's'}`);
+  el.querySelector('.unlisted').hidden = listed || count === 0;
   const max = el.querySelector('.max');
   max.hidden = !room.max_participants;
   setText(max, `max ${room.max_participants}`);
