@@ -7,6 +7,9 @@
 - A malformed or oversized request head gets a bare status line and is logged without its
   content: aiohttp's own answer repeats the start of the offending line, which for ``/rtc``
   is the token.
+- The unread rest of a refused request's body is discarded for at most ``LINGERING_TIME``
+  seconds, then the connection closes (aiohttp's default of 10 s holds the handler that long,
+  even after the client has gone).
 - A connection that has not sent a complete request head ``idle_timeout`` seconds after it
   opened (or after its last response) is closed: aiohttp's keep-alive timer, which since 3.14
   also runs before the first request, so silent and trickling (slowloris) connections go.
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 
 HEAD_FIELD_BYTES = MAX_TOKEN_LENGTH + 8 * 1024  # a full-size token and the rest of its line
 HEAD_FIELDS = 64
+LINGERING_TIME = 1.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,7 @@ class EdgeRunner(web.AppRunner):
             "max_line_size": HEAD_FIELD_BYTES,
             "max_field_size": HEAD_FIELD_BYTES,
             "max_headers": HEAD_FIELDS,
+            "lingering_time": LINGERING_TIME,
         }
         if limits.idle_timeout:
             handler_args["keepalive_timeout"] = limits.idle_timeout

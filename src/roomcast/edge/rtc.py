@@ -121,6 +121,11 @@ class RtcEndpoint:
             limits.joins_per_second_per_identity, limits.join_burst_per_identity
         )
 
+    @property
+    def open_connections(self) -> int:
+        """Signalling WebSockets open on this node."""
+        return len(self._sinks)
+
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/rtc", self.handle_rtc)
         app.router.add_get("/rtc/validate", self.handle_validate)
