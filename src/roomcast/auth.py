@@ -18,8 +18,9 @@ import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 from livekit.protocol import models
 
-# LiveKit accepts short secrets (the dev secret is "secret"); the server warns about them once
-# at start-up instead of PyJWT warning on every token.
+# LiveKit accepts short secrets (the dev secret is "secret"); outside dev mode the server logs an
+# error for each once at start-up (config.short_secrets, server.py) instead of PyJWT warning on
+# every token.
 warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
 
 LEEWAY_SECONDS = 60
