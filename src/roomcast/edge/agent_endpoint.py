@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from roomcast.agents.jobs import JOB_TYPE_NAMES, WORKER_PREFIX
 from roomcast.agents.workers import Worker, WorkerRegistry, validate_register
 from roomcast.auth import AuthError, TokenVerifier
 from roomcast.edge.api import bearer_token
+from roomcast.edge.offload import decode_off_loop
 from roomcast.ids import new_sid
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,12 @@ def _decode(frame: WSMessage) -> tuple[agent.WorkerMessage, bool] | None:
         json_format.Parse(frame.data, decoded, ignore_unknown_fields=True)
         return decoded, True
     return None
+
+
+async def _decode_off_loop(frame: WSMessage) -> tuple[agent.WorkerMessage, bool] | None:
+    """``_decode``, on the decoding thread for a large frame (edge/offload.py)."""
+    size = len(frame.data) if isinstance(frame.data, bytes | str) else 0
+    return await decode_off_loop(size, functools.partial(_decode, frame))
 
 
 _DECODE_ERRORS = (DecodeError, RuntimeError, json_format.ParseError, ValueError, RecursionError)
@@ -193,7 +201,7 @@ class WorkerEndpoint:
             if frame.type == WSMsgType.ERROR:
                 return None
             try:
-                decoded = _decode(frame)
+                decoded = await _decode_off_loop(frame)
             except _DECODE_ERRORS as exc:
                 await ws.close(
                     code=CLOSE_INVALID_PAYLOAD, message=f"invalid message: {exc}".encode()[:120]
@@ -222,7 +230,7 @@ class WorkerEndpoint:
                 log.debug("worker websocket error: %s", ws.exception())
                 return
             try:
-                decoded = _decode(frame)
+                decoded = await _decode_off_loop(frame)
             except _DECODE_ERRORS as exc:
                 await worker.close(CLOSE_INVALID_PAYLOAD, f"invalid WorkerMessage: {exc}")
                 return
