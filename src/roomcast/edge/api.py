@@ -101,15 +101,40 @@ class TwirpEndpoint:
             return twirp.TwirpError(
                 "bad_route", f"unexpected Content-Type: {content_type or '(none)'}"
             ).to_response()
+        # Authentication and the grant check come before the body is read and decoded, so a
+        # caller without an API grant costs nothing whatever it sends.
+        claims = self._admit(request)
+        if isinstance(claims, web.Response):
+            return claims
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        message = method.request_type()
+        try:
+            await decode_off_loop(
+                len(body), functools.partial(twirp.decode, body, content_type, message)
+            )
+        except twirp.TwirpError as exc:
+            return exc.to_response()
+        if self._router is not None:
+            token = bearer_token(request)
+            routed = await self._route(
+                service, method_name, method, message, content_type, body, token, claims
+            )
+            if routed is not None:
+                return routed
+        return await self._execute(service, method_name, method, message, content_type, claims)
+
+    def _admit(self, request: web.Request) -> Claims | web.Response:
+        """The claims of a caller whose body may be read, or the refusal: a body declared too
+        large (413), a bad token (a plain 401, as LiveKit's auth middleware answers), or no
+        token or one without any API grant, such as a join token (the `unauthenticated` error
+        every method would give)."""
         declared = request.content_length
         if self._max_body_size and declared is not None and declared > self._max_body_size:
             # Refused on its declared size before anything is read, as LiveKit does.
             self._metrics.limit_hit("max_api_request_body_size", client_address(request))
             return web.Response(status=413, text="request body too large")
-        # Authentication and the grant check come before the body is read and decoded, so a
-        # caller without an API grant costs nothing whatever it sends. A bad token is a plain
-        # 401, as LiveKit's auth middleware answers; no token or no API grant at all is the
-        # `unauthenticated` error every method would give.
         token = bearer_token(request)
         if not token:
             return twirp.TwirpError.from_domain(PermissionDeniedError()).to_response()
@@ -119,9 +144,12 @@ class TwirpEndpoint:
             return web.Response(status=401, text=str(exc))
         if not holds_api_grant(claims.video):
             return twirp.TwirpError.from_domain(PermissionDeniedError()).to_response()
+        return claims
+
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
         try:
             async with asyncio.timeout(BODY_READ_TIMEOUT):
-                body = await request.read()
+                return await request.read()
         except TimeoutError:
             self._metrics.limit_hit("api_body_read_timeout", client_address(request))
             response = twirp.TwirpError("deadline_exceeded", "request body too slow").to_response()
@@ -130,20 +158,6 @@ class TwirpEndpoint:
         except web.HTTPRequestEntityTooLarge:  # no Content-Length, or a wrong one
             self._metrics.limit_hit("max_api_request_body_size", client_address(request))
             raise
-        message = method.request_type()
-        try:
-            await decode_off_loop(
-                len(body), functools.partial(twirp.decode, body, content_type, message)
-            )
-        except twirp.TwirpError as exc:
-            return exc.to_response()
-        if self._router is not None:
-            routed = await self._route(
-                service, method_name, method, message, content_type, body, token, claims
-            )
-            if routed is not None:
-                return routed
-        return await self._execute(service, method_name, method, message, content_type, claims)
 
     async def execute_local(
         self, service: str, method_name: str, content_type: str, body: bytes, token: str
@@ -159,7 +173,9 @@ class TwirpEndpoint:
                 return ApiResult(401, "text/plain", str(exc).encode())
             message = method.request_type()
             try:
-                twirp.decode(body, content_type, message)  # within the edge node's body limit
+                await decode_off_loop(
+                    len(body), functools.partial(twirp.decode, body, content_type, message)
+                )
             except twirp.TwirpError as exc:
                 response = exc.to_response()
             else:
