@@ -150,7 +150,8 @@ class LimitConfig:
     max_participant_name_length: int = 256
     signal_message_size_limit: int = 2 * 1024 * 1024
     # LiveKit's default is 10 MiB; 2 MiB holds the largest request (UpdateParticipant with 512 KiB
-    # metadata and 64 KiB attributes) even as JSON with every character escaped to up to 3 bytes.
+    # metadata and 64 KiB attributes) even as JSON whose escapes triple their size (`\uXXXX`
+    # for every non-ASCII character).
     max_api_request_body_size: int = 2 * 1024 * 1024
     num_tracks: int = 0  # tracks per participant (published + pending); 0 = Roomcast's 32
     bytes_per_sec: int = 0
@@ -168,7 +169,7 @@ class LimitConfig:
     http_idle_timeout: float = 20.0
     # Open HTTP/WebSocket connections per client address (IPv6: per /64), trusted proxies
     # exempt; 0 disables.
-    connections_per_ip: int = 256
+    connections_per_ip: int = 1024
     # Signalling responses queued for one WebSocket; a client that reads slower is disconnected.
     signal_queue_bytes: int = 8 * 1024 * 1024
     # Per publisher PeerConnection; burst twice that; 0 disables (media/forwarding_plane.py).

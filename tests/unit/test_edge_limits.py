@@ -194,6 +194,6 @@ def test_edge_config_defaults() -> None:
     assert limit.max_api_request_body_size == 2 * 1024 * 1024
     assert (limit.joins_per_second_per_ip, limit.join_burst_per_ip) == (20.0, 40)
     assert (limit.joins_per_second_per_identity, limit.join_burst_per_identity) == (2.0, 20)
-    assert limit.http_idle_timeout == 20.0 and limit.connections_per_ip == 256
+    assert limit.http_idle_timeout == 20.0 and limit.connections_per_ip == 1024
     assert limit.signal_queue_bytes == 8 * 1024 * 1024
     assert config.trusted_proxies == []

@@ -46,7 +46,7 @@ LINGERING_TIME = 1.0
 @dataclass(frozen=True)
 class ListenerLimits:
     idle_timeout: float = 20.0  # seconds; 0 keeps aiohttp's own (an hour)
-    connections_per_ip: int = 256  # 0: no cap
+    connections_per_ip: int = 1024  # 0: no cap
 
 
 class ConnectionCap:
