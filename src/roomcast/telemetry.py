@@ -63,6 +63,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.limit_hits = Counter(
+            "roomcast_limit_hits",
+            "times a client reached a resource limit (the limit's name as label)",
+            ["limit"],
+            registry=self.registry,
+        )
         self.signal_requests = Counter(
             "roomcast_signal_requests",
             "SignalRequests received by type",
@@ -87,6 +93,9 @@ class Metrics:
         self.registry.register(_StateCollector(rooms, plane, webhooks, transports))
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
         ProcessCollector(registry=self.registry)
+
+    def count_limit_hit(self, limit: str) -> None:
+        self.limit_hits.labels(limit).inc()
 
     def count_signal_request(self, kind: str) -> None:
         self.signal_requests.labels(kind).inc()
