@@ -100,7 +100,8 @@ class TestClient(asyncio.DatagramProtocol):
     @property
     def address(self) -> tuple[str, int]:
         assert self.udp is not None
-        return tuple(self.udp.get_extra_info("sockname")[:2])  # type: ignore[return-value]
+        host, port = self.udp.get_extra_info("sockname")[:2]
+        return host, port
 
     async def move(self) -> None:
         """Change networks: the same client, DTLS and SRTP, from a new socket."""
