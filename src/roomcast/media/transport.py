@@ -1,9 +1,11 @@
 """Server-side WebRTC transport: one UDP socket (`UdpMux`) shared by every `PeerTransport`.
 
 Per datagram, the first byte picks the protocol (RFC 7983 §7, `demux.py`). STUN finds its
-transport by our ufrag in USERNAME; everything else by the source address, which is learnt on
-the first *authenticated* Binding request — not on USE-CANDIDATE, because libwebrtc sends DTLS
-(and even SCTP) before nominating (docs/protocol/15-interop-findings.md §2 ICE).
+transport by our ufrag in USERNAME (Binding responses to a transport's own checks: by source
+address); everything else by the source address, which is learnt on the first *authenticated*
+Binding request — not on USE-CANDIDATE, because libwebrtc sends DTLS (and even SCTP) before
+nominating (docs/protocol/15-interop-findings.md §2 ICE). Receiving from an address is not
+sending to it: each transport sends to one address, chosen by `ice_lite.IceLiteAgent`.
 
 `PeerTransport` is the asyncio adapter of one PeerConnection: the protocol state lives in
 `ice_lite.IceLiteAgent` and `secure_channel.SecureChannel` (no I/O); here are the socket, the
@@ -33,7 +35,7 @@ from .stun import PWD_LENGTH, UFRAG_LENGTH, local_ufrag_of, parse_stun, random_i
 
 logger = logging.getLogger(__name__)
 
-CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: consent expires 30 s after the last check
+CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: 30 s after the last check from where we send
 HOST_PRIORITY = 2130706431  # RFC 8445 §5.1.2.1: (126 << 24) | (65535 << 8) | (256 - 1)
 _SOCKET_BUFFER = 4 * 1024 * 1024  # absorb bursts (video keyframes) on the one shared socket
 # Module-level names: the per-datagram path compares against these without attribute lookups.
@@ -182,10 +184,22 @@ class UdpMux(asyncio.DatagramProtocol):
 
     def _receive_stun(self, data: bytes, addr: Address) -> None:
         message = parse_stun(data)
-        ufrag = None if message is None else local_ufrag_of(message)
-        transport = None if ufrag is None else self._by_ufrag.get(ufrag)
-        if message is None or transport is None:
-            self.stats["stun_dropped"] += 1  # garbage or unknown ufrag: drop, never answer
+        if message is None:
+            self.stats["stun_dropped"] += 1  # garbage: drop, never answer
+            return
+        ufrag = local_ufrag_of(message)
+        if ufrag is None:
+            # A response to a transport's own check of a nominated address: that address sent
+            # an authenticated check first, so it is routed (its transport checks the rest).
+            transport = self._by_addr.get(addr) if _is_binding_response(message) else None
+            if transport is None:
+                self.stats["stun_dropped"] += 1
+            else:
+                transport.receive_stun_response(message, addr)
+            return
+        transport = self._by_ufrag.get(ufrag)
+        if transport is None:
+            self.stats["stun_dropped"] += 1  # unknown ufrag: drop, never answer
             return
         if transport.receive_stun(message, addr) and self._by_addr.get(addr) is not transport:
             routes = self._routes.get(transport)
@@ -197,10 +211,10 @@ class UdpMux(asyncio.DatagramProtocol):
 class PeerTransport:
     """ICE-lite + DTLS (server role) + SRTP + SCTP data channels for one PeerConnection.
 
-    Created before the remote description is known; nothing here needs it (a lite agent
-    needs neither the remote ufrag/pwd nor candidates). States (`TransportState`): new →
-    connecting (first authenticated check) → connected (DTLS done, SRTP keyed) → failed |
-    closed.
+    Created before the remote description is known: a lite agent needs no remote candidates,
+    and the remote ufrag/pwd only to check a nominated address before sending there. States
+    (`TransportState`): new → connecting (first authenticated check) → connected (DTLS done,
+    remote certificate verified against a=fingerprint, SRTP keyed) → failed | closed.
     """
 
     def __init__(
@@ -217,7 +231,9 @@ class PeerTransport:
         self.on_channel_open: Callable[[str], None] | None = None
         self.on_rtp: Callable[[bytes], None] | None = None
         self.on_rtcp: Callable[[bytes], None] | None = None
-        self.remote_address: Address | None = None  # where we send: nominated or first checked
+        # Where we send: the first checked address, then a nominated one that answered our own
+        # check (ice_lite.py: consent is per address).
+        self.remote_address: Address | None = None
         self.stats: collections.Counter[str] = collections.Counter()
         self._mux = mux
         self._loop = asyncio.get_running_loop()
@@ -281,10 +297,13 @@ class PeerTransport:
 
     def set_remote_fingerprint(self, fingerprint: str) -> None:
         """The remote `a=fingerprint` ("sha-256 AB:…"). Checked when DTLS completes, or now if
-        it already has (the first DTLS flight can beat the client's answer); mismatch → failed.
-        Never calling this accepts any certificate."""
-        self._channel.set_remote_fingerprint(fingerprint)
+        it already has (the first DTLS flight can beat the client's answer): until then the
+        transport is not connected and nothing flows; mismatch → failed."""
+        held = self._channel.set_remote_fingerprint(fingerprint)
+        if held:  # SCTP packets that arrived between the handshake and the verification
+            self._sctp_inbox.extend(held)
         self._sync_state()
+        self._arm_timer()
 
     def set_remote_sctp(
         self, port: int = SCTP_PORT, max_message_size: int = MAX_MESSAGE_SIZE
@@ -348,7 +367,8 @@ class PeerTransport:
     def receive_stun(self, message: stun.Message, addr: Address) -> bool:
         """One Binding request for one of our ufrags; True when it authenticated (the mux then
         routes `addr` here)."""
-        check = self._ice.handle(message, addr)
+        now = self._loop.time()
+        check = self._ice.handle(message, addr, now)
         if check.retired_ufrag is not None:
             self._mux.unroute_ufrag(check.retired_ufrag, self)
         if check.response is not None:
@@ -356,13 +376,26 @@ class PeerTransport:
         if not check.authenticated:
             self.stats["stun_unauthorized"] += 1
             return False
+        if check.probe is not None:  # a nomination from elsewhere: does that address answer?
+            self._mux.sendto(check.probe, addr)
+            self.stats["ice_probes"] += 1
         self.remote_address = self._ice.remote_address
-        now = self._loop.time()
-        self._channel.refresh_consent(now)  # RFC 7675 §5.1
+        if check.consent:  # only checks from where we send keep us sending (RFC 7675 §5.1)
+            self._channel.refresh_consent(now)
         if self.state is TransportState.NEW:
             self._channel.start(now)  # DTLS server: wait for the ClientHello
             self._sync_state()
         return True
+
+    def receive_stun_response(self, message: stun.Message, addr: Address) -> None:
+        """A Binding response from a routed address: if it answers our check of a nominated
+        address, media goes there from now on (RFC 8445 §7.3.1.5)."""
+        if not self._ice.handle_response(message, addr):
+            return
+        self.remote_address = addr
+        self._channel.refresh_consent(self._loop.time())  # the answer is consent (RFC 7675)
+        self.stats["ice_address_changes"] += 1
+        logger.debug("transport %s now sends to %s:%d", self.ice_ufrag, addr[0], addr[1])
 
     def receive_dtls(self, data: bytes) -> None:
         records = self._channel.receive(data, self._loop.time())
@@ -484,6 +517,13 @@ class PeerTransport:
     def _channel_message(self, label: str, payload: bytes) -> None:
         if self.on_data is not None:
             self.on_data(label, payload)
+
+
+def _is_binding_response(message: stun.Message) -> bool:
+    return message.message_method == stun.Method.BINDING and message.message_class in (
+        stun.Class.RESPONSE,
+        stun.Class.ERROR,
+    )
 
 
 def _is_specific_ip(host: str) -> bool:
