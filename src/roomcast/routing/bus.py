@@ -3,8 +3,13 @@
 Each node reads its own stream ``roomcast:node:<id>`` (XREAD from the last id it saw, so a
 reader that reconnects misses nothing the stream still holds, unlike pub/sub). Messages are
 small JSON objects (binary payloads such as SignalRequest/SignalResponse protobufs travel
-base64-encoded); ``t`` names the kind. Streams are capped (MAXLEN ~) and expire when their node
-stops reading, so a dead node's stream goes away.
+base64-encoded); ``t`` names the kind.
+
+Redis holds a message only until its reader has it: the reader trims what it has read (XTRIM
+MINID, one reader per stream), streams are capped (MAXLEN ~) for a reader that stalls, and a
+stream expires when its node stops reading, so a dead node's stream goes away. Messages over
+``MAX_MESSAGE_BYTES`` are refused when published, and the outbox that holds messages while
+Redis is unreachable is bounded in bytes.
 
 Order matters for signalling relay: every message this node sends goes through one queue and
 one writer task, and a stream keeps the order of its entries. Both loops survive a Redis
@@ -29,16 +34,27 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "roomcast:node:"
-STREAM_MAXLEN = 10_000  # entries kept per node stream (approximate trim)
+# Unread entries kept per node stream (approximate trim). Read entries are trimmed at once;
+# this only bounds what piles up while a reader stalls, before other nodes declare it dead.
+STREAM_MAXLEN = 1000
 STREAM_TTL = 30  # seconds a stream outlives its last reader/writer activity
 READ_BLOCK_MS = 1000
+READ_COUNT = 100  # entries per XREAD: bounds one reply to READ_COUNT * MAX_MESSAGE_BYTES
 RETRY_DELAY = 0.5  # seconds between attempts while Redis is unreachable
-MAX_QUEUED = 20_000  # messages kept while Redis is down; the oldest are dropped past this
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger inbound messages are dropped, never parsed
+# Encoded messages held while Redis is unreachable; the oldest are dropped past this.
+OUTBOX_MAX_BYTES = 64 * 1024 * 1024
+# One encoded message, whatever it carries: larger ones are refused when published and
+# dropped unparsed when read. Relayed SignalRequests have a tighter bound (routing/relay.py).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 Message = dict[str, Any]
 Handler = Callable[[Message], None]
 RpcHandler = Callable[[Message], Awaitable[Message]]
+LimitCounter = Callable[[str], None]  # called with the name of the limit that was hit
+
+
+def _ignore_limit(limit: str) -> None:
+    pass
 
 
 class BusError(Exception):
@@ -57,13 +73,25 @@ def channel_of(node_id: str) -> str:
     return CHANNEL_PREFIX + node_id
 
 
+def after(entry_id: str) -> str:
+    """The smallest stream id greater than ``entry_id`` (``ms-seq``): XTRIM MINID's bound."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
 class NodeBus:
-    def __init__(self, client: aioredis.Redis, node_id: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, node_id: str, count_limit: LimitCounter = _ignore_limit
+    ) -> None:
         self._client = client
         self.node_id = node_id
+        self.count_limit = count_limit
         self._handlers: dict[str, Handler] = {}
         self._rpc_handlers: dict[str, RpcHandler] = {}
         self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox_bytes = 0
+        self._outbox_overflowing = False  # logged once per outage, not once per message
+        self._oversized_kinds: set[str] = set()  # logged once per kind
         self._outbox_ready = asyncio.Event()
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._ids = itertools.count(1)
@@ -108,22 +136,46 @@ class NodeBus:
                 future.set_exception(BusError("node shutting down"))
 
     # -- sending ------------------------------------------------------------------------------
-    def publish(self, node_id: str, message: Message) -> None:
-        """Queue a one-way message to a node; never blocks, order preserved."""
+    def publish(self, node_id: str, message: Message) -> bool:
+        """Queue a one-way message to a node; never blocks, order preserved.
+
+        False if the message is over ``MAX_MESSAGE_BYTES``: it is not sent.
+        """
         message["from"] = self.node_id
-        if len(self._outbox) >= MAX_QUEUED:
-            self._outbox.popleft()
-            log.warning("bus outbox full (Redis unreachable?): dropping the oldest message")
-        self._outbox.append((channel_of(node_id), json.dumps(message).encode()))
+        data = json.dumps(message).encode()
+        if len(data) > MAX_MESSAGE_BYTES:
+            self.count_limit("bus_message_size")
+            kind = str(message.get("kind") or message.get("t"))
+            if kind not in self._oversized_kinds:
+                self._oversized_kinds.add(kind)
+                log.warning(
+                    "bus: not sending a %s message of %d bytes (limit %d)",
+                    kind,
+                    len(data),
+                    MAX_MESSAGE_BYTES,
+                )
+            return False
+        while self._outbox and self._outbox_bytes + len(data) > OUTBOX_MAX_BYTES:
+            _, dropped = self._outbox.popleft()
+            self._outbox_bytes -= len(dropped)
+            self.count_limit("bus_outbox_bytes")
+            if not self._outbox_overflowing:
+                self._outbox_overflowing = True
+                log.warning("bus outbox full (Redis unreachable?): dropping the oldest messages")
+        self._outbox.append((channel_of(node_id), data))
+        self._outbox_bytes += len(data)
         self._drained.clear()
         self._outbox_ready.set()
+        return True
 
     async def request(self, node_id: str, kind: str, body: Message, timeout: float) -> Message:
         """Send a request to a node and wait for its reply (``BusError`` on failure)."""
         request_id = f"{self.node_id}-{next(self._ids)}"
+        message = {"t": "rpc", "kind": kind, "id": request_id, "body": body}
+        if not self.publish(node_id, message):
+            raise BusError(f"{kind} request too large for the node bus")
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self.publish(node_id, {"t": "rpc", "kind": kind, "id": request_id, "body": body})
         try:
             async with asyncio.timeout(timeout):
                 reply = await future
@@ -155,12 +207,15 @@ class NodeBus:
                     await asyncio.sleep(RETRY_DELAY)
                     continue
                 for _ in batch:
-                    self._outbox.popleft()
+                    _, data = self._outbox.popleft()
+                    self._outbox_bytes -= len(data)
+            self._outbox_overflowing = False
             self._drained.set()
 
     async def _read_loop(self) -> None:
         stream = channel_of(self.node_id)
         last_id = "$"  # only what arrives from now on
+        trimmed_to = ""  # the last id already trimmed away
         while not self._closing:
             try:
                 if last_id == "$":
@@ -170,13 +225,18 @@ class NodeBus:
                         if await self._client.exists(stream)
                         else None
                     )
-                    last_id = info["last-generated-id"].decode() if info else "0-0"
+                    last_id = trimmed_to = info["last-generated-id"].decode() if info else "0-0"
                 self.subscribed.set()
                 while not self._closing:
-                    await self._client.expire(stream, STREAM_TTL)
-                    result: Any = await self._client.xread(
-                        {stream: last_id}, count=500, block=READ_BLOCK_MS
-                    )
+                    # One round trip: forget what was handled, stay alive, wait for more.
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        if last_id != trimmed_to:
+                            pipe.xtrim(stream, minid=after(last_id), approximate=False)
+                        pipe.expire(stream, STREAM_TTL)
+                        pipe.xread({stream: last_id}, count=READ_COUNT, block=READ_BLOCK_MS)
+                        replies = await pipe.execute()
+                    trimmed_to = last_id
+                    result: Any = replies[-1]
                     for _, entries in result or []:
                         for entry_id, fields in entries:
                             last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -189,7 +249,7 @@ class NodeBus:
 
     def _dispatch(self, data: object) -> None:
         if not isinstance(data, bytes) or len(data) > MAX_MESSAGE_BYTES:
-            return
+            return  # never published by a node of ours
         try:
             message = json.loads(data)
         except ValueError:
@@ -227,5 +287,7 @@ class NodeBus:
             except Exception as exc:
                 log.exception("bus: request %s failed", message.get("kind"))
                 reply["error"] = f"{type(exc).__name__}: {exc}"
-        if sender:
-            self.publish(sender, reply)
+        if sender and not self.publish(sender, reply):
+            # Too large to send: the caller gets an error now rather than a timeout.
+            too_large = f"reply to {message.get('kind')!r} too large for the node bus"
+            self.publish(sender, {"t": "reply", "id": message.get("id"), "error": too_large})
