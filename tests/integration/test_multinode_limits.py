@@ -170,3 +170,32 @@ async def test_idle_participants_with_large_metadata_cost_redis_nothing(
         assert all(not i.metadata and not i.attributes for i in infos)
         for ws in sockets:
             await ws.close()
+
+
+async def test_agent_worker_records_are_bounded_and_written_once(
+    redis: tuple[RedisServer, aioredis.Redis], start_server: ServerFactory
+) -> None:
+    from roomcast.routing.agents import WORKERS_KEY
+    from tests.integration.test_agents import RawWorker
+
+    server, store = redis
+    a: Server = await start_server(node_config(server))
+    async with RawWorker(a, "helper") as small, RawWorker(a, "n" * (100 * KIB)) as huge:
+
+        async def advertised() -> bool:
+            return await store.hexists(WORKERS_KEY, small.id)
+
+        await until_async(advertised)
+        # A worker whose record is absurdly large serves this node's rooms only.
+        assert not await store.hexists(WORKERS_KEY, huge.id)
+        assert limit_hits(a, "agent_worker_record_size") == 1
+
+        before = await info(store, "stats", "total_net_input_bytes")
+        await asyncio.sleep(2)
+        written = await info(store, "stats", "total_net_input_bytes") - before
+        assert written < 2 * 20 * KIB, f"{written} bytes written to Redis in 2 s while idle"
+
+    async def withdrawn() -> bool:
+        return await store.hlen(WORKERS_KEY) == 0
+
+    await until_async(withdrawn)  # a worker that left is no longer advertised
