@@ -14,6 +14,7 @@ from livekit.protocol import models
 from roomcast.config import LimitConfig
 from roomcast.routing import bus
 from roomcast.routing.bus import BusError, NodeBus, after
+from roomcast.routing.outbox import Outbox
 from roomcast.routing.records import (
     PARTICIPANTS_PREFIX,
     ROOM_PREFIX,
@@ -56,15 +57,57 @@ async def test_oversized_requests_fail_at_once() -> None:
         await node_bus.request("n2", "api", {"body": "x" * bus.MAX_MESSAGE_BYTES}, timeout=60)
 
 
-def test_outbox_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bus, "OUTBOX_MAX_BYTES", 10_000)
-    node_bus, hits = counting_bus()
-    for i in range(30):  # Redis unreachable: nothing leaves the outbox
-        assert node_bus.publish("n2", {"t": "x", "i": i, "pad": "p" * 1000})
-    queued = list(node_bus._outbox)
-    assert sum(len(data) for _, data in queued) <= 10_000
-    assert b'"i": 29' in queued[-1][1]  # the newest are kept
-    assert hits and set(hits) == {"bus_outbox_bytes"}
+def test_outbox_is_bounded_in_bytes_dropping_the_longest_queue_first() -> None:
+    drops: list[int] = []
+    outbox = Outbox(10_000, 1000, 1_000_000, lambda: drops.append(1))
+    outbox.add("quiet", b"q" * 1000)
+    for i in range(30):  # Redis unreachable: nothing leaves
+        outbox.add("busy", f"{i:02d}".encode() * 500)
+    assert outbox.bytes <= 10_000 and len(drops) == 21
+    batch = outbox.take(100)
+    assert batch[0] == ("quiet", b"q" * 1000)  # the quiet stream lost nothing
+    assert [data[:2] for _, data in batch[1:]] == [f"{i:02d}".encode() for i in range(21, 30)]
+
+
+def test_outbox_holds_back_while_a_reader_is_behind() -> None:
+    outbox = Outbox(10**9, 3, 10_000, lambda: None)
+    for i in range(10):
+        outbox.add("s", bytes([i]) * 100)
+    assert [data[0] for _, data in outbox.take(100)] == [0, 1, 2]  # 3 unread at most
+    outbox.written({"s": 3})  # nothing read yet
+    assert outbox.take(100) == [] and outbox.blocked() == ["s"]
+    outbox.lengths({"s": 1})  # the reader has read two
+    assert [data[0] for _, data in outbox.take(100)] == [3, 4]
+    outbox.failed()  # Redis did not take them: they go again, first
+    assert [data[0] for _, data in outbox.take(100)] == [3, 4]
+    outbox.written({"s": 0})
+    assert [data[0] for _, data in outbox.take(100)] == [5, 6, 7]
+
+
+def test_outbox_bounds_unread_bytes_but_always_sends_one_message() -> None:
+    outbox = Outbox(10**9, 1000, 1000, lambda: None)
+    outbox.add("s", b"a" * 600)
+    outbox.add("s", b"b" * 600)
+    outbox.add("s", b"c" * 5000)  # larger than the bound by itself
+    assert [data[:1] for _, data in outbox.take(100)] == [b"a"]
+    outbox.written({"s": 0})
+    assert [data[:1] for _, data in outbox.take(100)] == [b"b"]
+    outbox.written({"s": 1})
+    assert outbox.take(100) == []
+    outbox.lengths({"s": 0})
+    assert [data[:1] for _, data in outbox.take(100)] == [b"c"]
+    outbox.written({"s": 0})
+    assert outbox.empty and outbox.bytes == 0
+
+
+def test_outbox_forgets_a_dead_reader() -> None:
+    outbox = Outbox(10**9, 1, 10_000, lambda: None)
+    outbox.add("dead", b"x")
+    outbox.add("dead", b"y")
+    outbox.take(10)
+    outbox.written({"dead": 1})
+    outbox.forget("dead")
+    assert outbox.empty and outbox.bytes == 0
 
 
 # -- records -----------------------------------------------------------------------------------

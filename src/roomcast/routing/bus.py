@@ -6,10 +6,11 @@ small JSON objects (binary payloads such as SignalRequest/SignalResponse protobu
 base64-encoded); ``t`` names the kind.
 
 Redis holds a message only until its reader has it: the reader trims what it has read (XTRIM
-MINID, one reader per stream), streams are capped (MAXLEN ~) for a reader that stalls, and a
-stream expires when its node stops reading, so a dead node's stream goes away. Messages over
-``MAX_MESSAGE_BYTES`` are refused when published, and the outbox that holds messages while
-Redis is unreachable is bounded in bytes.
+MINID, one reader per stream). A writer keeps at most ``STREAM_MAX_ENTRIES`` and
+``STREAM_MAX_BYTES`` of its own unread messages in a stream; beyond that, messages wait in its
+outbox (routing/outbox.py, bounded in bytes) until the reader catches up, so a stalled reader
+costs Redis little and a burst is delayed, not cut. A stream expires when its node stops
+reading, so a dead node's stream goes away. Messages over ``MAX_MESSAGE_BYTES`` are refused.
 
 Order matters for signalling relay: every message this node sends goes through one queue and
 one writer task, and a stream keeps the order of its entries. Both loops survive a Redis
@@ -24,24 +25,32 @@ import contextlib
 import itertools
 import json
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from roomcast.routing.outbox import Outbox
+
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "roomcast:node:"
-# Unread entries kept per node stream (approximate trim). Read entries are trimmed at once;
-# this only bounds what piles up while a reader stalls, before other nodes declare it dead.
-STREAM_MAXLEN = 1000
+# Per writer and stream: its messages the reader has not read yet. Past either, the writer
+# waits (checking the stream's length every BACKPRESSURE_POLL seconds).
+STREAM_MAX_ENTRIES = 1000
+STREAM_MAX_BYTES = 8 * 1024 * 1024
+BACKPRESSURE_POLL = 0.005
+# A backstop for writers that do not hold back (approximate trim); never reached otherwise,
+# as it would cut messages a slow reader has not read.
+STREAM_MAXLEN = 10_000
 STREAM_TTL = 30  # seconds a stream outlives its last reader/writer activity
 READ_BLOCK_MS = 1000
 READ_COUNT = 100  # entries per XREAD: bounds one reply to READ_COUNT * MAX_MESSAGE_BYTES
+WRITE_BATCH = 256  # XADDs per pipeline
 RETRY_DELAY = 0.5  # seconds between attempts while Redis is unreachable
-# Encoded messages held while Redis is unreachable; the oldest are dropped past this.
+# Encoded messages waiting (Redis unreachable, or readers behind); the oldest are dropped past
+# this, from the longest queue.
 OUTBOX_MAX_BYTES = 64 * 1024 * 1024
 # One encoded message, whatever it carries: larger ones are refused when published and
 # dropped unparsed when read. Relayed SignalRequests have a tighter bound (routing/relay.py).
@@ -88,8 +97,9 @@ class NodeBus:
         self.count_limit = count_limit
         self._handlers: dict[str, Handler] = {}
         self._rpc_handlers: dict[str, RpcHandler] = {}
-        self._outbox: deque[tuple[str, bytes]] = deque()
-        self._outbox_bytes = 0
+        self._outbox = Outbox(
+            OUTBOX_MAX_BYTES, STREAM_MAX_ENTRIES, STREAM_MAX_BYTES, self._outbox_dropped
+        )
         self._outbox_overflowing = False  # logged once per outage, not once per message
         self._oversized_kinds: set[str] = set()  # logged once per kind
         self._outbox_ready = asyncio.Event()
@@ -118,7 +128,7 @@ class NodeBus:
 
     async def close(self, flush_timeout: float = 2.0) -> None:
         """Deliver what is queued (within ``flush_timeout``), then stop."""
-        if self._outbox:
+        if not self._outbox.empty:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), flush_timeout)
         self._closing = True
@@ -155,18 +165,20 @@ class NodeBus:
                     MAX_MESSAGE_BYTES,
                 )
             return False
-        while self._outbox and self._outbox_bytes + len(data) > OUTBOX_MAX_BYTES:
-            _, dropped = self._outbox.popleft()
-            self._outbox_bytes -= len(dropped)
-            self.count_limit("bus_outbox_bytes")
-            if not self._outbox_overflowing:
-                self._outbox_overflowing = True
-                log.warning("bus outbox full (Redis unreachable?): dropping the oldest messages")
-        self._outbox.append((channel_of(node_id), data))
-        self._outbox_bytes += len(data)
+        self._outbox.add(channel_of(node_id), data)
         self._drained.clear()
         self._outbox_ready.set()
         return True
+
+    def forget(self, node_id: str) -> None:
+        """The node is gone: drop the messages still waiting for it."""
+        self._outbox.forget(channel_of(node_id))
+
+    def _outbox_dropped(self) -> None:
+        self.count_limit("bus_outbox_bytes")
+        if not self._outbox_overflowing:
+            self._outbox_overflowing = True
+            log.warning("bus outbox full (Redis or a node unreachable): dropping old messages")
 
     async def request(self, node_id: str, kind: str, body: Message, timeout: float) -> Message:
         """Send a request to a node and wait for its reply (``BusError`` on failure)."""
@@ -193,22 +205,29 @@ class NodeBus:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            while self._outbox:
-                batch = list(itertools.islice(self._outbox, 256))
+            while not self._outbox.empty:
+                batch = self._outbox.take(WRITE_BATCH)
+                written = list(dict.fromkeys(stream for stream, _ in batch))
+                waiting = [s for s in self._outbox.blocked() if s not in written]
                 try:
                     async with self._client.pipeline(transaction=False) as pipe:
                         for stream, data in batch:
                             pipe.xadd(stream, {"m": data}, maxlen=STREAM_MAXLEN, approximate=True)
-                        for stream in {stream for stream, _ in batch}:
+                        for stream in written:
                             pipe.expire(stream, STREAM_TTL)
-                        await pipe.execute()
+                        for stream in (*written, *waiting):
+                            pipe.xlen(stream)
+                        replies = await pipe.execute()
                 except (RedisError, OSError) as exc:
+                    self._outbox.failed()
                     log.warning("bus publish failed, retrying: %s", exc)
                     await asyncio.sleep(RETRY_DELAY)
                     continue
-                for _ in batch:
-                    _, data = self._outbox.popleft()
-                    self._outbox_bytes -= len(data)
+                checked = (*written, *waiting)
+                lengths = dict(zip(checked, replies[len(replies) - len(checked) :], strict=True))
+                self._outbox.written(lengths)
+                if not batch:
+                    await asyncio.sleep(BACKPRESSURE_POLL)  # every reader we wait for is behind
             self._outbox_overflowing = False
             self._drained.set()
 

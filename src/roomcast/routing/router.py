@@ -213,6 +213,7 @@ class Router:
 
     # -- failures -----------------------------------------------------------------------------
     def _node_dead(self, node_id: str) -> None:
+        self.bus.forget(node_id)
         self.edge.node_dead(node_id)
         if self._room_relay is not None:
             self._room_relay.edge_dead(node_id)
