@@ -199,3 +199,45 @@ async def test_agent_worker_records_are_bounded_and_written_once(
         return await store.hlen(WORKERS_KEY) == 0
 
     await until_async(withdrawn)  # a worker that left is no longer advertised
+
+
+async def test_a_stalled_reader_costs_redis_a_bounded_amount(
+    redis: tuple[RedisServer, aioredis.Redis],
+) -> None:
+    """Node A keeps sending 1 MB messages to node B, whose reader is stuck: A holds back."""
+    import json
+
+    from roomcast.routing.bus import NodeBus
+
+    server, store = redis
+    writer = NodeBus(aioredis.Redis(host="127.0.0.1", port=server.port), "A")
+    await writer.start()
+    stream = channel_of("B")  # B's reader: this test, reading only when it chooses to
+    try:
+        baseline = await info(store, "memory", "used_memory")
+        for i in range(40):
+            writer.publish("B", {"t": "big", "i": i, "pad": "p" * MIB})
+
+        async def sending() -> bool:
+            return await store.xlen(stream) > 0
+
+        await until_async(sending)
+        await asyncio.sleep(0.5)  # what the writer would add unchecked, it adds in this time
+        held = await info(store, "memory", "used_memory") - baseline
+        assert held < 12 * MIB, f"Redis holds {held} bytes for a reader that reads nothing"
+
+        # B reads (and trims) as a node does: everything arrives, in order, and nothing stays.
+        received: list[int] = []
+        last = "0-0"
+        while len(received) < 40:
+            reply = await store.xread({stream: last}, count=10, block=2000)
+            assert reply, "the writer stopped sending"
+            for entry_id, fields in reply[0][1]:
+                last = entry_id.decode()
+                received.append(json.loads(fields[b"m"])["i"])
+            ms, seq = last.split("-")
+            await store.xtrim(stream, minid=f"{ms}-{int(seq) + 1}", approximate=False)
+        assert received == list(range(40))
+        assert await store.xlen(stream) == 0
+    finally:
+        await writer.close()
