@@ -33,7 +33,7 @@ from roomcast.rooms.session_manager import SessionManager
 from roomcast.rooms.subscriptions import SubscriptionManager
 from roomcast.rooms.tracks import TrackManager
 from roomcast.routing.agents import ClusterAgents
-from roomcast.routing.records import RoomRecord
+from roomcast.routing.records import ParticipantRecord, RoomRecord
 from roomcast.routing.registry import NodeRecord, NodeStats
 from roomcast.routing.router import Router
 from roomcast.supervisor import worker_index
@@ -72,7 +72,12 @@ class Server:
         # Multi-node mode (docs/protocol/12-config-cli-multinode.md §12.5): only when Redis is
         # configured.
         self.router = (
-            Router(config, NodeRecord(id=self.node_id, region=config.region), self._node_stats)
+            Router(
+                config,
+                NodeRecord(id=self.node_id, region=config.region),
+                self._node_stats,
+                self.metrics.count_limit,
+            )
             if config.redis.enabled
             else None
         )
@@ -157,8 +162,12 @@ class Server:
         return [
             RoomRecord(
                 room.name,
-                room.to_proto().SerializeToString(),
-                {p.identity: p.to_proto().SerializeToString() for p in room.live_participants()},
+                room.to_proto(),
+                # Built only for participants whose version changed (routing/records.py).
+                {
+                    p.identity: ParticipantRecord(p.sid, p.version, p.to_proto)
+                    for p in room.live_participants()
+                },
             )
             for room in self.rooms.list()
         ]

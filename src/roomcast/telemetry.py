@@ -75,6 +75,12 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
+        self.limit_hits = Counter(
+            "roomcast_limit_hits",
+            "requests or messages refused because they hit a limit, by limit",
+            ["limit"],
+            registry=self.registry,
+        )
         self.forward_seconds = Histogram(
             "roomcast_forward_seconds",
             f"time to forward one RTP packet to all its subscribers (1 in {LATENCY_SAMPLE_EVERY})",
@@ -99,6 +105,9 @@ class Metrics:
 
     def count_signal_request(self, kind: str) -> None:
         self.signal_requests.labels(kind).inc()
+
+    def count_limit(self, limit: str) -> None:
+        self.limit_hits.labels(limit).inc()
 
     def timed_forward(
         self, forward: Callable[[object, bytes], None]
