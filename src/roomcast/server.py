@@ -76,7 +76,7 @@ class Server:
                 config,
                 NodeRecord(id=self.node_id, region=config.region),
                 self._node_stats,
-                self.metrics.count_limit,
+                self.metrics.count_limit_hit,
             )
             if config.redis.enabled
             else None

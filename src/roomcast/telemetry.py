@@ -65,7 +65,7 @@ class Metrics:
         )
         self.limit_hits = Counter(
             "roomcast_limit_hits",
-            "times a client reached a resource limit (the limit's name as label)",
+            "requests, messages or connections refused because they hit a limit, by limit",
             ["limit"],
             registry=self.registry,
         )
@@ -73,12 +73,6 @@ class Metrics:
             "roomcast_signal_requests",
             "SignalRequests received by type",
             ["type"],
-            registry=self.registry,
-        )
-        self.limit_hits = Counter(
-            "roomcast_limit_hits",
-            "requests or messages refused because they hit a limit, by limit",
-            ["limit"],
             registry=self.registry,
         )
         self.forward_seconds = Histogram(
@@ -105,9 +99,6 @@ class Metrics:
 
     def count_signal_request(self, kind: str) -> None:
         self.signal_requests.labels(kind).inc()
-
-    def count_limit(self, limit: str) -> None:
-        self.limit_hits.labels(limit).inc()
 
     def timed_forward(
         self, forward: Callable[[object, bytes], None]

@@ -182,7 +182,7 @@ class ClusterAgents:
                 records[worker.id] = record
             elif worker.id not in self._too_large:
                 self._too_large.add(worker.id)
-                self._bus.count_limit("agent_worker_record_size")
+                self._bus.count_limit_hit("agent_worker_record_size")
                 log.warning(
                     "agent worker %s: its %d-byte record is not advertised to other nodes",
                     worker.id,

@@ -90,11 +90,11 @@ def after(entry_id: str) -> str:
 
 class NodeBus:
     def __init__(
-        self, client: aioredis.Redis, node_id: str, count_limit: LimitCounter = _ignore_limit
+        self, client: aioredis.Redis, node_id: str, count_limit_hit: LimitCounter = _ignore_limit
     ) -> None:
         self._client = client
         self.node_id = node_id
-        self.count_limit = count_limit
+        self.count_limit_hit = count_limit_hit
         self._handlers: dict[str, Handler] = {}
         self._rpc_handlers: dict[str, RpcHandler] = {}
         self._outbox = Outbox(
@@ -154,7 +154,7 @@ class NodeBus:
         message["from"] = self.node_id
         data = json.dumps(message).encode()
         if len(data) > MAX_MESSAGE_BYTES:
-            self.count_limit("bus_message_size")
+            self.count_limit_hit("bus_message_size")
             kind = str(message.get("kind") or message.get("t"))
             if kind not in self._oversized_kinds:
                 self._oversized_kinds.add(kind)
@@ -175,7 +175,7 @@ class NodeBus:
         self._outbox.forget(channel_of(node_id))
 
     def _outbox_dropped(self) -> None:
-        self.count_limit("bus_outbox_bytes")
+        self.count_limit_hit("bus_outbox_bytes")
         if not self._outbox_overflowing:
             self._outbox_overflowing = True
             log.warning("bus outbox full (Redis or a node unreachable): dropping old messages")

@@ -98,7 +98,7 @@ class EdgeRelay:
             return
         size = request.ByteSize()
         if size > self._max_request_bytes:
-            self._bus.count_limit("relay_signal_request_size")
+            self._bus.count_limit_hit("relay_signal_request_size")
             log.warning(
                 "relay: closing a connection that sent a %d-byte %s request (limit %d)",
                 size,

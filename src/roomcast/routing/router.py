@@ -49,11 +49,11 @@ class Router:
         config: Config,
         record: NodeRecord,
         stats: StatsProvider,
-        count_limit: LimitCounter = lambda limit: None,
+        count_limit_hit: LimitCounter = lambda limit: None,
     ) -> None:
         self.client = self._client = redis_client.connect(config.redis)
         self.node_id = record.id
-        self.bus = NodeBus(self._client, record.id, count_limit)
+        self.bus = NodeBus(self._client, record.id, count_limit_hit)
         self.registry = NodeRegistry(self._client, record, stats)
         self.placement = Placement(self._client, self.registry, make_selector(config.node_selector))
         self.edge = EdgeRelay(self.bus, relayed_request_limit(config.limit))
