@@ -15,6 +15,7 @@ from roomcast.media.sctp_guard import (
     MAX_HELD_BYTES,
     MAX_HELD_CHUNKS,
     MAX_INBOUND_STREAMS,
+    MAX_REASSEMBLY_CHUNKS,
     TSN_WINDOW,
     ReceiveGuard,
     ReceiveLimits,
@@ -43,6 +44,7 @@ class FakeReceiver:
     streams: set[int] = field(default_factory=lambda: {1})
     held_bytes: int = 0
     held_chunks: int = 0
+    out_of_order: int = 0
 
     def has_received(self, tsn: int) -> bool:
         return tsn in self.received
@@ -101,13 +103,19 @@ def test_control_packets_pass_before_the_handshake() -> None:
 
 def test_held_limits_raise() -> None:
     guard = ReceiveGuard()
-    guard.check(FakeReceiver(held_bytes=MAX_HELD_BYTES, held_chunks=MAX_HELD_CHUNKS))
+    guard.check(
+        FakeReceiver(held_bytes=MAX_HELD_BYTES, held_chunks=MAX_HELD_CHUNKS, out_of_order=1024)
+    )
     with pytest.raises(SctpViolation) as bytes_error:
         guard.check(FakeReceiver(held_bytes=MAX_HELD_BYTES + 1))
     assert bytes_error.value.limit == "held_bytes"
     with pytest.raises(SctpViolation) as chunks_error:
         guard.check(FakeReceiver(held_chunks=MAX_HELD_CHUNKS + 1))
     assert chunks_error.value.limit == "held_chunks"
+    guard.check(FakeReceiver(held_chunks=MAX_HELD_CHUNKS, out_of_order=TSN_WINDOW))
+    with pytest.raises(SctpViolation) as waiting_error:
+        guard.check(FakeReceiver(held_chunks=MAX_REASSEMBLY_CHUNKS + 1))
+    assert waiting_error.value.limit == "reassembly_chunks"
 
 
 def test_wasted_data_is_counted_per_gap() -> None:
@@ -193,7 +201,7 @@ async def test_tsn_gap_flood_is_bounded_then_aborted() -> None:
     assert pair.server.send("_reliable", b"after") is False
 
 
-async def test_endless_fragmented_message_is_aborted_on_held_bytes() -> None:
+async def test_endless_fragmented_message_is_aborted() -> None:
     """One message that never ends: contiguous TSNs, no E flag, 1,000-byte fragments."""
     pair = SctpPair()
     await pair.connect()
@@ -204,11 +212,23 @@ async def test_endless_fragmented_message_is_aborted_on_held_bytes() -> None:
     elapsed, held = await attack(pair, packets)
     assert elapsed < ATTACK_SECONDS
     assert held < ATTACK_MEMORY
-    assert pair.server.aborted == "held_bytes"
+    assert pair.server.aborted == "reassembly_chunks"
     assert aborted_to_client(pair)
 
 
-async def test_tiny_fragments_are_aborted_on_held_chunks() -> None:
+async def test_large_chunks_past_a_gap_are_aborted_on_held_bytes() -> None:
+    """Out-of-order data past the advertised receive window (7,000-byte chunks)."""
+    pair = SctpPair()
+    await pair.connect()
+    first = pair.cumulative_tsn + 2
+    chunks = [pair.message(first + i, ssn=i + 2, payload=b"b" * 7000) for i in range(400)]
+    elapsed, held = await attack(pair, [pair.data_packet([chunk]) for chunk in chunks])
+    assert elapsed < ATTACK_SECONDS
+    assert held < ATTACK_MEMORY
+    assert pair.server.aborted == "held_bytes"
+
+
+async def test_tiny_fragments_are_aborted() -> None:
     """Unordered middle fragments (no B flag: never deliverable) cost aiortc a scan each."""
     pair = SctpPair()
     await pair.connect()
@@ -218,7 +238,7 @@ async def test_tiny_fragments_are_aborted_on_held_chunks() -> None:
     elapsed, held = await attack(pair, packets)
     assert elapsed < ATTACK_SECONDS
     assert held < ATTACK_MEMORY
-    assert pair.server.aborted == "held_chunks"
+    assert pair.server.aborted == "reassembly_chunks"
 
 
 async def test_ssn_blocked_messages_are_aborted_on_held_chunks() -> None:
@@ -230,7 +250,7 @@ async def test_ssn_blocked_messages_are_aborted_on_held_chunks() -> None:
     packets = [pair.data_packet(chunks[i : i + 40]) for i in range(0, len(chunks), 40)]
     elapsed, _ = await attack(pair, packets)
     assert elapsed < ATTACK_SECONDS
-    assert pair.server.aborted == "held_chunks"
+    assert pair.server.aborted == "reassembly_chunks"
 
 
 async def test_many_streams_are_aborted() -> None:

@@ -75,6 +75,10 @@ class _AiortcReceiver:
     def has_received(self, tsn: int) -> bool:
         return tsn in self._sctp._sack_misordered
 
+    @property
+    def out_of_order(self) -> int:
+        return len(self._sctp._sack_misordered)
+
     def has_stream(self, stream_id: int) -> bool:
         return stream_id in self._sctp._inbound_streams
 

@@ -11,7 +11,8 @@ the receiver's state through `ReceiverView`, and
   livekit-server uses, drops DATA beyond its window the same way). Dropped DATA is not
   acknowledged, so a well-behaved sender retransmits it once the window moves;
 - raises `SctpViolation` (the owner then aborts the association, RFC 9260 §9.1) when the receiver
-  holds more than `MAX_HELD_BYTES` or `MAX_HELD_CHUNKS`, when the peer opens more than
+  holds more than `MAX_HELD_BYTES`, `MAX_HELD_CHUNKS` or `MAX_REASSEMBLY_CHUNKS` (chunks of
+  incomplete messages), when the peer opens more than
   `MAX_INBOUND_STREAMS` streams, when it sends a DATA chunk without user data (§3.3.1), or when,
   while one TSN gap stays open, it sends more than `MAX_WASTED_PER_GAP` of DATA that is dropped
   or duplicated: a sender that respects our advertised receive window (§6.1 rule A) never does.
@@ -49,11 +50,14 @@ MAX_PACKET_SIZE = 8192
 TSN_WINDOW = 1024
 # Held = received but not yet delivered (out of order, or fragments of an incomplete message).
 # Bytes: the advertised window plus room for the one packet a sender may always have in flight
-# (§6.1 rule A) and a maximum-size (256 KiB, docs/protocol/15-interop-findings.md) message
-# being reassembled. Chunks: the window of out-of-order TSNs plus the fragments of one
-# maximum-size message (256 KiB / ~1,150 bytes ≈ 230).
+# (§6.1 rule A). Chunks: the window of out-of-order TSNs plus the fragments of one
+# maximum-size message (256 KiB, a=max-message-size, / ~1,150 bytes ≈ 230).
 MAX_HELD_BYTES = RECEIVE_WINDOW_BYTES + 64 * 1024
-MAX_HELD_CHUNKS = TSN_WINDOW + 512
+MAX_HELD_CHUNKS = TSN_WINDOW + 256
+# Held chunks that no missing TSN explains (fragments waiting for the rest of their message):
+# a sender fragments a message into consecutive TSNs (§6.9), so a well-behaved one has at most
+# one incomplete message there, ~230 chunks. aiortc rescans them for every chunk it receives.
+MAX_REASSEMBLY_CHUNKS = 512
 # LiveKit's SDKs use three data channels (`_reliable`, `_lossy`, `_data_track`) per
 # PeerConnection, each on one SCTP stream; aiortc keeps state for every stream id it sees.
 MAX_INBOUND_STREAMS = 256
@@ -82,6 +86,10 @@ class ReceiverView(Protocol):
     def has_received(self, tsn: int) -> bool:
         """Was this TSN past the cumulative TSN received already (out of order)?"""
 
+    @property
+    def out_of_order(self) -> int:
+        """How many TSNs past the cumulative TSN were received."""
+
     def has_stream(self, stream_id: int) -> bool: ...
 
     @property
@@ -100,6 +108,7 @@ class ReceiveLimits:
     max_packet_size: int = MAX_PACKET_SIZE
     max_held_bytes: int = MAX_HELD_BYTES
     max_held_chunks: int = MAX_HELD_CHUNKS
+    max_reassembly_chunks: int = MAX_REASSEMBLY_CHUNKS
     max_inbound_streams: int = MAX_INBOUND_STREAMS
     max_wasted_per_gap: int = MAX_WASTED_PER_GAP
 
@@ -191,6 +200,13 @@ class ReceiveGuard:
         if chunks > limits.max_held_chunks:
             raise SctpViolation(
                 "held_chunks", f"{chunks} chunks held (limit {limits.max_held_chunks})"
+            )
+        # A lower bound: out-of-order TSNs may have been delivered already.
+        waiting = chunks - receiver.out_of_order
+        if waiting > limits.max_reassembly_chunks:
+            raise SctpViolation(
+                "reassembly_chunks",
+                f"{waiting} chunks wait for reassembly (limit {limits.max_reassembly_chunks})",
             )
 
     def _drop(self, limit: str) -> None:
