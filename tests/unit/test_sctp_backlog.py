@@ -83,3 +83,27 @@ async def test_lossy_messages_are_dropped_for_a_reader_that_is_behind() -> None:
     assert pair.server.aborted is None
     assert ("lossy_backlog", False) in pair.server_side.limits
     assert pair.server.send("_reliable", b"still fine") is True
+
+
+async def test_with_a_slow_threshold_a_slow_reader_loses_messages_instead() -> None:
+    """rtc.datachannel_slow_threshold set: livekit-server's behaviour, drop for a slow reader."""
+    pair = SctpPair(backlog=SendBacklog(slow_threshold_bps=100_000))
+    await pair.connect()
+    pair.client_reads = False
+    results = []
+    for _ in range(400):
+        results.append(pair.server.send("_reliable", b"r" * 15_000))
+        pair.now += 0.05
+        await pair.exchange(rounds=1)
+    assert pair.server.aborted is None
+    assert results.count(False) > 200
+    assert ("reliable_slow_reader", False) in pair.server_side.limits
+    assert pair.server.buffered < RELIABLE_BACKLOG // 4  # drops began once the rate was known
+
+
+def test_the_livekit_key_is_read() -> None:
+    from roomcast.config import Overrides, load_config
+
+    body = "keys:\n  k: a-secret-long-enough\nrtc:\n  datachannel_slow_threshold: 2000000\n"
+    config = load_config(Overrides(config_body=body), environ={})
+    assert config.rtc.datachannel_slow_threshold == 2_000_000

@@ -20,7 +20,8 @@ from roomcast.media.sctp_packet import (
     DataChunk,
     SctpPacket,
     SctpPacketError,
-    data_tsn,
+    data_tsn_and_stream,
+    keep_chunks,
     tsn_distance,
 )
 
@@ -42,7 +43,9 @@ def test_round_trip_matches_aiortc() -> None:
     ours = SctpPacket.parse(data)
     assert ours.chunks == chunks
     assert DataChunk.parse(ours.chunks[2]).user_data == b"xxx"
-    assert data_tsn(ours.chunks[0]) == 0xFFFFFFFF
+    assert data_tsn_and_stream(data, 12) == (0xFFFFFFFF, 1)
+    kept = keep_chunks(data, [(DATA, 12 + 24 + 16, 12 + 24 + 16 + 19)])
+    assert SctpPacket.parse(kept).chunks == (chunks[2],)
 
 
 def test_parses_aiortc_packets() -> None:

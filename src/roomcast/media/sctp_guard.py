@@ -30,10 +30,12 @@ from typing import Protocol
 from .sctp_packet import (
     DATA,
     DATA_HEADER_LENGTH,
-    SctpPacket,
     SctpPacketError,
-    data_tsn,
+    chunk_spans,
+    data_tsn_and_stream,
+    keep_chunks,
     tsn_distance,
+    verify_checksum_of,
 )
 
 # The receive window we advertise (a_rwnd in INIT, RFC 9260 §3.3.2): aiortc's 1 MiB. A sender
@@ -138,17 +140,18 @@ class ReceiveGuard:
 
     def admit(self, data: bytes, receiver: ReceiverView) -> bytes | None:
         """The packet to hand to the receiver: `data` itself, a copy without the DATA chunks
-        past the window, or None when nothing is left. Raises SctpViolation."""
+        past the window, or None when nothing is left. Raises SctpViolation. (The receiver
+        checks the checksum of what it is handed; a copy is only made of a checked packet.)"""
         limits = self.limits
         if len(data) > limits.max_packet_size:
             self._drop("packet_size")
             return None
         try:
-            packet = SctpPacket.parse(data)
+            spans = chunk_spans(data)
         except SctpPacketError:
             self._drop("malformed")  # the receiver would drop it too
             return None
-        if not any(chunk.type == DATA for chunk in packet.chunks):
+        if not any(kind == DATA for kind, _, _ in spans):
             return data
         cumulative = receiver.cumulative_tsn
         if cumulative is None:  # DATA before the handshake: nothing can take it yet
@@ -158,37 +161,36 @@ class ReceiveGuard:
             self._gap_at, self._wasted = cumulative, 0
         kept = []
         new_streams: set[int] = set()
-        for chunk in packet.chunks:
-            if chunk.type != DATA:
-                kept.append(chunk)
+        for span in spans:
+            kind, start, end = span
+            if kind != DATA:
+                kept.append(span)
                 continue
-            value = chunk.value
-            if len(value) <= DATA_HEADER_LENGTH - 4:
+            if end - start <= DATA_HEADER_LENGTH:
                 raise SctpViolation("no_user_data", "DATA chunk without user data")
-            tsn = data_tsn(chunk)
+            tsn, stream_id = data_tsn_and_stream(data, start)
             ahead = tsn_distance(tsn, cumulative)
             if ahead > limits.tsn_window:
                 self._drop("tsn_window")
-                self._waste(len(value) + 4)
+                self._waste(end - start)
                 continue
             if ahead <= 0 or receiver.has_received(tsn):
-                self._waste(len(value) + 4)  # a duplicate: the receiver only reports it
-            else:
-                stream_id = int.from_bytes(value[4:6], "big")
-                if not receiver.has_stream(stream_id) and stream_id not in new_streams:
-                    new_streams.add(stream_id)
-                    if receiver.stream_count + len(new_streams) > limits.max_inbound_streams:
-                        raise SctpViolation(
-                            "streams", f"more than {limits.max_inbound_streams} inbound streams"
-                        )
-            kept.append(chunk)
-        if len(kept) == len(packet.chunks):
+                self._waste(end - start)  # a duplicate: the receiver only reports it
+            elif not receiver.has_stream(stream_id) and stream_id not in new_streams:
+                new_streams.add(stream_id)
+                if receiver.stream_count + len(new_streams) > limits.max_inbound_streams:
+                    raise SctpViolation(
+                        "streams", f"more than {limits.max_inbound_streams} inbound streams"
+                    )
+            kept.append(span)
+        if len(kept) == len(spans):
             return data
-        if not kept:
+        try:
+            verify_checksum_of(data)
+        except SctpPacketError:
+            self._drop("malformed")
             return None
-        return SctpPacket(
-            packet.source_port, packet.destination_port, packet.verification_tag, tuple(kept)
-        ).serialize()
+        return keep_chunks(data, kept) if kept else None
 
     def check(self, receiver: ReceiverView) -> None:
         """After the receiver took a packet: raise SctpViolation if it now holds too much."""

@@ -92,27 +92,16 @@ class SctpPacket:
     @classmethod
     def parse(cls, data: bytes, *, verify_checksum: bool = True) -> SctpPacket:
         """Parse a packet; raises SctpPacketError unless it has a valid header, checksum and at
-        least one well-formed chunk (§3.2: Chunk Length counts the header but not the
-        padding, and a chunk never runs past the end of the packet)."""
-        size = len(data)
-        if size < COMMON_HEADER_LENGTH + CHUNK_HEADER_LENGTH:
-            raise SctpPacketError(f"{size} bytes: shorter than a header and one chunk")
+        least one well-formed chunk (see `chunk_spans`)."""
+        spans = chunk_spans(data)
         if verify_checksum:
-            (checksum,) = _CHECKSUM.unpack_from(data, 8)
-            if checksum != crc32c(data[:8] + _ZERO_CHECKSUM + data[12:]):
-                raise SctpPacketError("bad CRC32c checksum")
+            verify_checksum_of(data)
         source_port, destination_port, tag = _HEADER.unpack_from(data)
-        chunks: list[Chunk] = []
-        pos = COMMON_HEADER_LENGTH
-        while pos + CHUNK_HEADER_LENGTH <= size:
-            kind, flags, length = _CHUNK_HEADER.unpack_from(data, pos)
-            if length < CHUNK_HEADER_LENGTH or pos + length > size:
-                raise SctpPacketError(f"chunk type {kind} of length {length} at offset {pos}")
-            chunks.append(Chunk(kind, flags, data[pos + CHUNK_HEADER_LENGTH : pos + length]))
-            pos += length + (-length % 4)
-        if pos < size and any(data[pos:]):  # at most padding may follow the last chunk
-            raise SctpPacketError(f"{size - pos} stray bytes after the last chunk")
-        return cls(source_port, destination_port, tag, tuple(chunks))
+        chunks = tuple(
+            Chunk(kind, data[start + 1], data[start + CHUNK_HEADER_LENGTH : end])
+            for kind, start, end in spans
+        )
+        return cls(source_port, destination_port, tag, chunks)
 
     def serialize(self) -> bytes:
         """The packet's bytes, with its CRC32c checksum (§6.8)."""
@@ -120,6 +109,47 @@ class SctpPacket:
         body = b"".join(bytes(chunk) for chunk in self.chunks)
         checksum = crc32c(header + _ZERO_CHECKSUM + body)
         return header + _CHECKSUM.pack(checksum) + body
+
+
+def chunk_spans(data: bytes) -> list[tuple[int, int, int]]:
+    """(type, start, end) of each chunk (end excludes the padding), without copying or
+    checking the checksum. Raises SctpPacketError unless there is a header and at least one
+    well-formed chunk (§3.2: Chunk Length counts the header but not the padding, and a chunk
+    never runs past the end of the packet)."""
+    size = len(data)
+    if size < COMMON_HEADER_LENGTH + CHUNK_HEADER_LENGTH:
+        raise SctpPacketError(f"{size} bytes: shorter than a header and one chunk")
+    spans = []
+    pos = COMMON_HEADER_LENGTH
+    unpack = _CHUNK_HEADER.unpack_from
+    while pos + CHUNK_HEADER_LENGTH <= size:
+        kind, _, length = unpack(data, pos)
+        end = pos + length
+        if length < CHUNK_HEADER_LENGTH or end > size:
+            raise SctpPacketError(f"chunk type {kind} of length {length} at offset {pos}")
+        spans.append((kind, pos, end))
+        pos = end + (-length % 4)
+    if pos < size and any(data[pos:]):  # at most padding may follow the last chunk
+        raise SctpPacketError(f"{size - pos} stray bytes after the last chunk")
+    return spans
+
+
+def verify_checksum_of(data: bytes) -> None:
+    """Raises SctpPacketError unless the packet's CRC32c (§6.8) is right."""
+    (checksum,) = _CHECKSUM.unpack_from(data, 8)
+    if checksum != crc32c(data[:8] + _ZERO_CHECKSUM + data[12:]):
+        raise SctpPacketError("bad CRC32c checksum")
+
+
+def keep_chunks(data: bytes, spans: list[tuple[int, int, int]]) -> bytes:
+    """The packet `data` (checksum already verified) with only the chunks at `spans`, and its
+    new checksum."""
+    parts = [data[:8], _ZERO_CHECKSUM]
+    for _, start, end in spans:
+        parts.append(data[start:end])
+        parts.append(b"\x00" * (-(end - start) % 4))
+    body = b"".join(parts)
+    return body[:8] + _CHECKSUM.pack(crc32c(body)) + body[12:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +178,11 @@ class DataChunk:
         return Chunk(DATA, self.flags, fields + self.user_data)
 
 
-def data_tsn(chunk: Chunk) -> int:
-    """The TSN of a DATA chunk without building a DataChunk (the guard's per-chunk path).
-    The caller has checked that the value holds the DATA fields."""
-    return int.from_bytes(chunk.value[:4], "big")
+_TSN_AND_STREAM = struct.Struct("!IH")
+
+
+def data_tsn_and_stream(data: bytes, start: int) -> tuple[int, int]:
+    """TSN and stream id of the DATA chunk at `start` in a packet, without copying (the
+    guard's per-chunk path). The caller has checked that the chunk holds the DATA fields."""
+    tsn, stream_id = _TSN_AND_STREAM.unpack_from(data, start + CHUNK_HEADER_LENGTH)
+    return tsn, stream_id
