@@ -12,10 +12,10 @@ the receiver's state through `ReceiverView`, and
   acknowledged, so a well-behaved sender retransmits it once the window moves;
 - raises `SctpViolation` (the owner then aborts the association, RFC 9260 §9.1) when the receiver
   holds more than `MAX_HELD_BYTES`, `MAX_HELD_CHUNKS` or `MAX_REASSEMBLY_CHUNKS` (chunks of
-  incomplete messages), when the peer opens more than
-  `MAX_INBOUND_STREAMS` streams, when it sends a DATA chunk without user data (§3.3.1), or when,
-  while one TSN gap stays open, it sends more than `MAX_WASTED_PER_GAP` of DATA that is dropped
-  or duplicated: a sender that respects our advertised receive window (§6.1 rule A) never does.
+  incomplete messages), when the peer opens more than `MAX_INBOUND_STREAMS` streams, when it
+  sends a DATA chunk without user data (§3.3.1), or when, while one TSN gap stays open, it
+  sends more than `MAX_WASTED_PER_GAP` of DATA that is dropped or duplicated: a sender that
+  respects our advertised receive window (§6.1 rule A) never does.
 
 Every value below is what a well-behaved peer stays under with a margin; the cost figures are
 in docs/architecture.md ("Data channels").
