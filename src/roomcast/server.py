@@ -59,11 +59,20 @@ class Server:
         self.node_id = new_sid(NODE_PREFIX, 8)
         self.agents = AgentService(self.verifier, self.admin)
         self.mux = UdpMux(
-            self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
+            self._rtc_host(),
+            config.effective_udp_port,
+            advertise_ip=self._advertise_ip(),
+            data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
         )
         self.plane = ForwardingPlane(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
         self.metrics = Metrics()
-        self.metrics.attach(self.rooms, self.plane, self.webhooks, lambda: self.mux.transport_count)
+        self.metrics.attach(
+            self.rooms,
+            self.plane,
+            self.webhooks,
+            lambda: self.mux.transport_count,
+            lambda: self.mux.data_channel_limits,
+        )
         self.rates = RateSampler(self.plane)
         self.media = SubscriptionManager(self.plane, TrackManager(config.limit.num_tracks))
         self.sessions = SessionManager(

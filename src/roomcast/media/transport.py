@@ -29,6 +29,8 @@ from .demux import FIRST_BYTE, PacketClass
 from .dtls import DtlsCertificate
 from .ice_lite import Address, IceLiteAgent
 from .sctp import MAX_MESSAGE_SIZE, SCTP_PORT, DataChannels
+from .sctp_backlog import SendBacklog
+from .sctp_guard import RECEIVE_WINDOW_BYTES
 from .secure_channel import SecureChannel, TransportState
 from .srtp import Protect, Unprotect
 from .stun import PWD_LENGTH, UFRAG_LENGTH, local_ufrag_of, parse_stun, random_ice_string
@@ -38,6 +40,10 @@ logger = logging.getLogger(__name__)
 CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: 30 s after the last check from where we send
 HOST_PRIORITY = 2130706431  # RFC 8445 §5.1.2.1: (126 << 24) | (65535 << 8) | (256 - 1)
 _SOCKET_BUFFER = 4 * 1024 * 1024  # absorb bursts (video keyframes) on the one shared socket
+# Decrypted SCTP packets waiting for the association: one receive window (a sender that
+# respects it has no more new data in flight); beyond it records are dropped and SCTP resends.
+MAX_SCTP_INBOX_BYTES = RECEIVE_WINDOW_BYTES
+SCTP_PUMP_SLICE = 0.005  # seconds the SCTP pump runs before letting the loop serve others
 # Module-level names: the per-datagram path compares against these without attribute lookups.
 _RTP, _STUN, _DTLS = PacketClass.RTP, PacketClass.STUN, PacketClass.DTLS
 
@@ -65,6 +71,7 @@ class UdpMux(asyncio.DatagramProtocol):
         *,
         advertise_ip: str | None = None,
         consent_timeout: float = CONSENT_TIMEOUT,
+        data_channel_slow_threshold: int = 0,
     ) -> None:
         if advertise_ip is None and not _is_specific_ip(host):
             raise ValueError(f"bound to {host!r}: pass advertise_ip (the node IP for candidates)")
@@ -72,6 +79,10 @@ class UdpMux(asyncio.DatagramProtocol):
         self.port = port
         self.advertise_ip = advertise_ip or host
         self.consent_timeout = consent_timeout
+        # livekit-server's rtc.datachannel_slow_threshold (bits/s), see sctp_backlog.py
+        self.data_channel_slow_threshold = data_channel_slow_threshold
+        # Data-channel limits applied, by limit (sctp_guard.py, sctp_backlog.py): /metrics
+        self.data_channel_limits: collections.Counter[str] = collections.Counter()
         self.certificate = DtlsCertificate.generate()  # one per worker; context shared
         self.stats: collections.Counter[str] = collections.Counter()
         self.udp: asyncio.DatagramTransport | None = None
@@ -254,8 +265,13 @@ class PeerTransport:
             server=True,
             on_open=self._channel_opened,
             on_message=self._channel_message,
+            on_limit=self._data_channel_limit,
+            backlog=SendBacklog(slow_threshold_bps=mux.data_channel_slow_threshold),
+            clock=self._loop.time,
         )
         self._sctp_inbox: collections.deque[bytes] = collections.deque()
+        self._sctp_inbox_bytes = 0
+        self._limits_logged: set[str] = set()
         self._sctp_pump: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -403,8 +419,7 @@ class PeerTransport:
         self._sync_state()
         self._arm_timer()
         if records:
-            self._sctp_inbox.extend(records)
-            self._run_sctp_pump()
+            self._queue_sctp(records)
 
     def receive_srtp(self, data: bytes) -> None:
         """Hot path: one SRTP or SRTCP packet from the remote address."""
@@ -493,22 +508,57 @@ class PeerTransport:
             return
         self._flush_dtls()
 
+    def _queue_sctp(self, records: list[bytes]) -> None:
+        """Decrypted records wait here for the pump, up to MAX_SCTP_INBOX_BYTES."""
+        for record in records:
+            if self._sctp_inbox_bytes + len(record) > MAX_SCTP_INBOX_BYTES:
+                self._data_channel_limit("sctp_inbox", False)
+                continue
+            self._sctp_inbox.append(record)
+            self._sctp_inbox_bytes += len(record)
+        self._run_sctp_pump()
+
     def _run_sctp_pump(self) -> None:
         if self._sctp_pump is None or self._sctp_pump.done():
             self._sctp_pump = self._loop.create_task(self._pump_sctp())
 
     async def _pump_sctp(self) -> None:
-        """Feed SCTP packets to aiortc one at a time, in arrival order (its handler is async)."""
+        """Feed SCTP packets to aiortc one at a time, in arrival order (its handler is async),
+        yielding to the loop every SCTP_PUMP_SLICE so a burst never stalls other work."""
         if not self._channels.started:
             await self._channels.start(self._sctp_port, self._sctp_max_message_size)
-        inbox = self._sctp_inbox
+        inbox, clock = self._sctp_inbox, self._loop.time
+        slice_end = clock() + SCTP_PUMP_SLICE
         while inbox:
+            record = inbox.popleft()
+            self._sctp_inbox_bytes -= len(record)
             try:
-                await self._channels.handle_packet(inbox.popleft())
+                await self._channels.handle_packet(record)
             except Exception:  # aiortc asserting on bad input, or an on_data/on_channel_open bug
                 self.stats["sctp_errors"] += 1
                 if _log_this_time(self.stats["sctp_errors"]):
                     logger.warning("SCTP packet handling failed", exc_info=True)
+            if inbox and clock() >= slice_end:
+                await asyncio.sleep(0)
+                slice_end = clock() + SCTP_PUMP_SLICE
+
+    def _data_channel_limit(self, limit: str, fatal: bool) -> None:
+        """A data-channel limit was applied: count it, log it once per transport and limit,
+        and when it aborted the association fail the transport (its owner then removes the
+        participant, as on any transport failure)."""
+        self._mux.data_channel_limits[limit] += 1
+        if limit not in self._limits_logged:
+            self._limits_logged.add(limit)
+            action = "closing the transport" if fatal else "dropping"
+            logger.info(
+                "transport %s: data channel limit %s hit, %s", self.ice_ufrag, limit, action
+            )
+        if fatal and not self._closed:
+            self._sctp_inbox.clear()
+            self._sctp_inbox_bytes = 0
+            self._channel.fail(f"SCTP association aborted: {limit}")
+            self._flush_dtls()
+            self._sync_state()
 
     def _channel_opened(self, label: str) -> None:
         if self.on_channel_open is not None:
