@@ -71,8 +71,8 @@ class Server:
             self.plane,
             self.webhooks,
             lambda: self.mux.transport_count,
-            lambda: self.mux.data_channel_limits,
         )
+        self.mux.on_limit = self.metrics.count_limit_hit
         self.rates = RateSampler(self.plane)
         self.media = SubscriptionManager(self.plane, TrackManager(config.limit.num_tracks))
         self.sessions = SessionManager(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,11 +89,8 @@ class Metrics:
         plane: ForwardingPlane,
         webhooks: WebhookNotifier,
         transports: Callable[[], int] = lambda: 0,
-        data_channel_limits: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
-        self.registry.register(
-            _StateCollector(rooms, plane, webhooks, transports, data_channel_limits)
-        )
+        self.registry.register(_StateCollector(rooms, plane, webhooks, transports))
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
         ProcessCollector(registry=self.registry)
 
@@ -128,13 +125,11 @@ class _StateCollector(Collector):
         plane: ForwardingPlane,
         webhooks: WebhookNotifier,
         transports: Callable[[], int],
-        data_channel_limits: Callable[[], Mapping[str, int]],
     ) -> None:
         self._rooms = rooms
         self._plane = plane
         self._webhooks = webhooks
         self._transports = transports
-        self._data_channel_limits = data_channel_limits
 
     def collect(self) -> Iterator[Metric]:
         rooms = self._rooms.list()
@@ -176,15 +171,6 @@ class _StateCollector(Collector):
         deliveries.add_metric(["failed"], self._webhooks.failed)
         deliveries.add_metric(["dropped"], self._webhooks.dropped)
         yield deliveries
-        limits = CounterMetricFamily(
-            "roomcast_data_channel_limits",
-            "data-channel limits applied (SCTP chunks or messages dropped, associations "
-            "aborted), by limit (media/sctp_guard.py, media/sctp_backlog.py)",
-            labels=["limit"],
-        )
-        for limit, count in sorted(self._data_channel_limits().items()):
-            limits.add_metric([limit], count)
-        yield limits
 
 
 def _task_count() -> int:

@@ -73,14 +73,8 @@ async def attacker(server: Server, room: str) -> AsyncIterator[SctpParticipant]:
 
 
 async def metric(server: Server, limit: str) -> float:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url_of(server) + "/metrics") as response:
-            text = await response.text()
-    prefix = f'roomcast_data_channel_limits_total{{limit="{limit}"}} '
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix) :])
-    return 0.0
+    """roomcast_limit_hits_total{limit="data_channel_<limit>"} (read in-process)."""
+    return float(server.metrics.limit_hits.labels(f"data_channel_{limit}")._value.get())
 
 
 def unsent_bytes(transports: list[PeerTransport]) -> int:

@@ -81,8 +81,9 @@ class UdpMux(asyncio.DatagramProtocol):
         self.consent_timeout = consent_timeout
         # livekit-server's rtc.datachannel_slow_threshold (bits/s), see sctp_backlog.py
         self.data_channel_slow_threshold = data_channel_slow_threshold
-        # Data-channel limits applied, by limit (sctp_guard.py, sctp_backlog.py): /metrics
-        self.data_channel_limits: collections.Counter[str] = collections.Counter()
+        # Called with a limit's name each time a data-channel limit is applied
+        # (sctp_guard.py, sctp_backlog.py); the server counts them in /metrics.
+        self.on_limit: Callable[[str], None] = _ignore_limit
         self.certificate = DtlsCertificate.generate()  # one per worker; context shared
         self.stats: collections.Counter[str] = collections.Counter()
         self.udp: asyncio.DatagramTransport | None = None
@@ -546,7 +547,7 @@ class PeerTransport:
         """A data-channel limit was applied: count it, log it once per transport and limit,
         and when it aborted the association fail the transport (its owner then removes the
         participant, as on any transport failure)."""
-        self._mux.data_channel_limits[limit] += 1
+        self._mux.on_limit(f"data_channel_{limit}")
         if limit not in self._limits_logged:
             self._limits_logged.add(limit)
             action = "closing the transport" if fatal else "dropping"
@@ -609,3 +610,7 @@ def parse_candidate(candidate: str) -> tuple[str, int, str] | None:
     except ValueError:
         raise ValueError(f"malformed ICE candidate: {candidate!r}") from None
     return fields[4], port, fields[7]
+
+
+def _ignore_limit(limit: str) -> None:
+    """No one counts limits (tests that build a mux alone)."""

@@ -114,12 +114,15 @@ class ParticipantTransports:
             primary = self.publisher.transport if self.publisher is not None else None
         return primary is not None and primary.state == "connected"
 
+    # The session hears the primary transport's states, and the failure of either one: a
+    # transport fails when its consent expires or when it broke a limit (an aborted SCTP
+    # association), and a participant must not stay in the room half-connected.
     def _on_subscriber_state(self, state: str) -> None:
-        if self.subscriber_primary and not self._closed:
+        if not self._closed and (self.subscriber_primary or state == "failed"):
             self._on_primary_state(state)
 
     def _on_publisher_state(self, state: str) -> None:
-        if not self.subscriber_primary and not self._closed:
+        if not self._closed and (not self.subscriber_primary or state == "failed"):
             self._on_primary_state(state)
 
     # -- offers, answers, candidates ---------------------------------------------------------
