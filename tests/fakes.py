@@ -36,6 +36,9 @@ class FakeScheduler:
         self._queue: list[tuple[float, int, FakeTimer]] = []
         self._order = itertools.count()
 
+    def time(self) -> float:
+        return self.now
+
     def call_later(self, delay: float, callback: Callable[[], object]) -> FakeTimer:
         timer = FakeTimer(self.now + delay, callback)
         heapq.heappush(self._queue, (timer.when, next(self._order), timer))

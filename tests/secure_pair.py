@@ -5,7 +5,9 @@ Each side is the I/O-free state the real adapters drive, glued the way they glue
   client  `client.ice.IceAgent` + `SecureChannel(server=False)`, as `client.peer.ClientPeer`
 `SecurePair.progress()` takes one step: deliver the oldest datagram in flight, or else move the
 clock to the earliest timeout and fire it. Loss follows a pattern per direction
-(`loss_pattern`), or `cut`.
+(`loss_pattern`), or `cut`. The client can move to another address (`move_client`), and anyone
+can send the server a datagram from any address (`inject`, a spoofed source); what is sent to
+an address nobody holds is only recorded (`sent_to`).
 
 One thing is not simulated: OpenSSL runs its DTLS retransmission timer (RFC 6347 §4.2.4.1,
 first 1 s) on the wall clock and the binding cannot take another, so before a due handshake
@@ -56,7 +58,7 @@ def no_loss(_datagram: bytes) -> bool:
     return False
 
 
-def binding_request(ufrag: str, pwd: str, *, use_candidate: bool = False) -> stun.Message:
+def binding_request_bytes(ufrag: str, pwd: str, *, use_candidate: bool = False) -> bytes:
     """A controlling agent's check for `ufrag`, signed with `pwd` (RFC 8445 §7.2.2)."""
     request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
     request.attributes["USERNAME"] = f"{ufrag}:cli1"
@@ -65,7 +67,12 @@ def binding_request(ufrag: str, pwd: str, *, use_candidate: bool = False) -> stu
     if use_candidate:
         request.attributes["USE-CANDIDATE"] = None
     request.add_message_integrity(pwd.encode())
-    return stun.parse_message(bytes(request))
+    return bytes(request)
+
+
+def binding_request(ufrag: str, pwd: str, *, use_candidate: bool = False) -> stun.Message:
+    """The same check, parsed as the receiver sees it."""
+    return stun.parse_message(binding_request_bytes(ufrag, pwd, use_candidate=use_candidate))
 
 
 @dataclass
@@ -150,12 +157,24 @@ class ServerSide(_Side):
         self.ice = IceLiteAgent(SERVER_UFRAG, SERVER_PWD)
         self.channel = SecureChannel(SERVER_CERT, server=True, consent_timeout=consent_timeout)
 
+    def set_remote_fingerprint(self, fingerprint: str) -> None:
+        """As the remote answer arrives: records held until the certificate was verified are
+        delivered now."""
+        self.received.records += self.channel.set_remote_fingerprint(fingerprint)
+
     def _receive_stun(self, message: stun.Message, source: Address, now: float) -> None:
-        check = self.ice.handle(message, source)
+        if message.message_class != stun.Class.REQUEST:
+            if self.ice.handle_response(message, source):
+                self.channel.refresh_consent(now)  # it answered our check: send there now
+            return
+        check = self.ice.handle(message, source, now)
         if check.response is not None:
             self.outbox.append((check.response, source))
+        if check.probe is not None:
+            self.outbox.append((check.probe, source))
         if check.authenticated:
-            self.channel.refresh_consent(now)  # RFC 7675 §5.1
+            if check.consent:
+                self.channel.refresh_consent(now)  # RFC 7675 §5.1
             self.channel.start(now)
 
     def _remote(self) -> Address | None:
@@ -210,26 +229,49 @@ class SecurePair:
         self.now = 0.0
         self.server = ServerSide(consent_timeout=consent_timeout)
         self.client = ClientSide()
+        # The server knows the client's ICE credentials from its answer (or offer).
+        self.server.ice.set_remote_credentials(
+            self.client.ice.local_ufrag, self.client.ice.local_pwd
+        )
         if server_expects is not None:
-            self.server.channel.set_remote_fingerprint(server_expects)
+            self.server.set_remote_fingerprint(server_expects)
         if client_expects is not None:
             self.client.channel.set_remote_fingerprint(client_expects)
-        self.loss: dict[Address, Loss] = {SERVER_ADDR: to_server, CLIENT_ADDR: to_client}
+        self.client_addr = CLIENT_ADDR
+        self.client_present = True
+        self.loss: dict[_Side, Loss] = {self.server: to_server, self.client: to_client}
         self.in_flight: collections.deque[tuple[bytes, Address, Address]] = collections.deque()
         self.sent: list[tuple[bytes, Address]] = []  # (datagram, destination), in order
         self.lost: list[tuple[bytes, Address]] = []
 
     def cut(self, destination: Address, only: PacketClass | None = None) -> None:
-        """From now on, lose everything (of class `only`) sent to `destination`."""
-        self.loss[destination] = lambda d: only is None or classify(d[0]) is only
+        """From now on, lose everything (of class `only`) sent to `destination` (the server or
+        the client, wherever it is)."""
+        side = self.server if destination == SERVER_ADDR else self.client
+        self.loss[side] = lambda d: only is None or classify(d[0]) is only
+
+    def move_client(self, address: Address) -> None:
+        """The client changes networks: it sends from `address`, and only what is sent there
+        reaches it (datagrams still in flight to the old address are lost)."""
+        self.client_addr = address
+
+    def client_leaves(self) -> None:
+        """The client is gone (closed, crashed, unplugged): it sends nothing more, its timers
+        stop, and what is sent to its address is only recorded."""
+        self.client_present = False
+
+    def inject(self, datagram: bytes, source: Address) -> None:
+        """A datagram to the server from any `source`, e.g. one the sender spoofed."""
+        self.in_flight.append((datagram, source, SERVER_ADDR))
 
     def progress(self) -> bool:
         """One step; False when nothing is in flight and no timer is armed."""
         self._collect()
         if self.in_flight:
             datagram, source, destination = self.in_flight.popleft()
-            side = self.server if destination == SERVER_ADDR else self.client
-            side.receive(datagram, source, self.now)
+            side = self._side_at(destination)
+            if side is not None:
+                side.receive(datagram, source, self.now)
             return True
         due = self._timeouts()
         if not due:
@@ -276,14 +318,21 @@ class SecurePair:
         return [d for d, to in self.sent if to == destination and classify(d[0]) is kind]
 
     def _timeouts(self) -> list[tuple[float, _Side]]:
-        due = [(side.next_timeout(), side) for side in (self.server, self.client)]
+        sides = (self.server, self.client) if self.client_present else (self.server,)
+        due = [(side.next_timeout(), side) for side in sides]
         return [(t, side) for t, side in due if t is not None]
 
+    def _side_at(self, address: Address) -> _Side | None:
+        if address == SERVER_ADDR:
+            return self.server
+        return self.client if address == self.client_addr and self.client_present else None
+
     def _collect(self) -> None:
-        for side, source in ((self.server, SERVER_ADDR), (self.client, CLIENT_ADDR)):
+        for side, source in ((self.server, SERVER_ADDR), (self.client, self.client_addr)):
             for datagram, destination in side.outbox:
                 self.sent.append((datagram, destination))
-                if self.loss[destination](datagram):
+                receiver = self._side_at(destination)
+                if receiver is not None and self.loss[receiver](datagram):
                     self.lost.append((datagram, destination))
                 else:
                     self.in_flight.append((datagram, source, destination))

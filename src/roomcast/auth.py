@@ -7,6 +7,7 @@ signature, ``exp`` (required) and ``nbf`` with 60 s of leeway, as LiveKit's veri
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import time
 import warnings
@@ -92,6 +93,26 @@ class VideoGrant:
 
     def is_admin_of(self, room: str) -> bool:
         return self.room_admin and bool(room) and self.room == room
+
+    def with_permission(self, permission: models.ParticipantPermission) -> VideoGrant:
+        """This grant with the rights a live participant holds now: a refreshed token must not
+        give back what an admin revoked (as LiveKit's ``UpdateFromPermission``)."""
+        names = {value: name for name, value in _SOURCE_NAMES.items()}
+        return dataclasses.replace(
+            self,
+            can_publish=permission.can_publish,
+            can_subscribe=permission.can_subscribe,
+            can_publish_data=permission.can_publish_data,
+            can_publish_sources=tuple(
+                names[s] for s in permission.can_publish_sources if s in names
+            ),
+            can_update_own_metadata=permission.can_update_metadata,
+            hidden=permission.hidden,
+            recorder=permission.recorder,
+            agent=permission.agent,
+            can_subscribe_metrics=permission.can_subscribe_metrics,
+            can_manage_agent_session=permission.can_manage_agent_session,
+        )
 
     def to_permission(self) -> models.ParticipantPermission:
         """ParticipantPermission as LiveKit derives it from the grant

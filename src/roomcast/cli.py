@@ -1,12 +1,15 @@
-"""Command line: ``roomcast serve``, ``roomcast token create``, ``roomcast generate-keys``,
-``roomcast load-test``."""
+"""roomcast: a LiveKit-compatible realtime audio/video/data server.
+
+Commands: serve (run the server), token create (mint access tokens), generate-keys (a new API
+key and secret), list-nodes (the nodes of a Redis cluster), load-test (simulated participants).
+`roomcast COMMAND --help` describes each."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -15,41 +18,72 @@ from collections.abc import Sequence
 from roomcast import __version__
 from roomcast.auth import VideoGrant, create_token
 from roomcast.config import Config, ConfigError, Overrides, load_config
+from roomcast.durations import parse_duration
 from roomcast.logs import setup_logging
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the server (livekit-server compatible flags)")
+    p = sub.add_parser(
+        "serve",
+        help="run the server (livekit-server compatible flags and YAML)",
+        description="Run the server. Flags override the YAML config; environment variables "
+        "override nothing a flag sets. Stop it with Ctrl-C (SIGINT) or SIGTERM.",
+    )
     p.add_argument(
         "--dev",
         action="store_true",
-        help="development mode: keys devkey/secret, bind 127.0.0.1, debug logs",
+        help="development mode: keys devkey: secret, bind 127.0.0.1, UDP port 7882, debug "
+        "logs, the playground and dashboard on",
     )
     p.add_argument("--config", dest="config_file", help="YAML config file (livekit-server keys)")
-    p.add_argument("--config-body", help="config as a YAML string (env LIVEKIT_CONFIG)")
-    p.add_argument("--keys", help='API keys as YAML, e.g. "key: secret" (env LIVEKIT_KEYS)')
-    p.add_argument("--key-file", help="YAML file of API keys (must not be world-readable)")
-    p.add_argument("--bind", action="append", default=[], help="listen address (repeatable)")
+    p.add_argument(
+        "--config-body", help="config as a YAML string; wins over --config (env LIVEKIT_CONFIG)"
+    )
+    p.add_argument("--keys", help='API keys as YAML, e.g. "APIkey: secret" (env LIVEKIT_KEYS)')
+    p.add_argument("--key-file", help="YAML file of API keys (mode 600: not world-readable)")
+    p.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        help="listen address, repeatable (default: all addresses; 127.0.0.1 with --dev)",
+    )
     p.add_argument("--port", type=int, help="HTTP/WebSocket port (default 7880)")
-    p.add_argument("--node-ip", help="IP advertised in ICE candidates (env NODE_IP)")
-    p.add_argument("--udp-port", type=int, help="WebRTC UDP port (env UDP_PORT)")
-    p.add_argument("--redis-host", help="host:port of Redis (env REDIS_HOST)")
+    p.add_argument(
+        "--node-ip", help="IP advertised in ICE candidates (env NODE_IP; default: bind address)"
+    )
+    p.add_argument("--udp-port", type=int, help="WebRTC UDP port (env UDP_PORT; default 7882)")
+    p.add_argument("--redis-host", help="host:port of Redis: multi-node mode (env REDIS_HOST)")
     p.add_argument("--redis-password", help="Redis password (env REDIS_PASSWORD)")
     p.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help="run N media worker processes sharing the port (one per core; uses Redis)",
+        help="run N worker processes sharing the ports, one per core (default 1; they share "
+        "rooms through a private Redis)",
     )
 
 
 def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    token = sub.add_parser("token", help="access tokens")
+    token = sub.add_parser("token", help="access tokens", description="Access tokens.")
     tsub = token.add_subparsers(dest="token_command", required=True)
-    p = tsub.add_parser("create", help="mint an access token")
-    p.add_argument("--api-key", default="devkey", help="API key (default devkey)")
-    p.add_argument("--api-secret", default="secret", help="API secret (default secret)")
+    p = tsub.add_parser(
+        "create",
+        help="mint an access token",
+        description="Print a signed access token (a JWT). A join token needs --room and "
+        "--identity; an API token needs --create, --list or --admin --room.",
+    )
+    env = os.environ.get
+    p.add_argument(
+        "--api-key",
+        default=env("LIVEKIT_API_KEY", "devkey"),
+        help="API key (env LIVEKIT_API_KEY; default devkey, the --dev key)",
+    )
+    p.add_argument(
+        "--api-secret",
+        default=env("LIVEKIT_API_SECRET", "secret"),
+        help="API secret (env LIVEKIT_API_SECRET; default secret, the --dev secret)",
+    )
     p.add_argument("--room", default="", help="room the token is for")
     p.add_argument("--identity", default="", help="participant identity")
     p.add_argument("--name", default="", help="participant display name")
@@ -63,10 +97,9 @@ def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument(
         "--valid-for",
-        type=float,
-        default=6 * 3600,
-        metavar="SECONDS",
-        help="validity in seconds (default 6 h)",
+        default="6h",
+        metavar="DURATION",
+        help="how long the token is valid: 30m, 6h, 1h30m, or seconds (default 6h)",
     )
     p.add_argument("--join", action="store_true", help="roomJoin grant (default with --room)")
     p.add_argument("--admin", action="store_true", help="roomAdmin grant for --room")
@@ -81,13 +114,26 @@ def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roomcast", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="roomcast",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"roomcast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _token_parser(sub)
-    sub.add_parser("generate-keys", help="print a random API key and secret")
-    nodes = sub.add_parser("list-nodes", help="list the nodes of a Redis cluster (multi-node)")
+    sub.add_parser(
+        "generate-keys",
+        help="print a new random API key and secret",
+        description="Print a new API key and secret, as a --keys value and as YAML for the "
+        "config file.",
+    )
+    nodes = sub.add_parser(
+        "list-nodes",
+        help="list the nodes of a Redis cluster (multi-node)",
+        description="List the nodes registered in Redis: state, addresses, load, liveness.",
+    )
     nodes.add_argument("--config", dest="config_file", help="YAML config file with redis:")
     nodes.add_argument("--config-body", help="config as a YAML string (env LIVEKIT_CONFIG)")
     nodes.add_argument("--redis-host", help="host:port of Redis (env REDIS_HOST)")
@@ -167,17 +213,34 @@ def _serve_workers(config: Config, count: int) -> int:
 
 
 def token_create(args: argparse.Namespace) -> int:
+    def usage(message: str) -> int:
+        print(f"roomcast: {message}", file=sys.stderr)
+        return 2
+
     attributes: dict[str, str] = {}
     for item in args.attribute:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            print(f"roomcast: --attribute expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
+            return usage(f"--attribute expects KEY=VALUE, got {item!r}")
         attributes[key] = value
+    try:
+        valid_for = parse_duration(args.valid_for)
+    except ValueError as exc:
+        return usage(f"--valid-for: {exc}")
+    if valid_for <= 0:
+        return usage("--valid-for must be longer than zero")
     join = args.join or (bool(args.room) and not (args.admin or args.create or args.list))
     if join and not args.identity:
-        print("roomcast: a join token needs --identity", file=sys.stderr)
-        return 2
+        return usage("a join token needs --identity")
+    if join and not args.room:
+        return usage("a join token needs --room")
+    if args.admin and not args.room:
+        return usage("--admin grants roomAdmin of one room: give --room")
+    if not (join or args.admin or args.create or args.list):
+        return usage(
+            "nothing to grant: give --room and --identity (a join token), "
+            "or --create, --list, --admin --room (an API token)"
+        )
     grant = VideoGrant(
         room_join=join,
         room=args.room,
@@ -200,7 +263,7 @@ def token_create(args: argparse.Namespace) -> int:
             attributes=attributes,
             video=grant,
             kind="agent" if args.agent else "",
-            ttl_seconds=args.valid_for,
+            ttl_seconds=valid_for,
         )
     )
     return 0
@@ -241,7 +304,12 @@ def list_nodes(args: argparse.Namespace) -> int:
 
 def generate_keys() -> int:
     key = "API" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
-    print(json.dumps({"api_key": key, "api_secret": secrets.token_urlsafe(32)}, indent=2))
+    secret = secrets.token_urlsafe(32)
+    print(f"API key:    {key}\nAPI secret: {secret}\n")
+    print("On the command line (or LIVEKIT_KEYS):")
+    print(f'  roomcast serve --keys "{key}: {secret}"\n')
+    print("In the config file (livekit.yaml):")
+    print(f"keys:\n  {key}: {secret}")
     return 0
 
 

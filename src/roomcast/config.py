@@ -52,6 +52,10 @@ class RTCConfig:
     allow_tcp_fallback: bool = True
     packet_buffer_size_video: int = 500
     packet_buffer_size_audio: int = 200
+    # bits/s: a reliable data message to a subscriber that is behind and drains slower than
+    # this is dropped, as livekit-server does; 0 (LiveKit's default) keeps the disconnect
+    # policy of media/sctp_backlog.py
+    datachannel_slow_threshold: int = 0
 
 
 @dataclass
@@ -258,7 +262,6 @@ _ACCEPTED_UNUSED: dict[str, set[str]] = {
         "reconnect_on_publication_error",
         "reconnect_on_subscription_error",
         "reconnect_on_data_channel_error",
-        "datachannel_slow_threshold",
         "use_stun_port_as_ice",
     },
     "room": {

@@ -35,7 +35,7 @@ from roomcast.rooms.session_manager import SessionManager
 from roomcast.rooms.subscriptions import SubscriptionManager
 from roomcast.rooms.tracks import TrackManager
 from roomcast.routing.agents import ClusterAgents
-from roomcast.routing.records import RoomRecord
+from roomcast.routing.records import ParticipantRecord, RoomRecord
 from roomcast.routing.registry import NodeRecord, NodeStats
 from roomcast.routing.router import Router
 from roomcast.supervisor import worker_index
@@ -61,11 +61,20 @@ class Server:
         self.node_id = new_sid(NODE_PREFIX, 8)
         self.agents = AgentService(self.verifier, self.admin)
         self.mux = UdpMux(
-            self._rtc_host(), config.effective_udp_port, advertise_ip=self._advertise_ip()
+            self._rtc_host(),
+            config.effective_udp_port,
+            advertise_ip=self._advertise_ip(),
+            data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
         )
         self.plane = ForwardingPlane(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
         self.metrics = Metrics()
-        self.metrics.attach(self.rooms, self.plane, self.webhooks, lambda: self.mux.transport_count)
+        self.metrics.attach(
+            self.rooms,
+            self.plane,
+            self.webhooks,
+            lambda: self.mux.transport_count,
+        )
+        self.mux.on_limit = self.metrics.count_limit_hit
         self.rates = RateSampler(self.plane)
         self.media = SubscriptionManager(self.plane, TrackManager(config.limit.num_tracks))
         self.sessions = SessionManager(
@@ -74,7 +83,12 @@ class Server:
         # Multi-node mode (docs/protocol/12-config-cli-multinode.md §12.5): only when Redis is
         # configured.
         self.router = (
-            Router(config, NodeRecord(id=self.node_id, region=config.region), self._node_stats)
+            Router(
+                config,
+                NodeRecord(id=self.node_id, region=config.region),
+                self._node_stats,
+                self.metrics.count_limit_hit,
+            )
             if config.redis.enabled
             else None
         )
@@ -160,8 +174,12 @@ class Server:
         return [
             RoomRecord(
                 room.name,
-                room.to_proto().SerializeToString(),
-                {p.identity: p.to_proto().SerializeToString() for p in room.live_participants()},
+                room.to_proto(),
+                # Built only for participants whose version changed (routing/records.py).
+                {
+                    p.identity: ParticipantRecord(p.sid, p.version, p.to_proto)
+                    for p in room.live_participants()
+                },
             )
             for room in self.rooms.list()
         ]

@@ -69,6 +69,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.limit_hits = Counter(
+            "roomcast_limit_hits",
+            "requests, messages or connections refused because they hit a limit, by limit",
+            ["limit"],
+            registry=self.registry,
+        )
         self.signal_requests = Counter(
             "roomcast_signal_requests",
             "SignalRequests received by type",
@@ -115,6 +121,9 @@ class Metrics:
         self.registry.register(_StateCollector(rooms, plane, webhooks, transports))
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
         ProcessCollector(registry=self.registry)
+
+    def count_limit_hit(self, limit: str) -> None:
+        self.limit_hits.labels(limit).inc()
 
     def count_signal_request(self, kind: str) -> None:
         self.signal_requests.labels(kind).inc()

@@ -27,6 +27,7 @@ from roomcast.media.demux import PacketClass, classify
 from roomcast.media.dtls import DtlsCertificate
 from roomcast.media.sctp import DataChannels
 from roomcast.media.secure_channel import SecureChannel, TransportState
+from roomcast.media.stun import IceLiteResponder
 from roomcast.media.transport import PeerTransport, UdpMux
 
 TIMEOUT = 5.0
@@ -64,8 +65,12 @@ class TestClient(asyncio.DatagramProtocol):
         self.server = server
         self.server_addr = server_addr
         self.ufrag = "cli1"
+        self.pwd = "client-password-0123456789"  # what its SDP would carry
+        self.responder = IceLiteResponder(self.ufrag, self.pwd)
+        self.answered = 0  # the server's own checks this client answered
         self.certificate = DtlsCertificate.generate()
         self.channel = SecureChannel(self.certificate, server=False)
+        self.channel.set_remote_fingerprint(server.fingerprint)  # from the server's SDP
         self.stun_responses: dict[bytes, asyncio.Future[stun.Message]] = {}
         self.opened = Recorder()
         self.messages = Recorder()
@@ -84,10 +89,26 @@ class TestClient(asyncio.DatagramProtocol):
         )
 
     async def open(self) -> None:
+        await self._bind()
+        self.sctp_task = asyncio.create_task(self._run_sctp())
+
+    async def _bind(self) -> None:
         self.udp, _ = await self.loop.create_datagram_endpoint(
             lambda: self, local_addr=("127.0.0.1", 0)
         )
-        self.sctp_task = asyncio.create_task(self._run_sctp())
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.udp is not None
+        host, port = self.udp.get_extra_info("sockname")[:2]
+        return host, port
+
+    async def move(self) -> None:
+        """Change networks: the same client, DTLS and SRTP, from a new socket."""
+        assert self.udp is not None
+        old, self.udp = self.udp, None
+        await self._bind()
+        old.close()
 
     async def _run_sctp(self) -> None:
         """aiortc's SCTP handlers are async: feed them one packet at a time, in order."""
@@ -133,6 +154,12 @@ class TestClient(asyncio.DatagramProtocol):
         kind = classify(data[0])
         if kind is PacketClass.STUN:
             message = stun.parse_message(data)
+            if message.message_class == stun.Class.REQUEST:  # the server checks us back
+                response = self.responder.handle(message, addr).response
+                if response is not None:
+                    self.answered += 1
+                    self._send(response)
+                return
             future = self.stun_responses.pop(message.transaction_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -187,8 +214,14 @@ async def mux() -> AsyncIterator[UdpMux]:
     await mux.close()
 
 
-async def connect(mux: UdpMux, transport: PeerTransport) -> TestClient:
+async def connect(
+    mux: UdpMux, transport: PeerTransport, *, answer_first: bool = True
+) -> TestClient:
+    """ICE, then DTLS. `answer_first`: the server has the client's a=fingerprint before the
+    handshake (otherwise the test gives it, and the transport holds until then)."""
     client = TestClient(transport, ("127.0.0.1", mux.port))
+    if answer_first:
+        transport.set_remote_fingerprint(client.certificate.fingerprint())
     await client.open()
     response = await client.check()  # first check: no USE-CANDIDATE, as libwebrtc does
     assert response is not None
@@ -257,12 +290,13 @@ async def test_full_session(mux: UdpMux) -> None:
     assert transport.send_data("_reliable", b"too early") is False
     transport.send_rtp(RTP)  # no-op until connected
 
-    client = await connect(mux, transport)
-    await states.wait_for("connected")
-    assert states.items == ["connecting", "connected"]
-    # The client's answer (with its fingerprint) may arrive after DTLS is done: checked late.
+    client = await connect(mux, transport, answer_first=False)
+    # The client's answer (with its fingerprint) may arrive after DTLS is done: until it is
+    # checked, the transport is not connected and nothing flows (security review L5).
+    assert states.items == ["connecting"]
+    transport.send_rtp(RTP)  # no-op
     transport.set_remote_fingerprint(client.certificate.fingerprint())
-    assert transport.state == "connected"
+    assert states.items == ["connecting", "connected"]
 
     # Server-created channels open on the client (DCEP, odd stream ids: we are DTLS server).
     await client.opened.wait_for("_reliable")
@@ -421,6 +455,9 @@ async def test_aiortc_peer_connection_as_client(mux: UdpMux) -> None:
         fingerprint = re.search(r"a=fingerprint:(sha-256 \S+)", offer)
         assert fingerprint is not None
         transport.set_remote_fingerprint(fingerprint[1])
+        ufrag, pwd = re.search(r"a=ice-ufrag:(\S+)", offer), re.search(r"a=ice-pwd:(\S+)", offer)
+        assert ufrag is not None and pwd is not None
+        transport.set_remote_ice(ufrag[1], pwd[1])  # to check a nominated address with
         await pc.setRemoteDescription(RTCSessionDescription(answer_sdp(offer, transport), "answer"))
 
         await states.wait_for("connected")
@@ -502,3 +539,30 @@ async def test_ice_restart_rotates_credentials_and_keeps_srtp(mux: UdpMux) -> No
     await client.close()
     await transport.close()
     assert mux.transport_count == 0  # both ufrags unregistered
+
+
+async def test_media_follows_a_client_to_a_new_address_once_it_answers(mux: UdpMux) -> None:
+    """A client that changes networks nominates its new address; the transport checks it
+    back (through the mux, which routes the answer by address) and only then sends there."""
+    transport = mux.create_transport()
+    received = Recorder()
+    transport.on_rtp = received.add
+    client = await connect(mux, transport)
+    transport.set_remote_ice(client.ufrag, client.pwd)  # from the client's answer
+    first = client.address
+    assert transport.remote_address == first
+    await client.move()
+    assert await client.check() is not None  # not nominating: nothing changes
+    assert transport.remote_address == first and client.answered == 0
+    assert await client.check(use_candidate=True) is not None
+    assert await client.check() is not None  # a round trip later our answer was handled
+    assert client.answered == 1 and transport.stats["ice_probes"] == 1
+    assert transport.remote_address == client.address != first
+    assert transport.stats["ice_address_changes"] == 1
+    transport.send_rtp(RTP)
+    await client.rtp.wait_for(RTP)
+    client.send_srtp(RTP)
+    await received.wait_for(RTP)
+    assert transport.state == "connected"
+    await client.close()
+    await transport.close()

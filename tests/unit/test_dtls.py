@@ -1,4 +1,5 @@
-"""DTLS server endpoint vs a pyOpenSSL client endpoint in memory: no sockets, no sleeps."""
+"""DTLS server endpoint vs a pyOpenSSL client endpoint in memory: no sockets, no sleeps (but
+one: OpenSSL's retransmission timer runs on the wall clock). Renegotiation is refused."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 import pylibsrtp
 import pytest
+from OpenSSL import SSL
 
 from roomcast.media.dtls import (
     SRTP_AEAD_AES_128_GCM,
@@ -198,3 +200,99 @@ def test_split_records_packs_whole_records_up_to_mtu() -> None:
     assert split_records(a + big + c, 1200) == [a, big, c]
     assert split_records(a + b[:20], 1200) == [a]  # incomplete trailing record is not sent
     assert split_records(b"", 1200) == []
+
+
+# -- renegotiation (security review L5) ---------------------------------------------------------
+# A second handshake could bring a certificate nobody compared with a=fingerprint (RFC 5763 §5
+# checks the first one), so our endpoints refuse renegotiation in both roles.
+
+
+def raw_peer(cert: DtlsCertificate, *, server: bool) -> SSL.Connection:
+    """A remote DTLS endpoint that is not ours: plain pyOpenSSL, renegotiation allowed."""
+    ctx = SSL.Context(SSL.DTLS_SERVER_METHOD if server else SSL.DTLS_CLIENT_METHOD)
+    ctx.use_certificate(cert.cert)
+    ctx.use_privatekey(cert.key)
+    ctx.set_tlsext_use_srtp(b"SRTP_AEAD_AES_128_GCM")
+    connection = SSL.Connection(ctx, None)
+    if server:
+        connection.set_accept_state()
+    else:
+        connection.set_connect_state()
+    return connection
+
+
+def raw_output(peer: SSL.Connection) -> list[bytes]:
+    chunks = []
+    while True:
+        try:
+            chunks.append(peer.bio_read(65536))
+        except SSL.WantReadError:
+            return split_records(b"".join(chunks), 1200)
+
+
+def raw_step(peer: SSL.Connection, datagram: bytes | None = None) -> None:
+    """Feed the raw peer one datagram and let it run its handshake (or read past records)."""
+    if datagram is not None:
+        peer.bio_write(datagram)
+    for call in (peer.do_handshake, lambda: peer.recv(65536)):
+        try:
+            call()
+        except SSL.Error:  # WantReadError, or a refusal it does not like
+            pass
+
+
+def exchange(ours: DtlsEndpoint, theirs: SSL.Connection, *, rounds: int = 10) -> None:
+    for _ in range(rounds):
+        moved = False
+        for datagram in ours.datagrams_to_send():
+            moved = True
+            raw_step(theirs, datagram)
+        for datagram in raw_output(theirs):
+            moved = True
+            ours.feed(datagram)
+        if not moved:
+            return
+
+
+def test_a_remote_server_cannot_renegotiate_a_new_certificate_onto_our_client() -> None:
+    remote_cert, swapped = DtlsCertificate.generate(), DtlsCertificate.generate()
+    remote = raw_peer(remote_cert, server=True)
+    ours = DtlsEndpoint(DtlsCertificate.generate(), server=False)
+    ours.start()
+    exchange(ours, remote)
+    assert ours.state is DtlsState.CONNECTED and ours.fingerprint_matches(remote_cert.fingerprint())
+    # The remote, already checked against its a=fingerprint, asks for a second handshake
+    # (HelloRequest) in which it presents another certificate.
+    remote.use_certificate(swapped.cert)
+    remote.use_privatekey(swapped.key)
+    assert remote.renegotiate()
+    raw_step(remote)
+    exchange(ours, remote)
+    assert ours.fingerprint_matches(remote_cert.fingerprint())
+    assert not ours.fingerprint_matches(swapped.fingerprint())
+
+
+def test_a_remote_client_cannot_renegotiate_with_our_server() -> None:
+    """OpenSSL 3 servers already refuse client-initiated renegotiation by default; our option
+    makes that independent of the OpenSSL version."""
+    remote_cert, swapped = DtlsCertificate.generate(), DtlsCertificate.generate()
+    remote = raw_peer(remote_cert, server=False)
+    ours = DtlsEndpoint(DtlsCertificate.generate(), server=True)
+    ours.start()
+    raw_step(remote)  # ClientHello
+    exchange(ours, remote)
+    assert ours.state is DtlsState.CONNECTED and ours.fingerprint_matches(remote_cert.fingerprint())
+    remote.use_certificate(swapped.cert)
+    remote.use_privatekey(swapped.key)
+    assert remote.renegotiate()
+    raw_step(remote)
+    exchange(ours, remote)
+    assert ours.fingerprint_matches(remote_cert.fingerprint())
+    assert remote.total_renegotiations() == 1 and remote.renegotiate_pending()  # never done
+
+
+def test_our_contexts_refuse_renegotiation() -> None:
+    cert = DtlsCertificate.generate()
+    for server in (True, False):
+        options = cert.context(server=server).set_options(0)  # adds none, returns them all
+        assert options & SSL.OP_NO_RENEGOTIATION

@@ -697,3 +697,15 @@ def test_whatever_parses_round_trips(text: str) -> None:
     again = SessionDescription.parse(written)
     assert again == first
     assert again.serialize() == written
+
+
+def test_a_description_with_too_many_media_sections_is_refused() -> None:
+    """Each section costs per-participant state: a hostile offer may not hold thousands."""
+    from roomcast.media.sdp import MAX_MEDIA_SECTIONS
+
+    head = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{}\r\na=rtpmap:111 opus/48000/2\r\n"
+    fits = head + "".join(section.format(i) for i in range(MAX_MEDIA_SECTIONS))
+    assert len(SessionDescription.parse(fits).media) == MAX_MEDIA_SECTIONS
+    with pytest.raises(SdpError, match="media sections"):
+        SessionDescription.parse(fits + section.format(MAX_MEDIA_SECTIONS))

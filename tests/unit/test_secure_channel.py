@@ -1,7 +1,9 @@
 """The DTLS-SRTP connection and the ICE-lite side of a server transport, in memory on a fake
 clock (tests/secure_pair.py): the handshake, SRTP both ways, a lost flight, a fingerprint
-mismatch, ICE restart and consent expiry. tests/integration/test_transport_loopback.py runs
-the same over real UDP."""
+mismatch, a fingerprint that comes after the handshake (security review L5: nothing flows
+before it is verified), ICE restart and consent expiry. tests/integration/
+test_transport_loopback.py runs the same over real UDP; tests/unit/test_consent_per_address.py
+covers where the server sends."""
 
 from __future__ import annotations
 
@@ -25,7 +27,12 @@ from tests.secure_pair import (
     loss_pattern,
 )
 
-RTP = struct.pack("!BBHII", 0x80, 111, 7, 960, 0xCAFE0001) + b"\x01opus" * 20
+
+def rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 111, seq, 960 * seq, 0xCAFE0001) + b"\x01opus" * 20
+
+
+RTP = rtp(7)
 RTCP_RR = struct.pack("!BBHI", 0x80, 201, 1, 0xCAFE0001)
 NEW, CONNECTING, CONNECTED = TransportState.NEW, TransportState.CONNECTING, TransportState.CONNECTED
 FAILED, CLOSED = TransportState.FAILED, TransportState.CLOSED
@@ -108,13 +115,49 @@ def test_fingerprint_mismatch_fails_and_delivers_nothing() -> None:
         server.channel.protect_rtp(RTP)
 
 
-def test_fingerprint_checked_late_when_the_answer_comes_after_the_handshake() -> None:
+def test_nothing_flows_before_a_late_fingerprint_is_verified() -> None:
     pair = SecurePair(server_expects=None)  # the client's answer is not in yet
-    pair.connect()
-    pair.server.channel.set_remote_fingerprint(CLIENT_CERT.fingerprint())
-    assert pair.server.state is CONNECTED
-    pair.server.channel.set_remote_fingerprint("sha-256 " + ":".join(["AB"] * 32))
-    assert pair.server.state is FAILED
+    pair.run_until(lambda: pair.client.state is CONNECTED)  # the handshake beat the answer
+    server = pair.server
+    assert server.state is CONNECTING and server.channel.awaiting_fingerprint
+    with pytest.raises(pylibsrtp.Error):
+        server.channel.protect_rtp(RTP)  # not keyed: nothing can be sent …
+    pair.client.send_rtp(RTP)
+    assert pair.client.send_record(b"sctp INIT")
+    pair.run_for(1.0)
+    assert server.received.rtp == [] and server.received.undecryptable == 1  # … or accepted
+    assert server.received.records == []  # held, not delivered
+    # Consent still expires meanwhile (30 s from the handshake, or from the last check).
+    timeout = server.channel.next_timeout()
+    assert timeout is not None and pair.now < timeout <= pair.now + 30.0
+
+    server.set_remote_fingerprint(CLIENT_CERT.fingerprint())  # the answer
+    assert server.state is CONNECTED and server.channel.srtp_profile is not None
+    assert server.received.records == [b"sctp INIT"]
+    server.send_rtp(RTP)
+    pair.client.send_rtp(rtp(8))
+    pair.run_until(lambda: pair.client.received.rtp == [RTP] and len(server.received.rtp) == 1)
+    # A later answer with another fingerprint (renegotiation) still fails the channel.
+    server.channel.set_remote_fingerprint("sha-256 " + ":".join(["AB"] * 32))
+    assert server.state is FAILED
+
+
+def test_a_late_fingerprint_that_does_not_match_fails_and_nothing_ever_flowed() -> None:
+    pair = SecurePair(server_expects=None)
+    pair.run_until(lambda: pair.client.state is CONNECTED)
+    pair.client.send_rtp(RTP)
+    assert pair.client.send_record(b"sctp INIT")
+    pair.run_for(1.0)
+    server = pair.server
+    assert server.received.rtp == [] and server.received.records == []  # nothing accepted …
+    assert pair.server.channel.set_remote_fingerprint(SERVER_CERT.fingerprint()) == []
+    assert server.state is FAILED
+    assert server.channel.error == "remote certificate does not match a=fingerprint"
+    assert server.channel.srtp_profile is None and server.channel.next_timeout() is None
+    assert server.received.rtp == [] and server.received.records == []
+    assert pair.sent_to(CLIENT_ADDR, PacketClass.RTP) == []
+    with pytest.raises(pylibsrtp.Error):
+        server.channel.unprotect(RTP)
 
 
 def test_ice_restart_keeps_dtls_and_srtp() -> None:
@@ -122,8 +165,9 @@ def test_ice_restart_keeps_dtls_and_srtp() -> None:
     pair.connect()
     ice = pair.server.ice
     # Same remote credentials again (a renegotiation): nothing to do.
-    assert ice.set_remote_credentials("cli1", "client-password-1234567") is False
-    assert ice.set_remote_credentials("cli1", "client-password-1234567") is False
+    client_ice = pair.client.ice
+    assert ice.set_remote_credentials(client_ice.local_ufrag, client_ice.local_pwd) is False
+    assert ice.set_remote_credentials(client_ice.local_ufrag, client_ice.local_pwd) is False
     # New remote credentials in an offer: an ICE restart, so ours change too (RFC 8839).
     assert ice.set_remote_credentials("cli2", "client-password-abcdefg") is True
     new_pwd = "server-password-new-0123456"
@@ -134,13 +178,13 @@ def test_ice_restart_keeps_dtls_and_srtp() -> None:
     # consent checks keep using them) …
     pair.run_for(12.0)
     assert pair.server.state is CONNECTED and ice.previous_ufrag == "srv1"
-    old = ice.handle(binding_request(SERVER_UFRAG, SERVER_PWD), CLIENT_ADDR)
+    old = ice.handle(binding_request(SERVER_UFRAG, SERVER_PWD), CLIENT_ADDR, pair.now)
     assert old.authenticated and old.retired_ufrag is None
     # … the new ones work at once and retire the old ones, which are dropped from then on.
     pair.client.ice.set_remote_credentials("srv2", new_pwd)
     pair.run_for(7.0)  # the client's next consent check
     assert ice.previous_ufrag is None
-    stale = ice.handle(binding_request(SERVER_UFRAG, SERVER_PWD), CLIENT_ADDR)
+    stale = ice.handle(binding_request(SERVER_UFRAG, SERVER_PWD), CLIENT_ADDR, pair.now)
     assert not stale.authenticated and stale.response is None
     # DTLS and SRTP were not restarted: media keeps flowing both ways.
     pair.client.send_rtp(RTP)
@@ -169,6 +213,8 @@ def test_consent_expires_when_checks_stop_arriving() -> None:
 def test_consent_counts_from_the_handshake_when_the_last_check_came_before() -> None:
     server = SecureChannel(SERVER_CERT, server=True, consent_timeout=30.0)
     client = SecureChannel(CLIENT_CERT, server=False)
+    server.set_remote_fingerprint(CLIENT_CERT.fingerprint())
+    client.set_remote_fingerprint(SERVER_CERT.fingerprint())
     server.refresh_consent(0.0)
     server.start(0.0)
     assert server.next_timeout() is None  # consent is only checked once connected

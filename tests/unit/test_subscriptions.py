@@ -265,3 +265,17 @@ def test_simulcast_layers_are_ordered_low_first_whatever_the_sdp_order() -> None
     assert uptrack is not None
     assert [layer.rid for layer in uptrack.layers] == ["q", "h"]
     assert world.media.publications[sid].layers == 2
+
+
+def test_a_section_never_carries_a_pending_track_of_the_other_kind() -> None:
+    """L6: AddTrack(audio, microphone) must not let a video section publish as that track,
+    even when the section's msid names the audio track's cid."""
+    from roomcast.rooms.publisher_peer import PublisherPeer
+
+    video = offered_section("video", "mic-cid").section
+    pending = {"mic-cid": models.TrackInfo(sid="TR_AM1", type=models.TrackType.AUDIO)}
+    assert PublisherPeer._match(video, pending) is None
+    pending["cam-cid"] = models.TrackInfo(sid="TR_VC1", type=models.TrackType.VIDEO)
+    assert PublisherPeer._match(video, pending) == "cam-cid"
+    audio = offered_section("audio", "mic-cid").section
+    assert PublisherPeer._match(audio, pending) == "mic-cid"

@@ -108,7 +108,7 @@ class IceAgent:
         if self._started is None:
             self._started = now
         if self.selected is not None:
-            if now - self._last_response > CONSENT_TIMEOUT:
+            if now - self._last_response >= CONSENT_TIMEOUT:
                 self.failed = True  # RFC 7675 §5.1: consent expired
                 return []
             if now < self._next_consent:

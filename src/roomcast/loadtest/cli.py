@@ -10,13 +10,11 @@ import resource
 import signal
 import sys
 
+from roomcast import durations
 from roomcast.client.media import RESOLUTIONS
 
 from .report import progress_line, render, summarize
 from .runner import LAYOUTS, LoadTest, LoadTestConfig
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class UsageError(Exception):
@@ -24,18 +22,11 @@ class UsageError(Exception):
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from "30s", "2m", "1m30s", "500ms", "1h" (Go's time.ParseDuration subset) or
-    plain seconds ("45", "2.5")."""
-    value = text.strip()
+    """Seconds from "30s", "2m", "1m30s", "500ms", "1h" or plain seconds."""
     try:
-        seconds = float(value)
-    except ValueError:
-        if not value or _DURATION.sub("", value):
-            raise UsageError(f"invalid duration {text!r} (use e.g. 30s, 2m, 1m30s)") from None
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value))
-    if seconds < 0 or seconds != seconds:
-        raise UsageError(f"invalid duration {text!r}")
-    return seconds
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -155,7 +155,9 @@ class DtlsCertificate:
         if ctx is None:
             ctx = SSL.Context(SSL.DTLS_SERVER_METHOD if server else SSL.DTLS_CLIENT_METHOD)
             # No tickets, no cache: every PeerConnection does a full handshake (RFC 8827 §6.5).
-            ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU)
+            # No renegotiation either way: a second handshake could bring a certificate that
+            # was never checked against a=fingerprint (RFC 5763 §5 checks the one we saw).
+            ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU | SSL.OP_NO_RENEGOTIATION)
             ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
             # Peers use self-signed certificates; identity is the SDP fingerprint, checked by
             # `fingerprint_matches` after the handshake (RFC 8122 §5, RFC 5763 §5).

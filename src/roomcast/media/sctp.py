@@ -1,4 +1,5 @@
-"""Data channels: aiortc's SCTP association (RFC 8831/8832) running over our DTLS endpoint.
+"""Data channels: aiortc's SCTP association (RFC 8831/8832) running over our DTLS endpoint,
+behind our own limits (`sctp_guard` for what we receive, `sctp_backlog` for what we send).
 
 PIN-SENSITIVE: `RTCSctpTransport` expects an aiortc `RTCDtlsTransport`; `_DtlsLink` stands in
 for it with exactly the members aiortc 1.16 touches (docs/protocol/15-interop-findings.md §2
@@ -9,23 +10,34 @@ for it with exactly the members aiortc 1.16 touches (docs/protocol/15-interop-fi
   `_unregister_data_receiver` called by `stop()`
   `async _send_data(bytes)`   every outgoing SCTP packet; we encrypt it as one DTLS record
 Inbound, we call the (private) `RTCSctpTransport._handle_data(bytes)` with each decrypted
-record. Check these five + `_handle_data` when bumping aiortc: the loopback tests in
-tests/integration/test_transport_loopback.py exercise every one of them.
+record that `ReceiveGuard` admits. `_AiortcReceiver` reads the receiver state the guard needs
+from private attributes: `_last_received_tsn`, `_sack_misordered`, `_advertised_rwnd` (starts
+at `RECEIVE_WINDOW_BYTES`) and `_inbound_streams[id].reassembly`. Check all of these when
+bumping aiortc: tests/integration/test_transport_loopback.py exercises the first group and
+tests/unit/test_sctp_guard.py the second.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
+from .sctp_backlog import SendBacklog, SendDecision
+from .sctp_guard import RECEIVE_WINDOW_BYTES, ReceiveGuard, SctpViolation
+
 if TYPE_CHECKING:
     from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 SCTP_PORT = 5000  # RFC 8841 §5: default a=sctp-port
 MAX_MESSAGE_SIZE = 262144  # what we advertise and assume (a=max-message-size, RFC 8841 §6)
+
+# (limit, fatal): a limit was applied; fatal ones aborted the association.
+LimitListener = Callable[[str, bool], None]
 
 
 class _DtlsLink:
@@ -50,9 +62,48 @@ class _DtlsLink:
         self._send_record(data)
 
 
+class _AiortcReceiver:
+    """`sctp_guard.ReceiverView` over aiortc's receiver state (see module doc)."""
+
+    def __init__(self, sctp: RTCSctpTransport) -> None:
+        self._sctp = sctp
+
+    @property
+    def cumulative_tsn(self) -> int | None:
+        return self._sctp._last_received_tsn
+
+    def has_received(self, tsn: int) -> bool:
+        return tsn in self._sctp._sack_misordered
+
+    @property
+    def out_of_order(self) -> int:
+        return len(self._sctp._sack_misordered)
+
+    def has_stream(self, stream_id: int) -> bool:
+        return stream_id in self._sctp._inbound_streams
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._sctp._inbound_streams)
+
+    @property
+    def held_bytes(self) -> int:
+        # aiortc lowers its advertised window by every chunk it keeps and raises it by every
+        # message it delivers or abandons (RFC 3758 §3.6).
+        return RECEIVE_WINDOW_BYTES - self._sctp._advertised_rwnd
+
+    @property
+    def held_chunks(self) -> int:
+        # At most MAX_INBOUND_STREAMS streams: the guard refuses more.
+        return sum(len(stream.reassembly) for stream in self._sctp._inbound_streams.values())
+
+
 class DataChannels:
     """Label-keyed data channels of one PeerConnection (labels, never stream ids, identify
-    LiveKit's `_reliable` / `_lossy` / `_data_track`: the SDKs number them differently)."""
+    LiveKit's `_reliable` / `_lossy` / `_data_track`: the SDKs number them differently).
+
+    `on_limit(limit, fatal)` hears every limit applied (a dropped chunk or message, or, when
+    `fatal`, the association aborted, after which nothing is received or sent)."""
 
     def __init__(
         self,
@@ -61,16 +112,28 @@ class DataChannels:
         server: bool,
         on_open: Callable[[str], None],
         on_message: Callable[[str, bytes], None],
+        on_limit: LimitListener | None = None,
+        backlog: SendBacklog | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._link = _DtlsLink(send_record, server=server)
         # Built now (needs the running loop) so channels can be created before DTLS is up;
         # aiortc queues their DCEP OPEN until the association is established.
         self._sctp = RTCSctpTransport(cast("RTCDtlsTransport", self._link), port=SCTP_PORT)
+        if self._sctp._advertised_rwnd != RECEIVE_WINDOW_BYTES:  # pragma: no cover - pin check
+            raise RuntimeError("aiortc's receive window changed: review sctp_guard's limits")
         self._sctp.on("datachannel", self._on_remote_channel)
+        self._receiver = _AiortcReceiver(self._sctp)
+        self._on_limit = on_limit or _ignore_limit
+        self._guard = ReceiveGuard(on_drop=self._dropped)
+        self._backlog = backlog or SendBacklog()
+        self._clock = clock
         self._channels: dict[str, RTCDataChannel] = {}
         self._on_open = on_open
         self._on_message = on_message
         self.started = False
+        self.aborted: str | None = None  # the limit that aborted the association
+        self._aborting = False
 
     def create(self, label: str, *, ordered: bool, max_retransmits: int | None) -> None:
         """Open a channel from our side (in-band DCEP, RFC 8832 §5)."""
@@ -92,28 +155,72 @@ class DataChannels:
             )
 
     async def handle_packet(self, data: bytes) -> None:
-        """One decrypted DTLS record = one SCTP packet (RFC 8261 §5)."""
-        await self._sctp._handle_data(data)
+        """One decrypted DTLS record = one SCTP packet (RFC 8261 §5), through the guard."""
+        if self.aborted is not None:
+            return
+        receiver = self._receiver
+        try:
+            packet = self._guard.admit(data, receiver)
+            if packet is None:
+                return
+            await self._sctp._handle_data(packet)
+            self._guard.check(receiver)
+        except SctpViolation as violation:
+            await self.abort(violation.limit)
 
     def send(self, label: str, payload: bytes) -> bool:
         channel = self._channels.get(label)
-        if channel is None or channel.readyState != "open":
+        if channel is None or channel.readyState != "open" or self.aborted is not None:
+            return False
+        reliable = channel.maxRetransmits is None and channel.maxPacketLifeTime is None
+        decision = self._backlog.decide(
+            reliable=reliable, size=len(payload), buffered=self.buffered, now=self._clock()
+        )
+        if decision is SendDecision.DROP:
+            self._on_limit("reliable_slow_reader" if reliable else "lossy_backlog", False)
+            return False
+        if decision is SendDecision.DISCONNECT:
+            # Not from here: we may be inside a room's fan-out loop.
+            asyncio.get_running_loop().create_task(self.abort("reliable_backlog"))
+            self.aborted = "reliable_backlog"
             return False
         try:
             channel.send(payload)
         except ValueError:  # larger than the peer's max-message-size
             return False
+        self._backlog.sent(len(payload))
         return True
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued on every channel and not yet handed to SCTP (W3C `bufferedAmount`)."""
+        return sum(channel.bufferedAmount for channel in self._channels.values())
 
     def is_open(self, label: str) -> bool:
         channel = self._channels.get(label)
-        return channel is not None and channel.readyState == "open"
+        return channel is not None and channel.readyState == "open" and self.aborted is None
+
+    async def abort(self, limit: str) -> None:
+        """Abort the association (RFC 9260 §9.1: ABORT, then closed) for a broken limit, and
+        tell `on_limit`. Once only."""
+        self.aborted = limit
+        if self._aborting:
+            return
+        self._aborting = True
+        try:
+            await self._sctp.stop()  # sends ABORT while DTLS can still carry it
+        finally:
+            self._channels.clear()
+            self._on_limit(limit, True)
 
     async def close(self) -> None:
         if self.started:
             await self._sctp.stop()  # sends ABORT (best effort) and closes every channel
         self._link.state = "closed"
         self._channels.clear()
+
+    def _dropped(self, limit: str) -> None:
+        self._on_limit(limit, False)
 
     def _on_remote_channel(self, channel: RTCDataChannel) -> None:
         # aiortc marks a peer-opened channel open before emitting "datachannel".
@@ -133,3 +240,7 @@ class DataChannels:
 
         channel.on("message", on_message)
         channel.on("close", on_close)
+
+
+def _ignore_limit(limit: str, fatal: bool) -> None:
+    """No listener: the association still aborts on a fatal limit."""

@@ -47,6 +47,7 @@ from roomcast.media.sdp_fields import (
 
 __all__ = [
     "DIRECTIONS",
+    "MAX_MEDIA_SECTIONS",
     "MAX_SDP_SIZE",
     "SETUP_ROLES",
     "Attribute",
@@ -68,6 +69,9 @@ __all__ = [
 ]
 
 MAX_SDP_SIZE = 256 * 1024  # far above any real offer (Chrome with 10 tracks: ~30 KiB)
+# A LiveKit publisher has at most 32 tracks, plus data and the SDKs' spare sections; every
+# section costs server state per participant, so a description may not hold more than this.
+MAX_MEDIA_SECTIONS = 128
 
 _LINE_TYPES = frozenset("vosiuepcbtrzkam")  # RFC 8866 §5; anything else must be rejected
 _MEDIA_LINE_TYPES = frozenset("icbka")  # RFC 8866 §5: what may follow an m= line
@@ -121,6 +125,8 @@ class SessionDescription:
         if not lines or (lines[0][1], lines[0][2]) != ("v", "0"):
             raise SdpError("an SDP must start with v=0", lines[0][0] if lines else None)
         starts = [i for i, line in enumerate(lines) if line[1] == "m"] + [len(lines)]
+        if len(starts) - 1 > MAX_MEDIA_SECTIONS:
+            raise SdpError(f"more than {MAX_MEDIA_SECTIONS} media sections")
         desc = _parse_session(lines[: starts[0]], lines[starts[0] - 1][0] + 1)
         for begin, end in itertools.pairwise(starts):
             desc.media.append(_parse_media(lines[begin:end]))

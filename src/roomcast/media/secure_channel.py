@@ -15,7 +15,11 @@ calls `handle_timeout` when `next_timeout` passes:
 
 Inside: the handshake and its retransmission (RFC 6347 §4.2.4, OpenSSL's timer), the remote
 certificate check against a=fingerprint (RFC 8122 §5, RFC 5763 §5), SRTP keying, and consent
-freshness (RFC 7675 §5.1) when the owner reports its authenticated ICE checks.
+freshness (RFC 7675 §5.1) when the owner reports the ICE checks that count as consent.
+
+Nothing is trusted before the certificate is: when the handshake beats the remote's answer
+(the server's first DTLS flight can), the channel stays CONNECTING, unkeyed, and holds the
+records that arrive, until `set_remote_fingerprint` has verified the certificate.
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ class TransportState(enum.StrEnum):
     NEW = "new"
     CHECKING = "checking"  # client peers only: ICE checks are out, no working pair yet
     CONNECTING = "connecting"  # ICE works (the first authenticated check); DTLS handshaking
-    CONNECTED = "connected"  # DTLS done, remote certificate accepted, SRTP keyed
+    CONNECTED = "connected"  # DTLS done, remote certificate verified, SRTP keyed
     FAILED = "failed"  # handshake failed, fingerprint mismatch, ICE failed or consent expired
     CLOSED = "closed"  # closed by us, or by the peer's close_notify
 
 
 _ENDED = (TransportState.FAILED, TransportState.CLOSED)
+# Records (SCTP packets) kept while the remote certificate awaits its fingerprint: the client's
+# INIT and its retransmissions. Past this they are dropped, and SCTP retransmits them.
+MAX_HELD_RECORDS = 8
 
 
 def _not_keyed(_data: bytes) -> bytes:
@@ -54,10 +61,10 @@ def _not_keyed_unprotect(_data: bytes) -> tuple[bytes, bool]:
 class SecureChannel:
     """DTLS handshake, fingerprint check, SRTP keys and consent for one PeerConnection.
 
-    States: new → connecting (`start`, or the first DTLS datagram) → connected → failed |
-    closed. `protect_rtp`, `protect_rtcp` and `unprotect` raise pylibsrtp.Error unless
-    CONNECTED; once connected they are plain callables a caller may keep for its per-packet
-    path (until the state changes again).
+    States: new → connecting (`start`, or the first DTLS datagram) → connected (handshake
+    done and certificate verified) → failed | closed. `protect_rtp`, `protect_rtcp` and
+    `unprotect` raise pylibsrtp.Error unless CONNECTED; once connected they are plain
+    callables a caller may keep for its per-packet path (until the state changes again).
     """
 
     def __init__(
@@ -79,8 +86,9 @@ class SecureChannel:
         self._dtls = DtlsEndpoint(certificate, server=server, mtu=mtu)
         self._remote_fingerprint: str | None = None
         self._dtls_deadline: float | None = None
-        self._connected_at = 0.0
+        self._handshake_at = 0.0
         self._consent_at = 0.0
+        self._held: list[bytes] = []  # records received before the certificate was verified
 
     # -- input -----------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -94,7 +102,9 @@ class SecureChannel:
 
     def receive(self, datagram: bytes, now: float) -> list[bytes]:
         """One DTLS datagram; returns the application records it carried (SCTP packets), which
-        are only ever returned while CONNECTED (never after a fingerprint mismatch)."""
+        are only ever returned while CONNECTED (never after a fingerprint mismatch). Records
+        that arrive while the certificate awaits its fingerprint are held for
+        `set_remote_fingerprint`."""
         if self.state in _ENDED:
             return []
         if self.state is TransportState.NEW:  # a DTLS server hearing the client first
@@ -111,11 +121,19 @@ class SecureChannel:
                 self._arm_dtls_timer(now)
         elif dtls.state is DtlsState.CLOSED:
             self._end(TransportState.CLOSED)  # the peer's close_notify (RFC 5246 §7.2.1)
-        return records if self.state is TransportState.CONNECTED else []
+        if self.state is TransportState.CONNECTED:
+            return records
+        if records and self.awaiting_fingerprint:
+            self._held.extend(records[: MAX_HELD_RECORDS - len(self._held)])
+        return []
 
     def handle_timeout(self, now: float) -> None:
         """Retransmit the last flight when its timer expired; fail when consent expired."""
-        if self.state is TransportState.CONNECTING:
+        if self.awaiting_fingerprint or self.state is TransportState.CONNECTED:
+            deadline = self._consent_deadline()
+            if deadline is not None and now >= deadline:
+                self.fail("ICE consent expired")  # RFC 7675 §5.1
+        elif self.state is TransportState.CONNECTING:
             deadline = self._dtls_deadline
             if deadline is not None and now >= deadline:
                 self._dtls.handle_timeout()  # resends the last flight (RFC 6347 §4.2.4.1)
@@ -123,23 +141,33 @@ class SecureChannel:
                     self.fail(f"DTLS {self._dtls.error}")
                 else:
                     self._arm_dtls_timer(now)
-        elif self.state is TransportState.CONNECTED:
-            deadline = self._consent_deadline()
-            if deadline is not None and now >= deadline:
-                self.fail("ICE consent expired")  # RFC 7675 §5.1
 
     def refresh_consent(self, now: float) -> None:
-        """An authenticated ICE check at `now`: consent to send lasts `consent_timeout` from
-        here (RFC 7675 §5.1). Consent only expires while CONNECTED."""
+        """An authenticated ICE check from the address we send to, at `now`: consent to send
+        lasts `consent_timeout` from here (RFC 7675 §5.1). Consent only expires once the
+        handshake is done."""
         self._consent_at = now
 
-    def set_remote_fingerprint(self, fingerprint: str) -> None:
-        """The remote `a=fingerprint` ("sha-256 AB:…"). Checked when the handshake completes,
-        or now if it already has (the first DTLS flight can beat the remote's answer); a
-        mismatch fails the channel. Never calling this accepts any certificate."""
+    @property
+    def awaiting_fingerprint(self) -> bool:
+        """The handshake is done but the remote `a=fingerprint` has not come yet: CONNECTING,
+        no SRTP keys, records held."""
+        return self.state is TransportState.CONNECTING and self._dtls.state is DtlsState.CONNECTED
+
+    def set_remote_fingerprint(self, fingerprint: str) -> list[bytes]:
+        """The remote `a=fingerprint` ("sha-256 AB:…"), required before anything flows. Checked
+        when the handshake completes, or now if it already has (the first DTLS flight can beat
+        the remote's answer): a match makes the channel CONNECTED and returns the records held
+        meanwhile; a mismatch fails it, and nothing it held is ever delivered. A new value
+        while CONNECTED (a renegotiated answer) is checked against the same certificate."""
         self._remote_fingerprint = fingerprint
+        if self.awaiting_fingerprint:
+            self._connect()
+            held, self._held = self._held, []
+            return held if self.state is TransportState.CONNECTED else []
         if self.state is TransportState.CONNECTED:
             self._verify_fingerprint()
+        return []
 
     def send_record(self, data: bytes) -> bool:
         """Encrypt one application record (an SCTP packet, RFC 8261 §5); False unless
@@ -172,10 +200,10 @@ class SecureChannel:
 
     def next_timeout(self) -> float | None:
         """When `handle_timeout` has work (same clock as `now`), or None."""
+        if self.awaiting_fingerprint or self.state is TransportState.CONNECTED:
+            return self._consent_deadline()
         if self.state is TransportState.CONNECTING:
             return self._dtls_deadline
-        if self.state is TransportState.CONNECTED:
-            return self._consent_deadline()
         return None
 
     @property
@@ -191,20 +219,27 @@ class SecureChannel:
     # -- internals -------------------------------------------------------------------------
     def _handshake_done(self, now: float) -> None:
         self._dtls_deadline = None
-        keys = self._dtls.srtp_keys
-        assert keys is not None  # CONNECTED implies exported keys
-        self.state = TransportState.CONNECTED
-        if self._remote_fingerprint is not None and not self._verify_fingerprint():
+        self._handshake_at = now
+        if self._remote_fingerprint is not None:
+            self._connect()
+        # else: stay CONNECTING, unkeyed, until set_remote_fingerprint verifies the certificate
+
+    def _connect(self) -> None:
+        """Verify the remote certificate, then key SRTP and become CONNECTED (or fail)."""
+        if not self._verify_fingerprint():
             return
+        keys = self._dtls.srtp_keys
+        assert keys is not None  # a completed handshake exported them
         tx = keys.outbound_session()
         self.protect_rtp = fast_protect(tx)
         self.protect_rtcp = tx.protect_rtcp
         self.unprotect = fast_unprotect(keys.inbound_session())
         self.srtp_profile = keys.profile.name.decode()
-        self._connected_at = now
+        self.state = TransportState.CONNECTED
 
     def _verify_fingerprint(self) -> bool:
         assert self._remote_fingerprint is not None
+        # The certificate cannot change after this: renegotiation is off (dtls.py).
         if self._dtls.fingerprint_matches(self._remote_fingerprint):
             return True
         self.fail("remote certificate does not match a=fingerprint")
@@ -213,7 +248,7 @@ class SecureChannel:
     def _consent_deadline(self) -> float | None:
         if self.consent_timeout is None:
             return None
-        return max(self._connected_at, self._consent_at) + self.consent_timeout
+        return max(self._handshake_at, self._consent_at) + self.consent_timeout
 
     def _arm_dtls_timer(self, now: float) -> None:
         delay = self._dtls.timeout()
@@ -222,5 +257,6 @@ class SecureChannel:
     def _end(self, state: TransportState) -> None:
         self.state = state
         self._dtls_deadline = None
+        self._held = []
         self.protect_rtp = self.protect_rtcp = _not_keyed
         self.unprotect = _not_keyed_unprotect

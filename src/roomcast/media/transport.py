@@ -1,9 +1,11 @@
 """Server-side WebRTC transport: one UDP socket (`UdpMux`) shared by every `PeerTransport`.
 
 Per datagram, the first byte picks the protocol (RFC 7983 §7, `demux.py`). STUN finds its
-transport by our ufrag in USERNAME; everything else by the source address, which is learnt on
-the first *authenticated* Binding request — not on USE-CANDIDATE, because libwebrtc sends DTLS
-(and even SCTP) before nominating (docs/protocol/15-interop-findings.md §2 ICE).
+transport by our ufrag in USERNAME (Binding responses to a transport's own checks: by source
+address); everything else by the source address, which is learnt on the first *authenticated*
+Binding request — not on USE-CANDIDATE, because libwebrtc sends DTLS (and even SCTP) before
+nominating (docs/protocol/15-interop-findings.md §2 ICE). Receiving from an address is not
+sending to it: each transport sends to one address, chosen by `ice_lite.IceLiteAgent`.
 
 `PeerTransport` is the asyncio adapter of one PeerConnection: the protocol state lives in
 `ice_lite.IceLiteAgent` and `secure_channel.SecureChannel` (no I/O); here are the socket, the
@@ -27,15 +29,21 @@ from .demux import FIRST_BYTE, PacketClass
 from .dtls import DtlsCertificate
 from .ice_lite import Address, IceLiteAgent
 from .sctp import MAX_MESSAGE_SIZE, SCTP_PORT, DataChannels
+from .sctp_backlog import SendBacklog
+from .sctp_guard import RECEIVE_WINDOW_BYTES
 from .secure_channel import SecureChannel, TransportState
 from .srtp import Protect, Unprotect
 from .stun import PWD_LENGTH, UFRAG_LENGTH, local_ufrag_of, parse_stun, random_ice_string
 
 logger = logging.getLogger(__name__)
 
-CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: consent expires 30 s after the last check
+CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: 30 s after the last check from where we send
 HOST_PRIORITY = 2130706431  # RFC 8445 §5.1.2.1: (126 << 24) | (65535 << 8) | (256 - 1)
 _SOCKET_BUFFER = 4 * 1024 * 1024  # absorb bursts (video keyframes) on the one shared socket
+# Decrypted SCTP packets waiting for the association: one receive window (a sender that
+# respects it has no more new data in flight); beyond it records are dropped and SCTP resends.
+MAX_SCTP_INBOX_BYTES = RECEIVE_WINDOW_BYTES
+SCTP_PUMP_SLICE = 0.005  # seconds the SCTP pump runs before letting the loop serve others
 # Module-level names: the per-datagram path compares against these without attribute lookups.
 _RTP, _STUN, _DTLS = PacketClass.RTP, PacketClass.STUN, PacketClass.DTLS
 
@@ -63,6 +71,7 @@ class UdpMux(asyncio.DatagramProtocol):
         *,
         advertise_ip: str | None = None,
         consent_timeout: float = CONSENT_TIMEOUT,
+        data_channel_slow_threshold: int = 0,
     ) -> None:
         if advertise_ip is None and not _is_specific_ip(host):
             raise ValueError(f"bound to {host!r}: pass advertise_ip (the node IP for candidates)")
@@ -70,6 +79,11 @@ class UdpMux(asyncio.DatagramProtocol):
         self.port = port
         self.advertise_ip = advertise_ip or host
         self.consent_timeout = consent_timeout
+        # livekit-server's rtc.datachannel_slow_threshold (bits/s), see sctp_backlog.py
+        self.data_channel_slow_threshold = data_channel_slow_threshold
+        # Called with a limit's name each time a data-channel limit is applied
+        # (sctp_guard.py, sctp_backlog.py); the server counts them in /metrics.
+        self.on_limit: Callable[[str], None] = _ignore_limit
         self.certificate = DtlsCertificate.generate()  # one per worker; context shared
         self.stats: collections.Counter[str] = collections.Counter()
         self.udp: asyncio.DatagramTransport | None = None
@@ -182,10 +196,22 @@ class UdpMux(asyncio.DatagramProtocol):
 
     def _receive_stun(self, data: bytes, addr: Address) -> None:
         message = parse_stun(data)
-        ufrag = None if message is None else local_ufrag_of(message)
-        transport = None if ufrag is None else self._by_ufrag.get(ufrag)
-        if message is None or transport is None:
-            self.stats["stun_dropped"] += 1  # garbage or unknown ufrag: drop, never answer
+        if message is None:
+            self.stats["stun_dropped"] += 1  # garbage: drop, never answer
+            return
+        ufrag = local_ufrag_of(message)
+        if ufrag is None:
+            # A response to a transport's own check of a nominated address: that address sent
+            # an authenticated check first, so it is routed (its transport checks the rest).
+            transport = self._by_addr.get(addr) if _is_binding_response(message) else None
+            if transport is None:
+                self.stats["stun_dropped"] += 1
+            else:
+                transport.receive_stun_response(message, addr)
+            return
+        transport = self._by_ufrag.get(ufrag)
+        if transport is None:
+            self.stats["stun_dropped"] += 1  # unknown ufrag: drop, never answer
             return
         if transport.receive_stun(message, addr) and self._by_addr.get(addr) is not transport:
             routes = self._routes.get(transport)
@@ -197,10 +223,10 @@ class UdpMux(asyncio.DatagramProtocol):
 class PeerTransport:
     """ICE-lite + DTLS (server role) + SRTP + SCTP data channels for one PeerConnection.
 
-    Created before the remote description is known; nothing here needs it (a lite agent
-    needs neither the remote ufrag/pwd nor candidates). States (`TransportState`): new →
-    connecting (first authenticated check) → connected (DTLS done, SRTP keyed) → failed |
-    closed.
+    Created before the remote description is known: a lite agent needs no remote candidates,
+    and the remote ufrag/pwd only to check a nominated address before sending there. States
+    (`TransportState`): new → connecting (first authenticated check) → connected (DTLS done,
+    remote certificate verified against a=fingerprint, SRTP keyed) → failed | closed.
     """
 
     def __init__(
@@ -217,7 +243,9 @@ class PeerTransport:
         self.on_channel_open: Callable[[str], None] | None = None
         self.on_rtp: Callable[[bytes], None] | None = None
         self.on_rtcp: Callable[[bytes], None] | None = None
-        self.remote_address: Address | None = None  # where we send: nominated or first checked
+        # Where we send: the first checked address, then a nominated one that answered our own
+        # check (ice_lite.py: consent is per address).
+        self.remote_address: Address | None = None
         self.stats: collections.Counter[str] = collections.Counter()
         self._mux = mux
         self._loop = asyncio.get_running_loop()
@@ -238,8 +266,13 @@ class PeerTransport:
             server=True,
             on_open=self._channel_opened,
             on_message=self._channel_message,
+            on_limit=self._data_channel_limit,
+            backlog=SendBacklog(slow_threshold_bps=mux.data_channel_slow_threshold),
+            clock=self._loop.time,
         )
         self._sctp_inbox: collections.deque[bytes] = collections.deque()
+        self._sctp_inbox_bytes = 0
+        self._limits_logged: set[str] = set()
         self._sctp_pump: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -281,10 +314,13 @@ class PeerTransport:
 
     def set_remote_fingerprint(self, fingerprint: str) -> None:
         """The remote `a=fingerprint` ("sha-256 AB:…"). Checked when DTLS completes, or now if
-        it already has (the first DTLS flight can beat the client's answer); mismatch → failed.
-        Never calling this accepts any certificate."""
-        self._channel.set_remote_fingerprint(fingerprint)
+        it already has (the first DTLS flight can beat the client's answer): until then the
+        transport is not connected and nothing flows; mismatch → failed."""
+        held = self._channel.set_remote_fingerprint(fingerprint)
+        if held:  # SCTP packets that arrived between the handshake and the verification
+            self._sctp_inbox.extend(held)
         self._sync_state()
+        self._arm_timer()
 
     def set_remote_sctp(
         self, port: int = SCTP_PORT, max_message_size: int = MAX_MESSAGE_SIZE
@@ -348,7 +384,8 @@ class PeerTransport:
     def receive_stun(self, message: stun.Message, addr: Address) -> bool:
         """One Binding request for one of our ufrags; True when it authenticated (the mux then
         routes `addr` here)."""
-        check = self._ice.handle(message, addr)
+        now = self._loop.time()
+        check = self._ice.handle(message, addr, now)
         if check.retired_ufrag is not None:
             self._mux.unroute_ufrag(check.retired_ufrag, self)
         if check.response is not None:
@@ -356,13 +393,26 @@ class PeerTransport:
         if not check.authenticated:
             self.stats["stun_unauthorized"] += 1
             return False
+        if check.probe is not None:  # a nomination from elsewhere: does that address answer?
+            self._mux.sendto(check.probe, addr)
+            self.stats["ice_probes"] += 1
         self.remote_address = self._ice.remote_address
-        now = self._loop.time()
-        self._channel.refresh_consent(now)  # RFC 7675 §5.1
+        if check.consent:  # only checks from where we send keep us sending (RFC 7675 §5.1)
+            self._channel.refresh_consent(now)
         if self.state is TransportState.NEW:
             self._channel.start(now)  # DTLS server: wait for the ClientHello
             self._sync_state()
         return True
+
+    def receive_stun_response(self, message: stun.Message, addr: Address) -> None:
+        """A Binding response from a routed address: if it answers our check of a nominated
+        address, media goes there from now on (RFC 8445 §7.3.1.5)."""
+        if not self._ice.handle_response(message, addr):
+            return
+        self.remote_address = addr
+        self._channel.refresh_consent(self._loop.time())  # the answer is consent (RFC 7675)
+        self.stats["ice_address_changes"] += 1
+        logger.debug("transport %s now sends to %s:%d", self.ice_ufrag, addr[0], addr[1])
 
     def receive_dtls(self, data: bytes) -> None:
         records = self._channel.receive(data, self._loop.time())
@@ -370,8 +420,7 @@ class PeerTransport:
         self._sync_state()
         self._arm_timer()
         if records:
-            self._sctp_inbox.extend(records)
-            self._run_sctp_pump()
+            self._queue_sctp(records)
 
     def receive_srtp(self, data: bytes) -> None:
         """Hot path: one SRTP or SRTCP packet from the remote address."""
@@ -460,22 +509,57 @@ class PeerTransport:
             return
         self._flush_dtls()
 
+    def _queue_sctp(self, records: list[bytes]) -> None:
+        """Decrypted records wait here for the pump, up to MAX_SCTP_INBOX_BYTES."""
+        for record in records:
+            if self._sctp_inbox_bytes + len(record) > MAX_SCTP_INBOX_BYTES:
+                self._data_channel_limit("sctp_inbox", False)
+                continue
+            self._sctp_inbox.append(record)
+            self._sctp_inbox_bytes += len(record)
+        self._run_sctp_pump()
+
     def _run_sctp_pump(self) -> None:
         if self._sctp_pump is None or self._sctp_pump.done():
             self._sctp_pump = self._loop.create_task(self._pump_sctp())
 
     async def _pump_sctp(self) -> None:
-        """Feed SCTP packets to aiortc one at a time, in arrival order (its handler is async)."""
+        """Feed SCTP packets to aiortc one at a time, in arrival order (its handler is async),
+        yielding to the loop every SCTP_PUMP_SLICE so a burst never stalls other work."""
         if not self._channels.started:
             await self._channels.start(self._sctp_port, self._sctp_max_message_size)
-        inbox = self._sctp_inbox
+        inbox, clock = self._sctp_inbox, self._loop.time
+        slice_end = clock() + SCTP_PUMP_SLICE
         while inbox:
+            record = inbox.popleft()
+            self._sctp_inbox_bytes -= len(record)
             try:
-                await self._channels.handle_packet(inbox.popleft())
+                await self._channels.handle_packet(record)
             except Exception:  # aiortc asserting on bad input, or an on_data/on_channel_open bug
                 self.stats["sctp_errors"] += 1
                 if _log_this_time(self.stats["sctp_errors"]):
                     logger.warning("SCTP packet handling failed", exc_info=True)
+            if inbox and clock() >= slice_end:
+                await asyncio.sleep(0)
+                slice_end = clock() + SCTP_PUMP_SLICE
+
+    def _data_channel_limit(self, limit: str, fatal: bool) -> None:
+        """A data-channel limit was applied: count it, log it once per transport and limit,
+        and when it aborted the association fail the transport (its owner then removes the
+        participant, as on any transport failure)."""
+        self._mux.on_limit(f"data_channel_{limit}")
+        if limit not in self._limits_logged:
+            self._limits_logged.add(limit)
+            action = "closing the transport" if fatal else "dropping"
+            logger.info(
+                "transport %s: data channel limit %s hit, %s", self.ice_ufrag, limit, action
+            )
+        if fatal and not self._closed:
+            self._sctp_inbox.clear()
+            self._sctp_inbox_bytes = 0
+            self._channel.fail(f"SCTP association aborted: {limit}")
+            self._flush_dtls()
+            self._sync_state()
 
     def _channel_opened(self, label: str) -> None:
         if self.on_channel_open is not None:
@@ -484,6 +568,13 @@ class PeerTransport:
     def _channel_message(self, label: str, payload: bytes) -> None:
         if self.on_data is not None:
             self.on_data(label, payload)
+
+
+def _is_binding_response(message: stun.Message) -> bool:
+    return message.message_method == stun.Method.BINDING and message.message_class in (
+        stun.Class.RESPONSE,
+        stun.Class.ERROR,
+    )
 
 
 def _is_specific_ip(host: str) -> bool:
@@ -519,3 +610,7 @@ def parse_candidate(candidate: str) -> tuple[str, int, str] | None:
     except ValueError:
         raise ValueError(f"malformed ICE candidate: {candidate!r}") from None
     return fields[4], port, fields[7]
+
+
+def _ignore_limit(limit: str) -> None:
+    """No one counts limits (tests that build a mux alone)."""

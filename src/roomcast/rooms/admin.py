@@ -104,8 +104,10 @@ class RoomAdmin:
         if participant.session is not None:
             participant.session.update_subscriptions(track_sids, subscribe)
         else:
+            room = self.rooms.require(room_name)
             for sid in track_sids:
-                participant.desired_subscriptions[sid] = subscribe
+                if room.has_track(sid):  # never keep what a caller makes up (memory)
+                    participant.desired_subscriptions[sid] = subscribe
 
     def send_data(
         self,

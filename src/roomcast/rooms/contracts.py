@@ -75,6 +75,8 @@ class Publication:
     codecs: list[Codec]  # as negotiated with the publisher (RTX excluded)
     layers: int = 1  # simulcast layers (1 when not simulcast)
     subscribers: set[str] = field(default_factory=set)  # subscriber participant sids
+    # Subscribers told the publisher does not allow them (SubscriptionPermissionUpdate).
+    denied: set[str] = field(default_factory=set)
 
 
 class TrackSubscriber(Protocol):
@@ -159,7 +161,9 @@ class Cancellable(Protocol):
 
 
 class Scheduler(Protocol):
-    """Timers, as `asyncio.AbstractEventLoop.call_later` provides them."""
+    """Time and timers, as an asyncio event loop provides them (`time`, `call_later`)."""
+
+    def time(self) -> float: ...
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable: ...
 
@@ -172,6 +176,10 @@ class SessionMetrics(Protocol):
 
     def count_signal_request(self, kind: str) -> None:
         """One SignalRequest of this oneof member was received."""
+        ...
+
+    def count_limit_hit(self, limit: str) -> None:
+        """A client reached one of the server's resource limits (named as in /metrics)."""
         ...
 
     def timed_forward(self, forward: RtpEntry) -> RtpEntry:

@@ -137,6 +137,11 @@ class PublisherPeer:
             return plan
 
         sdp = build_answer(offer, self._ice(), accept)
+        # m-lines never leave a description (JSEP recycles them): plans of mids the offer no
+        # longer has are dead, so the table stays as large as one offer (sdp caps that).
+        offered = {section.mid for section in offer.media}
+        for mid in [mid for mid in self._plans if mid not in offered]:
+            del self._plans[mid]
         self._send(
             rtc.SignalResponse(answer=rtc.SessionDescription(type="answer", sdp=sdp, id=offer_id))
         )
@@ -149,11 +154,16 @@ class PublisherPeer:
 
     @staticmethod
     def _match(section: MediaSection, pending: dict[str, models.TrackInfo]) -> str | None:
-        msid = section.msid
-        if msid is not None and msid.track_id in pending:
-            return msid.track_id
+        """The pending track this section carries: the one its msid names, else the first
+        of the same kind. Never a track of the other kind: an audio grant (e.g. microphone
+        only) must not carry video."""
         kind = _KIND.get(section.kind)
-        for cid, info in pending.items():  # fallback: first pending track of the same kind
+        msid = section.msid
+        if msid is not None and msid.track_id is not None:
+            named = pending.get(msid.track_id)
+            if named is not None and named.type == kind:
+                return msid.track_id
+        for cid, info in pending.items():
             if info.type == kind:
                 return cid
         return None

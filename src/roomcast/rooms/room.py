@@ -108,6 +108,10 @@ class Room:
             )
         )
 
+    def has_track(self, track_sid: str) -> bool:
+        """Is this track published in this room (by a live participant)?"""
+        return any(track_sid in p.tracks for p in self.live_participants())
+
     # -- participants -----------------------------------------------------------------------
     def get_participant(self, identity: str) -> Participant:
         participant = self.participants.get(identity)

@@ -29,6 +29,7 @@ from livekit.protocol import models, rtc
 
 from roomcast.auth import Claims
 from roomcast.config import Config
+from roomcast.ratelimit import TokenBucket
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.rooms.contracts import (
     Cancellable,
@@ -59,6 +60,11 @@ REFRESH_INTERVAL = 300.0
 # livekit-server does with the ping_timeout it announces in JoinResponse.ping_timeout.
 PING_DEADLINE = float(PING_TIMEOUT)
 SIGNAL_LOST_GRACE = 15.0  # an ACTIVE participant may resume this long after its WebSocket drops
+# Own metadata/name/attribute updates: each is broadcast to the whole room (up to 512 KiB of
+# metadata each), so a participant gets this many per second, with this burst; agents update
+# their state attributes a few times per second at most.
+METADATA_UPDATES_PER_SECOND = 10.0
+METADATA_UPDATE_BURST = 20.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class Session:
         self._refresh_pending = False
         self._permission = models.ParticipantPermission()
         self._permission.CopyFrom(participant.permission)
+        self._metadata_updates = TokenBucket(METADATA_UPDATES_PER_SECOND, METADATA_UPDATE_BURST)
         transports.bind(self.send_signal, self._on_primary_state)
 
     @property
@@ -246,6 +253,10 @@ class Session:
             # already gone: nothing is left to resume.
             log.info("primary transport closed", extra={"identity": self.participant.identity})
             self.leave(Reason.SIGNAL_CLOSE)
+
+    def may_update_metadata(self) -> bool:
+        """Rate limit of the participant's own metadata updates (each is broadcast)."""
+        return self._metadata_updates.allow(self._scheduler.time())
 
     # -- signalling --------------------------------------------------------------------------
     def on_request(self) -> None:

@@ -241,7 +241,7 @@ class SessionManager:
             name=participant.name,
             metadata=participant.metadata,
             attributes=participant.attributes,
-            video=claims.video,
+            video=claims.video.with_permission(participant.permission),
             kind=claims.kind if claims.kind != "standard" else "",
             ttl_seconds=max(REFRESH_TOKEN_MIN_TTL, remaining),
             room_config=claims.room_config,

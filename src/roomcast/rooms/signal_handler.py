@@ -70,6 +70,9 @@ class SignalHandler:
                 self._update_metadata(request.update_metadata)
             case "subscription_permission":
                 session.participant.subscription_permission = request.subscription_permission
+                self._services.subscriptions.subscription_permission_changed(
+                    session.room, session.participant
+                )
             case "subscription":
                 self._subscription(request.subscription)
             case "track_setting":
@@ -197,6 +200,10 @@ class SignalHandler:
             respond(
                 rtc.RequestResponse.NOT_ALLOWED, "does not have permission to update own metadata"
             )
+            return
+        if not self.session.may_update_metadata():
+            self._services.metrics.count_limit_hit("metadata_update_rate")
+            respond(rtc.RequestResponse.LIMIT_EXCEEDED, "too many updates: slow down")
             return
         try:
             self._services.admin.check_participant_fields(

@@ -106,6 +106,7 @@ class SubscriptionManager:
         publication = self.publications.pop(track_sid, None)
         if publication is not None:
             for other in room.participants.values():
+                other.desired_subscriptions.pop(track_sid, None)
                 if other.session is not None and other.sid in publication.subscribers:
                     other.session.subscriber.unsubscribe(track_sid)
             self.plane.remove_uptrack(track_sid)
@@ -135,42 +136,104 @@ class SubscriptionManager:
             return False
         if subscriber.sid == publication.publisher_sid:
             return False
-        publisher = room.participants.get(publication.publisher_identity)
-        if publisher is None or publisher.sid != publication.publisher_sid:
+        if not self._in_room(room, publication):
             return False  # another room's track (publications are per node, not per room)
-        permission = publisher.subscription_permission
-        if permission is not None and not permission.all_participants:
-            return any(
-                p.participant_identity == subscriber.identity or p.participant_sid == subscriber.sid
-                for p in permission.track_permissions
-                if p.all_tracks or publication.track_sid in p.track_sids
-            )
         return True
+
+    @staticmethod
+    def _publisher_allows(room: Room, subscriber: Participant, publication: Publication) -> bool:
+        """The publisher's SubscriptionPermission (docs/protocol/04-subscribing.md)."""
+        publisher = room.participants.get(publication.publisher_identity)
+        permission = publisher.subscription_permission if publisher is not None else None
+        if permission is None or permission.all_participants:
+            return True
+        return any(
+            p.participant_identity == subscriber.identity or p.participant_sid == subscriber.sid
+            for p in permission.track_permissions
+            if p.all_tracks or publication.track_sid in p.track_sids
+        )
+
+    def _wanted(self, participant: Participant, publication: Publication) -> bool:
+        wanted = participant.desired_subscriptions.get(publication.track_sid)
+        if wanted is None:
+            return participant.session is not None and participant.session.options.auto_subscribe
+        return wanted
 
     def _maybe_subscribe(
         self, room: Room, participant: Participant, publication: Publication
     ) -> None:
         session = participant.session
-        if session is None:
+        if session is None or not self._wanted(participant, publication):
             return
-        wanted = participant.desired_subscriptions.get(publication.track_sid)
-        if wanted is None:
-            wanted = session.options.auto_subscribe
-        if wanted and self._allowed(room, participant, publication):
-            session.subscriber.subscribe(publication)
+        if not self._allowed(room, participant, publication):
+            return
+        if not self._publisher_allows(room, participant, publication):
+            self._tell_permission(participant, publication, allowed=False)
+            return
+        if participant.sid in publication.denied:
+            self._tell_permission(participant, publication, allowed=True)
+        session.subscriber.subscribe(publication)
+
+    @staticmethod
+    def _tell_permission(
+        participant: Participant, publication: Publication, *, allowed: bool
+    ) -> None:
+        """SubscriptionPermissionUpdate to a subscriber whose right to a track changed."""
+        if (participant.sid in publication.denied) != allowed:
+            return  # already told
+        if allowed:
+            publication.denied.discard(participant.sid)
+        else:
+            publication.denied.add(participant.sid)
+        if participant.session is not None:
+            participant.session.send_signal(
+                rtc.SignalResponse(
+                    subscription_permission_update=rtc.SubscriptionPermissionUpdate(
+                        participant_sid=publication.publisher_sid,
+                        track_sid=publication.track_sid,
+                        allowed=allowed,
+                    )
+                )
+            )
+
+    def subscription_permission_changed(self, room: Room, publisher: Participant) -> None:
+        """The publisher changed who may subscribe to its tracks: current subscribers who lost
+        the right are unsubscribed, and those who gained it are subscribed if they want it."""
+        for publication in list(self.publications.values()):
+            if publication.publisher_sid != publisher.sid:
+                continue
+            for other in list(room.participants.values()):
+                session = other.session
+                if other is publisher or session is None:
+                    continue
+                if self._publisher_allows(room, other, publication):
+                    if not session.subscriber.is_subscribed(publication.track_sid):
+                        self._maybe_subscribe(room, other, publication)
+                elif session.subscriber.is_subscribed(publication.track_sid):
+                    session.subscriber.unsubscribe(publication.track_sid)
+                    self._tell_permission(other, publication, allowed=False)
 
     def update_subscription(
         self, room: Room, participant: Participant, track_sids: list[str], subscribe: bool
     ) -> None:
         for sid in track_sids:
-            participant.desired_subscriptions[sid] = subscribe
             publication = self.publications.get(sid)
-            if publication is None or participant.session is None:
+            if publication is None or not self._in_room(room, publication):
+                # Unknown sids are not remembered: a client could make the server keep any
+                # number of them. The SDKs only ask for tracks they were told about.
+                continue
+            participant.desired_subscriptions[sid] = subscribe
+            if participant.session is None:
                 continue
             if subscribe:
                 self._maybe_subscribe(room, participant, publication)
             else:
                 participant.session.subscriber.unsubscribe(sid)
+
+    @staticmethod
+    def _in_room(room: Room, publication: Publication) -> bool:
+        publisher = room.participants.get(publication.publisher_identity)
+        return publisher is not None and publisher.sid == publication.publisher_sid
 
     def enforce_subscribe_permission(self, room: Room, participant: Participant) -> None:
         session = participant.session

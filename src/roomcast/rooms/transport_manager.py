@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Target = rtc.SignalTarget
 MAX_PENDING_RELIABLE = 100 * 1024  # bytes held until the subscriber's _reliable opens
+MAX_UNMATCHED = 20  # sending sections held for their AddTrackRequest (as pending tracks)
 
 SendSignal = Callable[[rtc.SignalResponse], None]
 StateListener = Callable[[str], None]
@@ -113,12 +114,15 @@ class ParticipantTransports:
             primary = self.publisher.transport if self.publisher is not None else None
         return primary is not None and primary.state == "connected"
 
+    # The session hears the primary transport's states, and the failure of either one: a
+    # transport fails when its consent expires or when it broke a limit (an aborted SCTP
+    # association), and a participant must not stay in the room half-connected.
     def _on_subscriber_state(self, state: str) -> None:
-        if self.subscriber_primary and not self._closed:
+        if not self._closed and (self.subscriber_primary or state == "failed"):
             self._on_primary_state(state)
 
     def _on_publisher_state(self, state: str) -> None:
-        if not self.subscriber_primary and not self._closed:
+        if not self._closed and (not self.subscriber_primary or state == "failed"):
             self._on_primary_state(state)
 
     # -- offers, answers, candidates ---------------------------------------------------------
@@ -176,18 +180,27 @@ class ParticipantTransports:
                 log.debug("ignoring bad trickle candidate: %s", exc)
 
     def hold_unmatched(self, match: MatchedSection) -> None:
-        """A sending section whose AddTrackRequest has not arrived yet."""
-        if match.section.mid is not None:
-            self._unmatched[match.section.mid] = match
+        """A sending section whose AddTrackRequest has not arrived yet (at most
+        MAX_UNMATCHED are held; the oldest goes first)."""
+        if match.section.mid is None:
+            return
+        self._unmatched[match.section.mid] = match
+        while len(self._unmatched) > MAX_UNMATCHED:
+            del self._unmatched[next(iter(self._unmatched))]
 
     def take_unmatched(self, cid: str, kind: str) -> MatchedSection | None:
-        """The held section for a new pending track: its msid names the cid, or same kind."""
-        for mid, match in list(self._unmatched.items()):
-            msid = match.section.msid
-            if (msid is not None and msid.track_id == cid) or match.section.kind == kind:
-                del self._unmatched[mid]
-                match.cid = cid
-                return match
+        """The held section for a new pending track of `kind`: the one whose msid names the
+        cid, else the first of that kind (never a section of the other kind)."""
+        candidates = [(mid, m) for mid, m in self._unmatched.items() if m.section.kind == kind]
+        named = [
+            (mid, m)
+            for mid, m in candidates
+            if m.section.msid is not None and m.section.msid.track_id == cid
+        ]
+        for mid, match in named or candidates[:1]:
+            del self._unmatched[mid]
+            match.cid = cid
+            return match
         return None
 
     # -- data --------------------------------------------------------------------------------

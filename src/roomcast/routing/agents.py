@@ -1,7 +1,9 @@
 """Agent workers across nodes: a room's node can give jobs to a worker connected elsewhere.
 
 A livekit-agents worker keeps one WebSocket to one node (``/agent``), but rooms live on every
-node. Each node advertises its workers in the ``roomcast:agent_workers`` hash every heartbeat;
+node. Each node advertises its workers in the ``roomcast:agent_workers`` hash (a record is
+written when it changes, and again if Redis lost it; one over ``MAX_WORKER_RECORD_BYTES``, which
+only absurd names make, is not advertised: that worker serves its own node's rooms only);
 every other node keeps a ``RemoteWorker`` for each of them in its own registry, so its
 dispatcher offers and assigns jobs exactly as to a local worker. A remote worker's offer is a
 bus request to the worker's node, assignments and terminations are bus messages, and the job
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 WORKERS_KEY = "roomcast:agent_workers"
 OFFER_SLACK = 2.0  # seconds added to the availability timeout for the round trip
+MAX_WORKER_RECORD_BYTES = 8 * 1024  # names, namespace, version: a few hundred bytes in practice
 
 
 class RemoteWorker(Worker):
@@ -106,7 +109,8 @@ class ClusterAgents:
         self._nodes = nodes
         self._workers = workers
         self._dispatcher = dispatcher
-        self._advertised: set[str] = set()
+        self._advertised: dict[str, str] = {}  # worker id → the record last written
+        self._too_large: set[str] = set()  # workers not advertised (logged once each)
         self._job_nodes: dict[str, str] = {}  # job id → room node, for our workers' jobs
         dispatcher.forward_job_update = self._forward_job_update
         bus.on_request("agent_offer", self._serve_offer)
@@ -119,20 +123,29 @@ class ClusterAgents:
 
     async def sync(self) -> None:
         """Advertise our workers; mirror the other nodes' workers into our registry."""
-        local = self._local()
-        records = {w.id: _record(w, self._nodes.node_id) for w in local if not w.closed}
-        gone = self._advertised - set(records)
-        async with self._client.pipeline(transaction=False) as pipe:
-            if records:
-                pipe.hset(WORKERS_KEY, mapping=dict(records))  # type: ignore[arg-type]
-            if gone:
-                pipe.hdel(WORKERS_KEY, *gone)
-            pipe.hgetall(WORKERS_KEY)
-            results = await pipe.execute()
-        self._advertised = set(records)
+        records = self._our_records()
+        changed = {i: r for i, r in records.items() if self._advertised.get(i) != r}
+        gone = set(self._advertised) - set(records)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                if changed:
+                    pipe.hset(WORKERS_KEY, mapping=dict(changed))  # type: ignore[arg-type]
+                if gone:
+                    pipe.hdel(WORKERS_KEY, *gone)
+                pipe.hgetall(WORKERS_KEY)
+                results = await pipe.execute()
+        except BaseException:
+            # Unknown state: rewrite every record and delete the gone ones next time.
+            self._advertised = dict.fromkeys([*records, *gone], "")
+            raise
+        stored: dict[bytes, bytes] = results[-1]
+        # A record Redis does not hold as written (lost in a restart) is written next time.
+        self._advertised = {
+            i: r if stored.get(i.encode()) == r.encode() else "" for i, r in records.items()
+        }
         seen: set[str] = set()
         stale: list[str] = []
-        for raw in results[-1].values():
+        for raw in stored.values():
             try:
                 record = json.loads(raw)
                 node_id = str(record["node"])
@@ -158,6 +171,25 @@ class ClusterAgents:
                 self._workers.remove(worker)
         if stale:
             await self._client.hdel(WORKERS_KEY, *[s for s in stale if s])
+
+    def _our_records(self) -> dict[str, str]:
+        records: dict[str, str] = {}
+        for worker in self._local():
+            if worker.closed:
+                continue
+            record = _record(worker, self._nodes.node_id)
+            if len(record) <= MAX_WORKER_RECORD_BYTES:
+                records[worker.id] = record
+            elif worker.id not in self._too_large:
+                self._too_large.add(worker.id)
+                self._bus.count_limit_hit("agent_worker_record_size")
+                log.warning(
+                    "agent worker %s: its %d-byte record is not advertised to other nodes",
+                    worker.id,
+                    len(record),
+                )
+        self._too_large &= {w.id for w in self._local()}
+        return records
 
     # -- the worker's node --------------------------------------------------------------------
     async def _serve_offer(self, body: Message) -> Message:

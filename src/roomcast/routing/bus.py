@@ -3,8 +3,14 @@
 Each node reads its own stream ``roomcast:node:<id>`` (XREAD from the last id it saw, so a
 reader that reconnects misses nothing the stream still holds, unlike pub/sub). Messages are
 small JSON objects (binary payloads such as SignalRequest/SignalResponse protobufs travel
-base64-encoded); ``t`` names the kind. Streams are capped (MAXLEN ~) and expire when their node
-stops reading, so a dead node's stream goes away.
+base64-encoded); ``t`` names the kind.
+
+Redis holds a message only until its reader has it: the reader trims what it has read (XTRIM
+MINID, one reader per stream). A writer keeps at most ``STREAM_MAX_ENTRIES`` and
+``STREAM_MAX_BYTES`` of its own unread messages in a stream; beyond that, messages wait in its
+outbox (routing/outbox.py, bounded in bytes) until the reader catches up, so a stalled reader
+costs Redis little and a burst is delayed, not cut. A stream expires when its node stops
+reading, so a dead node's stream goes away. Messages over ``MAX_MESSAGE_BYTES`` are refused.
 
 Order matters for signalling relay: every message this node sends goes through one queue and
 one writer task, and a stream keeps the order of its entries. Both loops survive a Redis
@@ -19,26 +25,45 @@ import contextlib
 import itertools
 import json
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from roomcast.routing.outbox import Outbox
+
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "roomcast:node:"
-STREAM_MAXLEN = 10_000  # entries kept per node stream (approximate trim)
+# Per writer and stream: its messages the reader has not read yet. Past either, the writer
+# waits (checking the stream's length every BACKPRESSURE_POLL seconds).
+STREAM_MAX_ENTRIES = 1000
+STREAM_MAX_BYTES = 8 * 1024 * 1024
+BACKPRESSURE_POLL = 0.005
+# A backstop for writers that do not hold back (approximate trim); never reached otherwise,
+# as it would cut messages a slow reader has not read.
+STREAM_MAXLEN = 10_000
 STREAM_TTL = 30  # seconds a stream outlives its last reader/writer activity
 READ_BLOCK_MS = 1000
+READ_COUNT = 100  # entries per XREAD: bounds one reply to READ_COUNT * MAX_MESSAGE_BYTES
+WRITE_BATCH = 256  # XADDs per pipeline
 RETRY_DELAY = 0.5  # seconds between attempts while Redis is unreachable
-MAX_QUEUED = 20_000  # messages kept while Redis is down; the oldest are dropped past this
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger inbound messages are dropped, never parsed
+# Encoded messages waiting (Redis unreachable, or readers behind); the oldest are dropped past
+# this, from the longest queue.
+OUTBOX_MAX_BYTES = 64 * 1024 * 1024
+# One encoded message, whatever it carries: larger ones are refused when published and
+# dropped unparsed when read. Relayed SignalRequests have a tighter bound (routing/relay.py).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 Message = dict[str, Any]
 Handler = Callable[[Message], None]
 RpcHandler = Callable[[Message], Awaitable[Message]]
+LimitCounter = Callable[[str], None]  # called with the name of the limit that was hit
+
+
+def _ignore_limit(limit: str) -> None:
+    pass
 
 
 class BusError(Exception):
@@ -57,13 +82,26 @@ def channel_of(node_id: str) -> str:
     return CHANNEL_PREFIX + node_id
 
 
+def after(entry_id: str) -> str:
+    """The smallest stream id greater than ``entry_id`` (``ms-seq``): XTRIM MINID's bound."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
 class NodeBus:
-    def __init__(self, client: aioredis.Redis, node_id: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, node_id: str, count_limit_hit: LimitCounter = _ignore_limit
+    ) -> None:
         self._client = client
         self.node_id = node_id
+        self.count_limit_hit = count_limit_hit
         self._handlers: dict[str, Handler] = {}
         self._rpc_handlers: dict[str, RpcHandler] = {}
-        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox = Outbox(
+            OUTBOX_MAX_BYTES, STREAM_MAX_ENTRIES, STREAM_MAX_BYTES, self._outbox_dropped
+        )
+        self._outbox_overflowing = False  # logged once per outage, not once per message
+        self._oversized_kinds: set[str] = set()  # logged once per kind
         self._outbox_ready = asyncio.Event()
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._ids = itertools.count(1)
@@ -90,7 +128,7 @@ class NodeBus:
 
     async def close(self, flush_timeout: float = 2.0) -> None:
         """Deliver what is queued (within ``flush_timeout``), then stop."""
-        if self._outbox:
+        if not self._outbox.empty:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), flush_timeout)
         self._closing = True
@@ -108,22 +146,48 @@ class NodeBus:
                 future.set_exception(BusError("node shutting down"))
 
     # -- sending ------------------------------------------------------------------------------
-    def publish(self, node_id: str, message: Message) -> None:
-        """Queue a one-way message to a node; never blocks, order preserved."""
+    def publish(self, node_id: str, message: Message) -> bool:
+        """Queue a one-way message to a node; never blocks, order preserved.
+
+        False if the message is over ``MAX_MESSAGE_BYTES``: it is not sent.
+        """
         message["from"] = self.node_id
-        if len(self._outbox) >= MAX_QUEUED:
-            self._outbox.popleft()
-            log.warning("bus outbox full (Redis unreachable?): dropping the oldest message")
-        self._outbox.append((channel_of(node_id), json.dumps(message).encode()))
+        data = json.dumps(message).encode()
+        if len(data) > MAX_MESSAGE_BYTES:
+            self.count_limit_hit("bus_message_size")
+            kind = str(message.get("kind") or message.get("t"))
+            if kind not in self._oversized_kinds:
+                self._oversized_kinds.add(kind)
+                log.warning(
+                    "bus: not sending a %s message of %d bytes (limit %d)",
+                    kind,
+                    len(data),
+                    MAX_MESSAGE_BYTES,
+                )
+            return False
+        self._outbox.add(channel_of(node_id), data)
         self._drained.clear()
         self._outbox_ready.set()
+        return True
+
+    def forget(self, node_id: str) -> None:
+        """The node is gone: drop the messages still waiting for it."""
+        self._outbox.forget(channel_of(node_id))
+
+    def _outbox_dropped(self) -> None:
+        self.count_limit_hit("bus_outbox_bytes")
+        if not self._outbox_overflowing:
+            self._outbox_overflowing = True
+            log.warning("bus outbox full (Redis or a node unreachable): dropping old messages")
 
     async def request(self, node_id: str, kind: str, body: Message, timeout: float) -> Message:
         """Send a request to a node and wait for its reply (``BusError`` on failure)."""
         request_id = f"{self.node_id}-{next(self._ids)}"
+        message = {"t": "rpc", "kind": kind, "id": request_id, "body": body}
+        if not self.publish(node_id, message):
+            raise BusError(f"{kind} request too large for the node bus")
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self.publish(node_id, {"t": "rpc", "kind": kind, "id": request_id, "body": body})
         try:
             async with asyncio.timeout(timeout):
                 reply = await future
@@ -141,26 +205,36 @@ class NodeBus:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            while self._outbox:
-                batch = list(itertools.islice(self._outbox, 256))
+            while not self._outbox.empty:
+                batch = self._outbox.take(WRITE_BATCH)
+                written = list(dict.fromkeys(stream for stream, _ in batch))
+                waiting = [s for s in self._outbox.blocked() if s not in written]
                 try:
                     async with self._client.pipeline(transaction=False) as pipe:
                         for stream, data in batch:
                             pipe.xadd(stream, {"m": data}, maxlen=STREAM_MAXLEN, approximate=True)
-                        for stream in {stream for stream, _ in batch}:
+                        for stream in written:
                             pipe.expire(stream, STREAM_TTL)
-                        await pipe.execute()
+                        for stream in (*written, *waiting):
+                            pipe.xlen(stream)
+                        replies = await pipe.execute()
                 except (RedisError, OSError) as exc:
+                    self._outbox.failed()
                     log.warning("bus publish failed, retrying: %s", exc)
                     await asyncio.sleep(RETRY_DELAY)
                     continue
-                for _ in batch:
-                    self._outbox.popleft()
+                checked = (*written, *waiting)
+                lengths = dict(zip(checked, replies[len(replies) - len(checked) :], strict=True))
+                self._outbox.written(lengths)
+                if not batch:
+                    await asyncio.sleep(BACKPRESSURE_POLL)  # every reader we wait for is behind
+            self._outbox_overflowing = False
             self._drained.set()
 
     async def _read_loop(self) -> None:
         stream = channel_of(self.node_id)
         last_id = "$"  # only what arrives from now on
+        trimmed_to = ""  # the last id already trimmed away
         while not self._closing:
             try:
                 if last_id == "$":
@@ -170,13 +244,18 @@ class NodeBus:
                         if await self._client.exists(stream)
                         else None
                     )
-                    last_id = info["last-generated-id"].decode() if info else "0-0"
+                    last_id = trimmed_to = info["last-generated-id"].decode() if info else "0-0"
                 self.subscribed.set()
                 while not self._closing:
-                    await self._client.expire(stream, STREAM_TTL)
-                    result: Any = await self._client.xread(
-                        {stream: last_id}, count=500, block=READ_BLOCK_MS
-                    )
+                    # One round trip: forget what was handled, stay alive, wait for more.
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        if last_id != trimmed_to:
+                            pipe.xtrim(stream, minid=after(last_id), approximate=False)
+                        pipe.expire(stream, STREAM_TTL)
+                        pipe.xread({stream: last_id}, count=READ_COUNT, block=READ_BLOCK_MS)
+                        replies = await pipe.execute()
+                    trimmed_to = last_id
+                    result: Any = replies[-1]
                     for _, entries in result or []:
                         for entry_id, fields in entries:
                             last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -189,7 +268,7 @@ class NodeBus:
 
     def _dispatch(self, data: object) -> None:
         if not isinstance(data, bytes) or len(data) > MAX_MESSAGE_BYTES:
-            return
+            return  # never published by a node of ours
         try:
             message = json.loads(data)
         except ValueError:
@@ -227,5 +306,7 @@ class NodeBus:
             except Exception as exc:
                 log.exception("bus: request %s failed", message.get("kind"))
                 reply["error"] = f"{type(exc).__name__}: {exc}"
-        if sender:
-            self.publish(sender, reply)
+        if sender and not self.publish(sender, reply):
+            # Too large to send: the caller gets an error now rather than a timeout.
+            too_large = f"reply to {message.get('kind')!r} too large for the node bus"
+            self.publish(sender, {"t": "reply", "id": message.get("id"), "error": too_large})

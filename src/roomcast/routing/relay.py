@@ -8,6 +8,9 @@ relay only pipes SignalRequest and SignalResponse protobufs, in order, plus star
     edge → room node   sig_end {conn}  (the WebSocket closed)
 
 The edge owns the WebSocket; the room node runs the ordinary Session with a ``RelaySink``.
+A SignalRequest larger than any legitimate one (``relayed_request_limit``) is not relayed:
+the edge closes the WebSocket with 1009, as for a frame over
+``limit.signal_message_size_limit`` (docs/protocol/01-signalling-connection.md §1.5).
 If the room's node dies, the edge tells the client to reconnect (LeaveRequest RECONNECT), and
 the client's fresh join is placed on a live node. If the edge dies, the room node treats it as
 a dropped WebSocket: the session waits for a resume, which may arrive through any node.
@@ -26,10 +29,29 @@ from typing import Any, Protocol
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
+from roomcast.config import LimitConfig
 from roomcast.rooms.contracts import SignalSink, leave_response
 from roomcast.routing.bus import Message, NodeBus, b64, unb64
 
 log = logging.getLogger(__name__)
+
+CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455 §7.4.1
+CLOSE_INTERNAL_ERROR = 1011
+# Room for everything but metadata in a SignalRequest: SDP of an offer with many tracks, a
+# SyncState on resume, a long UpdateSubscription.
+REQUEST_SLACK = 256 * 1024
+
+
+def relayed_request_limit(limits: LimitConfig) -> int:
+    """The largest SignalRequest relayed to another node, in bytes.
+
+    The biggest legitimate request is an UpdateParticipantMetadata at the metadata and
+    attribute limits; nothing needs more than that plus ``REQUEST_SLACK``. The WebSocket
+    already refuses frames over ``signal_message_size_limit`` (0: no limit there).
+    """
+    needed = limits.max_metadata_size + limits.max_attributes_size + REQUEST_SLACK
+    frame = limits.signal_message_size_limit
+    return min(needed, frame) if frame > 0 else needed
 
 
 class RelayedSession(Protocol):
@@ -52,8 +74,9 @@ class _EdgeConnection:
 class EdgeRelay:
     """WebSockets on this node whose sessions live on other nodes."""
 
-    def __init__(self, bus: NodeBus) -> None:
+    def __init__(self, bus: NodeBus, max_request_bytes: int) -> None:
         self._bus = bus
+        self._max_request_bytes = max_request_bytes
         self._connections: dict[str, _EdgeConnection] = {}
         bus.on("sig_resp", self._on_response)
         bus.on("sig_close", self._on_close)
@@ -71,9 +94,22 @@ class EdgeRelay:
 
     def forward(self, conn_id: str, request: rtc.SignalRequest) -> None:
         connection = self._connections.get(conn_id)
-        if connection is not None:
-            data = b64(request.SerializeToString())
-            self._bus.publish(connection.node_id, {"t": "sig_req", "conn": conn_id, "data": data})
+        if connection is None:
+            return
+        size = request.ByteSize()
+        if size > self._max_request_bytes:
+            self._bus.count_limit_hit("relay_signal_request_size")
+            log.warning(
+                "relay: closing a connection that sent a %d-byte %s request (limit %d)",
+                size,
+                request.WhichOneof("message"),
+                self._max_request_bytes,
+            )
+            connection.sink.close(CLOSE_MESSAGE_TOO_BIG, "signal request too large")
+            self.end(conn_id)
+            return
+        data = b64(request.SerializeToString())
+        self._bus.publish(connection.node_id, {"t": "sig_req", "conn": conn_id, "data": data})
 
     def end(self, conn_id: str) -> None:
         connection = self._connections.pop(conn_id, None)
@@ -124,9 +160,13 @@ class RelaySink:
         self._closed = False
 
     def send(self, response: rtc.SignalResponse) -> None:
-        if not self._closed:
-            data = b64(response.SerializeToString())
-            self._bus.publish(self.edge_id, {"t": "sig_resp", "conn": self.conn_id, "data": data})
+        if self._closed:
+            return
+        data = b64(response.SerializeToString())
+        message = {"t": "sig_resp", "conn": self.conn_id, "data": data}
+        if not self._bus.publish(self.edge_id, message):
+            # The client would miss a message and its state would drift: end the connection.
+            self.close(CLOSE_INTERNAL_ERROR, "signal response too large to relay")
 
     def close(self, code: int = 1000, message: str = "") -> None:
         if not self._closed:

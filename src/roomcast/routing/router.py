@@ -15,11 +15,11 @@ from redis.exceptions import RedisError
 
 from roomcast.config import Config
 from roomcast.routing import redis_client
-from roomcast.routing.bus import BusError, Message, NodeBus, b64, unb64
+from roomcast.routing.bus import BusError, LimitCounter, Message, NodeBus, b64, unb64
 from roomcast.routing.placement import LEASE, Placement
 from roomcast.routing.records import RoomRecord, RoomRecords
 from roomcast.routing.registry import NodeRecord, NodeRegistry, StatsProvider
-from roomcast.routing.relay import EdgeRelay, RoomRelay, SessionStarter
+from roomcast.routing.relay import EdgeRelay, RoomRelay, SessionStarter, relayed_request_limit
 from roomcast.routing.selector import make_selector
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,19 @@ ApiExecutor = Callable[[str, str, str, bytes, str], Awaitable[ApiResult]]
 
 
 class Router:
-    def __init__(self, config: Config, record: NodeRecord, stats: StatsProvider) -> None:
+    def __init__(
+        self,
+        config: Config,
+        record: NodeRecord,
+        stats: StatsProvider,
+        count_limit_hit: LimitCounter = lambda limit: None,
+    ) -> None:
         self.client = self._client = redis_client.connect(config.redis)
         self.node_id = record.id
-        self.bus = NodeBus(self._client, record.id)
+        self.bus = NodeBus(self._client, record.id, count_limit_hit)
         self.registry = NodeRegistry(self._client, record, stats)
         self.placement = Placement(self._client, self.registry, make_selector(config.node_selector))
-        self.edge = EdgeRelay(self.bus)
+        self.edge = EdgeRelay(self.bus, relayed_request_limit(config.limit))
         self.records = RoomRecords(self._client, record.id, int(LEASE * 1000))
         self._room_records: Callable[[], list[RoomRecord]] = list
         self._room_relay: RoomRelay | None = None
@@ -207,6 +213,7 @@ class Router:
 
     # -- failures -----------------------------------------------------------------------------
     def _node_dead(self, node_id: str) -> None:
+        self.bus.forget(node_id)
         self.edge.node_dead(node_id)
         if self._room_relay is not None:
             self._room_relay.edge_dead(node_id)
