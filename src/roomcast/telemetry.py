@@ -87,21 +87,15 @@ class Metrics:
             buckets=(5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3),
             registry=self.registry,
         )
-        self.limit_hits = Counter(
-            "roomcast_limit_hits",
-            "requests, frames or connections refused or cut by a limit",
-            ["limit"],
-            registry=self.registry,
-        )
         self._logged_offenders: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._sample = 0
 
     def limit_hit(self, limit: str, offender: str, detail: str = "") -> None:
-        """Count a hit of ``limit`` and log it the first time ``offender`` hits it.
+        """``count_limit_hit``, and a log line the first time ``offender`` hits ``limit``.
 
         ``offender`` names who hit it (an address, an identity): never a token or a secret.
         The set of offenders already logged is bounded; the oldest are forgotten first."""
-        self.limit_hits.labels(limit).inc()
+        self.count_limit_hit(limit)
         key = (limit, offender)
         if key in self._logged_offenders:
             self._logged_offenders.move_to_end(key)
