@@ -26,7 +26,7 @@ from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
 from roomcast.media.forwarding_plane import ForwardingPlane
-from roomcast.media.transport import UdpMux
+from roomcast.media.udp_mux import UdpMux
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.rooms.data import DataExchange
 from roomcast.rooms.manager import RoomManager

@@ -28,7 +28,8 @@ from roomcast.media.dtls import DtlsCertificate
 from roomcast.media.sctp import DataChannels
 from roomcast.media.secure_channel import SecureChannel, TransportState
 from roomcast.media.stun import IceLiteResponder
-from roomcast.media.transport import PeerTransport, UdpMux
+from roomcast.media.transport import PeerTransport
+from roomcast.media.udp_mux import UdpMux
 
 TIMEOUT = 5.0
 RTP = struct.pack("!BBHII", 0x80, 0x80 | 111, 7, 960, 0xCAFE0001) + b"\x01opus" * 20

@@ -1,6 +1,6 @@
 """Media plane: the server-side WebRTC transport built from parts, and the forwarding plane.
 
-`transport.UdpMux` owns the one UDP socket and demultiplexes it (`demux`, RFC 7983) to
+`udp_mux.UdpMux` owns the one UDP socket and demultiplexes it (`demux`, RFC 7983) to
 `PeerTransport`s, thin asyncio adapters over I/O-free parts that the client peer
 (`roomcast.client.peer`) shares:
   demux.py           which protocol a datagram carries, from its first byte (RFC 7983 §7)
@@ -9,7 +9,11 @@
   secure_channel.py  one DTLS-SRTP connection: handshake, fingerprint check, SRTP, consent
   dtls.py            the DTLS endpoint over OpenSSL memory BIOs and DTLS-SRTP keying
   srtp.py            SRTP/SRTCP protect and unprotect as per-packet callables
-  sctp.py            data channels over aiortc's SCTP
+  sctp.py            data channels over aiortc's SCTP, behind our limits:
+  sctp_packet.py     SCTP packet and chunk codec (RFC 9260 §3)
+  sctp_guard.py      receive limits checked before aiortc sees a packet (window, held bytes)
+  sctp_backlog.py    send backlog policy: drop lossy, disconnect a reader that never drains
+  transport.py       `PeerTransport`, the asyncio adapter of one PeerConnection
 The forwarding plane (`forwarding_plane.ForwardingPlane`) feeds each published `uptrack.UpTrack`
 to its subscribers' `downtrack.DownTrack`s, which the uptrack sees as `track_sender.TrackSender`.
 

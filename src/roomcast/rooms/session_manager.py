@@ -23,7 +23,7 @@ from roomcast.errors import (
     RoomFullError,
     RoomNotFoundError,
 )
-from roomcast.media.transport import UdpMux
+from roomcast.media.udp_mux import UdpMux
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.rooms.contracts import (
     JoinOptions,

@@ -24,7 +24,8 @@ from livekit.protocol import rtc
 from roomcast.media import jsep
 from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.sdp import SdpError, SessionDescription
-from roomcast.media.transport import PeerTransport, UdpMux
+from roomcast.media.transport import PeerTransport
+from roomcast.media.udp_mux import UdpMux
 from roomcast.rooms.data import LOSSY_LABEL, RELIABLE_LABEL, DataExchange
 from roomcast.rooms.participant import Participant
 from roomcast.rooms.publisher_peer import MatchedSection, PublisherPeer
