@@ -6,6 +6,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from roomcast.ratelimit import TokenBucket
+
 
 class RateLimiter:
     """``rate`` events per second per key, bursts of ``burst``; a rate of 0 allows everything.
@@ -25,24 +27,17 @@ class RateLimiter:
         self._burst = float(max(burst, 1))
         self._max_keys = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    @property
-    def enabled(self) -> bool:
-        return self._rate > 0
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def allow(self, key: str) -> bool:
         """Take one token from ``key``'s bucket; False when it is empty."""
         if self._rate <= 0:
             return True
-        now = self._clock()
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        allowed = tokens >= 1
-        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        bucket = self._buckets.pop(key, None) or TokenBucket(self._rate, self._burst)
+        self._buckets[key] = bucket  # now the most recently used
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
-        return allowed
+        return bucket.allow(self._clock())
 
     def __len__(self) -> int:
         return len(self._buckets)
