@@ -354,8 +354,9 @@ async def test_a_signalling_client_that_never_reads_is_disconnected(
         server, f"/rtc?access_token={access}", receive_buffer=4096
     )
     assert server.rtc.open_connections == 1
-    # Each update is answered twice to the sender (the echo and its ParticipantUpdate), 200 KB
-    # each: 40 of them would queue 16 MB for a client that reads nothing.
+    # Each update is answered to the sender with its 200 KB echo (applied, or refused by the
+    # update rate), and an applied one with a ParticipantUpdate too: 8-16 MB in all for a
+    # client that reads nothing.
     for i in range(40):
         update = rtc.UpdateParticipantMetadata(metadata=f"{i:04}" + "x" * 200_000, request_id=i)
         writer.write(client_frame(rtc.SignalRequest(update_metadata=update).SerializeToString()))
