@@ -65,9 +65,10 @@ async def cycle(url: str, index: int, media_seconds: float) -> None:
             await room.disconnect()
 
 
-async def start_server(port: int) -> asyncio.subprocess.Process:
+async def start_server(port: int, metrics_port: int) -> asyncio.subprocess.Process:
     body = (
         f"port: {port}\nkeys:\n  devkey: secret\nbind_addresses: [127.0.0.1]\n"
+        f"prometheus:\n  port: {metrics_port}\n"
         f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\nroom:\n  departure_timeout: 1\n"
         "limit:\n  joins_per_second_per_ip: 0\nlogging:\n  level: warn\n"
     )
@@ -86,9 +87,10 @@ async def start_server(port: int) -> asyncio.subprocess.Process:
 
 
 async def main(cycles: int, minutes: float, media_seconds: float) -> None:
-    port = free_port()
-    proc = await start_server(port)
-    http_url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+    port, metrics_port = free_port(), free_port()
+    proc = await start_server(port, metrics_port)
+    # /metrics is served on the Prometheus port only (as livekit-server does).
+    http_url, ws_url = f"http://127.0.0.1:{metrics_port}", f"ws://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
             start = await snapshot(http, http_url)
