@@ -73,7 +73,12 @@ async def test_metadata_name_and_attributes_reach_both_sides(server: Server) -> 
             lambda changed, p: p.attributes == {"team": "blue", "seat": "4"},
         )
         # The participant itself sees its own updated info too
-        # (docs/protocol/05-room-and-participant-updates.md §5.1).
+        # (docs/protocol/05-room-and-participant-updates.md §5.1). Its copy is updated by
+        # its own ParticipantUpdate, which the SDK applies independently of frank's events.
+        await erin_events.wait(
+            "participant_name_changed",
+            lambda p, old, new: p.identity == "erin" and new == "Erin E.",
+        )
         assert erin.local_participant.metadata == "erin-meta"
         assert erin.local_participant.name == "Erin E."
         await erin.local_participant.set_attributes({"seat": ""})  # empty value deletes
