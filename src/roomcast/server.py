@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 
 import ifaddr
@@ -13,7 +14,7 @@ from livekit.protocol import models, rtc
 from roomcast import __version__
 from roomcast.agents import AgentService
 from roomcast.auth import TokenVerifier
-from roomcast.config import Config, short_secrets
+from roomcast.config import Config, candidate_allowed, short_secrets
 from roomcast.edge.agent_dispatch_service import twirp_services as agent_twirp_services
 from roomcast.edge.agent_endpoint import WorkerEndpoint, agent_server_info
 from roomcast.edge.api import TwirpEndpoint
@@ -203,16 +204,26 @@ class Server:
         return addresses[0] if len(addresses) == 1 else "0.0.0.0"
 
     def _advertise_ip(self) -> str | None:
-        """The IP in our ICE candidates: node_ip, else the bound address, else an interface."""
+        """The IP in our ICE candidates: node_ip, else the bound address, else the first
+        interface address that rtc.ips allows (loopback last)."""
         if self.config.rtc.node_ip:
             return self.config.rtc.node_ip
         host = self._rtc_host()
         if host not in ("0.0.0.0", "::"):
             return None
-        for adapter in ifaddr.get_adapters():
-            for ip in adapter.ips:
-                if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                    return ip.ip
+        addresses = [
+            ip.ip
+            for adapter in ifaddr.get_adapters()
+            for ip in adapter.ips
+            if isinstance(ip.ip, str)
+        ]
+        allowed = [a for a in addresses if candidate_allowed(a, self.config.rtc.ips)]
+        for address in allowed:
+            if not ipaddress.ip_address(address).is_loopback:
+                return address
+        if allowed:
+            return allowed[0]
+        log.warning("rtc.ips allows none of this machine's addresses: advertising 127.0.0.1")
         return "127.0.0.1"
 
     @property
@@ -220,6 +231,12 @@ class Server:
         return self.config.bind_addresses or ["0.0.0.0"]
 
     async def start(self) -> None:
+        if self.config.ignored_keys:
+            log.warning(
+                "these config keys are accepted for livekit-server compatibility but do "
+                "nothing here:\n%s",
+                "\n".join(f"  {key}: {note}" for key, note in self.config.ignored_keys),
+            )
         for key in short_secrets(self.config):
             log.error(
                 "the secret of API key %s is shorter than 32 characters: tokens signed with "

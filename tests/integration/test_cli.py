@@ -110,3 +110,29 @@ async def test_token_create() -> None:
     assert claims.video.room_join and claims.video.room == "r"
     assert dict(claims.attributes) == {"team": "blue"}
     assert abs(claims.expires_at - time.time() - 60) < 5
+
+
+async def test_serve_names_the_livekit_keys_it_ignores_in_one_warning() -> None:
+    """A livekit.yaml with TURN and ICE/TCP loads, and the log says those do nothing here."""
+    port = free_port()
+    body = (
+        f"port: {port}\nbind_addresses: [127.0.0.1]\n"
+        "keys:\n  APIkey: a-secret-of-at-least-thirty-two-characters\n"
+        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 7881\n"
+        "turn:\n  enabled: true\n  domain: turn.example.com\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "roomcast", "serve", "--config-body", body,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}/", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    log = stderr.decode()
+    warnings = [line for line in log.splitlines() if "do nothing here" in line]
+    assert len(warnings) == 1, log
+    assert "  rtc.tcp_port: not supported yet" in log
+    assert "  turn: not supported yet: no embedded TURN server" in log
+    assert "turn.domain" not in log  # a whole section is named once
