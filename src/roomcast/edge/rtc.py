@@ -6,9 +6,10 @@ show: a bad token, a missing room, and a full room (``room.max_participants``, o
 ``max_participants``; asked of the room's node in multi-node mode). livekit-server admits a
 newcomer to a full room as far as the upgrade and then sends ``LeaveRequest{JOIN_FAILURE}``,
 which SDKs report as "transport closed" or a bare leave; Roomcast refuses it before the upgrade
-with HTTP 403 and livekit-server's wording instead, the one status for which both the Python SDK
-and livekit-client show the text. A room that fills between this check and the join still gets
-the JOIN_FAILURE leave (rooms/session_manager.py).
+with HTTP 403 and livekit-server's wording instead: for a 403 the Python SDK shows the text and
+does not retry, and livekit-client shows it (for a 429 the first retries three times and the
+second drops the text). A room that fills between this check and the join still gets the
+JOIN_FAILURE leave (rooms/session_manager.py).
 ``/rtc/v1`` answers 404 so current SDKs fall back to ``/rtc`` (the 404 on ``/rtc/v1/validate``
 carries CORS headers, or browsers never fall back: docs/protocol/15-interop-findings.md §3).
 """
