@@ -242,3 +242,20 @@ async def test_workers_check_every_port_before_starting_any_worker() -> None:
     finally:
         taken.close()
         holder.close()
+
+
+async def test_a_worker_that_cannot_bind_stops_the_others_instead_of_restarting() -> None:
+    """The supervisor's own check passed, then a worker's port was taken (a race): the worker
+    says why and exits with STARTUP_FAILED, and the supervisor stops everything with status 1
+    rather than restarting it every second."""
+    from roomcast.config import Overrides, load_config
+    from roomcast.supervisor import supervise
+
+    taken = Taken()
+    udp_port = free_port(socket.SOCK_DGRAM)  # worker 1 takes the next one
+    config = load_config(Overrides(dev=True, port=free_port(), udp_port=udp_port), environ={})
+    worker_args = ["serve", "--dev", "--port", str(taken.tcp_port)]
+    try:
+        assert await asyncio.wait_for(supervise(config, 2, worker_args), 60) == 1
+    finally:
+        taken.close()
