@@ -150,7 +150,8 @@ async def test_json_requests_as_node_sends_them(server: Server) -> None:
     [
         ("Bearer not-a-jwt", "invalid token: "),
         ("Bearer " + token(ADMIN).rsplit(".", 1)[0] + ".c2lnbmF0dXJl", "invalid token: "),
-        ("Basic ZGV2a2V5OnNlY3JldA==", "permissions denied: no authorization token"),
+        ("Basic ZGV2a2V5OnNlY3JldA==", "invalid authorization header: it must start with Bearer"),
+        ("Bearer ", "permissions denied: no authorization token"),
     ],
 )
 async def test_refused_tokens_get_twirp_json_errors(

@@ -147,9 +147,13 @@ class TwirpEndpoint:
             return self._too_large().to_response()
         token = bearer_token(request)
         if not token:
-            return twirp.TwirpError(
-                "unauthenticated", "permissions denied: no authorization token"
-            ).to_response()
+            header = request.headers.get("Authorization")
+            problem = (
+                "invalid authorization header: it must start with Bearer"
+                if header and header.split(" ", 1)[0].lower() != "bearer"
+                else "permissions denied: no authorization token"
+            )
+            return twirp.TwirpError("unauthenticated", problem).to_response()
         try:
             claims = self._verifier.verify(token)
         except AuthError as exc:
