@@ -41,7 +41,7 @@ class LoggingConfig:
 @dataclass
 class RTCConfig:
     udp_port: int = 0  # 0: use the port range (production) or 7882 in dev mode
-    tcp_port: int = 7881
+    tcp_port: int = 7881  # ICE over TCP (media/tcp_mux.py); 0 turns it off, as in livekit
     port_range_start: int = 0
     port_range_end: int = 0
     node_ip: str = ""
@@ -458,6 +458,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"port: {config.port} is not a TCP port")
     if not 0 <= config.rtc.udp_port <= 65535:
         raise ConfigError(f"rtc.udp_port: {config.rtc.udp_port} is not a UDP port")
+    tcp_port = config.rtc.tcp_port
+    if not 0 <= tcp_port <= 65535:
+        raise ConfigError(f"rtc.tcp_port: {tcp_port} is not a TCP port (0 turns ICE/TCP off)")
+    if tcp_port and tcp_port == config.port:
+        raise ConfigError(f"rtc.tcp_port: {tcp_port} is also the HTTP port (port)")
     for address in config.bind_addresses:
         try:
             ipaddress.ip_address(address)

@@ -65,6 +65,7 @@ class Server:
             config.effective_udp_port,
             advertise_ip=self._advertise_ip(),
             data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
+            tcp_port=self._ice_tcp_port(),
         )
         self.plane = ForwardingPlane(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
         self.metrics = Metrics()
@@ -215,6 +216,11 @@ class Server:
                     return ip.ip
         return "127.0.0.1"
 
+    def _ice_tcp_port(self) -> int | None:
+        """rtc.tcp_port (0: no ICE over TCP); with --workers, tcp_port + the worker's index."""
+        port = self.config.rtc.tcp_port
+        return port + (worker_index() or 0) if port else None
+
     @property
     def bind_addresses(self) -> list[str]:
         return self.config.bind_addresses or ["0.0.0.0"]
@@ -255,10 +261,11 @@ class Server:
         self.rooms.start()
         self._media_clock = asyncio.get_running_loop().create_task(self._run_media_clock())
         log.info(
-            "roomcast started on %s port %d (WebRTC UDP %d)",
+            "roomcast started on %s port %d (WebRTC UDP %d, ICE/TCP %s)",
             ", ".join(self.bind_addresses),
             self.port,
             self.mux.port,
+            self.mux.tcp_port or "off",
         )
 
     async def _run_media_clock(self) -> None:
