@@ -12,7 +12,7 @@ import aiohttp
 from livekit import api
 
 from roomcast.auth import TokenVerifier
-from tests.conftest import free_port
+from tests.conftest import free_port, free_tcp_ports
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:
@@ -35,6 +35,14 @@ async def start_dev_server(
 ) -> tuple[asyncio.subprocess.Process, int]:
     """`roomcast serve --dev` on free loopback ports, healthy; the caller stops it."""
     port = free_port()
+    # The ICE-TCP port too (rtc.tcp_port, 7881 by default), one per worker.
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    ice_tcp = f"rtc:\n  tcp_port: {free_tcp_ports(workers)}\n"
+    if "--config-body" in args:
+        at = args.index("--config-body") + 1
+        args = (*args[:at], args[at] + ice_tcp, *args[at + 1 :])
+    else:
+        args = (*args, "--config-body", ice_tcp)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "roomcast", "serve", "--dev",
         "--port", str(port), "--udp-port", str(free_port(socket.SOCK_DGRAM)), *args,

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 
 from roomcast.media.ice_lite import TcpAddress
@@ -27,6 +28,10 @@ DIAL_TIMEOUT = 5.0  # s
 
 class TcpDialer:
     """One framed TCP connection per remote address, dialled on demand."""
+
+    # SO_RCVBUF of new connections (None: the kernel's autotuning). Tests shrink it so that a
+    # client that stops reading backs the server up within a second.
+    receive_buffer: int | None = None
 
     def __init__(self, on_packet: Callable[[bytes, Address], None]) -> None:
         self.on_packet = on_packet
@@ -51,14 +56,17 @@ class TcpDialer:
         def deliver(data: bytes, _: TcpAddress) -> None:
             self.on_packet(data, addr)
 
+        sock = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
+        sock.setblocking(False)
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: FramedConnection(deliver, self._limits, self.stats), *addr
-                ),
-                DIAL_TIMEOUT,
+            if self.receive_buffer is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+            await asyncio.wait_for(loop.sock_connect(sock, addr), DIAL_TIMEOUT)
+            _, connection = await loop.create_connection(
+                lambda: FramedConnection(deliver, self._limits, self.stats), sock=sock
             )
         except (OSError, TimeoutError) as exc:
+            sock.close()
             self.stats["dial_failed"] += 1
             log.debug("ICE-TCP connection to %s:%d failed: %s", addr[0], addr[1], exc)
             return
@@ -68,6 +76,11 @@ class TcpDialer:
             connection.abort()
         else:
             self._connections[addr] = connection
+
+    def pause_reading(self, paused: bool = True) -> None:
+        """Stop (or resume) reading every connection, as a stalled client would."""
+        for connection in self._connections.values():
+            connection.pause_reading(paused)
 
     def close(self) -> None:
         self._closed = True

@@ -71,12 +71,13 @@ class Verdict(enum.Enum):
 class SendLimits:
     """Per-connection bounds on bytes queued for a TCP peer that reads slower than we send.
 
-    `media_bytes`: about half a second of 4 Mbit/s video; beyond it RTP and RTCP are dropped,
-    which leaves `reliable_bytes - media_bytes` for STUN and DTLS. SCTP's own windows keep data
-    channels far below that; a reader that lets that much DTLS pile up is gone.
+    `media_bytes`: a keyframe burst, a quarter second of 4 Mbit/s video (on top of the kernel's
+    send buffer); beyond it RTP and RTCP are dropped, which leaves `reliable_bytes - media_bytes`
+    for STUN and DTLS. SCTP's own windows keep data channels far below that; a reader that lets
+    that much DTLS pile up is gone.
     """
 
-    media_bytes: int = 256 * 1024
+    media_bytes: int = 128 * 1024
     reliable_bytes: int = 4 * 1024 * 1024
 
     def verdict(self, queued: int, size: int, *, droppable: bool) -> Verdict:
