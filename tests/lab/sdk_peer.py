@@ -15,8 +15,8 @@ Commands come on stdin, one JSON object a line, each with an "id" for its reply:
     {"cmd": "stats"}        frames decoded per kind, the worst video gap since "mark", and the
                             ICE candidate pair each PeerConnection uses (from getStats)
     {"cmd": "mark"}         start measuring video gaps and counting frames from now
-    {"cmd": "frames", "video": 20, "audible": 20, "timeout": 20}   reply (with "stats") once that
-                            many frames were decoded since "mark", or an error at the timeout
+    {"cmd": "frames", "video": 20, "audible": 20, "within": 20}   reply (with "stats") once that
+                            many frames were decoded since "mark", or an error after "within" s
     {"cmd": "data", "payload": "…"}        publish_data, reliable, topic "lab"
     {"cmd": "simulate", "scenario": "SIMULATE_SIGNAL_RECONNECT"}   Room.simulate_scenario
     {"cmd": "quit"}
@@ -52,6 +52,7 @@ class Peer:
         self.started = 0.0
         self.frames: dict[str, int] = {"audio": 0, "audible": 0, "video": 0}
         self.marked_frames: dict[str, int] = dict(self.frames)
+        self.marked_at = 0.0
         self.first_frame: dict[str, float] = {}
         self.last_video = 0.0
         self.worst_video_gap = 0.0
@@ -144,6 +145,7 @@ class Peer:
         return {
             "frames": dict(self.frames),
             "since_mark": since_mark,
+            "seconds_since_mark": time.monotonic() - self.marked_at,
             "worst_video_gap": self.worst_video_gap,
             "video_size": list(self.video_size),
             "paths": paths,
@@ -162,6 +164,7 @@ class Peer:
             raise TimeoutError(f"{since} frames since mark after {timeout} s") from None
 
     def mark(self) -> None:
+        self.marked_at = time.monotonic()
         self.marked_frames = dict(self.frames)
         self.worst_video_gap = 0.0
         self.last_video = time.monotonic() if self.last_video else 0.0
@@ -181,7 +184,7 @@ class Peer:
                     emit("reply", id=ident, **await self.stats())
                 elif name == "frames":
                     minimum = {k: int(command[k]) for k in ("video", "audible") if k in command}
-                    await self.await_frames(minimum, float(command.get("timeout", 20)))
+                    await self.await_frames(minimum, float(command.get("within", 20)))
                     emit("reply", id=ident, **await self.stats())
                 elif name == "mark":
                     self.mark()

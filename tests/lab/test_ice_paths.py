@@ -47,7 +47,7 @@ async def media_and_data_flow(near: PeerProcess, far: PeerProcess, tag: str) -> 
     for peer in (near, far):
         await peer.command("mark")
     for peer in (near, far):
-        await peer.command("frames", **FRAMES, timeout=25)
+        await peer.command("frames", **FRAMES, within=25, timeout=30)
     for sender, receiver in ((near, far), (far, near)):
         payload = f"{tag} from {sender.name}"
         after = len(receiver.events)
