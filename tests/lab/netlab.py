@@ -1,20 +1,25 @@
-"""A network lab on this machine: client networks in network namespaces, impaired on purpose.
+"""A network lab on this machine: client networks in network namespaces, each behind its own
+router namespace, which is where the firewall, the loss and the bandwidth caps are.
 
-Topology (a star; docs/network-lab.md):
+Topology of one client network (a `LabHost`; a lab has one or more around the same server):
 
-    root namespace: the server (in the test process) on `lab.server_ip`, and any "near" peer
-      ├─ veth ── namespace rclab-<pid>-0: a client network, 198.18.a.2/30, gateway 198.18.a.1
-      └─ veth ── namespace rclab-<pid>-1: another one ...
+    root namespace                 router namespace            client namespace
+    server (this process)  ──veth──  up0   [iptables FORWARD,  down0 ──veth──  lab0
+    on lab.server_ip             198.18.a.2  tbf both ways]  198.18.a.5      198.18.a.6
+    198.18.a.1                       optional masquerade (NAT)
 
-Addresses come from 198.18.0.0/15 (RFC 2544's benchmarking range, RFC 6890 §2.2.2); every
-namespace routes that range (and nothing else) to its gateway, so nothing a test starts there
-can reach beyond this machine. Impairments live on the lab's own interfaces and in the client
-namespaces' own iptables: blocking UDP or a port, random loss with `-m statistic` (this kernel
-has no netem), and per-direction bandwidth caps with `tc ... tbf`. `close()` deletes it all;
-`sweep_stale()` deletes what a crashed run left behind (namespaces named after a dead pid).
+Addresses come from 198.18.0.0/15 (RFC 2544's benchmarking range, RFC 6890 §2.2.2): a /29 per
+client network, split in two /30s. The client and router namespaces route that range (and
+nothing else), so nothing started there can reach beyond this machine; the root namespace gets
+one route per client network, on the lab's own veth (gone with it). The router forwards, so
+its filter rules drop silently, as a real firewall does (a rule in the client's own OUTPUT chain
+would instead fail the client's send() with EPERM). Impairments: blocking UDP (all, or one
+port) or a TCP port, random loss with `iptables -m statistic` (this kernel has no netem), and a
+bandwidth cap per direction with `tc ... tbf`.
 
-Everything is synchronous `ip`/`iptables`/`tc` calls of a few milliseconds: fine in fixtures and
-between the steps of a test.
+`close()` deletes it all; `sweep_stale()` deletes what a crashed run left behind (names carry
+the pid of the test process). Everything is synchronous `ip`/`iptables`/`tc` calls of a few
+milliseconds: fine in fixtures and between the steps of a test.
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ import re
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
-PREFIX = "rclab"  # namespaces rclab-<pid>-<n>; root-side veths rcl<pid>h<n>
-_NAMESPACE = re.compile(rf"^{PREFIX}-(\d+)-(\d+)\b")
-_ROOT_VETH = re.compile(r"^rcl(\d+)h(\d+)\b")
+PREFIX = "rclab"  # namespaces rclab-<pid>-<n> (client) and rclab-<pid>-<n>r (router)
+_NAMESPACE = re.compile(rf"^{PREFIX}-(\d+)-")
+_ROOT_VETH = re.compile(r"^rcl(\d+)[hd](\d+)$")  # what may be left in the root namespace
 
 Direction = Literal["down", "up", "both"]  # down: server → client, up: client → server
 
@@ -60,7 +65,7 @@ def unavailable_reason() -> str | None:
     except LabError as exc:
         return f"no network namespaces here: {exc}"
     try:
-        result = run(["ip", "netns", "exec", probe, "iptables", "-S"], check=False)
+        result = run(["ip", "netns", "exec", probe, "iptables", "-w", "-S"], check=False)
         if result.returncode != 0:
             return f"iptables does not work in a namespace: {result.stderr.strip()}"
     finally:
@@ -97,56 +102,65 @@ def sweep_stale() -> list[str]:
 
 
 def _used_lab_networks() -> set[ipaddress.IPv4Network]:
+    """/29s of the lab range with an address in the root namespace (other labs' gateways)."""
     used = set()
     for line in run(["ip", "-4", "-o", "addr", "show"]).stdout.splitlines():
         fields = line.split()
         if "inet" in fields:
             interface = ipaddress.ip_interface(fields[fields.index("inet") + 1])
             if interface.ip in LAB_RANGE:
-                used.add(ipaddress.ip_network(f"{interface.ip}/30", strict=False))
+                used.add(ipaddress.ip_network(f"{interface.ip}/29", strict=False))
     return used
 
 
 @dataclass
 class LabHost:
-    """One client network: a namespace behind a veth pair, and its impairments."""
+    """One client network: the client namespace, its router, and the router's impairments."""
 
     index: int
-    namespace: str
-    root_veth: str  # in the root namespace: its egress is the downlink
-    inner_veth: str  # in the namespace: its egress is the uplink
-    gateway: str  # root side of the /30
+    namespace: str  # the client's
+    router: str  # the router's namespace
+    gateway: str  # root namespace side of the uplink (for host 0: the server address)
+    router_ip: str  # the router's uplink address: where the server sees a NATed client from
     ip: str  # the client's address
-    rules: list[list[str]] = field(default_factory=list)  # iptables rules added, for reports
+    masquerade: bool = False
+
+    @property
+    def seen_as(self) -> str:
+        """The address the server sees this client's packets come from."""
+        return self.router_ip if self.masquerade else self.ip
 
     def command(self, *argv: str) -> list[str]:
         """`argv` run inside this client network."""
         return ["ip", "netns", "exec", self.namespace, *argv]
 
-    def iptables(self, chain: str, *rule: str) -> None:
-        """Append a rule in this namespace's own filter table."""
-        run(self.command("iptables", "-w", "-A", chain, *rule))
-        self.rules.append([chain, *rule])
+    def in_router(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.router, *argv]
+
+    def forward_rule(self, *rule: str) -> None:
+        """Append a rule to the router's FORWARD chain (its filter table is all ours)."""
+        run(self.in_router("iptables", "-w", "-A", "FORWARD", *rule))
 
     def block_udp(self, to: str, port: int | None = None) -> None:
-        """A firewall that drops UDP to `to` (to one port of it, or all)."""
+        """A firewall that silently drops UDP from the client to `to` (one port of it, or all)."""
         ports = ["--dport", str(port)] if port is not None else []
-        self.iptables("OUTPUT", "-d", to, "-p", "udp", *ports, "-j", "DROP")
+        self.forward_rule("-i", "down0", "-d", to, "-p", "udp", *ports, "-j", "DROP")
 
     def block_tcp(self, to: str, port: int) -> None:
-        """A firewall that drops TCP to one port of `to` (connection attempts time out)."""
-        self.iptables("OUTPUT", "-d", to, "-p", "tcp", "--dport", str(port), "-j", "DROP")
+        """A firewall that silently drops TCP to one port of `to`: connecting times out."""
+        self.forward_rule("-i", "down0", "-d", to, "-p", "tcp", "--dport", str(port), "-j", "DROP")
 
     def drop(
         self, share: float, direction: Direction = "both", protocol: str | None = None
     ) -> None:
-        """Drop a random `share` (0-1) of packets per direction, of one protocol or all."""
+        """Drop a random `share` (0-1) of forwarded packets per direction, of one protocol or
+        of all."""
         match = ["-p", protocol] if protocol else []
         statistic = ["-m", "statistic", "--mode", "random", "--probability", f"{share:.6f}"]
         if direction in ("down", "both"):
-            self.iptables("INPUT", *match, *statistic, "-j", "DROP")
+            self.forward_rule("-i", "up0", *match, *statistic, "-j", "DROP")
         if direction in ("up", "both"):
-            self.iptables("OUTPUT", *match, *statistic, "-j", "DROP")
+            self.forward_rule("-i", "down0", *match, *statistic, "-j", "DROP")
 
     def cap(
         self,
@@ -156,38 +170,38 @@ class LabHost:
         burst_kbit: int = 32,
         latency_ms: int = 200,
     ) -> None:
-        """Cap bandwidth (tbf) per direction: packets beyond `latency_ms` of queue are dropped."""
+        """Cap the bandwidth of a direction (tbf on the router's interface that way): what
+        waits longer than `latency_ms` in the queue is dropped."""
         tbf = [
             "root", "tbf", "rate", f"{kbit}kbit", "burst", f"{burst_kbit}kbit",
             "latency", f"{latency_ms}ms",
         ]  # fmt: skip
         if direction in ("down", "both"):
-            run(["tc", "qdisc", "replace", "dev", self.root_veth, *tbf])
+            run(self.in_router("tc", "qdisc", "replace", "dev", "down0", *tbf))
         if direction in ("up", "both"):
-            run(self.command("tc", "qdisc", "replace", "dev", self.inner_veth, *tbf))
+            run(self.in_router("tc", "qdisc", "replace", "dev", "up0", *tbf))
 
     def clear(self) -> None:
-        """Lift every impairment: flush the namespace's iptables, remove the caps."""
-        run(self.command("iptables", "-w", "-F"))
-        self.rules.clear()
-        run(["tc", "qdisc", "del", "dev", self.root_veth, "root"], check=False)
-        run(self.command("tc", "qdisc", "del", "dev", self.inner_veth, "root"), check=False)
+        """Lift every impairment: flush the router's FORWARD chain, remove the caps."""
+        run(self.in_router("iptables", "-w", "-F", "FORWARD"))
+        for device in ("up0", "down0"):
+            run(self.in_router("tc", "qdisc", "del", "dev", device, "root"), check=False)
 
     def counters(self) -> str:
-        """`iptables -L -v` of the namespace: how many packets each rule matched."""
-        return run(self.command("iptables", "-w", "-L", "-n", "-v", "-x")).stdout
+        """The router's FORWARD chain with how many packets each rule matched."""
+        return run(self.in_router("iptables", "-w", "-L", "FORWARD", "-n", "-v", "-x")).stdout
 
 
 class NetworkLab:
-    """Client networks in namespaces around the root namespace; see the module docstring."""
+    """Client networks around the root namespace; see the module docstring."""
 
-    def __init__(self, hosts: int = 1) -> None:
+    def __init__(self, hosts: int = 1, *, masquerade: bool = False) -> None:
         self.pid = os.getpid()
         self.hosts: list[LabHost] = []
         self._closed = False
         try:
             for _ in range(hosts):
-                self.add_host()
+                self.add_host(masquerade=masquerade)
         except BaseException:
             self.close()
             raise
@@ -201,59 +215,97 @@ class NetworkLab:
     def host(self) -> LabHost:
         return self.hosts[0]
 
-    def add_host(self) -> LabHost:
-        index = len(self.hosts)
-        namespace = f"{PREFIX}-{self.pid}-{index}"
-        root_veth, inner_veth = f"rcl{self.pid}h{index}", f"rcl{self.pid}n{index}"
-        network = self._free_network(index)
-        gateway, ip = (str(address) for address in list(network.hosts())[:2])
-        run(["ip", "netns", "add", namespace])
-        # Registered before it is complete, so that close() removes whatever was made.
-        host = LabHost(index, namespace, root_veth, "lab0", gateway, ip)
-        self.hosts.append(host)
-        run(["ip", "link", "add", root_veth, "type", "veth", "peer", "name", inner_veth])
-        run(["ip", "link", "set", inner_veth, "netns", namespace])
-        run(["ip", "addr", "add", f"{gateway}/30", "dev", root_veth])
-        run(["ip", "link", "set", root_veth, "up"])
-        inside = host.command
-        # IPv4 only: no link-local IPv6 candidates for the clients to try and time out on.
-        run(inside("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"))
-        run(inside("sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"))
-        run(inside("ip", "link", "set", inner_veth, "name", "lab0"))
-        run(inside("ip", "addr", "add", f"{ip}/30", "dev", "lab0"))
-        run(inside("ip", "link", "set", "lab0", "up"))
-        run(inside("ip", "link", "set", "lo", "up"))
-        # The other client networks' gateways (all root-namespace addresses) and nothing else.
-        run(inside("ip", "route", "add", str(LAB_RANGE), "via", gateway))
+    def add_host(self, *, masquerade: bool = False) -> LabHost:
+        """One more client network, behind its own router (NAT with `masquerade`)."""
+        index, pid = len(self.hosts), self.pid
+        block = self._free_block(index)
+        gateway, router_ip, _, _, router_down, ip = (str(a) for a in list(block)[1:7])
+        client, router = f"{PREFIX}-{pid}-{index}", f"{PREFIX}-{pid}-{index}r"
+        host = LabHost(index, client, router, gateway, router_ip, ip, masquerade)
+        self.hosts.append(host)  # before it is complete: close() removes whatever was made
+        uplink, downlink = f"rcl{pid}h{index}", f"rcl{pid}d{index}"
+        run(["ip", "netns", "add", router])
+        run(["ip", "netns", "add", client])
+        run(["ip", "link", "add", uplink, "type", "veth", "peer", "name", f"rcl{pid}u{index}"])
+        run(["ip", "link", "set", f"rcl{pid}u{index}", "netns", router])
+        run(["ip", "link", "add", downlink, "type", "veth", "peer", "name", f"rcl{pid}c{index}"])
+        run(["ip", "link", "set", f"rcl{pid}c{index}", "netns", client])
+        run(["ip", "link", "set", downlink, "netns", router])
+        run(["ip", "addr", "add", f"{gateway}/30", "dev", uplink])
+        run(["ip", "link", "set", uplink, "up"])
+        client_net = ipaddress.ip_network(f"{ip}/30", strict=False)
+        run(["ip", "route", "add", str(client_net), "via", router_ip, "dev", uplink])
+        r = host.in_router
+        for argv in (
+            ["ip", "link", "set", f"rcl{pid}u{index}", "name", "up0"],
+            ["ip", "link", "set", downlink, "name", "down0"],
+            ["ip", "addr", "add", f"{router_ip}/30", "dev", "up0"],
+            ["ip", "addr", "add", f"{router_down}/30", "dev", "down0"],
+            ["ip", "link", "set", "up0", "up"],
+            ["ip", "link", "set", "down0", "up"],
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "route", "add", str(LAB_RANGE), "via", gateway],
+            ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],  # this namespace's own setting
+            ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"],
+        ):
+            run(r(*argv))
+        if masquerade:
+            run(
+                r(
+                    "iptables",
+                    "-w",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "up0",
+                    "-j",
+                    "MASQUERADE",
+                )
+            )
+        c = host.command
+        for argv in (
+            # IPv4 only: no link-local IPv6 candidates for the clients to try and time out on.
+            ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"],
+            ["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"],
+            ["ip", "link", "set", f"rcl{pid}c{index}", "name", "lab0"],
+            ["ip", "addr", "add", f"{ip}/30", "dev", "lab0"],
+            ["ip", "link", "set", "lab0", "up"],
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "route", "add", str(LAB_RANGE), "via", router_down],
+        ):
+            run(c(*argv))
         return host
 
-    def _free_network(self, index: int) -> ipaddress.IPv4Network:
+    def _free_block(self, index: int) -> ipaddress.IPv4Network:
         used = _used_lab_networks()
-        blocks = LAB_RANGE.num_addresses // 4
+        blocks = LAB_RANGE.num_addresses // 8
         start = (self.pid * 8 + index) % blocks
         for step in range(1, blocks):
-            candidate = (start + step) % blocks
-            network = ipaddress.ip_network(
-                f"{LAB_RANGE.network_address + candidate * 4}/30", strict=True
-            )
-            if network not in used:
-                return network  # type: ignore[return-value]
-        raise LabError("no free /30 left in 198.18.0.0/15")
+            number = (start + step) % blocks
+            block = ipaddress.IPv4Network((int(LAB_RANGE.network_address) + number * 8, 29))
+            if block not in used:
+                return block
+        raise LabError("no free /29 left in 198.18.0.0/15")
 
     def close(self) -> None:
+        """Delete every namespace and veth of the lab (processes in them must be gone)."""
         if self._closed:
             return
         self._closed = True
         errors = []
         for host in self.hosts:
-            # Deleting the namespace deletes its end of the veth, and with it the other end
-            # (and the tbf on it); the explicit delete covers a half-built host.
-            result = run(["ip", "netns", "del", host.namespace], check=False)
-            if result.returncode != 0 and "No such file" not in result.stderr:
-                errors.append(f"ip netns del {host.namespace}: {result.stderr.strip()}")
-            result = run(["ip", "link", "del", host.root_veth], check=False)
-            if result.returncode != 0 and "Cannot find device" not in result.stderr:
-                errors.append(f"ip link del {host.root_veth}: {result.stderr.strip()}")
+            for namespace in (host.namespace, host.router):
+                result = run(["ip", "netns", "del", namespace], check=False)
+                if result.returncode != 0 and "No such file" not in result.stderr:
+                    errors.append(f"ip netns del {namespace}: {result.stderr.strip()}")
+            # Deleting a namespace deletes its veth ends and so their peers; these cover a
+            # host that was only half built.
+            for link in (f"rcl{self.pid}h{host.index}", f"rcl{self.pid}d{host.index}"):
+                result = run(["ip", "link", "del", link], check=False)
+                if result.returncode != 0 and "Cannot find device" not in result.stderr:
+                    errors.append(f"ip link del {link}: {result.stderr.strip()}")
         self.hosts.clear()
         if errors:
             raise LabError("; ".join(errors))

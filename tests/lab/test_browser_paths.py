@@ -68,10 +68,10 @@ async def test_chromium_takes_udp_or_else_ice_tcp(
             assert path["address"] == lab.server_ip and path["candidateType"] == "host"
             if protocol == "tcp":
                 assert path["tcpType"] == "passive"
-        assert set(transports_of(lab_server, lab.host.ip).values()) == {protocol}
+        assert set(transports_of(lab_server, lab.host.seen_as).values()) == {protocol}
 
         # A resume with an ICE restart, on the same path.
-        ufrags = set(transports_of(lab_server, lab.host.ip))
+        ufrags = set(transports_of(lab_server, lab.host.seen_as))
         start = clock()
         await page.page.evaluate("() => window.rc.room.simulateScenario('signal-reconnect')")
         await page.page.wait_for_function(
@@ -82,7 +82,7 @@ async def test_chromium_takes_udp_or_else_ice_tcp(
         await near.command("frames", video=20, audible=20)
         await page.publish_data("after resume", "lab")
         await near.wait("data", lambda e: e["payload"] == "after resume")
-        restarted = transports_of(lab_server, lab.host.ip)
+        restarted = transports_of(lab_server, lab.host.seen_as)
         assert set(restarted.values()) == {protocol} and not set(restarted) & ufrags
         timings.record(
             f"{protocol}: resume, ICE restart", "chromium", reconnected=reconnected,

@@ -85,7 +85,7 @@ async def check_path(server: Server, lab: NetworkLab, far: PeerProcess, protocol
         assert pair["remote"]["address"] == lab.server_ip and pair["remote"]["type"] == "HOST"
         if protocol == "tcp":
             assert pair["remote"]["tcp_type"] == "CANDIDATE_PASSIVE"
-    assert set(transports_of(server, lab.host.ip).values()) == {protocol}
+    assert set(transports_of(server, lab.host.seen_as).values()) == {protocol}
 
 
 async def test_nothing_blocked_the_udp_host_candidate_is_used(
@@ -123,7 +123,7 @@ async def test_resume_and_full_reconnect_stay_on_the_path(
     await media_and_data_flow(near, far, "before")
     await check_path(lab_server, lab, far, protocol)
     clock = asyncio.get_running_loop().time
-    ufrags = set(transports_of(lab_server, lab.host.ip))
+    ufrags = set(transports_of(lab_server, lab.host.seen_as))
     assert len(ufrags) == 2  # publisher and subscriber PeerConnections
 
     # A resume: a new signal connection, then an ICE restart on both PeerConnections (new
@@ -135,7 +135,7 @@ async def test_resume_and_full_reconnect_stay_on_the_path(
     await media_and_data_flow(near, far, "resumed")
     flowing = clock() - start
     await check_path(lab_server, lab, far, protocol)
-    restarted = set(transports_of(lab_server, lab.host.ip))
+    restarted = set(transports_of(lab_server, lab.host.seen_as))
     assert len(restarted) == 2 and not restarted & ufrags, "both ICE agents restarted"
     timings.record(
         f"{protocol}: resume, ICE restart", "python sdk", reconnected=resumed, media=flowing
