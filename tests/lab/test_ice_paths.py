@@ -152,3 +152,26 @@ async def test_resume_and_full_reconnect_stay_on_the_path(
     timings.record(
         f"{protocol}: full reconnect", "python sdk", reconnected=reconnected, media=flowing
     )
+
+
+async def test_a_broken_ice_tcp_connection_is_recovered(
+    lab: NetworkLab, lab_server: Server, peers: Peers
+) -> None:
+    """The server aborts the far client's TCP connections (as a NAT timeout or a middlebox
+    reset would): libwebrtc dials again, nominates a new connection, which the server checks
+    before it moves media there (media/ice_lite.py), and media and data flow again."""
+    lab.host.block_udp(lab.server_ip)
+    near, far = await join_pair(lab, lab_server, peers, "tcp-break")
+    await far.wait("connected")
+    await media_and_data_flow(near, far, "before")
+    tcp = lab_server.mux.tcp
+    assert tcp is not None
+    clock = asyncio.get_running_loop().time
+    start = clock()
+    for address, connection in list(tcp._connections.items()):
+        if address.host == lab.host.seen_as:
+            connection.abort()
+    await media_and_data_flow(near, far, "after")
+    recovered = clock() - start
+    await check_path(lab_server, lab, far, "tcp")
+    timings.record("tcp: connection reset", "python sdk", media=recovered)
