@@ -167,11 +167,12 @@ async def test_a_broken_ice_tcp_connection_is_recovered(
     tcp = lab_server.mux.tcp
     assert tcp is not None
     clock = asyncio.get_running_loop().time
-    start = clock()
+    start, accepted = clock(), tcp.stats["accepted"]
     for address, connection in list(tcp._connections.items()):
         if address.host == lab.host.seen_as:
             connection.abort()
     await media_and_data_flow(near, far, "after")
     recovered = clock() - start
     await check_path(lab_server, lab, far, "tcp")
+    assert tcp.stats["accepted"] > accepted  # over new connections
     timings.record("tcp: connection reset", "python sdk", media=recovered)

@@ -12,6 +12,8 @@ from roomcast.media import tcp_mux
 from roomcast.media.ice_lite import Address, TcpAddress
 from roomcast.media.tcp_framing import FrameDecoder, SendLimits, frame
 from roomcast.media.tcp_mux import IceTcpListener
+from roomcast.media.transport import HOST_PRIORITY, TCP_PASSIVE_PRIORITY
+from roomcast.media.udp_mux import UdpMux
 
 AUTHENTIC = b"\x00\x01 a check that authenticates"  # what the fake routing accepts
 
@@ -160,3 +162,27 @@ async def test_a_reader_that_stopped_loses_media_then_the_connection_not_the_oth
     await routing.until(lambda: stalled.address in routing.closed)
     tcp.send(b"still here", healthy.address, droppable=True)
     assert await healthy.read_frames(1) == [b"still here"]
+
+
+async def test_transports_offer_a_passive_tcp_candidate_only_with_an_ice_tcp_port() -> None:
+    without = UdpMux("127.0.0.1", 0)
+    assert without.tcp is None and without.tcp_port == 0
+    (udp,) = without.create_transport().local_candidates()
+    assert udp.startswith(f"candidate:1 1 udp {HOST_PRIORITY} 127.0.0.1 ")
+    await without.close()
+
+    mux = UdpMux("127.0.0.1", 0, tcp_port=0)
+    await mux.start()
+    try:
+        udp, tcp = mux.create_transport().local_candidates()
+        assert (
+            udp == f"candidate:1 1 udp {HOST_PRIORITY} 127.0.0.1 {mux.port} typ host generation 0"
+        )
+        assert tcp == (
+            f"candidate:2 1 tcp {TCP_PASSIVE_PRIORITY} 127.0.0.1 {mux.tcp_port} typ host"
+            " tcptype passive generation 0"
+        )
+        assert mux.tcp_port and TCP_PASSIVE_PRIORITY < HOST_PRIORITY
+    finally:
+        await mux.close()
+    assert mux.tcp is not None and mux.tcp.connection_count == 0
