@@ -4,9 +4,11 @@ first-frame gate, frames both ways, and the bounded send queue of a reader that 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import uvloop
 
 from roomcast.media import tcp_mux
 from roomcast.media.ice_lite import Address, TcpAddress
@@ -77,13 +79,24 @@ class Client:
                 return True
 
 
-@pytest.fixture
-async def listener() -> AsyncIterator[tuple[IceTcpListener, FakeRouting]]:
+Listener = tuple[IceTcpListener, FakeRouting]
+
+
+@contextlib.asynccontextmanager
+async def listening() -> AsyncIterator[Listener]:
     routing = FakeRouting()
     tcp = IceTcpListener(routing, "127.0.0.1", 0, limits=SendLimits(64 * 1024, 256 * 1024))
     await tcp.start()
-    yield tcp, routing
-    await tcp.close()
+    try:
+        yield tcp, routing
+    finally:
+        await tcp.close()
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    async with listening() as started:
+        yield started
 
 
 async def connect(tcp: IceTcpListener) -> Client:
@@ -91,7 +104,7 @@ async def connect(tcp: IceTcpListener) -> Client:
 
 
 async def test_an_authenticated_connection_carries_frames_both_ways(
-    listener: tuple[IceTcpListener, FakeRouting],
+    listener: Listener,
 ) -> None:
     tcp, routing = listener
     client = await connect(tcp)
@@ -112,7 +125,7 @@ async def test_an_authenticated_connection_carries_frames_both_ways(
 
 
 async def test_a_first_frame_that_does_not_authenticate_closes_the_connection(
-    listener: tuple[IceTcpListener, FakeRouting],
+    listener: Listener,
 ) -> None:
     tcp, routing = listener
     client = await connect(tcp)
@@ -124,7 +137,7 @@ async def test_a_first_frame_that_does_not_authenticate_closes_the_connection(
 
 
 async def test_silent_and_surplus_connections_are_closed(
-    listener: tuple[IceTcpListener, FakeRouting], monkeypatch: pytest.MonkeyPatch
+    listener: Listener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tcp, _ = listener
     monkeypatch.setattr(tcp_mux, "FIRST_FRAME_TIMEOUT", 0.05)
@@ -137,7 +150,7 @@ async def test_silent_and_surplus_connections_are_closed(
 
 
 async def test_a_reader_that_stopped_loses_media_then_the_connection_not_the_others(
-    listener: tuple[IceTcpListener, FakeRouting],
+    listener: Listener,
 ) -> None:
     tcp, routing = listener
     stalled, healthy = await connect(tcp), await connect(tcp)
@@ -186,3 +199,21 @@ async def test_transports_offer_a_passive_tcp_candidate_only_with_an_ice_tcp_por
     finally:
         await mux.close()
     assert mux.tcp is not None and mux.tcp.connection_count == 0
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        test_an_authenticated_connection_carries_frames_both_ways,
+        test_a_first_frame_that_does_not_authenticate_closes_the_connection,
+        test_a_reader_that_stopped_loses_media_then_the_connection_not_the_others,
+    ],
+)
+def test_the_same_on_uvloop(scenario: Callable[[Listener], Awaitable[None]]) -> None:
+    """`roomcast serve` runs on uvloop, whose transports are not asyncio's classes."""
+
+    async def run() -> None:
+        async with listening() as started:
+            await scenario(started)
+
+    uvloop.run(run())

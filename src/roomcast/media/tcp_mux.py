@@ -22,7 +22,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from .ice_lite import Address, TcpAddress
 from .tcp_framing import FrameDecoder, SendLimits, Verdict, frame
@@ -69,8 +69,8 @@ class FramedConnection(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, so no isinstance).
+        self._transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.address = TcpAddress(peer[0], peer[1])
         sock = transport.get_extra_info("socket")
