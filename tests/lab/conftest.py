@@ -5,14 +5,17 @@
 `peers`       official Python SDK participants as processes (tests/lab/peers.py)
 
 Skipped, with the reason, where the lab cannot run (not root, no namespaces, no iptables).
+The tests run on uvloop, as `roomcast serve` does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
+import uvloop
 
 from roomcast.config import Overrides, load_config
 from roomcast.server import Server
@@ -20,6 +23,12 @@ from tests.conftest import API_KEY, API_SECRET
 from tests.lab import netlab, timings
 from tests.lab.netlab import NetworkLab
 from tests.lab.peers import Peers
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], object]]:
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +57,7 @@ def free_port_on(ip: str, kind: int) -> int:
 @pytest.fixture
 async def lab_server(lab: NetworkLab) -> AsyncIterator[Server]:
     """Roomcast on the lab's server address: HTTP, WebRTC UDP and ICE-TCP on free ports."""
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)  # as in production
     ip = lab.server_ip
     body = (
         f"port: 0\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [{ip}]\n"
