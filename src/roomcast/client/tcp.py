@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -87,6 +86,5 @@ class TcpDialer:
         for task in self._dialling.values():
             task.cancel()
         for connection in self._connections.values():
-            with contextlib.suppress(Exception):
-                connection.close()
+            connection.close()
         self._connections.clear()

@@ -168,8 +168,8 @@ class UdpMux(asyncio.DatagramProtocol):
         for addr in routes.addresses:
             if self._by_addr.get(addr) is transport:
                 del self._by_addr[addr]
-            if isinstance(addr, TcpAddress) and self.tcp is not None:
-                self.tcp.close_connection(addr)  # after its DTLS close_notify
+                if isinstance(addr, TcpAddress) and self.tcp is not None:
+                    self.tcp.close_connection(addr)  # after its DTLS close_notify
 
     def sendto(self, data: bytes, addr: Address) -> None:
         """STUN and DTLS: over TCP never dropped (the connection closes instead)."""
