@@ -99,7 +99,7 @@ async def test_client_networks_reach_the_server_address_and_are_cleaned_up(
 
 
 def test_a_crashed_run_is_swept_away(lab_ready: None) -> None:
-    dead = 4_194_000  # above any pid this machine hands out, so never alive
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # a pid never handed out
     assert not netlab._alive(dead)
     stale = f"{netlab.PREFIX}-{dead}-0"
     netlab.run(["ip", "netns", "add", stale])
