@@ -51,7 +51,7 @@ class IPFilterConfig:
 @dataclass
 class RTCConfig:
     udp_port: int = 0  # 0: use the port range (production) or 7882 in dev mode
-    tcp_port: int = 7881
+    tcp_port: int = 7881  # ICE over TCP (media/tcp_mux.py); 0 turns it off, as in livekit
     port_range_start: int = 0
     port_range_end: int = 0
     node_ip: str = ""
@@ -435,6 +435,11 @@ def validate(config: Config) -> None:
                 ipaddress.ip_network(network, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"rtc.ips.{kind}: {network!r} is not a network") from exc
+    tcp_port = config.rtc.tcp_port
+    if not 0 <= tcp_port <= 65535:
+        raise ConfigError(f"rtc.tcp_port: {tcp_port} is not a TCP port (0 turns ICE/TCP off)")
+    if tcp_port and tcp_port == config.port:
+        raise ConfigError(f"rtc.tcp_port: {tcp_port} is also the HTTP port (port)")
     for address in config.bind_addresses:
         try:
             ipaddress.ip_address(address)

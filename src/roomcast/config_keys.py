@@ -18,11 +18,11 @@ IGNORED: dict[str, str] = {
     # Features Roomcast does not have.
     "turn": f"{_NOT_YET}: no embedded TURN server; clients whose UDP is blocked cannot connect",
     "rtc.turn_servers": f"{_NOT_YET}: external TURN servers are not handed to clients",
-    "rtc.tcp_port": f"{_NOT_YET}: no ICE over TCP; open the UDP port (rtc.udp_port)",
-    "rtc.allow_tcp_fallback": f"{_NOT_YET}: no ICE over TCP",
-    "rtc.force_tcp": f"{_NOT_YET}: no ICE over TCP",
-    "rtc.tcp_fallback_rtt_threshold": f"{_NOT_YET}: no ICE over TCP",
-    "rtc.allow_udp_unstable_fallback": f"{_NOT_YET}: no ICE over TCP",
+    "rtc.allow_tcp_fallback": "clients fall back to ICE over TCP on their own: libwebrtc "
+    "tries the TCP candidate when UDP fails",
+    "rtc.force_tcp": f"{_NOT_YET}: UDP and TCP candidates are always both offered",
+    "rtc.tcp_fallback_rtt_threshold": f"{_NOT_YET}: no server-driven TCP fallback",
+    "rtc.allow_udp_unstable_fallback": f"{_NOT_YET}: no server-driven TCP fallback",
     "rtc.use_external_ip": f"{_NOT_YET}: set rtc.node_ip to the public address instead",
     "rtc.external_ip_only": f"{_NOT_YET}: set rtc.node_ip to the public address instead",
     "rtc.congestion_control": f"{_NOT_YET}: publishers get a fixed REMB, subscribers every "

@@ -22,12 +22,13 @@ from roomcast.edge.client_address import ClientAddresses
 from roomcast.edge.http import create_app
 from roomcast.edge.listener import EdgeRunner, ListenerLimits
 from roomcast.edge.metrics_endpoint import metrics_app, metrics_handler
-from roomcast.edge.ports import HTTP, MEDIA, PROMETHEUS, bind_failure, media_host
+from roomcast.edge.ports import HTTP, ICE_TCP, MEDIA, PROMETHEUS, bind_failure, media_host
 from roomcast.edge.rtc import RtcEndpoint
 from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
 from roomcast.media.forwarding_plane import ForwardingPlane
+from roomcast.media.tcp_mux import IceTcpPortError
 from roomcast.media.udp_mux import UdpMux
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.rooms.data import DataExchange
@@ -77,6 +78,7 @@ class Server:
             config.effective_udp_port,
             advertise_ip=self._advertise_ip(),
             data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
+            tcp_port=self._ice_tcp_port(),
         )
         self.plane = ForwardingPlane(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
         self.metrics = Metrics()
@@ -242,6 +244,11 @@ class Server:
         log.warning("rtc.ips allows none of this machine's addresses: advertising 127.0.0.1")
         return "127.0.0.1"
 
+    def _ice_tcp_port(self) -> int | None:
+        """rtc.tcp_port (0: no ICE over TCP); with --workers, tcp_port + the worker's index."""
+        port = self.config.rtc.tcp_port
+        return port + (worker_index() or 0) if port else None
+
     @property
     def bind_addresses(self) -> list[str]:
         return self.config.bind_addresses or ["0.0.0.0"]
@@ -276,10 +283,11 @@ class Server:
         self.rooms.start()
         self._media_clock = asyncio.get_running_loop().create_task(self._run_media_clock())
         log.info(
-            "roomcast started on %s port %d (WebRTC UDP %d); %s",
+            "roomcast started on %s port %d (WebRTC UDP %d, ICE/TCP %s); %s",
             ", ".join(self.bind_addresses),
             self.port,
             self.mux.port,
+            self.mux.tcp_port or "off",
             self.mode,
         )
         if worker_index() in (None, 0):  # once, not once per worker
@@ -299,6 +307,9 @@ class Server:
         """UDP media, then the HTTP port on every address, then the Prometheus port."""
         try:
             await self.mux.start()
+        except IceTcpPortError as exc:
+            port = self._ice_tcp_port() or 0
+            raise bind_failure(ICE_TCP, self._rtc_host(), port, exc) from exc
         except OSError as exc:
             port = self.config.effective_udp_port
             raise bind_failure(MEDIA, self._rtc_host(), port, exc) from exc

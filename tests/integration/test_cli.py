@@ -13,7 +13,7 @@ import aiohttp
 from livekit import api
 
 from roomcast.auth import TokenVerifier
-from tests.conftest import free_port
+from tests.conftest import free_port, free_tcp_ports
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:
@@ -36,6 +36,14 @@ async def start_dev_server(
 ) -> tuple[asyncio.subprocess.Process, int]:
     """`roomcast serve --dev` on free loopback ports, healthy; the caller stops it."""
     port = free_port()
+    # The ICE-TCP port too (rtc.tcp_port, 7881 by default), one per worker.
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    ice_tcp = f"rtc:\n  tcp_port: {free_tcp_ports(workers)}\n"
+    if "--config-body" in args:
+        at = args.index("--config-body") + 1
+        args = (*args[:at], args[at] + ice_tcp, *args[at + 1 :])
+    else:
+        args = (*args, "--config-body", ice_tcp)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "roomcast", "serve", "--dev",
         "--port", str(port), "--udp-port", str(free_port(socket.SOCK_DGRAM)), *args,
@@ -114,12 +122,14 @@ async def test_token_create() -> None:
 
 
 async def test_serve_names_the_livekit_keys_it_ignores_in_one_warning() -> None:
-    """A livekit.yaml with TURN and ICE/TCP loads, and the log says those do nothing here."""
+    """A livekit.yaml with TURN and an external-IP lookup loads, and the log says those do
+    nothing here."""
     port = free_port()
     body = (
         f"port: {port}\nbind_addresses: [127.0.0.1]\n"
         "keys:\n  APIkey: a-secret-of-at-least-thirty-two-characters\n"
-        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 7881\n"
+        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 0\n"
+        "  use_external_ip: true\n"
         "turn:\n  enabled: true\n  domain: turn.example.com\n"
     )
     proc = await asyncio.create_subprocess_exec(
@@ -134,7 +144,8 @@ async def test_serve_names_the_livekit_keys_it_ignores_in_one_warning() -> None:
     log = stderr.decode()
     warnings = [line for line in log.splitlines() if "do nothing here" in line]
     assert len(warnings) == 1, log
-    assert "  rtc.tcp_port: not supported yet" in log
+    assert "  rtc.use_external_ip: not supported yet" in log
+    assert "rtc.tcp_port" not in log
     assert "  turn: not supported yet: no embedded TURN server" in log
     assert "turn.domain" not in log  # a whole section is named once
 

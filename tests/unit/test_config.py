@@ -44,6 +44,12 @@ turn:
     assert config.keys == {"k1": "s1"}
     assert config.room.empty_timeout == 10 and config.room.max_participants == 4
     assert config.effective_udp_port == 9999
+    assert config.rtc.tcp_port == 9998
+
+
+def test_ice_tcp_port_is_livekits_7881_and_0_turns_it_off() -> None:
+    assert load("keys: {a: b}\n").rtc.tcp_port == 7881  # type: ignore[attr-defined]
+    assert load("keys: {a: b}\nrtc:\n  tcp_port: 0\n").rtc.tcp_port == 0  # type: ignore[attr-defined]
 
 
 def test_env_variables() -> None:
@@ -67,6 +73,8 @@ def test_env_variables() -> None:
         ("[unclosed", "invalid YAML"),
         ("- a\n- b\n", "the top level must be a mapping"),
         ("keys: {a: b}\nport: 70000\n", "is not a TCP port"),
+        ("keys: {a: b}\nrtc:\n  tcp_port: 70000\n", r"rtc.tcp_port: 70000 is not a TCP port"),
+        ("keys: {a: b}\nport: 7881\n", r"rtc.tcp_port: 7881 is also the HTTP port"),
         ("keys: {a: b}\nlogging:\n  level: chatty\n", "unknown level"),
     ],
 )
@@ -118,8 +126,8 @@ def test_livekit_keys_that_do_nothing_are_named_with_the_reason() -> None:
 
     config = load_config(Overrides(config_body=LIVEKIT_YAML), environ={})
     ignored = dict(config.ignored_keys)
+    assert "rtc.tcp_port" not in ignored  # ICE over TCP is served
     assert list(ignored) == [
-        "rtc.tcp_port",
         "rtc.port_range_start",
         "rtc.port_range_end",
         "rtc.use_external_ip",

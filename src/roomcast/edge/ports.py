@@ -27,6 +27,7 @@ class Listener:
 
 HTTP = Listener("TCP", "HTTP/WebSocket: API, signalling, playground", "--port (YAML: port)")
 MEDIA = Listener("UDP", "WebRTC media", "--udp-port (YAML: rtc.udp_port)")
+ICE_TCP = Listener("TCP", "WebRTC ICE over TCP", "rtc.tcp_port in the YAML config (0: off)")
 PROMETHEUS = Listener("TCP", "Prometheus /metrics", "prometheus.port in the YAML config")
 
 
@@ -87,7 +88,8 @@ def media_host(bind_addresses: list[str]) -> str:
 
 def check_ports(config: Config, workers: int) -> None:
     """Before ``--workers`` starts anything: the HTTP port on every listen address, each
-    worker's UDP port (``udp_port + i``) and the Prometheus port (``BindError`` if taken)."""
+    worker's UDP port (``udp_port + i``) and ICE-TCP port (``tcp_port + i``), and the Prometheus
+    port (``BindError`` if taken)."""
     addresses = config.bind_addresses or ["0.0.0.0"]
     for host in addresses:
         check_free(HTTP, host, config.port)
@@ -98,6 +100,13 @@ def check_ports(config: Config, workers: int) -> None:
             "--udp-port (YAML: rtc.udp_port; worker N uses that port + N)",
         )
         check_free(worker_media, media_host(addresses), config.effective_udp_port + index)
+        if config.rtc.tcp_port:
+            worker_tcp = Listener(
+                "TCP",
+                f"WebRTC ICE over TCP of worker {index}",
+                "rtc.tcp_port in the YAML config (worker N uses that port + N; 0: off)",
+            )
+            check_free(worker_tcp, media_host(addresses), config.rtc.tcp_port + index)
     prometheus = config.prometheus.port or config.prometheus_port
     if prometheus:
         for host in addresses:
