@@ -4,7 +4,8 @@ Each page is read top to bottom as a reader would (tests/integration/docs_sessio
 rules): a dev server on free ports stands for `make run`, and LIVEKIT_URL, LIVEKIT_API_KEY and
 LIVEKIT_API_SECRET point at it.
 
-- ```python: a complete script, run with this venv's python; it must exit 0.
+- ```python: a complete script, run with this venv's python; it must exit 0 (the Python SDK's
+  abort at exit, after the script is done, is let through: see SDK_EXIT_PANIC).
 - ```js: an ES module, run with node next to tests/node's npm packages; it must exit 0.
 - ```html: a page opened from disk in Chromium (fake camera and microphone); it must set
   ``document.body.dataset.state = "connected"``.
@@ -21,6 +22,7 @@ Test ids are ``page/heading/n``; ``page/end`` stops what the page left running.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,10 +32,9 @@ import pytest
 
 from roomcast.config import Overrides, load_config
 from tests.docs_blocks import REPO, Block, all_blocks, pages, parse
-from tests.integration.docs_session import ExampleFailed, PageSession
+from tests.integration.docs_session import NODE_MODULES, ExampleFailed, PageSession
 
 CHROMIUM = Path("/usr/bin/chromium")
-NODE_MODULES = REPO / "tests" / "node" / "node_modules"
 SCRIPT_TIMEOUT = 90.0
 PAGE_TIMEOUT_MS = 30_000
 RUNNABLE = ("python", "js", "html", "yaml", "sh")
@@ -104,6 +105,8 @@ def run_block(session: PageSession, block: Block) -> None:
         if block.kind == "python":
             run_script(session, block, [sys.executable], ".py")
         elif block.kind == "js":
+            if shutil.which("node") is None or not NODE_MODULES.is_dir():
+                pytest.skip("Node SDKs not installed: run `make test-deps`")
             run_script(session, block, ["node"], ".mjs")
         elif block.kind == "html":
             open_page(session, block)
