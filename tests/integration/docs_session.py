@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import random
 import re
 import shlex
 import signal
@@ -35,7 +36,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import free_port
 from tests.docs_blocks import DOC_UDP_PORTS, REPO, Block, commands, ports_in, rewrite_ports
 
 # What a checkout has that the examples use; the scratch directory links to these.
@@ -196,6 +196,30 @@ def wait_ready(check: Process) -> None:
         time.sleep(0.1)
 
 
+# Ports for the examples come from below the kernel's ephemeral range (32768-60999 on Linux), so
+# no outgoing connection on the machine takes one between the moment it is chosen and the
+# moment an example binds it (a page chooses its ports when it starts).
+QUIET_PORTS = (20000, 32000)
+
+
+def quiet_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port below the ephemeral range that nothing is bound to now."""
+    while True:
+        port = random.randrange(*QUIET_PORTS)
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if kind == socket.SOCK_DGRAM:  # --workers N uses the next ports too
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+
+
 def _flag_value(code: str, flag: str) -> str | None:
     match = re.search(rf"{flag}[ =](\S+)", code)
     return match.group(1) if match else None
@@ -225,10 +249,18 @@ class PageSession:
         for block in self.blocks:
             if block.kind != "text":
                 used |= ports_in(block.text)
+        self._taken: set[int] = set()
         self.ports = {
-            port: free_port(socket.SOCK_DGRAM if port in DOC_UDP_PORTS else socket.SOCK_STREAM)
+            port: self._port(socket.SOCK_DGRAM if port in DOC_UDP_PORTS else socket.SOCK_STREAM)
             for port in sorted(used | {7880, 7882})
         }
+
+    def _port(self, kind: int = socket.SOCK_STREAM) -> int:
+        """A quiet port that this page has not handed out yet."""
+        while (port := quiet_port(kind)) in self._taken or port + 1 in self._taken:
+            pass
+        self._taken |= {port, port + 1}
+        return port
 
     # -- the environment every example sees --------------------------------------------------
     @property
@@ -360,16 +392,16 @@ class PageSession:
             workers = int(_flag_value(code, "--workers") or 1)
             kind = "roomcast"
             if _flag_value(code, "--port") is None:
-                code += f" --port {free_port()}"
+                code += f" --port {self._port()}"
             if _flag_value(code, "--udp-port") is None:
-                code += f" --udp-port {free_port(socket.SOCK_DGRAM)}"
+                code += f" --udp-port {self._port(socket.SOCK_DGRAM)}"
             port = int(_flag_value(code, "--port") or 0)
         elif _REDIS.search(code):
             kind = "redis"
             port = int(_flag_value(code, "--port") or 6379)
         else:
             kind = "agent"  # its health-check port: a free one, not 8081
-            port = free_port()
+            port = self._port()
             code = f"AGENT_HTTP_PORT={port} {code}"
         log = self.root / f"bg-{len(self.processes)}-{kind}.log"
         process = Process(self.bash.start(code, log), code, log, kind, None, port, workers)
