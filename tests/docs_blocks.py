@@ -125,7 +125,23 @@ def all_blocks(repo: Path = REPO) -> list[Block]:
 # -- ports ------------------------------------------------------------------------------------
 # Port numbers the docs use. The tests give each a free port of their own (per page), so
 # examples run next to anything else on the machine; 7880 and 7882 become the page's dev server.
-DOC_TCP_PORTS = (7880, 7881, 7890, 7900, 7910, 7980, 6379, 6789, 8081)
+DOC_TCP_PORTS = (
+    7880,
+    7881,
+    7890,
+    7891,
+    7900,
+    7901,
+    7910,
+    7911,
+    7980,
+    7981,
+    7990,
+    7991,
+    6379,
+    6789,
+    8081,
+)
 DOC_UDP_PORTS = (7882, 7892, 7902, 7912, 7982)
 _PORT = re.compile(r"(?<![\w.])(\d{4})(?![\w])")
 

@@ -52,6 +52,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--node-ip", help="IP advertised in ICE candidates (env NODE_IP; default: bind address)"
     )
     p.add_argument("--udp-port", type=int, help="WebRTC UDP port (env UDP_PORT; default 7882)")
+    p.add_argument(
+        "--tcp-port",
+        type=int,
+        help="ICE over TCP port for clients without UDP (YAML rtc.tcp_port; default 7881, 0: off)",
+    )
     p.add_argument("--redis-host", help="host:port of Redis: multi-node mode (env REDIS_HOST)")
     p.add_argument("--redis-password", help="Redis password (env REDIS_PASSWORD)")
     p.add_argument(
@@ -170,6 +175,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         node_ip=args.node_ip,
         udp_port=args.udp_port,
+        tcp_port=args.tcp_port,
         redis_host=args.redis_host,
         redis_password=args.redis_password,
     )

@@ -350,6 +350,7 @@ class Overrides:
     port: int | None = None
     node_ip: str | None = None
     udp_port: int | None = None
+    tcp_port: int | None = None
     redis_host: str | None = None
     redis_password: str | None = None
 
@@ -385,6 +386,8 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
     udp_port = overrides.udp_port or (int(env["UDP_PORT"]) if env.get("UDP_PORT") else None)
     if udp_port:
         flag_layer.setdefault("rtc", {})["udp_port"] = udp_port
+    if overrides.tcp_port is not None:
+        flag_layer.setdefault("rtc", {})["tcp_port"] = overrides.tcp_port
     redis_host = overrides.redis_host or env.get("REDIS_HOST")
     if redis_host:
         flag_layer.setdefault("redis", {})["address"] = redis_host

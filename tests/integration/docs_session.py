@@ -10,7 +10,7 @@ The rules (also in tests/integration/test_docs_examples.py):
 - Shell: every command must exit 0. `make T` is checked with `make -n T`; `make run` also starts
   the command it would run. Servers (`roomcast serve`, `redis-server`, an agent worker's
   `start`/`dev`) run in the background (as in another terminal) and must become ready; a
-  `roomcast serve` without `--port`/`--udp-port` gets free ones. `python -m pytest …` is
+  `roomcast serve` without `--port`/`--udp-port`/`--tcp-port` gets free ones. `python -m pytest …` is
   collected, not run; `python -m bench.…` (minutes) must accept its flags (`--help`).
 - Servers started one after another come up together: the next command waits for them all.
 - A block with a `kill` (`kill $(jobs -p)`) must stop everything the page started; whatever is
@@ -252,7 +252,7 @@ class PageSession:
         self._taken: set[int] = set()
         self.ports = {
             port: self._port(socket.SOCK_DGRAM if port in DOC_UDP_PORTS else socket.SOCK_STREAM)
-            for port in sorted(used | {7880, 7882})
+            for port in sorted(used | {7880, 7881, 7882})
         }
 
     def _port(self, kind: int = socket.SOCK_STREAM) -> int:
@@ -299,7 +299,14 @@ class PageSession:
         )
 
     def _port_flags(self) -> list[str]:
-        return ["--port", str(self.ports[7880]), "--udp-port", str(self.ports[7882])]
+        return [
+            "--port",
+            str(self.ports[7880]),
+            "--udp-port",
+            str(self.ports[7882]),
+            "--tcp-port",
+            str(self.ports[7881]),
+        ]
 
     def server_log(self) -> str:
         return Process(0, "", self.root / "dev-server.log", "").log_tail(40)
@@ -395,6 +402,8 @@ class PageSession:
                 code += f" --port {self._port()}"
             if _flag_value(code, "--udp-port") is None:
                 code += f" --udp-port {self._port(socket.SOCK_DGRAM)}"
+            if _flag_value(code, "--tcp-port") is None:
+                code += f" --tcp-port {self._port()}"
             port = int(_flag_value(code, "--port") or 0)
         elif _REDIS.search(code):
             kind = "redis"
