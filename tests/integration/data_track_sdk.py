@@ -99,7 +99,7 @@ class Pusher:
     """Pushes frames of `size` bytes on a local data track every `interval` seconds."""
 
     def __init__(
-        self, track: rtc.LocalDataTrack, size: int, interval: float = 0.02, start: int = 0
+        self, track: rtc.LocalDataTrack, size: int, interval: float = 0.1, start: int = 0
     ) -> None:
         self.track = track
         self.size = size

@@ -27,12 +27,11 @@ FRAME = 40_000  # three packets: clients cut frames into packets of at most 16 0
 
 
 def check_frames(frames: list[Frame], size: int = FRAME) -> None:
-    """Whole, unaltered frames with their user timestamps, in pushing order."""
+    """Whole, unaltered frames with their user timestamps (in any order: the channel is
+    unordered)."""
     assert frames, "no frames"
     assert all(f.size == size and f.intact for f in frames), frames[:3]
     assert all(f.user_timestamp == TIMESTAMP_BASE + f.index for f in frames), frames[:3]
-    indices = [f.index for f in frames]
-    assert indices == sorted(indices), indices
 
 
 async def test_frames_reach_several_subscribers_and_a_late_one(server: Server) -> None:

@@ -115,6 +115,17 @@
     name: t.info.name, sid: t.info.sid, pubHandle: t.info.pubHandle, published: t.isPublished(),
   }));
 
+  // The local track once the server answered its (re)publication with `sid`.
+  window.dtWaitLocalSid = (name, sid, timeoutMs = 20000) => pollUntil(
+    `local data track ${name} published as ${sid}`,
+    async () => {
+      const local = window.dtLocal().find((t) => t.name === name);
+      return { ok: Boolean(local && local.sid === sid && local.published), value: local };
+    },
+    timeoutMs,
+    20,
+  );
+
   window.dtRemote = () => {
     const out = [];
     for (const p of room().remoteParticipants.values()) {
