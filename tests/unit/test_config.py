@@ -68,6 +68,15 @@ def test_env_variables() -> None:
         ("- a\n- b\n", "the top level must be a mapping"),
         ("keys: {a: b}\nport: 70000\n", "is not a TCP port"),
         ("keys: {a: b}\nlogging:\n  level: chatty\n", "unknown level"),
+        ("keys: {a: b}\nenable_data_tracks: 1\n", "enable_data_tracks: expected true or false"),
+        (
+            "keys: {a: b}\nrtc:\n  datachannel_data_track_target_latency: soon\n",
+            "rtc.datachannel_data_track_target_latency: invalid duration",
+        ),
+        (
+            "keys: {a: b}\nlimit:\n  max_data_tracks_per_participant: 0\n",
+            "limit.max_data_tracks_per_participant must be at least 1",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(body: str, message: str) -> None:
@@ -91,3 +100,22 @@ def test_config_file(tmp_path: Path) -> None:
     assert load_config(Overrides(config_file=str(path)), environ={}).port == 7999
     with pytest.raises(ConfigError, match="config file"):
         load_config(Overrides(config_file=str(tmp_path / "missing.yaml")), environ={})
+
+
+def test_data_track_keys() -> None:
+    from roomcast.rooms.data_tracks import DataTrackLimits
+
+    defaults = DataTrackLimits.from_config(load_config(Overrides(dev=True), environ={}))
+    assert defaults == DataTrackLimits(True, 64, 65535, 32, 0.1)  # data tracks on, as LiveKit
+    body = """
+keys: {a: b}
+enable_data_tracks: false
+rtc:
+  datachannel_data_track_target_latency: 250ms
+limit:
+  max_data_track_custom_encoding_length: 8
+  max_data_tracks_per_participant: 3
+  max_data_track_packet_size: 20000
+"""
+    limits = DataTrackLimits.from_config(load_config(Overrides(config_body=body), environ={}))
+    assert limits == DataTrackLimits(False, 3, 20000, 8, 0.25)
