@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from livekit import api, rtc
+from livekit.protocol import rtc as rtc_proto
 from livekit.rtc.participant import PublishDataTrackError
 
+from roomcast.rooms.session import Session
+from roomcast.rooms.transport_manager import DATA_TRACK_BACKLOG, ParticipantTransports
 from roomcast.server import Server
 from tests.conftest import ServerFactory, free_port, url_of
 from tests.integration.data_track_sdk import (
@@ -20,7 +24,8 @@ from tests.integration.data_track_sdk import (
     dt_joined,
     published_track,
 )
-from tests.integration.sdk import Events, until
+from tests.integration.sctp_client import SctpParticipant
+from tests.integration.sdk import Events, join_token, until
 from tests.integration.test_metrics import scrape
 
 FRAME = 40_000  # three packets: clients cut frames into packets of at most 16 000 bytes
@@ -222,3 +227,48 @@ async def test_metrics_count_data_track_packets(start_server: ServerFactory) -> 
     assert packets_in >= 9 and packets_out >= 9  # three packets a frame
     assert values["roomcast_data_track_bytes_total,direction=out"] >= 3 * FRAME
     assert values["roomcast_signal_requests_total,type=publish_data_track_request"] == 1
+
+
+async def test_a_stalled_subscriber_holds_up_nobody(server: Server) -> None:
+    """A subscriber that stops acknowledging SCTP loses whole frames at the server, which
+    keeps only a bounded backlog for it; the other subscriber keeps receiving."""
+    async with (
+        aiohttp.ClientSession() as http,
+        dt_joined(server, "stall", "healthy") as (_, events),
+        dt_joined(server, "stall", "pub") as (pub, _),
+    ):
+        stalled = SctpParticipant(http)
+        await stalled.join(url_of(server, "ws"), join_token("stall", "stalled"))
+        local = await pub.local_participant.publish_data_track(name="feed")
+        pusher = Pusher(local, FRAME, interval=0.2)
+        reader = FrameReader(await published_track(events, "pub", "feed"))
+        try:
+            update = rtc_proto.UpdateDataSubscription.Update(
+                track_sid=local.info.sid, subscribe=True
+            )
+            stalled.signal.send(
+                rtc_proto.SignalRequest(
+                    update_data_subscription=rtc_proto.UpdateDataSubscription(updates=[update])
+                )
+            )
+            publication = server.sessions.data_tracks.publications[local.info.sid]
+            await until(lambda: len(publication.subscribers) == 2)
+            (stalled_sub,) = [
+                s for s in publication.subscribers.values() if s.subscriber.identity == "stalled"
+            ]
+            await until(lambda: stalled_sub.forwarded > 0)  # its channel works
+            stalled.reading = False  # from now on it acknowledges nothing
+            count = len(reader.frames)
+            check_frames(await reader.wait_frames(count + 10))
+            await until(lambda: stalled_sub.dropped > 0)
+            room = server.rooms.get("stall")
+            assert room is not None
+            session = room.participants["stalled"].session
+            assert isinstance(session, Session)
+            transports = session.transports
+            assert isinstance(transports, ParticipantTransports)
+            assert transports.subscriber.transport.data_buffered <= DATA_TRACK_BACKLOG
+        finally:
+            await pusher.stop()
+            await reader.close()
+            await stalled.close()

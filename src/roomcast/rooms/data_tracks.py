@@ -68,6 +68,8 @@ class DataTrackSubscription:
     subscriber: Participant
     handle: int  # the subscriber's handle for the track
     gate: FrameGate = field(default_factory=FrameGate)
+    forwarded: int = 0  # packets sent to this subscriber
+    dropped: int = 0  # packets not sent: it was behind, or its channel was not open
 
 
 @dataclass(eq=False)
@@ -466,9 +468,11 @@ class DataTrackManager:
             if gate.sending and session is not None:
                 copy = with_handle(packet, subscription.handle)
                 if session.send_data_track(copy, max_backlog=budget if starts else None):
+                    subscription.forwarded += 1
                     sent += 1
                     continue
                 gate.drop_frame()
+            subscription.dropped += 1
             dropped += 1
         if sent:
             metrics.count_data_track_packets("out", sent, sent * size)
