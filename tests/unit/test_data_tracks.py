@@ -377,3 +377,17 @@ def test_the_latency_budget_follows_the_tracks_rate() -> None:
     session.data_track_backlog = 100_000_000
     unbounded.tracks.handle_packet(pub, packet(5, 1))
     assert len(session.data_track_packets) == 1
+
+
+def test_a_resumed_subscriber_gets_its_handle_map_again() -> None:
+    world = World()
+    sub, session = world.join("sub")
+    pub, _ = world.join("pub")
+    world.tracks.resumed(sub)
+    assert session.signals_of("data_track_subscriber_handles") == []  # nothing subscribed
+    sid = world.publish(pub, "a").publish_data_track_response.info.sid
+    world.subscribe(sub, sid)
+    count = len(session.signals_of("data_track_subscriber_handles"))
+    world.tracks.resumed(sub)
+    assert len(session.signals_of("data_track_subscriber_handles")) == count + 1
+    assert list(handles_of(session).values()) == [sid]

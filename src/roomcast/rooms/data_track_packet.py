@@ -92,7 +92,7 @@ def parse_header(packet: bytes) -> PacketHeader:
 
 def with_handle(packet: bytes, handle: int) -> bytes:
     """A copy of `packet` addressed to `handle` (a subscriber's handle for the track)."""
-    return packet[:2] + _HANDLE.pack(handle) + packet[4:]
+    return b"".join((packet[:2], _HANDLE.pack(handle), memoryview(packet)[4:]))  # one copy
 
 
 def read_extensions(block: bytes) -> dict[int, bytes]:

@@ -416,6 +416,13 @@ class DataTrackManager:
             )
 
     # -- sessions ----------------------------------------------------------------------------
+    def resumed(self, participant: Participant) -> None:
+        """A resumed session may have missed a handle map while its signalling was down (a
+        subscription the publisher allowed meanwhile): send the current one."""
+        state = self._subscribers.get(participant.sid)
+        if state is not None and state.handles:
+            self._send_handles([participant])
+
     def sync_state_matches(self, participant: Participant, state: rtc.SyncState) -> bool:
         """On resume: does the server know every data track the client says it publishes?
         (If not, livekit-server makes the client reconnect fully, and so do we.)"""

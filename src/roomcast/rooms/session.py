@@ -298,6 +298,7 @@ class Session:
         others = [p.to_proto() for p in self.room.live_participants() if not p.hidden]
         sink.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=others)))
         sink.send(rtc.SignalResponse(room_update=rtc.RoomUpdate(room=self.room.to_proto())))
+        services.data_tracks.resumed(self.participant)
         self.transports.restart_subscriber_ice()  # the resume offer is an ICE restart
         log.info("participant resumed", extra={"identity": self.participant.identity})
 
