@@ -99,6 +99,15 @@ async def test_publish_refusals_answer_at_once(server: Server) -> None:
             await asyncio.wait_for(viewer.local_participant.publish_data_track(name="x"), 5)
 
 
+async def test_the_data_track_limit_says_what_it_is(start_server: ServerFactory) -> None:
+    server: Server = await start_server("limit:\n  max_data_tracks_per_participant: 1\n")
+    async with dt_joined(server, "limited", "pub") as (pub, _):
+        kept = await pub.local_participant.publish_data_track(name="one")
+        with pytest.raises(PublishDataTrackError, match="at most 1 data track per participant"):
+            await asyncio.wait_for(pub.local_participant.publish_data_track(name="two"), 5)
+        assert kept.is_published()
+
+
 async def test_disabled_data_tracks_refuse_publishing(start_server: ServerFactory) -> None:
     server: Server = await start_server("enable_data_tracks: false\n")
     async with dt_joined(server, "off", "pub") as (pub, _):

@@ -129,6 +129,7 @@ class DataTrackManager:
         self.publications: dict[str, DataTrackPublication] = {}  # by SID
         self._by_handle: dict[tuple[str, int], DataTrackPublication] = {}  # (publisher sid, h)
         self._subscribers: dict[str, _Subscriber] = {}  # by participant sid
+        self._oversize_logged: set[str] = set()  # publishers told about once (by sid)
 
     # -- publishing --------------------------------------------------------------------------
     def publish(
@@ -196,9 +197,11 @@ class DataTrackManager:
             return Refusal.DUPLICATE_HANDLE, f"handle {request.pub_handle} is already published"
         if any(info.name == request.name for info in participant.data_tracks.values()):
             return Refusal.DUPLICATE_NAME, f"a data track named {request.name!r} is published"
-        if len(participant.data_tracks) >= self.limits.max_tracks:
+        limit = self.limits.max_tracks
+        if len(participant.data_tracks) >= limit:
             self._metrics.count_limit_hit("data_tracks_per_participant")
-            return Refusal.LIMIT_EXCEEDED, f"at most {self.limits.max_tracks} data tracks"
+            tracks = "data track" if limit == 1 else "data tracks"
+            return Refusal.LIMIT_EXCEEDED, f"at most {limit} {tracks} per participant"
         return None
 
     def _check_encodings(self, request: rtc.PublishDataTrackRequest) -> str | None:
@@ -436,6 +439,7 @@ class DataTrackManager:
         """Its tracks go (its DISCONNECTED update lists none) and its subscriptions end."""
         changed = self._detach(self._published_by(participant))
         participant.data_tracks.clear()
+        self._oversize_logged.discard(participant.sid)
         state = self._subscribers.pop(participant.sid, None)
         if state is not None:
             for publication in self.publications.values():
@@ -453,6 +457,15 @@ class DataTrackManager:
         if size > self.limits.max_packet_size:
             metrics.count_limit_hit("data_track_packet_size")
             metrics.count_data_track_drops("too_large", 1)
+            if publisher.sid not in self._oversize_logged:
+                self._oversize_logged.add(publisher.sid)
+                log.warning(
+                    "data-track packet of %d bytes dropped: over %d (limit."
+                    "max_data_track_packet_size); later ones are only counted",
+                    size,
+                    self.limits.max_packet_size,
+                    extra={"identity": publisher.identity},
+                )
             return
         try:
             header = parse_header(packet)
