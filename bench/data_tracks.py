@@ -125,7 +125,8 @@ class Result:
 
 
 class MetricsServer(ServerProcess):
-    """`roomcast serve` as bench.scaling runs it, with /metrics on a Prometheus port."""
+    """`roomcast serve` as bench.scaling runs it (ICE-TCP off), with /metrics on a Prometheus
+    port."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -134,7 +135,8 @@ class MetricsServer(ServerProcess):
     async def start(self) -> None:
         body = (
             f"port: {self.port}\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [127.0.0.1]\n"
-            f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\nroom:\n  departure_timeout: 1\n"
+            f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 0\n"
+            "room:\n  departure_timeout: 1\n"
             "limit:\n  joins_per_second_per_ip: 0\nlogging:\n  level: warn\n"
             f"prometheus:\n  port: {self.metrics_port}\n"
         )

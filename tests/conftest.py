@@ -23,6 +23,20 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_tcp_ports(count: int) -> int:
+    """The first of `count` consecutive free TCP ports (`roomcast serve --workers N` gives
+    worker i the ICE-TCP port rtc.tcp_port + i)."""
+    while True:
+        first = free_port()
+        try:
+            for offset in range(1, count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", first + offset))
+        except OSError:
+            continue
+        return first
+
+
 ServerFactory = Callable[..., Any]
 
 
@@ -33,7 +47,7 @@ async def start_server() -> AsyncIterator[ServerFactory]:
 
     async def start(config_body: str = "", **overrides: Any) -> Server:
         body = f"port: 0\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [127.0.0.1]\n"
-        body += f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
+        body += f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: {free_port()}\n"
         body += config_body
         config = load_config(Overrides(config_body=body, **overrides), environ={})
         server = Server(config)

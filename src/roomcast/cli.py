@@ -19,7 +19,7 @@ from roomcast import __version__
 from roomcast.auth import VideoGrant, create_token
 from roomcast.config import Config, ConfigError, Overrides, load_config
 from roomcast.durations import parse_duration
-from roomcast.logs import setup_logging
+from roomcast.logs import set_context, setup_logging
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -181,20 +181,30 @@ def serve(args: argparse.Namespace) -> int:
         print("roomcast: --workers must be at least 1", file=sys.stderr)
         return 2
     if args.workers > 1:
+        set_context(process="supervisor")
         return _serve_workers(config, args.workers)
+    from roomcast.edge.ports import BindError
+    from roomcast.ids import NODE_PREFIX, new_sid
     from roomcast.server import Server
+    from roomcast.supervisor import STARTUP_FAILED, worker_index
+
+    node_id = new_sid(NODE_PREFIX, 8)
+    set_context(node=node_id, worker=worker_index())
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = Server(config)
+        server = Server(config, node_id=node_id)
         await server.run_until(stop)
 
     _install_uvloop()
     try:
         asyncio.run(run())
+    except BindError as exc:
+        logging.getLogger("roomcast").error("cannot start: %s", exc)
+        return STARTUP_FAILED if worker_index() is not None else 1
     except OSError as exc:
         logging.getLogger("roomcast").error("cannot start: %s", exc)
         return 1
@@ -202,11 +212,16 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(config: Config, count: int) -> int:
+    from roomcast.edge.ports import BindError, check_ports
     from roomcast.supervisor import WorkersError, supervise
 
     _install_uvloop()
     try:
+        check_ports(config, count)
         return asyncio.run(supervise(config, count, sys.argv[1:]))
+    except BindError as exc:
+        logging.getLogger("roomcast").error("cannot start: %s", exc)
+        return 1
     except WorkersError as exc:
         print(f"roomcast: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@
   sctp_guard.py      receive limits checked before aiortc sees a packet (window, held bytes)
   sctp_backlog.py    send backlog policy: drop lossy, disconnect a reader that never drains
   transport.py       `PeerTransport`, the asyncio adapter of one PeerConnection
+  tcp_framing.py     ICE over TCP: RFC 4571 framing and the per-connection send policy
+  tcp_mux.py         the ICE-TCP port (RFC 6544 passive candidates); connections are addresses
 The forwarding plane (`forwarding_plane.ForwardingPlane`) feeds each published `uptrack.UpTrack`
 to its subscribers' `downtrack.DownTrack`s, which the uptrack sees as `track_sender.TrackSender`.
 

@@ -178,13 +178,14 @@ class PublisherPeer:
             return
         self._candidates_sent = True
         mid, index = located
-        for candidate in self.transport.local_candidates():
+        candidates = self.transport.local_candidates()
+        for i, candidate in enumerate(candidates):
             self._send(
                 rtc.SignalResponse(
                     trickle=rtc.TrickleRequest(
                         candidateInit=candidate_init(candidate, mid, index),
                         target=rtc.SignalTarget.PUBLISHER,
-                        final=True,
+                        final=i == len(candidates) - 1,  # as livekit: the last one
                     )
                 )
             )
