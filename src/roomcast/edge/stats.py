@@ -115,6 +115,15 @@ class StatsEndpoint:
                 }
                 for track in participant.tracks.values()
             ],
+            "data_tracks": [
+                {
+                    "sid": info.sid,
+                    "name": info.name,
+                    "pub_handle": info.pub_handle,
+                    "encryption": models.Encryption.Type.Name(info.encryption).lower(),
+                }
+                for info in participant.data_tracks.values()
+            ],
         }
 
 

@@ -330,6 +330,8 @@ function updateRoom(el, room) {
 }
 
 const TRACK_COLUMNS = ['Kind', 'Source', 'Codec', 'Layers', 'Muted', 'Bitrate', 'Loss', ''];
+// Data tracks (named streams of frames, docs/protocol/17-data-tracks.md) are not media tracks.
+const DATA_TRACK_COLUMNS = ['Data track', 'SID', 'Handle', 'Encryption'];
 
 function createParticipant() {
   return h('div', { class: 'participant' },
@@ -342,6 +344,9 @@ function createParticipant() {
     h('table', { class: 'tracks' },
       h('thead', {}, h('tr', {}, ...TRACK_COLUMNS.map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {})),
+    h('table', { class: 'tracks data-tracks' },
+      h('thead', {}, h('tr', {}, ...DATA_TRACK_COLUMNS.map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {})),
     h('p', { class: 'hint no-tracks' }, 'No published tracks.'));
 }
 
@@ -353,9 +358,28 @@ function updateParticipant(el, participant) {
   setText(stateChip, participant.state.toLowerCase());
   stateChip.className = `chip p-state ${participant.state === 'ACTIVE' ? 'ok' : ''}`;
   el.querySelector('.p-hidden').hidden = !participant.hidden;
-  el.querySelector('.tracks').hidden = participant.tracks.length === 0;
-  el.querySelector('.no-tracks').hidden = participant.tracks.length > 0;
-  reconcile(el.querySelector('tbody'), participant.tracks, (t) => t.sid, createTrack, updateTrack);
+  const dataTracks = participant.data_tracks || [];
+  el.querySelector('.tracks:not(.data-tracks)').hidden = participant.tracks.length === 0;
+  el.querySelector('.data-tracks').hidden = dataTracks.length === 0;
+  el.querySelector('.no-tracks').hidden = participant.tracks.length + dataTracks.length > 0;
+  reconcile(el.querySelector('.tracks:not(.data-tracks) tbody'), participant.tracks, (t) => t.sid,
+    createTrack, updateTrack);
+  reconcile(el.querySelector('.data-tracks tbody'), dataTracks, (t) => t.sid,
+    createDataTrack, updateDataTrack);
+}
+
+function createDataTrack() {
+  return h('tr', {}, ...DATA_TRACK_COLUMNS.map((label) => h('td', { dataset: { label } })));
+}
+
+function updateDataTrack(el, track) {
+  el.dataset.dataTrack = track.sid;
+  const cells = el.children;
+  setText(cells[0], track.name);
+  setText(cells[1], track.sid);
+  cells[1].className = 'mono';
+  setText(cells[2], track.pub_handle);
+  setText(cells[3], track.encryption === 'none' ? 'none' : track.encryption.toUpperCase());
 }
 
 function createTrack() {
