@@ -10,8 +10,9 @@ The rules (also in tests/integration/test_docs_examples.py):
 - Shell: every command must exit 0. `make T` is checked with `make -n T`; `make run` also starts
   the command it would run. Servers (`roomcast serve`, `redis-server`, an agent worker's
   `start`/`dev`) run in the background (as in another terminal) and must become ready; a
-  `roomcast serve` without `--port`/`--udp-port`/`--tcp-port` gets free ones. `python -m pytest …` is
-  collected, not run; `python -m bench.…` (minutes) must accept its flags (`--help`).
+  `roomcast serve` without `--port`/`--udp-port`/`--tcp-port` gets free ones. `python -m
+  pytest …` is collected, not run; `python -m bench.…` (minutes) must accept its flags
+  (`--help`).
 - Servers started one after another come up together: the next command waits for them all.
 - A block with a `kill` (`kill $(jobs -p)`) must stop everything the page started; whatever is
   still running at the end of the page is stopped as Ctrl-C does. Roomcast must exit 0.
