@@ -183,8 +183,11 @@ class UpTrack:
         send_rtcp: Callable[[bytes], None],
         clock: Callable[[], float],
         rtcp_ssrc: int,
+        packet_trailer: bool = False,
     ) -> None:
         self.track_sid = track_sid
+        # Frames carry LiveKit's packet trailer (TrackInfo.packet_trailer_features).
+        self.packet_trailer = packet_trailer
         self.kind = kind
         self.mid = mid
         self.rids = list(rids)
@@ -211,7 +214,7 @@ class UpTrack:
             ReceiveLayer(self, i, rid, size) for i, rid in enumerate(self.rids or [None])
         ]
         self.downtracks: tuple[TrackSender, ...] = ()
-        self._rewriters: dict[tuple[tuple[int, int], ...], ExtensionRewriter] = {}
+        self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.muted = False
         self.plis_sent = 0
         self.malformed = 0
@@ -311,9 +314,20 @@ class UpTrack:
             return None
         return self._scratch
 
-    def rewriter(self, subscriber_extensions: dict[str, int]) -> ExtensionRewriter:
+    def rewriter(
+        self,
+        subscriber_extensions: dict[str, int],
+        *,
+        strip_trailer: bool = False,
+        rewritten: frozenset[str] = frozenset(),
+    ) -> ExtensionRewriter:
         """The shared extension rewriter for a subscriber's extension map (one per mapping)."""
-        candidate = ExtensionRewriter(self.extensions, subscriber_extensions)
+        candidate = ExtensionRewriter(
+            self.extensions,
+            subscriber_extensions,
+            strip_trailer=strip_trailer and self.packet_trailer,
+            rewritten=rewritten,
+        )
         return self._rewriters.setdefault(candidate.key, candidate)
 
     def add_downtrack(self, downtrack: TrackSender) -> None:

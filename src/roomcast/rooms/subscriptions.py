@@ -85,6 +85,7 @@ class SubscriptionManager:
             mid=section.mid or "",
             publisher=participant.sid,
             send_rtcp=publisher.send_rtcp,
+            packet_trailer=bool(info.packet_trailer_features),
         )
         publication = Publication(
             track_sid=info.sid,
@@ -172,6 +173,10 @@ class SubscriptionManager:
             return
         if participant.sid in publication.denied:
             self._tell_permission(participant, publication, allowed=True)
+        self.plane.set_reads_packet_trailer(
+            participant.sid,
+            models.ClientInfo.Capability.CAP_PACKET_TRAILER in participant.capabilities,
+        )
         session.subscriber.subscribe(publication)
 
     @staticmethod
@@ -299,6 +304,7 @@ class SubscriptionManager:
             self.unpublish(room, participant, sid, notify_publisher=False)
         if participant.session is not None:
             participant.session.subscriber.close()
+        self.plane.set_reads_packet_trailer(participant.sid, False)
 
 
 def _layer_for_size(
