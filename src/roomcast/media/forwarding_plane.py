@@ -31,6 +31,7 @@ from .rtcp import (
     parse_rtcp,
 )
 from .rtp import RtpError, parse_rtp
+from .svc_downtrack import SvcDownTrack
 from .uptrack import ReceiveLayer, UpTrack
 
 __all__ = ["DownTrack", "ForwardingPlane", "UpTrack"]
@@ -233,7 +234,8 @@ class ForwardingPlane:
         if track is None:
             raise KeyError(f"no published track {track_sid}")
         self.remove_downtrack(track_sid, subscriber)
-        downtrack = DownTrack(
+        kind = SvcDownTrack if track.svc_codec else DownTrack
+        downtrack = kind(
             track,
             subscriber,
             ssrc=ssrc,

@@ -12,10 +12,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .codecs import AUDIO, RTX, VP8, clock_rate, codec_kind, is_keyframe_start
+from .av1 import DdReader
+from .codecs import AUDIO, AV1, RTX, VP8, VP9, clock_rate, codec_kind, is_keyframe_start
 from .rtcp import ReportBlock, build_pli, ntp_middle32
 from .rtp import (
     URI_AUDIO_LEVEL,
+    URI_DEPENDENCY_DESCRIPTOR,
     URI_MID,
     URI_REPAIRED_RID,
     URI_RID,
@@ -213,6 +215,18 @@ class UpTrack:
         self.layers = [
             ReceiveLayer(self, i, rid, size) for i, rid in enumerate(self.rids or [None])
         ]
+        # Scalable video in one stream (VP9, or AV1 with its Dependency Descriptor): each
+        # subscriber gets its own spatial/temporal layers (svc_downtrack.py).
+        self.dd_ext = by_uri.get(URI_DEPENDENCY_DESCRIPTOR, 0)
+        kinds = {c[0] for c in self.codec_by_pt if c is not None}
+        self.svc_codec = 0
+        if len(self.layers) == 1 and kinds == {VP9}:
+            self.svc_codec = VP9
+        elif len(self.layers) == 1 and kinds == {AV1} and self.dd_ext:
+            self.svc_codec = AV1
+        self._svc_kind = self.svc_codec or -1  # never equal to a codec kind when not SVC
+        self.dd_reader = DdReader()
+        self.spatial_seen = [-math.inf] * 8  # when each spatial layer last arrived
         self.downtracks: tuple[TrackSender, ...] = ()
         self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.muted = False
@@ -266,6 +280,10 @@ class UpTrack:
             vp8 = info.vp8
             vp8.parse(packet, header.payload_offset, header.payload_end)
             info.keyframe = vp8.keyframe
+        elif kind == self._svc_kind:
+            info.vp8.picture_id_size = 0
+            info.vp8.tl0picidx = -1
+            info.keyframe = self._parse_svc(info, packet, now)
         else:
             info.vp8.picture_id_size = 0
             info.vp8.tl0picidx = -1
@@ -273,6 +291,39 @@ class UpTrack:
                 kind, packet, header.payload_offset, header.payload_end
             )
         return True
+
+    def _parse_svc(self, info: PacketInfo, packet: bytes, now: float) -> bool:
+        """The layers of a VP9 / AV1 SVC packet; whether it starts a keyframe."""
+        header = info.header
+        if self.svc_codec == VP9:
+            vp9 = info.vp9
+            if not vp9.parse(packet, header.payload_offset, header.payload_end):
+                return False
+            self.spatial_seen[vp9.spatial_id] = now
+            return vp9.keyframe
+        dd = info.dd
+        found = find_extension(packet, header, self.dd_ext)
+        if found is None or not self.dd_reader.read(
+            bytes(packet[found[0] : found[0] + found[1]]), dd
+        ):
+            dd.valid = False
+            return False
+        descriptor = dd.descriptor
+        assert descriptor is not None
+        self.spatial_seen[descriptor.spatial_id] = now
+        return descriptor.structure is not None and descriptor.start_of_frame
+
+    def best_spatial(self, wanted: int, now: float) -> int:
+        """The highest spatial layer ≤ wanted seen lately, else the lowest above it, else
+        wanted (nothing seen yet)."""
+        live = [now - seen < LAYER_TIMEOUT for seen in self.spatial_seen]
+        for index in range(min(wanted, len(live) - 1), -1, -1):
+            if live[index]:
+                return index
+        for index in range(wanted + 1, len(live)):
+            if live[index]:
+                return index
+        return wanted
 
     def _observe_level(self, packet: bytes, info: PacketInfo, now: float) -> None:
         found = find_extension(packet, info.header, self.audio_level_ext)
@@ -308,6 +359,8 @@ class UpTrack:
         """A cached packet parsed into a scratch PacketInfo, for a NACK retransmission."""
         if not 0 <= layer_index < len(self.layers):
             return None
+        if self.svc_codec == AV1:
+            return None  # descriptors are read once, in order (SVC downtracks keep their sends)
         layer = self.layers[layer_index]
         packet = layer.cached(seq)
         if packet is None or not self._parse_into(self._scratch, layer, packet, now):
@@ -359,7 +412,7 @@ class UpTrack:
         self.flush_keyframe_requests(now)
 
     def tick(self, now: float) -> None:
-        if len(self.layers) > 1:
+        if len(self.layers) > 1 or self.svc_codec:
             for downtrack in self.downtracks:
                 downtrack.set_target(self.best_layer(downtrack.wanted, now))
         if self.kind == "video":

@@ -17,6 +17,7 @@ from livekit.protocol import models, rtc
 
 from roomcast.media.jsep import TransportParams, application_mid, candidate_init
 from roomcast.media.publisher_answer import MediaAnswerPlan, build_answer, plan_recv_media
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
 from roomcast.media.sdp import MediaSection, SessionDescription
 from roomcast.media.transport import PeerTransport
 from roomcast.rooms.participant import Participant
@@ -31,6 +32,9 @@ HEADER_EXTENSIONS = (
     "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
 )
+# AV1's spatial and temporal layers are selected from its Dependency Descriptor (AV1 RTP
+# specification, appendix A); VP9's from its payload descriptor, so only AV1 asks for it.
+DEPENDENCY_DESCRIPTOR_CODECS = ("av1",)
 # goog-remb: Chrome only sends its top simulcast layer once it gets a bandwidth estimate.
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 AUDIO_FEEDBACK = ("nack",)
@@ -56,10 +60,13 @@ def plan_for(section: MediaSection) -> MediaAnswerPlan | None:
         preference = [name for name in offered if name != "red"][:1]
     if not preference:
         return None
+    extensions: tuple[str, ...] = HEADER_EXTENSIONS
+    if preference[0] in DEPENDENCY_DESCRIPTOR_CODECS:
+        extensions = (*extensions, URI_DEPENDENCY_DESCRIPTOR)
     return plan_recv_media(
         section,
         codecs=preference,
-        header_extensions=HEADER_EXTENSIONS,
+        header_extensions=extensions,
         rtcp_feedback=VIDEO_FEEDBACK if section.kind == "video" else AUDIO_FEEDBACK,
         rtx=False,  # without RTX, NACKed packets come back on the media SSRC
         simulcast=True,

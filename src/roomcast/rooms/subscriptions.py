@@ -26,7 +26,7 @@ from roomcast.rooms.tracks import TrackManager, may_publish_source
 log = logging.getLogger(__name__)
 
 # VideoQuality → simulcast layer index (lowest first), docs/protocol/04-subscribing.md §4.5.
-_QUALITY_LAYER = {
+_QUALITY_LAYER: dict[int, int] = {
     models.VideoQuality.LOW: 0,
     models.VideoQuality.MEDIUM: 1,
     models.VideoQuality.HIGH: 2,
@@ -75,7 +75,7 @@ class SubscriptionManager:
         # rids name their quality (q=LOW, h=MEDIUM, f=HIGH); other rids keep the SDP order.
         rids.sort(key=lambda rid: _RID_ORDER.get(rid, len(_RID_ORDER)))
         ssrcs = _media_ssrcs(section)
-        self.plane.add_uptrack(
+        uptrack = self.plane.add_uptrack(
             info.sid,
             section.kind,
             codecs={c.payload_type: f"{section.kind}/{c.name}".lower() for c in codecs},
@@ -93,7 +93,8 @@ class SubscriptionManager:
             publisher_identity=participant.identity,
             kind=section.kind,
             codecs=codecs,
-            layers=max(1, len(rids)),
+            # Simulcast streams, or the spatial layers of one scalable (SVC) stream.
+            layers=max(1, len(info.layers) if uptrack.svc_codec else len(rids)),
         )
         self.publications[info.sid] = publication
         publisher.published[section.mid or ""] = info.sid
@@ -275,7 +276,7 @@ class SubscriptionManager:
             elif settings.width or settings.height:
                 layer = _layer_for_size(room, publication, sid, settings.width, settings.height)
             else:
-                layer = min(_QUALITY_LAYER.get(settings.quality, 2), publication.layers - 1)
+                layer = _layer_for_quality(room, publication, settings.quality)
             self.plane.set_target_layer(sid, participant.sid, layer)
 
     def tick(self, rooms: list[Room], now: float | None = None) -> None:
@@ -305,6 +306,20 @@ class SubscriptionManager:
         if participant.session is not None:
             participant.session.subscriber.close()
         self.plane.set_reads_packet_trailer(participant.sid, False)
+
+
+def _layer_for_quality(room: Room, publication: Publication, quality: int) -> int:
+    """The layer of the lowest published quality at least as good as the one asked for, else
+    the highest (livekit-server's mapping, e.g. MEDIUM is layer 1 of LOW+HIGH)."""
+    publisher = room.participants.get(publication.publisher_identity)
+    info = publisher.tracks.get(publication.track_sid) if publisher is not None else None
+    published = sorted({layer.quality for layer in info.layers}) if info is not None else []
+    if len(published) != publication.layers:  # no usable layer list: LOW, MEDIUM, HIGH
+        return min(_QUALITY_LAYER.get(quality, 2), publication.layers - 1)
+    for index, present in enumerate(published):
+        if present >= quality:
+            return index
+    return publication.layers - 1
 
 
 def _layer_for_size(
