@@ -118,6 +118,8 @@ class DdSelector:
         "frame_offset",
         "last_frame_out",
         "mask_sent",
+        "publisher_mask",
+        "structure",
         "structure_frame",
         "tags",
         "target_spatial",
@@ -136,6 +138,8 @@ class DdSelector:
     def reset(self) -> None:
         """Wait for the next keyframe (a structure) before forwarding again."""
         self.structure_frame = -1
+        self.structure: DependencyStructure | None = None  # the one frames are decided with
+        self.publisher_mask = 0
         self.chain_intact: list[bool] = []
         self.current: tuple[int, int] | None = None  # layer of the decode target forwarded
         self.decision_frame = -1  # the frame the last decision was for
@@ -151,7 +155,13 @@ class DdSelector:
         self.target_temporal = temporal
 
     def needs_keyframe(self) -> bool:
-        return self.current is None or self.current[0] < self.target_spatial
+        """Not started, or the decode target wanted cannot be reached: its chain is broken
+        (going up; or going down in K-SVC, where the lower layers were not forwarded)."""
+        structure = self.structure
+        if self.current is None or structure is None:
+            return True
+        wanted = self._decode_target(structure, self.publisher_mask, chains=False)
+        return wanted >= 0 and not self._chain_ok(structure, wanted)
 
     # -- per packet --------------------------------------------------------------------------
     def select(self, p: DdPacket, marker: int) -> int:
@@ -219,6 +229,7 @@ class DdSelector:
     def _decide(self, p: DdPacket, dd: DependencyDescriptor) -> tuple[int, int] | None:
         structure = p.structure
         assert structure is not None
+        self.publisher_mask = p.publisher_mask
         if p.structure_frame != self.structure_frame:
             if p.frame != p.structure_frame:
                 return None  # the structure changed at a keyframe we did not see begin
@@ -231,6 +242,9 @@ class DdSelector:
             elif self.chain_intact[chain] and self._decision(p.frame - diff) == _DROPPED:
                 self.chain_intact[chain] = False
         target = self._decode_target(structure, p.publisher_mask)
+        if target < 0 and self.current is not None:
+            # The target cannot start before a keyframe (asked for): keep what we forward.
+            target = self._decode_target(structure, p.publisher_mask, within=self.current)
         if target < 0 or dd.dtis[target] == ddw.NOT_PRESENT:
             return None
         for fdiff in dd.fdiffs:
@@ -241,26 +255,39 @@ class DdSelector:
     def _adopt(self, p: DdPacket, structure: DependencyStructure) -> None:
         """A keyframe with its structure: chains restart, frame numbers continue from ours."""
         self.structure_frame = p.structure_frame
+        self.structure = structure
         self.chain_intact = [False] * structure.chain_count
         dd = p.descriptor
         assert dd is not None
         if self.last_frame_out >= 0:
             self.frame_offset = (self.last_frame_out + 1 - dd.frame_number) & 0xFFFF
 
-    def _decode_target(self, structure: DependencyStructure, publisher_mask: int) -> int:
-        """The highest decode target within the target layer, sent, with an intact chain."""
+    def _decode_target(
+        self,
+        structure: DependencyStructure,
+        publisher_mask: int,
+        *,
+        chains: bool = True,
+        within: tuple[int, int] | None = None,
+    ) -> int:
+        """The highest decode target within the target layer (or `within`) that the publisher
+        sends (and whose chain is intact, with `chains`)."""
+        top_spatial, top_temporal = within or (self.target_spatial, self.target_temporal)
         best, best_layer = -1, (-1, -1)
         for target, layer in enumerate(structure.decode_target_layers):
-            if layer[0] > self.target_spatial or layer[1] > self.target_temporal:
+            if layer[0] > top_spatial or layer[1] > top_temporal:
                 continue
             if not publisher_mask >> target & 1 or layer <= best_layer:
                 continue
-            if structure.chain_count and not self._chain_ok(structure.protected_by[target]):
+            if chains and not self._chain_ok(structure, target):
                 continue
             best, best_layer = target, layer
         return best
 
-    def _chain_ok(self, chain: int) -> bool:
+    def _chain_ok(self, structure: DependencyStructure, target: int) -> bool:
+        if not structure.chain_count:
+            return True  # no chains: nothing says the target is broken
+        chain = structure.protected_by[target]
         return chain < len(self.chain_intact) and self.chain_intact[chain]
 
     def _decision(self, frame: int) -> int:

@@ -179,7 +179,6 @@ class SvcDownTrack(DownTrack):
         self.last_seq = (seq - 1) & 0xFFFF
         self.munger.start(p.sequence, seq)
         self.selector.reset()
-        self._update_selector(p.now)
         self.current = self.epoch_layer = p.layer
 
     # -- control -----------------------------------------------------------------------------
@@ -198,16 +197,17 @@ class SvcDownTrack(DownTrack):
         self.target = 0
         going_up = self._update_selector(self.uptrack.clock())
         if (resumed or going_up) and not self.muted:
-            self.uptrack.request_keyframe(0)  # starting and going up wait for a keyframe
+            self.uptrack.request_keyframe(0)  # starting, and some switches, wait for a keyframe
 
     def _update_selector(self, now: float) -> bool:
-        """Point the selector at the best spatial layer ≤ wanted; True if it must go up."""
+        """Point the selector at the best spatial layer ≤ wanted; True if that changed it and
+        the new layer waits for a keyframe."""
         if self.wanted is None:
             return False
         spatial = self.uptrack.best_spatial(self.wanted, now)
         was = self.selector.target_spatial
         self.selector.set_target(spatial)
-        return spatial > was and self.selector.needs_keyframe()
+        return spatial != was and self.selector.needs_keyframe()
 
     def restart(self) -> None:
         self.current = None

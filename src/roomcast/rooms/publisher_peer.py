@@ -50,12 +50,16 @@ class MatchedSection:
     cid: str | None  # None when no AddTrackRequest matches (yet)
 
 
-def plan_for(section: MediaSection) -> MediaAnswerPlan | None:
-    """Receive the client's preferred codec among those we forward (its offer order wins)."""
+def plan_for(section: MediaSection, preferred: str | None = None) -> MediaAnswerPlan | None:
+    """Receive the codec the track was published with (`preferred`, e.g. "vp9": browsers offer
+    every codec, VP8 first, and leave the choice to the server), else the client's first offered
+    codec among those we forward."""
     supported = AUDIO_CODECS if section.kind == "audio" else VIDEO_CODECS
     offered = [c.name.lower() for c in section.codecs if c.name.lower() in supported]
     if section.kind == "audio" and "red" in offered and "opus" in offered:
         preference = ["red", "opus"]  # RED carries opus; forwarded as received
+    elif preferred is not None and preferred in offered and preferred != "red":
+        preference = [preferred]
     else:
         preference = [name for name in offered if name != "red"][:1]
     if not preference:
@@ -132,12 +136,13 @@ class PublisherPeer:
                 if section.rejected:
                     return None
                 return self._plans.get(section.mid) or _inactive_plan(section)
-            plan = plan_for(section)
+            published = self.published.get(section.mid)
+            cid = None if published is not None else self._match(section, pending)
+            plan = plan_for(section, self._track_codec(published, pending.get(cid or "")))
             if plan is None:
                 return None
             self._plans[section.mid] = plan
-            if section.mid not in self.published:
-                cid = self._match(section, pending)
+            if published is None:
                 if cid is not None:
                     pending.pop(cid)
                 matched.append(MatchedSection(section, plan, cid))
@@ -158,6 +163,20 @@ class PublisherPeer:
         }
         stopped = [mid for mid in self.published if mid not in sending]
         return matched, stopped
+
+    def _track_codec(
+        self, published_sid: str | None, pending: models.TrackInfo | None
+    ) -> str | None:
+        """The codec name ("vp9") a section's track was published with: the one it already
+        uses, or the first of its AddTrackRequest's simulcast codecs."""
+        info = self._participant.tracks.get(published_sid) if published_sid else pending
+        if info is None:
+            return None
+        if published_sid:
+            mime = info.mime_type
+        else:  # empty when the client named no codec (no simulcast_codecs)
+            mime = info.codecs[0].mime_type if info.codecs else ""
+        return mime.partition("/")[2].lower() or None
 
     @staticmethod
     def _match(section: MediaSection, pending: dict[str, models.TrackInfo]) -> str | None:

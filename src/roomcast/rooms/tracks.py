@@ -28,10 +28,6 @@ _SOURCE_LETTER: dict[int, str] = {
     models.TrackSource.SCREEN_SHARE: "S",
     models.TrackSource.SCREEN_SHARE_AUDIO: "s",
 }
-_DEFAULT_MIME: dict[int, str] = {
-    models.TrackType.AUDIO: "audio/opus",
-    models.TrackType.VIDEO: "video/VP8",
-}
 
 
 def new_track_sid(track_type: int, source: int) -> str:
@@ -111,9 +107,8 @@ def track_info_for(request: rtc.AddTrackRequest) -> models.TrackInfo:
         packet_trailer_features=list(dict.fromkeys(request.packet_trailer_features)),
     )
     if not request.simulcast_codecs:
-        info.codecs.append(
+        info.codecs.append(  # the codec is known once the media section is (publish)
             models.SimulcastCodecInfo(
-                mime_type=_DEFAULT_MIME.get(request.type, ""),
                 cid=request.cid,
                 layers=_sorted_layers(request.layers),
                 video_layer_mode=models.VideoLayer.Mode.ONE_SPATIAL_LAYER_PER_STREAM,

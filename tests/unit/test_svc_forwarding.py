@@ -1,0 +1,307 @@
+"""SVC through the forwarding plane, fed real VP9 and AV1 L3T3_KEY packets (fixtures from the
+Python SDK): each subscriber gets its spatial layers with continuous sequence numbers, a marker
+on the last packet of its top layer, only decodable frames, and switches at the right frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pytest
+
+from roomcast.media.av1 import DdPacket, DdReader
+from roomcast.media.codecs import AV1, VP9
+from roomcast.media.forwarding_plane import ForwardingPlane
+from roomcast.media.rtcp import Pli, build_nack
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, URI_MID, find_extension, parse_rtp
+from roomcast.media.svc_downtrack import SequenceMunger, SvcDownTrack
+from roomcast.media.vp9 import Vp9Descriptor
+from tests.unit.test_forwarder import PUB, Clock, Sink
+from tests.unit.test_svc_codecs import DD_EXT, MID_EXT, fixture_packets
+
+SUB_DD_EXT = 3  # the subscribers' id for the Dependency Descriptor
+LOW, MEDIUM, HIGH = 0, 1, 2
+VP9_KEYFRAMES = (0, 10, 59, 93)  # packet indices in the VP9 fixture
+AV1_KEYFRAMES = (0, 6, 69)
+
+
+class Svc:
+    """A plane with one SVC track fed from a fixture, and subscribers on it."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self.packets = fixture_packets(f"{codec}_l3t3_key.rtp.hex")
+        first = parse_rtp(self.packets[0])
+        self.clock = Clock()
+        self.plane = ForwardingPlane(clock=self.clock)
+        self.upstream = Sink()
+        self.uptrack = self.plane.add_uptrack(
+            "TR_svc",
+            "video",
+            codecs={first.payload_type: f"video/{codec}"},
+            extensions={MID_EXT: URI_MID, DD_EXT: URI_DEPENDENCY_DESCRIPTOR},
+            rids=[],
+            ssrcs={first.ssrc: None},
+            mid="1",
+            send_rtcp=self.upstream,
+            publisher=PUB,
+        )
+        self.sinks: dict[str, Sink] = {}
+        self.fed = 0
+
+    def subscribe(self, name: str, layer: int) -> SvcDownTrack:
+        sink = self.sinks[name] = Sink()
+        downtrack = self.plane.add_downtrack(
+            "TR_svc",
+            name,
+            ssrc=0x5000 + len(self.sinks),
+            codecs={f"video/{self.codec}": 100},
+            extensions={URI_DEPENDENCY_DESCRIPTOR: SUB_DD_EXT},
+            send_rtp=sink,
+            send_rtcp=Sink(),
+        )
+        self.plane.set_target_layer("TR_svc", name, layer)
+        assert isinstance(downtrack, SvcDownTrack)
+        return downtrack
+
+    def feed(self, until: int | None = None) -> None:
+        """Packets up to (not including) index `until`, 10 ms apart."""
+        for packet in self.packets[self.fed : until]:
+            self.clock.t += 0.01
+            self.plane.handle_rtp(PUB, packet)
+        self.fed = len(self.packets) if until is None else until
+
+    def plis(self) -> int:
+        return sum(isinstance(p, Pli) for p in self.upstream.rtcp())
+
+
+@dataclass
+class Frame:
+    """A layer frame as a subscriber received it."""
+
+    spatial: int
+    packets: list[bytes]
+    timestamp: int = 0
+    number: int = -1  # AV1: extended frame number
+    fdiffs: tuple[int, ...] = ()
+    mask: int | None = None  # AV1: active decode targets announced
+
+
+def check_stream(packets: list[bytes]) -> None:
+    """Sequence numbers without a gap; per timestamp one marker, on the last packet."""
+    headers = [parse_rtp(p) for p in packets]
+    assert [(h.sequence - headers[0].sequence) & 0xFFFF for h in headers] == list(
+        range(len(headers))
+    )
+    by_time: dict[int, list[bool]] = {}
+    for h in headers:
+        by_time.setdefault(h.timestamp, []).append(h.marker)
+    for markers in by_time.values():
+        assert markers == [False] * (len(markers) - 1) + [True], markers
+
+
+def vp9_pictures(packets: Iterable[bytes]) -> list[list[tuple[int, int]]]:
+    """(spatial id, picture id) of the layer frames of each picture, in order."""
+    pictures: list[list[tuple[int, int]]] = []
+    for packet in packets:
+        header = parse_rtp(packet)
+        d = Vp9Descriptor()
+        assert d.parse(packet, header.payload_offset, header.payload_end)
+        if d.begin:
+            if d.spatial_id == 0:
+                pictures.append([])
+            pictures[-1].append((d.spatial_id, d.picture_id))
+    return pictures
+
+
+def av1_frames(packets: Iterable[bytes]) -> list[Frame]:
+    reader, view, frames = DdReader(), DdPacket(), []
+    for packet in packets:
+        header = parse_rtp(packet)
+        found = find_extension(packet, header, SUB_DD_EXT)
+        assert found is not None, "every AV1 packet carries the rewritten descriptor"
+        assert reader.read(packet[found[0] : found[0] + found[1]], view)
+        dd = view.descriptor
+        assert dd is not None
+        if dd.start_of_frame:
+            frames.append(
+                Frame(
+                    dd.spatial_id,
+                    [],
+                    header.timestamp,
+                    view.frame,
+                    dd.fdiffs,
+                    dd.active_decode_targets,
+                )
+            )
+        frames[-1].packets.append(packet)
+    return frames
+
+
+def keyframe_times(frames: list[Frame]) -> list[int]:
+    """Timestamps of the temporal units that start with a keyframe (S0 without references)."""
+    return [f.timestamp for f in frames if f.spatial == 0 and not f.fdiffs]
+
+
+def assert_decodable(frames: list[Frame]) -> None:
+    """Every frame's references (frame number - fdiff) reached the subscriber."""
+    seen: set[int] = set()
+    for frame in frames:
+        assert all(frame.number - fdiff in seen for fdiff in frame.fdiffs), frame.number
+        seen.add(frame.number)
+
+
+# -- VP9 ---------------------------------------------------------------------------------------
+
+
+def test_vp9_each_subscriber_gets_its_spatial_layers() -> None:
+    svc = Svc("vp9")
+    assert svc.uptrack.svc_codec == VP9
+    for name, layer in (("low", LOW), ("medium", MEDIUM), ("high", HIGH)):
+        svc.subscribe(name, layer)
+    svc.feed()
+    for name, layer in (("low", LOW), ("medium", MEDIUM), ("high", HIGH)):
+        out = svc.sinks[name].packets
+        check_stream(out)
+        pictures = vp9_pictures(out)
+        assert {len(p) for p in pictures} == {layer + 1}, name  # S0..layer of every picture
+    # HIGH is the whole stream, rewritten.
+    assert len(svc.sinks["high"].packets) == len(svc.packets)
+
+
+def test_vp9_switches_down_at_a_picture_and_up_at_a_keyframe() -> None:
+    svc = Svc("vp9")
+    svc.subscribe("viewer", LOW)
+    svc.feed(20)
+    svc.clock.t += 1  # past the keyframe request throttle
+    plis = svc.plis()
+    svc.plane.set_target_layer("TR_svc", "viewer", HIGH)
+    assert svc.plis() == plis + 1  # going up asks the publisher for a keyframe
+    svc.feed(100)
+    svc.plane.set_target_layer("TR_svc", "viewer", MEDIUM)
+    svc.feed()
+    out = svc.sinks["viewer"].packets
+    check_stream(out)
+    layers = [len(p) for p in vp9_pictures(out)]
+    up = layers.index(3)  # the keyframe at packet 59 brought the upper layers
+    assert set(layers[:up]) == {1} and layers[up:].count(3) >= 2
+    assert layers[-1] == 2 and set(layers[layers.index(2, up) :]) == {2}  # down: next picture
+
+
+# -- AV1 ---------------------------------------------------------------------------------------
+
+
+def test_av1_each_subscriber_gets_its_decode_target() -> None:
+    svc = Svc("av1")
+    assert svc.uptrack.svc_codec == AV1
+    for name, layer in (("low", LOW), ("medium", MEDIUM), ("high", HIGH)):
+        svc.subscribe(name, layer)
+    svc.feed()
+    structure = svc.uptrack.dd_reader.structure
+    assert structure is not None
+    for name, layer in (("low", LOW), ("medium", MEDIUM), ("high", HIGH)):
+        out = svc.sinks[name].packets
+        check_stream(out)
+        frames = av1_frames(out)
+        assert_decodable(frames)
+        # K-SVC: keyframes bring S0..layer, after them only the layer itself is needed.
+        keys = keyframe_times(frames)
+        assert len(keys) == len(AV1_KEYFRAMES)
+        assert {f.spatial for f in frames if f.timestamp in keys} == set(range(layer + 1))
+        assert {f.spatial for f in frames if f.timestamp not in keys} == {layer}, name
+        wanted = structure.mask_up_to(layer, 7)
+        masks = {f.mask for f in frames}
+        assert masks == ({None} if layer == HIGH else {wanted}), (name, masks)
+
+
+def test_av1_frame_numbers_continue_across_a_pause() -> None:
+    svc = Svc("av1")
+    svc.subscribe("viewer", HIGH)
+    svc.feed(40)
+    svc.plane.set_target_layer("TR_svc", "viewer", None)  # paused (UpdateTrackSettings)
+    svc.feed(60)
+    svc.plane.set_target_layer("TR_svc", "viewer", HIGH)
+    svc.feed()
+    frames = av1_frames(svc.sinks["viewer"].packets)
+    check_stream(svc.sinks["viewer"].packets)
+    assert_decodable(frames)
+    numbers = [f.number for f in frames]
+    resumed = next(i for i, f in enumerate(frames) if f.number and not f.fdiffs and i > 5)
+    assert numbers[resumed] == numbers[resumed - 1] + 1  # the keyframe at 69 continues
+
+
+def test_av1_switches_up_at_a_keyframe_and_down_where_the_chain_allows() -> None:
+    """Up: the upper layer's chain is broken until a keyframe (asked for at once). Down: the
+    lower layer's chain (its T0 frames) is intact, so the next frame it can decode is the switch;
+    until then the higher layer continues."""
+    svc = Svc("av1")
+    svc.subscribe("up", LOW)
+    svc.subscribe("down", HIGH)
+    svc.feed(20)
+    svc.clock.t += 1  # past the keyframe request throttle
+    plis = svc.plis()
+    svc.plane.set_target_layer("TR_svc", "down", MEDIUM)
+    assert svc.plis() == plis  # no keyframe needed
+    svc.plane.set_target_layer("TR_svc", "up", HIGH)
+    assert svc.plis() == plis + 1
+    svc.feed()
+    up = av1_frames(svc.sinks["up"].packets)
+    down = av1_frames(svc.sinks["down"].packets)
+    for frames in (up, down):
+        check_stream([p for f in frames for p in f.packets])
+        assert_decodable(frames)
+    keys = keyframe_times(up)
+    switch = next(i for i, f in enumerate(up) if f.timestamp == keys[-1])
+    assert {f.spatial for f in up[:switch] if f.timestamp not in keys} == {LOW}
+    assert {f.spatial for f in up[switch:] if f.timestamp not in keys} == {HIGH}
+    deltas = [f.spatial for f in down if f.timestamp not in keyframe_times(down)]
+    switch = deltas.index(MEDIUM)
+    assert set(deltas[:switch]) == {HIGH} and set(deltas[switch:]) == {MEDIUM}
+    assert switch >= 2
+
+
+def test_av1_retransmits_what_it_sent() -> None:
+    svc = Svc("av1")
+    downtrack = svc.subscribe("viewer", LOW)
+    svc.feed(60)
+    out = svc.sinks["viewer"].packets
+    wanted = [parse_rtp(out[5]).sequence, parse_rtp(out[9]).sequence]
+    svc.plane.handle_subscriber_rtcp("viewer", build_nack(1, downtrack.ssrc, [*wanted, 7]))
+    assert out[-2:] == [out[5], out[9]]
+    assert downtrack.retransmits == 2
+
+
+@pytest.mark.parametrize(("codec", "late"), [("vp9", 30), ("av1", 56)])
+def test_late_packets_get_the_number_kept_for_them(codec: str, late: int) -> None:
+    """A packet that arrives two packets late is sent under the number it would have had."""
+
+    def received(order: list[int]) -> dict[int, bytes]:
+        svc = Svc(codec)
+        svc.subscribe("viewer", HIGH)
+        for index in order:
+            svc.clock.t += 0.01
+            svc.plane.handle_rtp(PUB, svc.packets[index])
+        out = svc.sinks["viewer"].packets
+        first = parse_rtp(out[0]).sequence
+        return {(parse_rtp(p).sequence - first) & 0xFFFF: p[12:] for p in out}
+
+    order = list(range(len(fixture_packets(f"{codec}_l3t3_key.rtp.hex"))))
+    in_order = received(order)
+    order[late : late + 3] = [late + 1, late + 2, late]
+    assert received(order) == in_order
+    assert sorted(in_order) == list(range(len(in_order)))
+
+
+def test_sequence_munger() -> None:
+    munger = SequenceMunger()
+    munger.start(65534, 100)
+    assert [munger.number(s, send) for s, send in [(65534, True), (65535, False), (0, True)]] == [
+        100,
+        -1,
+        101,
+    ]
+    assert munger.number(3, True) == 104  # 1 and 2 are missing: 102 and 103 kept for them
+    assert munger.number(2, True) == 103 and munger.number(2, True) == -1  # late, then dup
+    assert munger.number(1, False) == -1  # late but not sent: its number stays a hole
+    assert munger.number(65535, True) == -1  # long done
+    assert munger.number(3 + 1000, True) == 105  # a jump: nothing reserved
