@@ -28,13 +28,13 @@ class DdPacket:
 
     __slots__ = (
         "descriptor",
+        "descriptors",
         "frame",
-        "out_bytes",
-        "out_key",
         "publisher_mask",
         "raw",
         "structure",
         "structure_frame",
+        "tails",
         "valid",
     )
 
@@ -46,9 +46,10 @@ class DdPacket:
         self.structure: DependencyStructure | None = None  # the structure the frame refers to
         self.structure_frame = -1  # extended frame number of that structure's keyframe
         self.publisher_mask = 0  # decode targets the publisher says it sends
-        # Single-entry cache of the rewritten descriptor, shared by subscribers in one state.
-        self.out_key: tuple[int, int | None] | None = None
-        self.out_bytes = b""
+        # Per packet, shared by the subscribers: rewritten descriptors by (frame number, mask),
+        # and the rewritten packet tails by (extension mapping, descriptor) (svc_downtrack.py).
+        self.descriptors: dict[tuple[int, int | None], bytes] = {}
+        self.tails: dict[tuple[object, ...], tuple[int, bytes, int]] = {}
 
 
 class DdReader:
@@ -65,7 +66,9 @@ class DdReader:
 
     def read(self, raw: bytes, out: DdPacket) -> bool:
         out.valid = False
-        out.out_key = None
+        if out.descriptors:
+            out.descriptors.clear()
+            out.tails.clear()
         try:
             dd = ddw.parse(raw, self.structure)
         except DdError:
@@ -200,8 +203,9 @@ class DdSelector:
         number = (dd.frame_number + self.frame_offset) & 0xFFFF
         self.last_frame_out = number
         key = (number, mask)
-        if p.out_key == key:
-            return p.out_bytes
+        cached = p.descriptors.get(key)
+        if cached is not None:
+            return cached
         if mask is None and number == dd.frame_number and dd.active_decode_targets is None:
             out = p.raw
         else:
@@ -222,7 +226,7 @@ class DdSelector:
                 dd.custom_chains,
             )
             out = ddw.serialize(copy, structure)
-        p.out_key, p.out_bytes = key, out
+        p.descriptors[key] = out
         return out
 
     # -- per frame ---------------------------------------------------------------------------
@@ -273,16 +277,15 @@ class DdSelector:
         """The highest decode target within the target layer (or `within`) that the publisher
         sends (and whose chain is intact, with `chains`)."""
         top_spatial, top_temporal = within or (self.target_spatial, self.target_temporal)
-        best, best_layer = -1, (-1, -1)
-        for target, layer in enumerate(structure.decode_target_layers):
-            if layer[0] > top_spatial or layer[1] > top_temporal:
+        for (spatial, temporal), target in structure.targets_high_first:
+            if spatial > top_spatial or temporal > top_temporal:
                 continue
-            if not publisher_mask >> target & 1 or layer <= best_layer:
+            if not publisher_mask >> target & 1:
                 continue
             if chains and not self._chain_ok(structure, target):
                 continue
-            best, best_layer = target, layer
-        return best
+            return target
+        return -1
 
     def _chain_ok(self, structure: DependencyStructure, target: int) -> bool:
         if not structure.chain_count:

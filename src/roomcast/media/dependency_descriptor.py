@@ -52,6 +52,11 @@ class DependencyStructure:
     resolutions: list[tuple[int, int]] | None = None  # (width, height) per spatial id
     # decode_target_layers(): (spatial, temporal) of each decode target.
     decode_target_layers: list[tuple[int, int]] = field(default_factory=list)
+    # (layer, decode target), highest layer first: the order a forwarder tries them in.
+    targets_high_first: list[tuple[tuple[int, int], int]] = field(
+        default_factory=list, compare=False
+    )
+    _masks: dict[tuple[int, int], int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.decode_target_layers:
@@ -62,6 +67,9 @@ class DependencyStructure:
                 )
                 for dt in range(self.decode_target_count)
             ]
+        self.targets_high_first = sorted(
+            ((layer, dt) for dt, layer in enumerate(self.decode_target_layers)), reverse=True
+        )
 
     @property
     def all_targets(self) -> int:
@@ -73,10 +81,13 @@ class DependencyStructure:
 
     def mask_up_to(self, spatial: int, temporal: int) -> int:
         """The decode targets whose layer is at most (spatial, temporal)."""
-        mask = 0
-        for dt, (s, t) in enumerate(self.decode_target_layers):
-            if s <= spatial and t <= temporal:
-                mask |= 1 << dt
+        mask = self._masks.get((spatial, temporal))
+        if mask is None:
+            mask = 0
+            for dt, (s, t) in enumerate(self.decode_target_layers):
+                if s <= spatial and t <= temporal:
+                    mask |= 1 << dt
+            self._masks[(spatial, temporal)] = mask
         return mask
 
 

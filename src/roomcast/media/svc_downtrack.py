@@ -137,9 +137,15 @@ class SvcDownTrack(DownTrack):
             return
         rewriter = self.rewriter
         if dd_selector is not None and self.dd_ext:
-            first_byte, tail, payload_offset = rewriter.rewrite(
-                p.packet, p.header, (self.dd_ext, dd_selector.descriptor_bytes(p.dd))
-            )
+            descriptor = dd_selector.descriptor_bytes(p.dd)
+            tails = p.dd.tails
+            key = (rewriter.key, self.dd_ext, descriptor)
+            rewritten = tails.get(key)
+            if rewritten is None:  # once per packet per (mapping, descriptor)
+                rewritten = tails[key] = rewriter.rewrite(
+                    p.packet, p.header, (self.dd_ext, descriptor)
+                )
+            first_byte, tail, payload_offset = rewritten
         else:
             if rewriter.stamp != p.stamp:  # once per packet per extension mapping
                 rewriter.first_byte, rewriter.tail, rewriter.payload_offset = rewriter.rewrite(
