@@ -197,7 +197,7 @@ def test_av1_each_subscriber_gets_its_decode_target() -> None:
     for name, layer in (("low", LOW), ("medium", MEDIUM), ("high", HIGH)):
         svc.subscribe(name, layer)
     svc.feed()
-    structure = svc.uptrack.dd_reader.structure
+    structure = svc.uptrack.svc.dd_reader.structure
     assert structure is not None
     for name, layer in (("low", LOW), ("medium", MEDIUM), ("high", HIGH)):
         out = svc.sinks[name].packets
@@ -305,3 +305,81 @@ def test_sequence_munger() -> None:
     assert munger.number(1, False) == -1  # late but not sent: its number stays a hole
     assert munger.number(65535, True) == -1  # long done
     assert munger.number(3 + 1000, True) == 105  # a jump: nothing reserved
+
+
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+def test_a_frame_rate_request_picks_the_temporal_layer(codec: str) -> None:
+    """UpdateTrackSettings.fps: the lowest temporal layer measured to give about that rate."""
+    svc = Svc(codec)
+    svc.subscribe("viewer", HIGH)
+    for index in range(len(svc.packets)):
+        svc.feed(index + 1)
+        if index % 10 == 0:
+            svc.plane.tick()  # the server's media clock: frame rates are measured per second
+        if index == 110:
+            layers = svc.uptrack.svc
+            assert layers is not None and len(layers.fps) == 8
+            t0, t1, every = layers.fps[:3]
+            assert 0 < t0 < t1 < every  # T0 alone, with T1, with T2 (all)
+            svc.plane.set_target_layer("TR_svc", "viewer", HIGH, fps=t0)
+            switched = len(svc.sinks["viewer"].packets)
+    out = svc.sinks["viewer"].packets
+    check_stream(out)
+    if codec == "vp9":
+        temporal = []
+        for packet in out[switched + 3 :]:
+            header = parse_rtp(packet)
+            d = Vp9Descriptor()
+            d.parse(packet, header.payload_offset, header.payload_end)
+            temporal.append(d.temporal_id)
+        assert set(temporal) == {0}
+    else:
+        frames = av1_frames(out)
+        assert_decodable(frames)
+        later = [f for f in frames if f.packets[0] in out[switched + 3 :]]
+        assert later and all(f.mask == 0b001001001 for f in later)  # T0 of each spatial layer
+
+
+def vp9_references_ok(packets: list[bytes]) -> bool:
+    """Flexible mode: every layer frame's P_DIFF references (same spatial layer) were sent."""
+    sent: set[tuple[int, int]] = set()
+    for packet in packets:
+        header = parse_rtp(packet)
+        d = Vp9Descriptor()
+        assert d.parse(packet, header.payload_offset, header.payload_end) and d.flexible
+        if not d.begin:
+            continue
+        if d.inter_picture:
+            i = header.payload_offset + 1 + (2 if packet[header.payload_offset + 1] & 0x80 else 1)
+            i += 1  # layer indices
+            while True:
+                diff, more = packet[i] >> 1, packet[i] & 1
+                if ((d.picture_id - diff) & 0x7FFF, d.spatial_id) not in sent:
+                    return False
+                i += 1
+                if not more:
+                    break
+        sent.add((d.picture_id, d.spatial_id))
+    return True
+
+
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+@pytest.mark.parametrize("every", [1, 2, 3, 5, 7])
+def test_targets_changing_anywhere_keep_the_stream_whole(codec: str, every: int) -> None:
+    """Targets changed between any two packets (inside pictures too): numbers stay continuous,
+    each picture ends with one marker, and nothing references what was not sent."""
+    svc = Svc(codec)
+    svc.subscribe("viewer", HIGH)
+    pattern = [LOW, HIGH, MEDIUM, LOW, MEDIUM, HIGH]
+    for index in range(len(svc.packets)):
+        if index % every == 0:
+            layer = pattern[(index // every) % len(pattern)]
+            svc.plane.set_target_layer("TR_svc", "viewer", layer)
+        svc.feed(index + 1)
+    out = svc.sinks["viewer"].packets
+    assert len(out) > 20
+    check_stream(out)
+    if codec == "vp9":
+        assert vp9_references_ok(out)
+    else:
+        assert_decodable(av1_frames(out))

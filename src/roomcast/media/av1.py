@@ -120,6 +120,7 @@ class DdSelector:
         "decisions",
         "frame_offset",
         "last_frame_out",
+        "limit",
         "mask_sent",
         "publisher_mask",
         "structure",
@@ -127,11 +128,14 @@ class DdSelector:
         "tags",
         "target_spatial",
         "target_temporal",
+        "unit",
     )
 
     def __init__(self) -> None:
         self.target_spatial = 0
         self.target_temporal = MAX_TEMPORAL
+        self.limit = (0, MAX_TEMPORAL)  # the target as of the current temporal unit's start
+        self.unit = -1  # RTP timestamp of the current temporal unit
         self.decisions = [_UNKNOWN] * _HISTORY
         self.tags = [-1] * _HISTORY
         self.frame_offset = 0  # added to frame numbers so they continue across restarts
@@ -163,15 +167,25 @@ class DdSelector:
         structure = self.structure
         if self.current is None or structure is None:
             return True
-        wanted = self._decode_target(structure, self.publisher_mask, chains=False)
+        wanted = self._decode_target(
+            structure,
+            self.publisher_mask,
+            chains=False,
+            within=(self.target_spatial, self.target_temporal),
+        )
         return wanted >= 0 and not self._chain_ok(structure, wanted)
 
     # -- per packet --------------------------------------------------------------------------
-    def select(self, p: DdPacket, marker: int) -> int:
+    def select(self, p: DdPacket, marker: int, timestamp: int) -> int:
+        """`timestamp` (RTP) tells temporal units apart: a new target takes effect at the next
+        one, so that every unit sent ends with exactly one marker."""
         if not p.valid:
             return -1
         dd = p.descriptor
         assert dd is not None
+        if timestamp != self.unit:
+            self.unit = timestamp
+            self.limit = (self.target_spatial, self.target_temporal)
         if p.frame != self.decision_frame:
             self.decision_frame = p.frame
             known = self._decision(p.frame)
@@ -276,7 +290,7 @@ class DdSelector:
     ) -> int:
         """The highest decode target within the target layer (or `within`) that the publisher
         sends (and whose chain is intact, with `chains`)."""
-        top_spatial, top_temporal = within or (self.target_spatial, self.target_temporal)
+        top_spatial, top_temporal = within or self.limit
         for (spatial, temporal), target in structure.targets_high_first:
             if spatial > top_spatial or temporal > top_temporal:
                 continue

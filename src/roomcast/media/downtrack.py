@@ -184,9 +184,10 @@ class DownTrack:
         self.current = self.epoch_layer = p.layer
 
     # -- control -----------------------------------------------------------------------------
-    def set_target_layer(self, index: int | None) -> None:
+    def set_target_layer(self, index: int | None, fps: float = 0.0) -> None:
         """The layer the subscriber wants (None = paused). The layer actually forwarded is the
-        best live one ≤ index; a switch happens on a keyframe of that layer."""
+        best live one ≤ index; a switch happens on a keyframe of that layer. (`fps` picks
+        temporal layers of SVC streams only: svc_downtrack.py.)"""
         self.wanted = index
         self.set_target(self.uptrack.best_layer(index, self.uptrack.clock()))
 

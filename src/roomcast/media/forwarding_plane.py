@@ -274,10 +274,13 @@ class ForwardingPlane:
     def downtrack(self, track_sid: str, subscriber: str) -> DownTrack | None:
         return self._downtracks.get((track_sid, subscriber))
 
-    def set_target_layer(self, track_sid: str, subscriber: str, layer: int | None) -> None:
+    def set_target_layer(
+        self, track_sid: str, subscriber: str, layer: int | None, fps: float = 0.0
+    ) -> None:
+        """A subscriber's wanted layer (None = paused) and frame rate (0 = all)."""
         downtrack = self._downtracks.get((track_sid, subscriber))
         if downtrack is not None:
-            downtrack.set_target_layer(layer)
+            downtrack.set_target_layer(layer, fps)
 
     def set_muted(self, track_sid: str, muted: bool) -> None:
         """The publisher muted/unmuted its track (MuteTrackRequest)."""

@@ -112,6 +112,7 @@ class SvcDownTrack(DownTrack):
             self.vp9_selector = selector = Vp9Selector()
         self.selector = selector
         self.wanted = DEFAULT_SPATIAL
+        self.wanted_fps = 0.0
         self.munger = SequenceMunger()
         self.sent: list[bytes | None] = [None] * SENT_HISTORY
         self.dropped = 0  # packets of layers this subscriber does not receive
@@ -127,7 +128,7 @@ class SvcDownTrack(DownTrack):
             return
         dd_selector = self.dd_selector
         if dd_selector is not None:
-            marker = dd_selector.select(p.dd, p.marker)
+            marker = dd_selector.select(p.dd, p.marker, p.timestamp)
         else:
             assert self.vp9_selector is not None
             marker = self.vp9_selector.select(p.vp9, p.marker)
@@ -188,9 +189,11 @@ class SvcDownTrack(DownTrack):
         self.current = self.epoch_layer = p.layer
 
     # -- control -----------------------------------------------------------------------------
-    def set_target_layer(self, index: int | None) -> None:
-        """The spatial layer the subscriber wants (None = paused)."""
+    def set_target_layer(self, index: int | None, fps: float = 0.0) -> None:
+        """The spatial layer the subscriber wants (None = paused), and the frame rate it needs
+        (0: all; UpdateTrackSettings.fps), which picks the temporal layer."""
         self.wanted = index
+        self.wanted_fps = fps
         self.set_target(None if index is None else 0)
 
     def set_target(self, layer: int | None) -> None:
@@ -210,9 +213,11 @@ class SvcDownTrack(DownTrack):
         the new layer waits for a keyframe."""
         if self.wanted is None:
             return False
-        spatial = self.uptrack.best_spatial(self.wanted, now)
+        layers = self.uptrack.svc
+        assert layers is not None
+        spatial = layers.best_spatial(self.wanted, now)
         was = self.selector.target_spatial
-        self.selector.set_target(spatial)
+        self.selector.set_target(spatial, layers.temporal_for_fps(self.wanted_fps))
         return spatial != was and self.selector.needs_keyframe()
 
     def restart(self) -> None:

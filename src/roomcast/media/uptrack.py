@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .av1 import DdReader
 from .codecs import AUDIO, AV1, RTX, VP8, VP9, clock_rate, codec_kind, is_keyframe_start
 from .rtcp import ReportBlock, build_pli, ntp_middle32
 from .rtp import (
@@ -28,6 +27,7 @@ from .rtp import (
     parse_rtp,
     read_string_extension,
 )
+from .svc_layers import SvcLayers
 from .track_sender import PacketInfo, TrackSender
 
 PLI_INTERVAL = 0.5  # s between keyframe requests per layer (LiveKit rtc.pli_throttle, low)
@@ -217,16 +217,15 @@ class UpTrack:
         ]
         # Scalable video in one stream (VP9, or AV1 with its Dependency Descriptor): each
         # subscriber gets its own spatial/temporal layers (svc_downtrack.py).
-        self.dd_ext = by_uri.get(URI_DEPENDENCY_DESCRIPTOR, 0)
+        dd_ext = by_uri.get(URI_DEPENDENCY_DESCRIPTOR, 0)
         kinds = {c[0] for c in self.codec_by_pt if c is not None}
         self.svc_codec = 0
         if len(self.layers) == 1 and kinds == {VP9}:
             self.svc_codec = VP9
-        elif len(self.layers) == 1 and kinds == {AV1} and self.dd_ext:
+        elif len(self.layers) == 1 and kinds == {AV1} and dd_ext:
             self.svc_codec = AV1
+        self.svc = SvcLayers(self.svc_codec, dd_ext) if self.svc_codec else None
         self._svc_kind = self.svc_codec or -1  # never equal to a codec kind when not SVC
-        self.dd_reader = DdReader()
-        self.spatial_seen = [-math.inf] * 8  # when each spatial layer last arrived
         self.downtracks: tuple[TrackSender, ...] = ()
         self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.muted = False
@@ -283,7 +282,8 @@ class UpTrack:
         elif kind == self._svc_kind:
             info.vp8.picture_id_size = 0
             info.vp8.tl0picidx = -1
-            info.keyframe = self._parse_svc(info, packet, now)
+            assert self.svc is not None
+            info.keyframe = self.svc.parse(info, packet, now)
         else:
             info.vp8.picture_id_size = 0
             info.vp8.tl0picidx = -1
@@ -291,39 +291,6 @@ class UpTrack:
                 kind, packet, header.payload_offset, header.payload_end
             )
         return True
-
-    def _parse_svc(self, info: PacketInfo, packet: bytes, now: float) -> bool:
-        """The layers of a VP9 / AV1 SVC packet; whether it starts a keyframe."""
-        header = info.header
-        if self.svc_codec == VP9:
-            vp9 = info.vp9
-            if not vp9.parse(packet, header.payload_offset, header.payload_end):
-                return False
-            self.spatial_seen[vp9.spatial_id] = now
-            return vp9.keyframe
-        dd = info.dd
-        found = find_extension(packet, header, self.dd_ext)
-        if found is None or not self.dd_reader.read(
-            bytes(packet[found[0] : found[0] + found[1]]), dd
-        ):
-            dd.valid = False
-            return False
-        descriptor = dd.descriptor
-        assert descriptor is not None
-        self.spatial_seen[descriptor.spatial_id] = now
-        return descriptor.structure is not None and descriptor.start_of_frame
-
-    def best_spatial(self, wanted: int, now: float) -> int:
-        """The highest spatial layer ≤ wanted seen lately, else the lowest above it, else
-        wanted (nothing seen yet)."""
-        live = [now - seen < LAYER_TIMEOUT for seen in self.spatial_seen]
-        for index in range(min(wanted, len(live) - 1), -1, -1):
-            if live[index]:
-                return index
-        for index in range(wanted + 1, len(live)):
-            if live[index]:
-                return index
-        return wanted
 
     def _observe_level(self, packet: bytes, info: PacketInfo, now: float) -> None:
         found = find_extension(packet, info.header, self.audio_level_ext)
@@ -412,6 +379,8 @@ class UpTrack:
         self.flush_keyframe_requests(now)
 
     def tick(self, now: float) -> None:
+        if self.svc is not None:
+            self.svc.tick(now)
         if len(self.layers) > 1 or self.svc_codec:
             for downtrack in self.downtracks:
                 downtrack.set_target(self.best_layer(downtrack.wanted, now))

@@ -144,13 +144,23 @@ class Vp9Selector:
     """One subscriber's spatial/temporal layer choice on a VP9 SVC stream.
 
     `select` sees every packet once, in arrival order, and answers -1 (drop) or the marker bit
-    to send (0x80 or 0)."""
+    to send (0x80 or 0). A new target takes effect at the next picture, so that every picture
+    sent ends with exactly one marker."""
 
-    __slots__ = ("current_spatial", "current_temporal", "target_spatial", "target_temporal")
+    __slots__ = (
+        "current_spatial",
+        "current_temporal",
+        "limit_spatial",
+        "limit_temporal",
+        "target_spatial",
+        "target_temporal",
+    )
 
     def __init__(self) -> None:
         self.target_spatial = 0
         self.target_temporal = MAX_TEMPORAL
+        self.limit_spatial = 0  # the target as of the current picture's start
+        self.limit_temporal = MAX_TEMPORAL
         self.current_spatial = -1  # -1: not started (waiting for a keyframe)
         self.current_temporal = -1
 
@@ -172,24 +182,23 @@ class Vp9Selector:
 
     def select(self, d: Vp9Descriptor, marker: int) -> int:
         sid, tid = d.spatial_id, d.temporal_id
+        if d.begin and sid == 0:  # a new picture: the target may change here, not inside one
+            self.limit_spatial, self.limit_temporal = self.target_spatial, self.target_temporal
         if not self.started:
             if not d.keyframe:
                 return -1
             self.current_spatial = 0
-            self.current_temporal = min(tid, self.target_temporal)
-        elif d.begin and sid == 0:
-            # A new picture: switching down takes effect here, never inside a picture.
-            if self.current_spatial > self.target_spatial:
-                self.current_spatial = self.target_spatial
-            if self.current_temporal > self.target_temporal:
-                self.current_temporal = self.target_temporal
+            self.current_temporal = min(tid, self.limit_temporal)
+        elif d.begin and sid == 0:  # switching down is safe at any picture
+            self.current_spatial = min(self.current_spatial, self.limit_spatial)
+            self.current_temporal = min(self.current_temporal, self.limit_temporal)
         if (
             d.begin
-            and self.current_temporal < tid <= self.target_temporal
+            and self.current_temporal < tid <= self.limit_temporal
             and (d.switching_up or not d.inter_picture)
         ):
             self.current_temporal = tid
-        if d.begin and self.current_spatial < sid <= self.target_spatial and not d.inter_picture:
+        if d.begin and self.current_spatial < sid <= self.limit_spatial and not d.inter_picture:
             self.current_spatial = sid
         if sid > self.current_spatial or tid > self.current_temporal:
             return -1
@@ -198,7 +207,7 @@ class Vp9Selector:
         if (
             d.end
             and sid == self.current_spatial
-            and (d.inter_picture or self.current_spatial >= self.target_spatial)
+            and (d.inter_picture or self.current_spatial >= self.limit_spatial)
         ):
             return 0x80
         return marker
