@@ -28,7 +28,7 @@ AV1_KEYFRAMES = (0, 6, 69)
 class Svc:
     """A plane with one SVC track fed from a fixture, and subscribers on it."""
 
-    def __init__(self, codec: str) -> None:
+    def __init__(self, codec: str, *, packet_trailer: bool = False) -> None:
         self.codec = codec
         self.packets = fixture_packets(f"{codec}_l3t3_key.rtp.hex")
         first = parse_rtp(self.packets[0])
@@ -45,6 +45,7 @@ class Svc:
             mid="1",
             send_rtcp=self.upstream,
             publisher=PUB,
+            packet_trailer=packet_trailer,
         )
         self.sinks: dict[str, Sink] = {}
         self.fed = 0
@@ -383,3 +384,26 @@ def test_targets_changing_anywhere_keep_the_stream_whole(codec: str, every: int)
         assert vp9_references_ok(out)
     else:
         assert_decodable(av1_frames(out))
+
+
+def test_the_trailer_is_cut_where_a_subscribers_frame_ends() -> None:
+    """A subscriber without CAP_PACKET_TRAILER at MEDIUM: S1 frames end its pictures, so their
+    trailer goes (LiveKit strips at the marker it sends); one that reads trailers keeps them."""
+    from tests.unit.test_publish_options import TRAILER
+
+    svc = Svc("vp9", packet_trailer=True)
+    for index, packet in enumerate(svc.packets):
+        header = parse_rtp(packet)
+        d = Vp9Descriptor()
+        d.parse(packet, header.payload_offset, header.payload_end)
+        if d.end:  # every layer frame ends with a trailer, as the SDK's frame transformer adds
+            svc.packets[index] = packet + TRAILER
+    svc.plane.set_reads_packet_trailer("reader", True)
+    svc.subscribe("reader", MEDIUM)
+    svc.subscribe("other", MEDIUM)
+    svc.feed()
+    reader, other = svc.sinks["reader"].packets, svc.sinks["other"].packets
+    assert len(reader) == len(other) and all(p.endswith(TRAILER) for p in reader if p[1] & 0x80)
+    cut = [(a, b) for a, b in zip(reader, other, strict=True) if a[12:] != b[12:]]
+    assert all(a[12:] == b[12:] + TRAILER and b[1] & 0x80 for a, b in cut)  # at the markers
+    assert len(cut) == sum(1 for p in other if p[1] & 0x80)

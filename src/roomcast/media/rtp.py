@@ -307,11 +307,19 @@ class ExtensionRewriter:
         return not self.maps
 
     def rewrite(
-        self, data: bytes, header: RtpHeader, extra: tuple[int, bytes] | None = None
+        self,
+        data: bytes,
+        header: RtpHeader,
+        extra: tuple[int, bytes] | None = None,
+        *,
+        frame_end: bool | None = None,
     ) -> tuple[int, bytes, int]:
         """(first byte, bytes after the fixed header, payload offset) of the rewritten packet;
-        `extra` is one more (subscriber id, value) element to write."""
-        if self.strip_trailer and header.marker and not header.padding:
+        `extra` is one more (subscriber id, value) element to write; `frame_end` says whether
+        the packet ends a frame as sent (default: its marker)."""
+        if frame_end is None:
+            frame_end = header.marker
+        if self.strip_trailer and frame_end and not header.padding:
             cut = trailer_length(data, header.payload_offset, header.payload_end)
             if cut:
                 data = data[: header.payload_end - cut]

@@ -137,7 +137,13 @@ class SvcDownTrack(DownTrack):
             self.dropped += 1
             return
         rewriter = self.rewriter
-        if dd_selector is not None and self.dd_ext:
+        if marker and not p.marker and rewriter.strip_trailer:
+            # This subscriber's frame ends here: its trailer goes too (media/packet_trailer.py).
+            extra = (self.dd_ext, dd_selector.descriptor_bytes(p.dd)) if dd_selector else None
+            first_byte, tail, payload_offset = rewriter.rewrite(
+                p.packet, p.header, extra if self.dd_ext else None, frame_end=True
+            )
+        elif dd_selector is not None and self.dd_ext:
             descriptor = dd_selector.descriptor_bytes(p.dd)
             tails = p.dd.tails
             key = (rewriter.key, self.dd_ext, descriptor)
