@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, suppress
 import numpy as np
 import pytest
 from livekit import rtc
+from livekit.protocol import models
 
 from roomcast.server import Server
 from tests.integration.sdk import Events, joined, until
@@ -127,3 +128,29 @@ async def test_frame_metadata_reaches_the_subscriber_and_survives_a_full_reconne
         track, publication = await resubscribed(viewer_events, "camera", track)
         assert list(publication.frame_metadata_features) == FEATURES
         assert_stamps(await asyncio.wait_for(stamped_frames(track), 30))
+
+
+async def test_audio_options_reach_the_subscribers_publication(server: Server) -> None:
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("voice", source)
+    options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=False, red=False, stream="studio"
+    )
+    async with (
+        joined(server, "opts", "listener") as (_, events),
+        joined(server, "opts", "speaker") as (speaker, _),
+    ):
+        await speaker.local_participant.publish_track(track, options)
+        _, publication, _ = await events.wait(
+            "track_subscribed", lambda t, pub, p: t.kind == rtc.TrackKind.KIND_AUDIO
+        )
+        room = server.rooms.get("opts")
+        assert room is not None
+        (info,) = room.participants["speaker"].tracks.values()
+        assert (info.disable_dtx, info.disable_red, info.stream) == (True, True, "studio")
+        assert info.backup_codec_policy == models.BackupCodecPolicy.SIMULCAST
+        assert models.AudioTrackFeature.TF_NO_DTX in info.audio_features
+        # The SDK's own AudioTrackFeature enum numbers the features as the protocol does.
+        assert models.AudioTrackFeature.TF_NO_DTX in publication.audio_features
+        assert publication.mime_type.lower() == "audio/opus"  # no RED asked for: opus alone
+    await source.aclose()
