@@ -10,7 +10,7 @@ from roomcast.media.packet_trailer import trailer_length
 from roomcast.media.rtp import parse_rtp
 from roomcast.rooms.participant import Participant
 from roomcast.rooms.room import Room, RoomSettings
-from roomcast.rooms.tracks import TrackManager, is_svc, track_info_for
+from roomcast.rooms.tracks import TrackManager, track_info_for
 from tests.unit.test_forwarder import PUB, VIDEO_SSRC, Clock, Sink, rtp, vp8
 
 Mode = models.VideoLayer.Mode
@@ -64,6 +64,10 @@ def full_video_request() -> rtc.AddTrackRequest:
             Trailer.PTF_USER_TIMESTAMP,
         ],
     )
+
+
+def is_svc(info: models.TrackInfo) -> bool:
+    return info.codecs[0].video_layer_mode == Mode.MULTIPLE_SPATIAL_LAYERS_PER_STREAM
 
 
 def test_the_full_request_sets_every_field() -> None:

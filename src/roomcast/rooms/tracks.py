@@ -146,13 +146,6 @@ def track_info_for(request: rtc.AddTrackRequest) -> models.TrackInfo:
     return info
 
 
-def is_svc(info: models.TrackInfo) -> bool:
-    """Whether the track's primary codec carries its spatial layers in one stream."""
-    return bool(info.codecs) and (
-        info.codecs[0].video_layer_mode == models.VideoLayer.Mode.MULTIPLE_SPATIAL_LAYERS_PER_STREAM
-    )
-
-
 class TrackManager:
     """Publication bookkeeping shared by signalling and the server API."""
 
@@ -246,4 +239,4 @@ class TrackManager:
         participant.pending_tracks.clear()
 
 
-__all__ = ["TrackManager", "is_svc", "may_publish_source", "new_track_sid", "track_info_for"]
+__all__ = ["TrackManager", "may_publish_source", "new_track_sid", "track_info_for"]
