@@ -206,8 +206,9 @@ def test_publishing_names_the_codec_and_numbers_its_layers() -> None:
     room.add_participant(alice)
     request = full_video_request()
     tracks.add_track(alice, request)
-    info = tracks.publish(room, alice, "cam-cid", "3", "video/VP8")  # the backup codec won
-    assert (info.mid, info.mime_type) == ("3", "video/VP8")
+    # The backup codec won, sent as three simulcast streams.
+    info = tracks.publish(room, alice, "cam-cid", "3", "video/VP8", streams=3)
+    assert (info.mid, info.mime_type, info.simulcast) == ("3", "video/VP8", True)
     vp9, vp8 = info.codecs
     assert (vp9.mid, vp8.mid, vp8.mime_type) == ("", "3", "video/VP8")
     assert [(x.spatial_layer, x.rid) for x in vp9.layers] == [(0, "q"), (1, "h"), (2, "f")]

@@ -66,8 +66,10 @@ class SubscriptionManager:
         if primary.name.lower() == "red" and len(codecs) > 1:
             primary = codecs[1]  # the track's codec is the one inside RED
         mime = f"{section.kind}/{primary.name}"
-        info = self.tracks.publish(room, participant, matched.cid, section.mid or "", mime)
         rids = [rid.id for rid in section.rids if rid.direction == "send"]
+        info = self.tracks.publish(
+            room, participant, matched.cid, section.mid or "", mime, streams=len(rids)
+        )
         if section.simulcast is not None:
             ordered = [alts[0].id for alts in section.simulcast.send if alts]
             rids = [rid for rid in ordered if rid in rids] or rids

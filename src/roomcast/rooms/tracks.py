@@ -184,10 +184,19 @@ class TrackManager:
         )
 
     def publish(
-        self, room: Room, participant: Participant, cid: str, mid: str, mime_type: str
+        self,
+        room: Room,
+        participant: Participant,
+        cid: str,
+        mid: str,
+        mime_type: str,
+        streams: int = 1,
     ) -> models.TrackInfo:
-        """The publisher's media for ``cid`` was matched: list the track and announce it."""
+        """The publisher's media for ``cid`` was matched: list the track and announce it.
+        `streams` is how many RTP streams (simulcast rids) its section sends."""
         info = participant.pending_tracks.pop(cid)
+        if streams > 1:
+            info.simulcast = True  # whatever the request said: several streams arrive
         info.mid = mid
         if mime_type:
             info.mime_type = mime_type
