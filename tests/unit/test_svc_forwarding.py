@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from roomcast.media.av1 import DdPacket, DdReader
 from roomcast.media.codecs import AV1, VP9
@@ -16,7 +18,7 @@ from roomcast.media.rtcp import Pli, build_nack
 from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, URI_MID, find_extension, parse_rtp
 from roomcast.media.svc_downtrack import SequenceMunger, SvcDownTrack
 from roomcast.media.vp9 import Vp9Descriptor
-from tests.unit.test_forwarder import PUB, Clock, Sink
+from tests.unit.test_forwarder import PUB, Clock, Sink, rtp
 from tests.unit.test_svc_codecs import DD_EXT, MID_EXT, fixture_packets
 
 SUB_DD_EXT = 3  # the subscribers' id for the Dependency Descriptor
@@ -407,3 +409,28 @@ def test_the_trailer_is_cut_where_a_subscribers_frame_ends() -> None:
     cut = [(a, b) for a, b in zip(reader, other, strict=True) if a[12:] != b[12:]]
     assert all(a[12:] == b[12:] + TRAILER and b[1] & 0x80 for a, b in cut)  # at the markers
     assert len(cut) == sum(1 for p in other if p[1] & 0x80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=24), st.binary(max_size=40)),
+        max_size=30,
+    ),
+    st.integers(0, 2),
+)
+def test_garbage_through_svc_tracks_never_raises(
+    packets: list[tuple[int, bytes, bytes]], layer: int
+) -> None:
+    """Random descriptors (VP9 payloads, AV1 Dependency Descriptors) after real keyframes."""
+    for codec in ("vp9", "av1"):
+        svc = Svc(codec)
+        svc.subscribe("viewer", layer)
+        svc.feed(12)
+        first = parse_rtp(svc.packets[0])
+        for seq, payload, descriptor in packets:
+            ext = [(MID_EXT, b"1")] + ([(DD_EXT, descriptor)] if descriptor else [])
+            svc.plane.handle_rtp(
+                PUB, rtp(first.ssrc, seq, seq * 90, pt=first.payload_type, payload=payload, ext=ext)
+            )
+        svc.plane.tick()

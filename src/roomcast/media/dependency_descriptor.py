@@ -22,6 +22,7 @@ SWITCH = 2
 REQUIRED = 3
 
 MAX_TEMPLATES = 64  # template ids are 6 bits
+MAX_LAYER_ID = 7  # spatial and temporal ids fit 3 bits (AV1's OBU extension header)
 MAX_DECODE_TARGETS = 32  # dt_cnt_minus_one is 5 bits
 
 
@@ -226,6 +227,8 @@ def _read_structure(r: _Reader) -> DependencyStructure:
     while True:
         if len(layers) >= MAX_TEMPLATES:
             raise DdError("too many templates")
+        if spatial > MAX_LAYER_ID or temporal > MAX_LAYER_ID:
+            raise DdError("layer ids above 7")
         layers.append((spatial, temporal))
         idc = r.f(2)
         if idc == 1:
