@@ -263,15 +263,20 @@ def test_av1_switches_up_at_a_keyframe_and_down_where_the_chain_allows() -> None
     assert switch >= 2
 
 
-def test_av1_retransmits_what_it_sent() -> None:
-    svc = Svc("av1")
-    downtrack = svc.subscribe("viewer", LOW)
+@pytest.mark.parametrize(("codec", "layer"), [("av1", LOW), ("vp9", MEDIUM)])
+def test_retransmits_are_what_was_sent(codec: str, layer: int) -> None:
+    """Rebuilt from the publisher's packet cache with the marker and descriptor first sent
+    (a marker moved to the end of S1, a rewritten descriptor)."""
+    svc = Svc(codec)
+    downtrack = svc.subscribe("viewer", layer)
     svc.feed(60)
     out = svc.sinks["viewer"].packets
-    wanted = [parse_rtp(out[5]).sequence, parse_rtp(out[9]).sequence]
-    svc.plane.handle_subscriber_rtcp("viewer", build_nack(1, downtrack.ssrc, [*wanted, 7]))
-    assert out[-2:] == [out[5], out[9]]
-    assert downtrack.retransmits == 2
+    moved = next(p for p in out if p[1] & 0x80)
+    wanted = [parse_rtp(p).sequence for p in (out[5], out[9], moved)]
+    future = (parse_rtp(out[-1]).sequence + 1) & 0xFFFF
+    svc.plane.handle_subscriber_rtcp("viewer", build_nack(1, downtrack.ssrc, [*wanted, future]))
+    assert sorted(out[-3:]) == sorted([out[5], out[9], moved])  # NACKs list them in order
+    assert downtrack.retransmits == 3
 
 
 @pytest.mark.parametrize(("codec", "late"), [("vp9", 30), ("av1", 56)])

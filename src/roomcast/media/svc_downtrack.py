@@ -16,7 +16,7 @@ from collections.abc import Callable
 from .av1 import DdSelector
 from .codecs import AV1
 from .downtrack import _FIXED_HEADER, NACK_BURST, NACK_RATE, DownTrack
-from .rtp import URI_DEPENDENCY_DESCRIPTOR
+from .rtp import URI_DEPENDENCY_DESCRIPTOR, RtpHeader, parse_rtp
 from .track_sender import PacketInfo
 from .uptrack import UpTrack
 from .vp9 import Vp9Selector
@@ -114,8 +114,15 @@ class SvcDownTrack(DownTrack):
         self.wanted = DEFAULT_SPATIAL
         self.wanted_fps = 0.0
         self.munger = SequenceMunger()
-        self.sent: list[bytes | None] = [None] * SENT_HISTORY
+        # Per number sent (slot = number mod SENT_HISTORY): the number itself, the publisher's
+        # number of the packet, our timestamp, the marker and descriptor sent with it.
+        self.sent_seq = [-1] * SENT_HISTORY
+        self.sent_from = [0] * SENT_HISTORY
+        self.sent_ts = [0] * SENT_HISTORY
+        self.sent_marker = [0] * SENT_HISTORY
+        self.sent_descriptor: list[bytes | None] = [None] * SENT_HISTORY
         self.dropped = 0  # packets of layers this subscriber does not receive
+        self._nack_header = RtpHeader()
 
     # -- hot path ----------------------------------------------------------------------------
     def forward(self, p: PacketInfo) -> None:
@@ -136,37 +143,16 @@ class SvcDownTrack(DownTrack):
         if seq < 0:
             self.dropped += 1
             return
-        rewriter = self.rewriter
-        if marker and not p.marker and rewriter.strip_trailer:
-            # This subscriber's frame ends here: its trailer goes too (media/packet_trailer.py).
-            extra = (self.dd_ext, dd_selector.descriptor_bytes(p.dd)) if dd_selector else None
-            first_byte, tail, payload_offset = rewriter.rewrite(
-                p.packet, p.header, extra if self.dd_ext else None, frame_end=True
-            )
-        elif dd_selector is not None and self.dd_ext:
-            descriptor = dd_selector.descriptor_bytes(p.dd)
-            tails = p.dd.tails
-            key = (rewriter.key, self.dd_ext, descriptor)
-            rewritten = tails.get(key)
-            if rewritten is None:  # once per packet per (mapping, descriptor)
-                rewritten = tails[key] = rewriter.rewrite(
-                    p.packet, p.header, (self.dd_ext, descriptor)
-                )
-            first_byte, tail, payload_offset = rewritten
-        else:
-            if rewriter.stamp != p.stamp:  # once per packet per extension mapping
-                rewriter.first_byte, rewriter.tail, rewriter.payload_offset = rewriter.rewrite(
-                    p.packet, p.header
-                )
-                rewriter.stamp = p.stamp
-            first_byte, tail, payload_offset = (
-                rewriter.first_byte,
-                rewriter.tail,
-                rewriter.payload_offset,
-            )
+        descriptor = dd_selector.descriptor_bytes(p.dd) if dd_selector and self.dd_ext else None
+        first_byte, tail, payload_offset = self._tail(p, marker, descriptor)
         ts = (p.timestamp + self.ts_offset) & 0xFFFFFFFF
         data = _FIXED_HEADER.pack(first_byte, marker | pt, seq, ts, self.ssrc) + tail
-        self.sent[seq & (SENT_HISTORY - 1)] = data
+        slot = seq & (SENT_HISTORY - 1)  # what NACKs need to send it again
+        self.sent_seq[slot] = seq
+        self.sent_from[slot] = p.sequence
+        self.sent_ts[slot] = ts
+        self.sent_marker[slot] = marker
+        self.sent_descriptor[slot] = descriptor
         self.send_rtp(data)
         self.packets_sent += 1
         size = len(data)
@@ -176,6 +162,30 @@ class SvcDownTrack(DownTrack):
             self.last_seq = seq
             self.last_ts = ts
             self.last_time = p.now
+
+    def _tail(self, p: PacketInfo, marker: int, descriptor: bytes | None) -> tuple[int, bytes, int]:
+        """First byte, bytes after the fixed header and payload offset of the packet as this
+        subscriber gets it, shared with the others when they get the same."""
+        rewriter = self.rewriter
+        if marker and not p.marker and rewriter.strip_trailer:
+            # This subscriber's frame ends here: its trailer goes too (media/packet_trailer.py).
+            extra = None if descriptor is None else (self.dd_ext, descriptor)
+            return rewriter.rewrite(p.packet, p.header, extra, frame_end=True)
+        if descriptor is not None:
+            tails = p.dd.tails
+            key = (rewriter.key, self.dd_ext, descriptor)
+            rewritten = tails.get(key)
+            if rewritten is None:  # once per packet per (mapping, descriptor)
+                rewritten = tails[key] = rewriter.rewrite(
+                    p.packet, p.header, (self.dd_ext, descriptor)
+                )
+            return rewritten
+        if rewriter.stamp != p.stamp:  # once per packet per extension mapping
+            rewriter.first_byte, rewriter.tail, rewriter.payload_offset = rewriter.rewrite(
+                p.packet, p.header
+            )
+            rewriter.stamp = p.stamp
+        return rewriter.first_byte, rewriter.tail, rewriter.payload_offset
 
     def _start_svc_epoch(self, p: PacketInfo) -> None:
         """A keyframe (re)starts the stream: sequence numbers and timestamps continue from the
@@ -254,13 +264,28 @@ class SvcDownTrack(DownTrack):
             NACK_BURST, self._nack_tokens + (now - self._nack_refill) * NACK_RATE
         )
         self._nack_refill = now
+        layer = self.uptrack.layers[0]
         for seq in sequences:
-            data = self.sent[seq & (SENT_HISTORY - 1)]
-            if data is None or (data[2] << 8 | data[3]) != seq:
+            slot = seq & (SENT_HISTORY - 1)
+            if self.sent_seq[slot] != seq:
+                continue
+            packet = layer.cached(self.sent_from[slot])
+            if packet is None:
                 continue
             if self._nack_tokens < 1:
                 self.nacks_dropped += 1
                 continue
+            header = parse_rtp(packet, self._nack_header)  # cached packets parsed before
+            pt = self.pt_map[header.payload_type]
+            if pt < 0:
+                continue
+            marker, descriptor = self.sent_marker[slot], self.sent_descriptor[slot]
+            extra = None if descriptor is None else (self.dd_ext, descriptor)
+            frame_end = bool(marker) if self.rewriter.strip_trailer else None
+            first_byte, tail, _ = self.rewriter.rewrite(packet, header, extra, frame_end=frame_end)
             self._nack_tokens -= 1
             self.retransmits += 1
-            self.send_rtp(data)
+            self.send_rtp(
+                _FIXED_HEADER.pack(first_byte, marker | pt, seq, self.sent_ts[slot], self.ssrc)
+                + tail
+            )
