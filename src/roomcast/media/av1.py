@@ -215,7 +215,8 @@ class DdSelector:
         elif mask != structure.all_targets:
             self.mask_sent = True
         number = (dd.frame_number + self.frame_offset) & 0xFFFF
-        self.last_frame_out = number
+        if self.last_frame_out < 0 or (number - self.last_frame_out) & 0xFFFF < 0x8000:
+            self.last_frame_out = number  # the newest (a late packet is not)
         key = (number, mask)
         cached = p.descriptors.get(key)
         if cached is not None:
