@@ -55,7 +55,7 @@ def test_vp9_descriptors_of_an_l3t3_key_stream() -> None:
     # A keyframe starts: flexible mode, picture id, layer indices, scalability structure.
     assert first.keyframe and first.begin and not first.end and first.flexible
     assert (first.spatial_id, first.temporal_id, first.inter_layer) == (0, 0, False)
-    assert first.resolutions == [(320, 180), (640, 360), (1280, 720)]
+    assert first.resolutions == ((320, 180), (640, 360), (1280, 720))
     assert {d.spatial_id for _, d in parsed} == {0, 1, 2}
     assert {d.temporal_id for _, d in parsed} == {0, 1, 2}
     # Each picture: every spatial layer once, B...E each, the marker on the last packet.

@@ -53,7 +53,7 @@ class Vp9Descriptor:
         self.spatial_id = 0  # SID
         self.inter_layer = False  # D
         self.tl0picidx = -1
-        self.resolutions: list[tuple[int, int]] = []  # from the scalability structure (V)
+        self.resolutions: tuple[tuple[int, int], ...] = ()  # scalability structure (V)
         self.keyframe = False
 
     def parse(self, data: bytes, start: int, end: int) -> bool:
@@ -122,10 +122,10 @@ class Vp9Descriptor:
         if b & 0x10:  # Y
             if i + 4 * layers > end:
                 return -1
-            self.resolutions = [
+            self.resolutions = tuple(
                 (_U16.unpack_from(data, i + 4 * n)[0], _U16.unpack_from(data, i + 4 * n + 2)[0])
                 for n in range(layers)
-            ]
+            )
             i += 4 * layers
         if b & 0x08:  # G
             if i >= end:
