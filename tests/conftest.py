@@ -7,11 +7,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from livekit import api
 
 from roomcast.auth import VideoGrant, create_token
 from roomcast.config import Overrides, load_config
 from roomcast.server import Server
+
+# Property tests check behaviour, never speed: Hypothesis's per-example deadline is a timing
+# assertion that a busy machine fails.
+settings.register_profile("roomcast", deadline=None)
+settings.load_profile("roomcast")
 
 API_KEY = "devkey"
 API_SECRET = "secret"

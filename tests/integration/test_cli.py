@@ -16,7 +16,7 @@ from roomcast.auth import TokenVerifier
 from tests.conftest import free_port, free_tcp_ports
 
 
-async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:
+async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: float = 60) -> None:
     async with aiohttp.ClientSession() as session:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
