@@ -1,4 +1,5 @@
-"""Signalling endpoints: ``/rtc`` (two-PeerConnection protocol) and ``/rtc/validate``.
+"""Signalling endpoints: ``/rtc`` (two PeerConnections), ``/rtc/v1`` (one PeerConnection, the
+SDKs' default: docs/protocol/19-signalling-v1.md) and their ``…/validate``.
 
 Everything is validated before the WebSocket upgrade and errors are plain HTTP statuses, which
 SDKs re-fetch through ``…/validate`` (docs/protocol/01-signalling-connection.md §1.1-1.2) and
@@ -10,8 +11,12 @@ with HTTP 403 and livekit-server's wording instead: for a 403 the Python SDK sho
 does not retry, and livekit-client shows it (for a 429 the first retries three times and the
 second drops the text). A room that fills between this check and the join still gets the
 JOIN_FAILURE leave (rooms/session_manager.py).
-``/rtc/v1`` answers 404 so current SDKs fall back to ``/rtc`` (the 404 on ``/rtc/v1/validate``
-carries CORS headers, or browsers never fall back: docs/protocol/15-interop-findings.md §3).
+
+``/rtc/v1`` takes the client's options as one ``join_request`` parameter (edge/join_request.py)
+instead of the query string, decoded only after the token has been checked; it is refused with
+400 when it cannot be read, and counts towards the refused joins of the address as a bad token
+does. Everything else (limits, rate limits, the room-full refusal, the relay to the room's node)
+is the same on both paths. ``requests_by_path`` counts the signalling requests each path got.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -31,6 +38,12 @@ from roomcast.auth import AuthError, Claims, TokenVerifier
 from roomcast.edge.api import bearer_token
 from roomcast.edge.client_address import client_address, limit_key
 from roomcast.edge.http import CORS_HEADERS
+from roomcast.edge.join_request import (
+    JoinRequestError,
+    claims_with_join_request,
+    decode_join_request,
+    join_options_from_request,
+)
 from roomcast.edge.offload import decode_off_loop
 from roomcast.edge.rate_limit import RateLimiter
 from roomcast.edge.signal_sink import WebSocketSignalSink
@@ -115,6 +128,15 @@ def join_options_from(q: Mapping[str, str], remote: str) -> JoinOptions:
     )
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A join that passed the checks before the upgrade."""
+
+    claims: Claims
+    node: str | None  # the room's node in multi-node mode; None: single node, or nowhere yet
+    join_request: rtc.JoinRequest | None = None  # `/rtc/v1`
+
+
 def parse_json_request(text: str) -> rtc.SignalRequest:
     """A SignalRequest from a JSON text frame (docs/protocol/01-signalling-connection.md §1.5)."""
     request = rtc.SignalRequest()
@@ -137,6 +159,7 @@ class RtcEndpoint:
         self._router = router
         self._max_frame = max_frame
         self._sinks: set[WebSocketSignalSink] = set()
+        self.requests_by_path: Counter[str] = Counter()  # signalling requests, by path
         limits = sessions.config.limit
         self._queue_bytes = limits.signal_queue_bytes
         # Refused joins count per client address, accepted ones per identity: a flood of bad
@@ -155,53 +178,66 @@ class RtcEndpoint:
         app.router.add_get("/rtc", self.handle_rtc)
         app.router.add_get("/rtc/validate", self.handle_validate)
         app.router.add_get("/rtc/v1", self.handle_v1)
-        app.router.add_get("/rtc/v1/validate", self.handle_v1)
-
-    async def handle_v1(self, request: web.Request) -> web.Response:
-        # Single-PeerConnection mode is not implemented: a 404 makes SDKs fall back to /rtc.
-        return web.Response(status=404, text="not found", headers=CORS_HEADERS)
+        app.router.add_get("/rtc/v1/validate", self.handle_v1_validate)
 
     async def _check(
-        self, request: web.Request, joining: bool = False
-    ) -> tuple[web.Response | None, Claims | None, str | None]:
-        """Validate the join: an error response, or None, the claims and the room's node.
-
-        The node is None in single-node mode, and for a room no node hosts yet.
-        """
+        self, request: web.Request, joining: bool = False, v1: bool = False
+    ) -> web.Response | Admission:
+        """Validate the join: an error response, or what was admitted."""
         header = request.headers.get("Authorization")
         if header is not None and header[:7].lower() != "bearer ":
-            return (
-                web.Response(
-                    status=401, text="invalid authorization header. Must start with Bearer "
-                ),
-                None,
-                None,
+            return web.Response(
+                status=401, text="invalid authorization header. Must start with Bearer "
             )
         try:
             claims = self._verifier.verify(bearer_token(request))
         except AuthError as exc:
             if not bearer_token(request):
-                return web.Response(status=401, text="permissions denied"), None, None
-            return web.Response(status=401, text=f"invalid authorization token: {exc}"), None, None
+                return web.Response(status=401, text="permissions denied")
+            return web.Response(status=401, text=f"invalid authorization token: {exc}")
+        join_request: rtc.JoinRequest | None = None
+        if v1:
+            refusal = self._read_join_request(request.query.get("join_request", ""), claims)
+            if isinstance(refusal, web.Response):
+                return refusal
+            claims, join_request = refusal
         node: str | None = None
         room_exists: bool | None = None
         if self._router is not None and claims.video.room:
             try:
                 node = await self._router.room_node(claims.video.room)
             except RoutingUnavailable as exc:
-                return web.Response(status=503, text=str(exc)), None, None
+                return web.Response(status=503, text=str(exc))
             room_exists = node is not None
         try:
             self._sessions.validate_join(claims, room_exists=room_exists)
         except RoomcastError as exc:
-            return web.Response(status=http_status_for(exc), text=str(exc)), None, None
+            return web.Response(status=http_status_for(exc), text=str(exc))
         full = await self._room_full(claims, node, bearer_token(request))
         if full is not None:
             if joining:  # logged once per join, not again for the SDK's validate request
                 who = {"room": claims.video.room, "identity": claims.identity}
                 log.info("join refused before the upgrade: %s", full, extra=who)
-            return web.Response(status=ROOM_FULL_STATUS, text=full), None, None
-        return None, claims, node
+            return web.Response(status=ROOM_FULL_STATUS, text=full)
+        return Admission(claims, node, join_request)
+
+    def _read_join_request(
+        self, param: str, claims: Claims
+    ) -> web.Response | tuple[Claims, rtc.JoinRequest]:
+        """`/rtc/v1`'s join request and the claims it amends, or the refusal."""
+        if not param:
+            return web.Response(status=400, text="join_request is required")
+        try:
+            join_request = decode_join_request(param)
+            claims = claims_with_join_request(claims, join_request)
+            self._sessions.admin.check_participant_fields(
+                claims.metadata, claims.name, dict(claims.attributes)
+            )
+        except JoinRequestError as exc:
+            return web.Response(status=400, text=str(exc))
+        except RoomcastError as exc:
+            return web.Response(status=http_status_for(exc), text=str(exc))
+        return claims, join_request
 
     async def _room_full(self, claims: Claims, node: str | None, token: str) -> str | None:
         """The room-full refusal, from this node's rooms or the room's node."""
@@ -221,18 +257,31 @@ class RtcEndpoint:
         return {"refusal": refusal} if refusal else {}
 
     async def handle_validate(self, request: web.Request) -> web.Response:
-        error, _, _ = await self._check(request)
-        if error is not None:
-            error.headers.update(CORS_HEADERS)
-            return error
+        return await self._validate(request, v1=False)
+
+    async def handle_v1_validate(self, request: web.Request) -> web.Response:
+        return await self._validate(request, v1=True)
+
+    async def _validate(self, request: web.Request, *, v1: bool) -> web.Response:
+        checked = await self._check(request, v1=v1)
+        if isinstance(checked, web.Response):
+            checked.headers.update(CORS_HEADERS)
+            return checked
         return web.Response(text="success", headers=CORS_HEADERS)
 
     async def handle_rtc(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, v1=False)
+
+    async def handle_v1(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, v1=True)
+
+    async def _serve(self, request: web.Request, *, v1: bool) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=404)
-        error, claims, node = await self._check(request, joining=True)
-        if error is not None or claims is None:
-            if error is not None and error.status == 401:
+        self.requests_by_path[request.path] += 1
+        checked = await self._check(request, joining=True, v1=v1)
+        if isinstance(checked, web.Response):
+            if checked.status in (400, 401):
                 client = client_address(request)
                 if not self._failed_joins.allow(limit_key(client)):
                     self._metrics.limit_hit("failed_joins_per_ip", limit_key(client))
@@ -241,13 +290,17 @@ class RtcEndpoint:
                         status=429, text="too many refused join attempts from this address"
                     )
             self._metrics.signal_connections.labels("rejected").inc()
-            return error or web.Response(status=401)
+            return checked
+        claims, node, join_request = checked.claims, checked.node, checked.join_request
         who = f"{claims.identity}@{claims.video.room}"
         if not self._joins.allow(f"{claims.api_key}\n{claims.video.room}\n{claims.identity}"):
             self._metrics.limit_hit("joins_per_identity", who)
             self._metrics.signal_connections.labels("rate_limited").inc()
             return web.Response(status=429, text="too many joins for this identity")
-        options = join_options(request)
+        if join_request is not None:
+            options = join_options_from_request(join_request, client_address(request))
+        else:
+            options = join_options(request)
         if self._router is not None and node is None and not options.reconnect:
             try:
                 node = await self._router.place(claims.video.room)
@@ -269,7 +322,9 @@ class RtcEndpoint:
             return ws
         session = None
         try:
-            session = await self._sessions.connect(claims, options, connection)
+            session = await self._sessions.connect(
+                claims, options, connection, join_request=join_request
+            )
             if session is not None:
                 await self._read_loop(ws, connection, session.handle_request)
         finally:
@@ -314,14 +369,23 @@ class RtcEndpoint:
     async def start_relayed(
         self, token: str, query: dict[str, str], remote: str, sink: SignalSink
     ) -> Any:
-        """A session whose WebSocket is on another node (the edge validated it already)."""
+        """A session whose WebSocket is on another node (the edge validated it already). A
+        `/rtc/v1` join carries its join request in the query, as the client sent it."""
+        join_request: rtc.JoinRequest | None = None
         try:
             claims = self._verifier.verify(token)
+            if "join_request" in query:
+                join_request = decode_join_request(query["join_request"])
+                claims = claims_with_join_request(claims, join_request)
             self._sessions.validate_join(claims)
-        except (AuthError, RoomcastError) as exc:
+        except (AuthError, RoomcastError, JoinRequestError) as exc:
             log.warning("relayed join refused: %s", exc)
             return None
-        return await self._sessions.connect(claims, join_options_from(query, remote), sink)
+        if join_request is not None:
+            options = join_options_from_request(join_request, remote)
+        else:
+            options = join_options_from(query, remote)
+        return await self._sessions.connect(claims, options, sink, join_request=join_request)
 
     async def _read_loop(
         self, ws: web.WebSocketResponse, sink: WebSocketSignalSink, handle: object

@@ -30,12 +30,15 @@ from roomcast.media.sdp import (
     Codec,
     Extmap,
     MediaSection,
+    Msid,
+    MsidSemantic,
     Origin,
     Rid,
     SdpError,
     SessionDescription,
     Simulcast,
     SimulcastRid,
+    Ssrc,
 )
 
 
@@ -49,6 +52,10 @@ class MediaAnswerPlan:
     extmaps: list[Extmap] = field(default_factory=list)
     direction: str = "recvonly"  # what we want; intersected with what the offer allows
     simulcast: bool = True  # mirror a=rid send / a=simulcast send as recv (RFC 8853 §5.3)
+    # What we send on a section the client receives on (direction "sendonly"): its a=msid
+    # (RFC 8830 §2) and a=ssrc lines (RFC 5576 §4.1).
+    msid: Msid | None = None
+    ssrcs: list[Ssrc] = field(default_factory=list)
 
 
 AcceptMedia = Callable[[MediaSection], MediaAnswerPlan | None]
@@ -86,6 +93,8 @@ def build_answer(
             if plan is not None:
                 section = _media_section(offer, offered, plan, ice)
         answer.media.append(section or rejected_section(offered))
+    if any(section.msids for section in answer.media):
+        answer.msid_semantic = MsidSemantic("WMS", ["*"])  # RFC 8830 §2: we send streams
     if not live_mids(answer):
         raise SdpError("the offer has no media section Roomcast can accept (need data channels)")
     group = answer_bundle(offer, answer)
@@ -155,6 +164,9 @@ def _media_section(
     )
     if plan.simulcast and direction in ("recvonly", "sendrecv") and offered.simulcast is not None:
         _mirror_simulcast(offered, offered.simulcast, section)
+    if plan.msid is not None and direction in ("sendonly", "sendrecv"):
+        section.msids = [plan.msid]
+        section.ssrcs = [replace(s, attributes=list(s.attributes)) for s in plan.ssrcs]
     return section
 
 

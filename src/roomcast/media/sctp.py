@@ -157,6 +157,10 @@ class DataChannels:
         self._adopt(channel)
         channel.on("open", lambda: self._on_open(label))
 
+    def bound_backlog(self, label: str, max_backlog: int) -> None:
+        """The `max_backlog` of `create` for the channel with this label that the peer opens."""
+        self._max_backlog[label] = max_backlog
+
     async def start(
         self, remote_port: int = SCTP_PORT, max_message_size: int = MAX_MESSAGE_SIZE
     ) -> None:

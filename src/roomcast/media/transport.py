@@ -195,6 +195,10 @@ class PeerTransport:
             label, ordered=ordered, max_retransmits=max_retransmits, max_backlog=max_backlog
         )
 
+    def bound_channel_backlog(self, label: str, max_backlog: int) -> None:
+        """A backlog bound, as `create_data_channel` sets, for a channel the peer opens."""
+        self._channels.bound_backlog(label, max_backlog)
+
     def send_data(self, label: str, payload: bytes) -> bool:
         return self._channels.send(label, payload)
 

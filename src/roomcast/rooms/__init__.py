@@ -11,16 +11,17 @@ participant.py        a participant's state: the one source of truth API, signal
 room.py               a room: settings, participants, events, data delivery
 manager.py            RoomManager: create, find, update, close rooms; idle timeouts
 data.py               DataExchange: data packets between participants, server-initiated RPC
+receive_slots.py      ReceiveSlots: on /rtc/v1, which client section carries which track (no I/O)
 admin.py              RoomAdmin: what the RoomService API does to live rooms and participants
 data_tracks.py        DataTrackManager: data tracks, their subscriber handles, packet fan-out
 tracks.py             TrackManager: AddTrackRequest → pending → published track records
 speakers.py           SpeakerDetector: SpeakersChanged from audio levels
 dynacast.py           Dynacast: which simulcast layers publishers should send
-subscriber_peer.py    the subscriber PeerConnection: server offers, one section per track
+subscriber_peer.py    the subscribing role: server offers on /rtc, answers client sections on /rtc/v1
 publisher_peer.py     the publisher PeerConnection: client offers, sections matched to tracks
 subscriptions.py      SubscriptionManager: who receives which track, permissions, layers
 join_response.py      JoinResponse / ReconnectResponse builders
-transport_manager.py  ParticipantTransports: a participant's PeerConnections and their taps
+transport_manager.py  ParticipantTransports: a participant's PeerConnections (one on /rtc/v1), taps
 session.py            Session: one participant's lifecycle (join → active → resume → leave)
 signal_handler.py     SignalHandler: every SignalRequest, dispatched to a typed handler
 session_manager.py    SessionManager: validates joins, admits and resumes sessions, fan-out

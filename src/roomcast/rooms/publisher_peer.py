@@ -2,9 +2,12 @@
 
 Sending audio/video sections are matched to AddTrackRequests (msid track id == cid, else the
 first pending track of the same kind: docs/protocol/03-publishing.md §3.2) and accepted recvonly;
-everything else the client offers (the 3+3 recvonly sections left over from the v1 attempt,
-docs/protocol/15-interop-findings.md) is rejected. A section that stops sending unpublishes its
-track.
+sections the client does not send on are answered inactive, and those it cannot use are
+rejected. A section that stops sending unpublishes its track.
+
+On `/rtc/v1` this PeerConnection is the only one: the client's `recvonly` sections are where it
+receives, and a `SectionReceiver` (rooms/subscriber_peer.py `SinglePcSubscriber`) answers them
+(docs/protocol/19-signalling-v1.md §3).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from livekit.protocol import models, rtc
 
@@ -91,6 +95,27 @@ def _sending(section: MediaSection) -> bool:
     return not section.rejected and (section.direction or "sendrecv") in ("sendonly", "sendrecv")
 
 
+class SectionReceiver(Protocol):
+    """Who answers the sections the client receives on, when this PeerConnection also
+    subscribes (`/rtc/v1`). Asked, in order, for each offer."""
+
+    def prepare(self, offer: SessionDescription) -> None:
+        """Before the answer: the offer's receive sections."""
+        ...
+
+    def plan(self, section: MediaSection) -> MediaAnswerPlan | None:
+        """The answer to one recvonly section; None: inactive."""
+        ...
+
+    def mid_to_track_id(self) -> dict[str, str]:
+        """`SessionDescription.mid_to_track_id` of the answer."""
+        ...
+
+    def answered(self) -> None:
+        """The answer has been sent."""
+        ...
+
+
 class PublisherPeer:
     """Implements `TrackPublisher` (rooms/contracts.py) on the publisher PeerConnection."""
 
@@ -99,10 +124,12 @@ class PublisherPeer:
         transport: PeerTransport,
         participant: Participant,
         send: Callable[[rtc.SignalResponse], None],
+        receiver: SectionReceiver | None = None,
     ) -> None:
         self.transport = transport
         self._participant = participant
         self._send = send
+        self._receiver = receiver
         self.published: dict[str, str] = {}  # mid -> track sid
         # Plans of sections accepted before: a section once accepted stays accepted (inactive
         # when the client stops sending), since libwebrtc cannot un-bundle it (RFC 8843 §7.3.3).
@@ -125,6 +152,9 @@ class PublisherPeer:
         """
         pending = dict(self._participant.pending_tracks)
         matched: list[MatchedSection] = []
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.prepare(offer)
 
         def accept(section: MediaSection) -> MediaAnswerPlan | None:
             if section.mid is None:
@@ -135,6 +165,10 @@ class PublisherPeer:
                 # a new transport and tears down the one carrying our data channels.
                 if section.rejected:
                     return None
+                if receiver is not None and section.direction == "recvonly":
+                    plan = receiver.plan(section)
+                    if plan is not None:
+                        return plan
                 return self._plans.get(section.mid) or _inactive_plan(section)
             published = self.published.get(section.mid)
             cid = None if published is not None else self._match(section, pending)
@@ -154,9 +188,12 @@ class PublisherPeer:
         offered = {section.mid for section in offer.media}
         for mid in [mid for mid in self._plans if mid not in offered]:
             del self._plans[mid]
-        self._send(
-            rtc.SignalResponse(answer=rtc.SessionDescription(type="answer", sdp=sdp, id=offer_id))
-        )
+        answer = rtc.SessionDescription(type="answer", sdp=sdp, id=offer_id)
+        if receiver is not None:
+            answer.mid_to_track_id.update(receiver.mid_to_track_id())
+        self._send(rtc.SignalResponse(answer=answer))
+        if receiver is not None:
+            receiver.answered()
         self._trickle_candidates(offer)
         sending = {m.section.mid for m in matched} | {
             s.mid for s in offer.media if s.mid in self.published and _sending(s)

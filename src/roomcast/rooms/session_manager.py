@@ -2,7 +2,9 @@
 
 The join sequence follows docs/protocol/02-join-and-transports.md §2.1: validate → create the room
 if needed → replace a session holding the same identity (DUPLICATE_IDENTITY) → JoinResponse first →
-subscriber offer.
+subscriber offer. A `/rtc/v1` join (`join_request`, docs/protocol/19-signalling-v1.md) gets one
+PeerConnection and no subscriber offer; the AddTrackRequests and the publisher offer its join
+request carries are handled right after the JoinResponse, as if sent next.
 """
 
 from __future__ import annotations
@@ -112,12 +114,18 @@ class SessionManager:
 
     # -- connecting ---------------------------------------------------------------------------
     async def connect(
-        self, claims: Claims, options: JoinOptions, sink: SignalSink
+        self,
+        claims: Claims,
+        options: JoinOptions,
+        sink: SignalSink,
+        *,
+        join_request: rtc.JoinRequest | None = None,
     ) -> SignalHandler | None:
-        """Admit a participant (or resume its session); None when refused (the sink is told)."""
+        """Admit a participant (or resume its session); None when refused (the sink is told).
+        With a `/rtc/v1` `join_request`, on one PeerConnection."""
         room_name = claims.video.room
         if options.reconnect:
-            return self._resume(claims, options, sink)
+            return self._resume(claims, options, sink, join_request)
         room = self.rooms.get(room_name)
         if room is None:
             room = self._create_room_for(claims)
@@ -140,6 +148,8 @@ class SessionManager:
             room,
             participant,
             subscriber_primary=participant.permission.can_subscribe,
+            single_pc=join_request is not None,
+            scheduler=self._scheduler(),
         )
         session = Session(
             self.services,
@@ -153,22 +163,45 @@ class SessionManager:
         )
         participant.session = session
         session.start()
-        return SignalHandler(session, transports)
+        handler = SignalHandler(session, transports)
+        if join_request is not None:
+            for add_track in join_request.add_track_requests:
+                handler.handle_request(rtc.SignalRequest(add_track=add_track))
+            if join_request.HasField("publisher_offer"):
+                handler.handle_request(rtc.SignalRequest(offer=join_request.publisher_offer))
+        return handler
 
     def _resume(
-        self, claims: Claims, options: JoinOptions, sink: SignalSink
+        self,
+        claims: Claims,
+        options: JoinOptions,
+        sink: SignalSink,
+        join_request: rtc.JoinRequest | None,
     ) -> SignalHandler | None:
         room = self.rooms.get(claims.video.room)
         participant = room.participants.get(claims.identity) if room is not None else None
         session = participant.session if participant is not None else None
-        if not isinstance(session, Session) or session.closed:
+        transports = session.transports if isinstance(session, Session) else None
+        if (
+            not isinstance(session, Session)
+            or session.closed
+            or not isinstance(transports, ParticipantTransports)
+            # A session resumes on the path it joined on (the SDKs keep it): one PeerConnection
+            # cannot become two.
+            or transports.single_pc != (join_request is not None)
+        ):
             # Unknown or closed session: the client must do a full reconnect.
             sink.send(leave_response(Reason.STATE_MISMATCH, Action.RECONNECT))
             sink.close()
             return None
         session.resume(sink, options)
-        assert isinstance(session.transports, ParticipantTransports)
-        return SignalHandler(session, session.transports)
+        handler = SignalHandler(session, transports)
+        if join_request is not None:
+            if join_request.HasField("sync_state"):
+                handler.handle_request(rtc.SignalRequest(sync_state=join_request.sync_state))
+            if join_request.HasField("publisher_offer"):
+                handler.handle_request(rtc.SignalRequest(offer=join_request.publisher_offer))
+        return handler
 
     @staticmethod
     def _scheduler() -> Scheduler:

@@ -1,9 +1,15 @@
-"""The subscriber PeerConnection of one participant: the server offers, the client answers.
+"""The subscribing role of one participant: what it receives, and how that is negotiated.
 
-Each subscribed track gets a sendonly section with msid ``<PA_sid>|<TR_sid> <TR_sid>``
+`SubscriberPeer` (`/rtc`): the subscriber PeerConnection, where the server offers and the client
+answers. Each subscribed track gets a sendonly section with msid ``<PA_sid>|<TR_sid> <TR_sid>``
 (docs/protocol/04-subscribing.md §4.2). Offers are serialised: while one waits for its answer,
 further changes are collected and offered once the answer arrives (JSEP §5.2, no glare on this PC by
 design).
+
+`SinglePcSubscriber` (`/rtc/v1`): the one PeerConnection, where only the client offers. Subscribed
+tracks go out on the client's `recvonly` sections, answered `sendonly` with the same msid and
+listed in the answer's `mid_to_track_id`; the server asks for sections and offers with
+`MediaSectionsRequirement` (rooms/receive_slots.py, docs/protocol/19-signalling-v1.md §3).
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from livekit.protocol import rtc
 
 from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.jsep import TransportParams, candidate_init, new_session_id
-from roomcast.media.sdp import Codec, SessionDescription
+from roomcast.media.publisher_answer import MediaAnswerPlan
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
+from roomcast.media.sdp import Codec, MediaSection, Msid, SessionDescription
 from roomcast.media.subscriber_offer import DATA_MID, OutgoingTrack, build_subscriber_offer
 from roomcast.media.transport import PeerTransport
-from roomcast.rooms.contracts import Publication
+from roomcast.rooms.contracts import Cancellable, Publication, Scheduler
+from roomcast.rooms.receive_slots import ReceiveSlots, offered_sections, send_plan
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +200,172 @@ def _subscriber_codecs(publication: Publication) -> list[Codec]:
         Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp, list(feedback))
         for c in publication.codecs
     ]
+
+
+# What a subscriber is answered on /rtc/v1, as `_subscriber_codecs` and `default_extmaps`
+# (media/subscriber_offer.py) offer it on /rtc.
+SEND_FEEDBACK = {"video": ("nack", "nack pli", "ccm fir", "goog-remb"), "audio": ()}
+SEND_EXTENSIONS = {"video": (URI_DEPENDENCY_DESCRIPTOR,), "audio": ()}
+
+
+class SinglePcSubscriber:
+    """Implements `TrackSubscriber` (rooms/contracts.py) on `/rtc/v1`'s one PeerConnection, and
+    `SectionReceiver` (rooms/publisher_peer.py): the client's receive sections in each answer."""
+
+    def __init__(
+        self,
+        transport: PeerTransport,
+        plane: ForwardingPlane,
+        participant_sid: str,
+        send: Callable[[rtc.SignalResponse], None],
+        scheduler: Scheduler,
+    ) -> None:
+        self.transport = transport
+        self._plane = plane
+        self._participant_sid = participant_sid
+        self._send = send
+        self._scheduler = scheduler
+        self._slots = ReceiveSlots()
+        self._tracks: dict[str, OutgoingTrack] = {}  # subscribed tracks by sid
+        self._publications: dict[str, Publication] = {}
+        # Track sid → (codecs, header extensions) as this answer sends it, until it is sent.
+        self._planned: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        self._downtracks: set[str] = set()
+        self._cname = secrets.token_hex(8)
+        self._used_ssrcs: set[int] = set()
+        self._debounce: Cancellable | None = None
+        self._closed = False
+
+    # -- TrackSubscriber ---------------------------------------------------------------------
+    def subscribed(self) -> list[str]:
+        return list(self._tracks)
+
+    def is_subscribed(self, track_sid: str) -> bool:
+        return track_sid in self._tracks
+
+    def subscribe(self, publication: Publication) -> bool:
+        sid = publication.track_sid
+        if sid in self._tracks or self._closed:
+            return False
+        self._tracks[sid] = OutgoingTrack(
+            mid="",  # the client's section, known when an offer puts the track on one
+            kind=publication.kind,
+            stream_id=f"{publication.publisher_sid}|{sid}",
+            track_id=sid,
+            ssrc=self._new_ssrc(),
+            cname=self._cname,
+            codecs=list(publication.codecs),
+        )
+        self._publications[sid] = publication
+        publication.subscribers.add(self._participant_sid)
+        self._slots.add(sid, publication.kind)
+        self.negotiate()
+        return True
+
+    def unsubscribe(self, track_sid: str) -> bool:
+        publication = self._publications.pop(track_sid, None)
+        if publication is not None:
+            publication.subscribers.discard(self._participant_sid)
+        if self._tracks.pop(track_sid, None) is None:
+            return False
+        self._slots.remove(track_sid)
+        self._planned.pop(track_sid, None)
+        self._remove_downtrack(track_sid)
+        self.negotiate()
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        if self._debounce is not None:
+            self._debounce.cancel()
+            self._debounce = None
+        for track_sid in list(self._tracks):
+            publication = self._publications.pop(track_sid, None)
+            if publication is not None:
+                publication.subscribers.discard(self._participant_sid)
+            self._remove_downtrack(track_sid)
+        self._tracks.clear()
+
+    # -- asking the client -------------------------------------------------------------------
+    def negotiate(self) -> None:
+        """Ask the client for sections or another offer soon, if a change needs one."""
+        if self._debounce is None and not self._closed:
+            self._debounce = self._scheduler.call_later(NEGOTIATION_DEBOUNCE, self._request)
+
+    def _request(self) -> None:
+        self._debounce = None
+        counts = None if self._closed else self._slots.request()
+        if counts is not None:
+            audios, videos = counts
+            requirement = rtc.MediaSectionsRequirement(num_audios=audios, num_videos=videos)
+            self._send(rtc.SignalResponse(media_sections_requirement=requirement))
+
+    # -- SectionReceiver: the answer to a client offer ----------------------------------------
+    def prepare(self, offer: SessionDescription) -> None:
+        """Take the offer's receive sections; tracks whose section went away wait again."""
+        self._planned.clear()
+        for track_sid in self._slots.offered(offered_sections(offer)):
+            self._remove_downtrack(track_sid)
+
+    def plan(self, section: MediaSection) -> MediaAnswerPlan | None:
+        """How to answer one of the client's recvonly sections: sendonly with the track on it,
+        or None (inactive) when it carries none."""
+        slot = self._slots.slots.get(section.mid or "")
+        track = self._tracks.get(slot.track or "") if slot is not None else None
+        if track is None:
+            return None
+        plan = send_plan(
+            section,
+            track.codecs,
+            msid=Msid(track.stream_id, track.track_id),
+            ssrc=track.ssrc,
+            cname=track.cname,
+            feedback=SEND_FEEDBACK[track.kind],
+            extensions=SEND_EXTENSIONS[track.kind],
+        )
+        if plan is None:
+            log.info("subscriber offers no codec of track %s", track.track_id)
+            self._slots.unassign(track.track_id)
+            return None
+        codecs = {f"{track.kind}/{c.name}".lower(): c.payload_type for c in plan.codecs}
+        self._planned[track.track_id] = (codecs, {e.uri: e.id for e in plan.extmaps})
+        return plan
+
+    def mid_to_track_id(self) -> dict[str, str]:
+        return self._slots.tracks_by_mid()
+
+    def answered(self) -> None:
+        """The answer is out: tracks it carries for the first time start flowing."""
+        for track_sid, (codecs, extensions) in self._planned.items():
+            track = self._tracks.get(track_sid)
+            if track is None or track_sid in self._downtracks:
+                continue
+            try:
+                self._plane.add_downtrack(
+                    track_sid,
+                    self._participant_sid,
+                    ssrc=track.ssrc,
+                    codecs=codecs,
+                    extensions=extensions,
+                    send_rtp=self.transport.send_rtp,
+                    send_rtcp=self.transport.send_rtcp,
+                )
+            except KeyError:  # unpublished meanwhile: the unsubscription is on its way
+                continue
+            self._downtracks.add(track_sid)
+        self._planned.clear()
+        self._slots.answered()
+        self.negotiate()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _remove_downtrack(self, track_sid: str) -> None:
+        if track_sid in self._downtracks:
+            self._downtracks.discard(track_sid)
+            self._plane.remove_downtrack(track_sid, self._participant_sid)
+
+    def _new_ssrc(self) -> int:
+        while True:
+            ssrc = secrets.randbits(32) or 1
+            if ssrc not in self._used_ssrcs:
+                self._used_ssrcs.add(ssrc)
+                return ssrc

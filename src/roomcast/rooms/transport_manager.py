@@ -6,6 +6,12 @@ where the client offers. `ParticipantTransports` is the one seam the session and
 handler use: subscribing and publishing are roles, each backed by a transport, so a
 single-PeerConnection protocol can back both roles with one transport without changing them.
 
+On `/rtc/v1` (`single_pc`) one transport backs both roles (docs/protocol/19-signalling-v1.md):
+the client offers everything, `PublisherPeer` answers, and the subscribing role
+(`SinglePcSubscriber`) answers the client's receive sections within those answers. The client
+opens `_reliable`, `_lossy` and `_data_track`; the server sends on them too and opens none. The
+server never offers: the session's subscriber offer and ICE restart are the client's to make.
+
 It applies remote descriptions (ICE credentials, DTLS fingerprint), trickled candidates, holds
 reliable data until the subscriber's `_reliable` channel opens, and hands received RTP, RTCP and
 data packets to the forwarding plane and the data exchange.
@@ -26,12 +32,13 @@ from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.sdp import SdpError, SessionDescription
 from roomcast.media.transport import PeerTransport
 from roomcast.media.udp_mux import UdpMux
+from roomcast.rooms.contracts import Scheduler
 from roomcast.rooms.data import DATA_TRACK_LABEL, LOSSY_LABEL, RELIABLE_LABEL, DataExchange
 from roomcast.rooms.data_tracks import DataTrackManager
 from roomcast.rooms.participant import Participant
 from roomcast.rooms.publisher_peer import MatchedSection, PublisherPeer
 from roomcast.rooms.room import Room
-from roomcast.rooms.subscriber_peer import SubscriberPeer
+from roomcast.rooms.subscriber_peer import SinglePcSubscriber, SubscriberPeer
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +86,21 @@ def apply_remote(transport: PeerTransport, description: SessionDescription) -> N
 
 class ParticipantTransports:
     def __init__(
-        self, taps: MediaTaps, room: Room, participant: Participant, *, subscriber_primary: bool
+        self,
+        taps: MediaTaps,
+        room: Room,
+        participant: Participant,
+        *,
+        subscriber_primary: bool,
+        single_pc: bool = False,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._taps = taps
         self._room = room
         self._participant = participant
-        self.subscriber_primary = subscriber_primary
+        self.single_pc = single_pc
+        # JoinResponse.subscriber_primary: never with one PeerConnection (the client's own).
+        self.subscriber_primary = subscriber_primary and not single_pc
         self._send_signal: SendSignal = _drop
         self._on_primary_state: StateListener = _ignore_state
         self._closed = False
@@ -92,6 +108,11 @@ class ParticipantTransports:
         self._pending_bytes = 0
         # Sending sections offered before their AddTrackRequest (the SDK may send either first).
         self._unmatched: dict[str, MatchedSection] = {}
+        self.subscriber: SubscriberPeer | SinglePcSubscriber
+        self.publisher: PublisherPeer | None = None
+        if single_pc:
+            self._subscriber_transport = self._create_single(scheduler)
+            return
 
         subscriber = taps.mux.create_transport(on_state=self._on_subscriber_state)
         subscriber.on_channel_open = self._on_subscriber_channel_open
@@ -109,7 +130,27 @@ class ParticipantTransports:
                 max_retransmits=0,
                 max_backlog=DATA_TRACK_BACKLOG,
             )
-        self.publisher: PublisherPeer | None = None
+
+    def _create_single(self, scheduler: Scheduler | None) -> PeerTransport:
+        """`/rtc/v1`: one transport for both roles, created now (it receives from the start)."""
+        transport = self._taps.mux.create_transport(on_state=self._on_single_state)
+        transport.on_channel_open = self._on_subscriber_channel_open
+        transport.on_data = self._on_publisher_data
+        transport.on_rtp = self._on_publisher_rtp
+        transport.on_rtcp = self._on_single_rtcp
+        # The client's `_data_track` carries subscribed data tracks: bounded as ours would be.
+        transport.bound_channel_backlog(DATA_TRACK_LABEL, DATA_TRACK_BACKLOG)
+        self.subscriber = SinglePcSubscriber(
+            transport,
+            self._taps.plane,
+            self._participant.sid,
+            self._signal,
+            scheduler or asyncio.get_running_loop(),
+        )
+        self.publisher = PublisherPeer(
+            transport, self._participant, self._signal, receiver=self.subscriber
+        )
+        return transport
 
     def bind(self, send_signal: SendSignal, on_primary_state: StateListener) -> None:
         """Connect to the session: where signals go, who hears the primary transport's state."""
@@ -122,7 +163,7 @@ class ParticipantTransports:
     # -- state -------------------------------------------------------------------------------
     def primary_connected(self) -> bool:
         """Is the primary transport (the one whose state is the participant's) connected?"""
-        if self.subscriber_primary:
+        if self.subscriber_primary or self.single_pc:
             primary: PeerTransport | None = self._subscriber_transport
         else:
             primary = self.publisher.transport if self.publisher is not None else None
@@ -139,14 +180,22 @@ class ParticipantTransports:
         if not self._closed and (not self.subscriber_primary or state == "failed"):
             self._on_primary_state(state)
 
+    def _on_single_state(self, state: str) -> None:
+        if not self._closed:
+            self._on_primary_state(state)
+
     # -- offers, answers, candidates ---------------------------------------------------------
     def send_subscriber_offer(self) -> None:
-        self.subscriber.send_offer()
+        """The first offer of the subscriber PC; on `/rtc/v1` the client offers first."""
+        if isinstance(self.subscriber, SubscriberPeer):
+            self.subscriber.send_offer()
 
     def restart_subscriber_ice(self) -> None:
-        """New local ICE credentials, then an offer carrying them (a resume is an ICE restart)."""
-        self._subscriber_transport.restart_ice()
-        self.subscriber.send_offer()
+        """New local ICE credentials, then an offer carrying them (a resume is an ICE restart).
+        On `/rtc/v1` the client restarts ICE with its next offer, and our answer follows it."""
+        if isinstance(self.subscriber, SubscriberPeer):
+            self._subscriber_transport.restart_ice()
+            self.subscriber.send_offer()
 
     def apply_offer(
         self, description: rtc.SessionDescription
@@ -173,6 +222,9 @@ class ParticipantTransports:
 
         Raises SdpError when the answer is unusable.
         """
+        if not isinstance(self.subscriber, SubscriberPeer):
+            log.debug("ignoring an answer on /rtc/v1: the server makes no offers there")
+            return
         answer = SessionDescription.parse(description.sdp)
         apply_remote(self._subscriber_transport, answer)
         self.subscriber.handle_answer(answer)
@@ -183,7 +235,7 @@ class ParticipantTransports:
         except SdpError as exc:
             log.debug("ignoring bad trickle candidate: %s", exc)
             return
-        if trickle.target == Target.SUBSCRIBER:
+        if trickle.target == Target.SUBSCRIBER or self.single_pc:
             transport: PeerTransport | None = self._subscriber_transport
         else:
             transport = self.publisher.transport if self.publisher is not None else None
@@ -269,6 +321,13 @@ class ParticipantTransports:
     def _on_publisher_rtcp(self, packet: bytes) -> None:
         self._taps.plane.handle_publisher_rtcp(self._participant.sid, packet)
 
+    def _on_single_rtcp(self, packet: bytes) -> None:
+        # Both handlers pick what is theirs by SSRC: sender reports of the client's tracks,
+        # feedback on what it receives.
+        plane = self._taps.plane
+        plane.handle_publisher_rtcp(self._participant.sid, packet)
+        plane.handle_subscriber_rtcp(self._participant.sid, packet)
+
     # -- end ---------------------------------------------------------------------------------
     def close(self) -> None:
         """Close every transport (in the background: DTLS close_notify, SCTP abort)."""
@@ -277,6 +336,8 @@ class ParticipantTransports:
         self._closed = True
         loop = asyncio.get_running_loop()
         publisher = self.publisher.transport if self.publisher is not None else None
+        if publisher is self._subscriber_transport:
+            publisher = None  # one transport (`/rtc/v1`)
         for transport in (self._subscriber_transport, publisher):
             if transport is not None:
                 task = loop.create_task(transport.close())
