@@ -17,7 +17,7 @@ data_tracks.py        DataTrackManager: data tracks, their subscriber handles, p
 tracks.py             TrackManager: AddTrackRequest → pending → published track records
 speakers.py           SpeakerDetector: SpeakersChanged from audio levels
 dynacast.py           Dynacast: which simulcast layers publishers should send
-subscriber_peer.py    the subscribing role: server offers on /rtc, answers client sections on /rtc/v1
+subscriber_peer.py    subscribing: the server offers (/rtc), or answers client sections (/rtc/v1)
 publisher_peer.py     the publisher PeerConnection: client offers, sections matched to tracks
 subscriptions.py      SubscriptionManager: who receives which track, permissions, layers
 join_response.py      JoinResponse / ReconnectResponse builders

@@ -232,3 +232,20 @@ def send_plan(
         msid=msid,
         ssrcs=[Ssrc(ssrc, attributes)],
     )
+
+
+def idle_plan(offered: MediaSection, extensions: tuple[str, ...]) -> MediaAnswerPlan | None:
+    """Answer a receive section that carries nothing: inactive, its first real codec, and the
+    offered header extensions among `extensions`. Answered without them, libwebrtc leaves
+    those extensions out of the client's next offers, for the sections it will publish on too."""
+    real = [
+        c for c in offered.codecs if c.name.lower() not in ("rtx", "red", "ulpfec", "flexfec-03")
+    ]
+    if not real:
+        return None
+    return MediaAnswerPlan(
+        codecs=[replace(real[0], rtcp_fb=[])],
+        extmaps=[replace(e) for e in offered.extmaps if e.uri in extensions],
+        direction="inactive",
+        simulcast=False,
+    )

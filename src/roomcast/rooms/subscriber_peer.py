@@ -24,12 +24,18 @@ from livekit.protocol import rtc
 from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.jsep import TransportParams, candidate_init, new_session_id
 from roomcast.media.publisher_answer import MediaAnswerPlan
-from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
+from roomcast.media.rtp import (
+    URI_AUDIO_LEVEL,
+    URI_DEPENDENCY_DESCRIPTOR,
+    URI_MID,
+    URI_REPAIRED_RID,
+    URI_RID,
+)
 from roomcast.media.sdp import Codec, MediaSection, Msid, SessionDescription
 from roomcast.media.subscriber_offer import DATA_MID, OutgoingTrack, build_subscriber_offer
 from roomcast.media.transport import PeerTransport
 from roomcast.rooms.contracts import Cancellable, Publication, Scheduler
-from roomcast.rooms.receive_slots import ReceiveSlots, offered_sections, send_plan
+from roomcast.rooms.receive_slots import ReceiveSlots, idle_plan, offered_sections, send_plan
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +208,21 @@ def _subscriber_codecs(publication: Publication) -> list[Codec]:
     ]
 
 
-# What a subscriber is answered on /rtc/v1, as `_subscriber_codecs` and `default_extmaps`
-# (media/subscriber_offer.py) offer it on /rtc.
+# What a subscriber's sections are answered with on /rtc/v1: the feedback `_subscriber_codecs`
+# offers on /rtc; the header extensions the plane forwards (the audio level) or writes (AV1's
+# Dependency Descriptor, as `default_extmaps` in media/subscriber_offer.py), and mid, which
+# the client offers in every section. An idle section keeps what a publishing one is answered
+# with (rooms/publisher_peer.py), in case the client starts sending on it.
 SEND_FEEDBACK = {"video": ("nack", "nack pli", "ccm fir", "goog-remb"), "audio": ()}
-SEND_EXTENSIONS = {"video": (URI_DEPENDENCY_DESCRIPTOR,), "audio": ()}
+IDLE_EXTENSIONS = (URI_MID, URI_RID, URI_REPAIRED_RID, URI_AUDIO_LEVEL, URI_DEPENDENCY_DESCRIPTOR)
+
+
+def send_extensions(track: OutgoingTrack) -> tuple[str, ...]:
+    if track.kind == "audio":
+        return (URI_MID, URI_AUDIO_LEVEL)
+    if any(c.name.lower() == "av1" for c in track.codecs):
+        return (URI_MID, URI_DEPENDENCY_DESCRIPTOR)
+    return (URI_MID,)
 
 
 class SinglePcSubscriber:
@@ -309,11 +326,11 @@ class SinglePcSubscriber:
 
     def plan(self, section: MediaSection) -> MediaAnswerPlan | None:
         """How to answer one of the client's recvonly sections: sendonly with the track on it,
-        or None (inactive) when it carries none."""
+        or inactive when it carries none."""
         slot = self._slots.slots.get(section.mid or "")
         track = self._tracks.get(slot.track or "") if slot is not None else None
         if track is None:
-            return None
+            return idle_plan(section, IDLE_EXTENSIONS)
         plan = send_plan(
             section,
             track.codecs,
@@ -321,12 +338,12 @@ class SinglePcSubscriber:
             ssrc=track.ssrc,
             cname=track.cname,
             feedback=SEND_FEEDBACK[track.kind],
-            extensions=SEND_EXTENSIONS[track.kind],
+            extensions=send_extensions(track),
         )
         if plan is None:
             log.info("subscriber offers no codec of track %s", track.track_id)
             self._slots.unassign(track.track_id)
-            return None
+            return idle_plan(section, IDLE_EXTENSIONS)
         codecs = {f"{track.kind}/{c.name}".lower(): c.payload_type for c in plan.codecs}
         self._planned[track.track_id] = (codecs, {e.uri: e.id for e in plan.extmaps})
         return plan
