@@ -13,6 +13,9 @@ API (stable; bench/compare.py uses it):
     sdp = peer.create_offer([LocalTrack(kind="video", track_id="cid", stream_id="s",
                                         codecs=[...], extmaps=[...], ssrcs=[1234])])
     peer.set_answer(answer_sdp)                  # starts ICE, then DTLS
+    # one PeerConnection for both (LiveKit /rtc/v1): recvonly sections in our offers
+    sdp = peer.create_offer([track, ReceiveSection(kind="audio", codecs=[...])])
+    peer.set_answer(answer_sdp)                  # peer.remote_tracks: what the answer sends
     # subscriber side: the remote offers
     answer_sdp = peer.answer(offer_sdp)          # peer.remote_tracks: mid -> RemoteTrack
     peer.add_remote_candidate("candidate:…")     # trickled candidates, any time
@@ -50,13 +53,21 @@ from roomcast.media.stun import parse_stun
 from roomcast.media.transport import HOST_PRIORITY
 
 from .ice import Address, IceAgent
-from .sdp import LocalTrack, RemoteTrack, build_answer, build_offer
+from .sdp import (
+    LocalTrack,
+    ReceiveSection,
+    RemoteTrack,
+    build_answer,
+    build_offer,
+    remote_tracks_of,
+)
 from .tcp import TcpDialer
 
 __all__ = [
     "ClientPeer",
     "LocalTrack",
     "PeerError",
+    "ReceiveSection",
     "RemoteTrack",
     "TransportState",
     "shared_certificate",
@@ -175,9 +186,10 @@ class ClientPeer(asyncio.DatagramProtocol):
             self.ice.local_ufrag, self.ice.local_pwd, self.certificate.fingerprint(), [candidate]
         )
 
-    def create_offer(self, tracks: list[LocalTrack]) -> str:
-        """Offer one sendonly section per track (mids assigned in order, see LocalTrack.mid).
-        The offerer is the controlling ICE agent (RFC 8445 §6.1.1)."""
+    def create_offer(self, tracks: list[LocalTrack] | list[LocalTrack | ReceiveSection]) -> str:
+        """Offer one sendonly section per track, one recvonly section per ReceiveSection (mids
+        assigned in order, see LocalTrack.mid). The offerer is the controlling ICE agent
+        (RFC 8445 §6.1.1)."""
         self._version += 1
         self.ice.controlling = True
         return build_offer(
@@ -185,9 +197,11 @@ class ClientPeer(asyncio.DatagramProtocol):
         )
 
     def set_answer(self, sdp: str) -> None:
-        """Apply the remote answer to our offer. Raises SdpError."""
+        """Apply the remote answer to our offer; what it sends on our recvonly sections is
+        `remote_tracks` then. Raises SdpError."""
         desc = SessionDescription.parse(sdp)
         remote = remote_transport(desc)
+        self.remote_tracks = {t.mid: t for t in remote_tracks_of(desc)}
         # RFC 5763 §5: an answer of passive makes us the DTLS client, active the server.
         if remote.setup not in ("active", "passive"):
             raise SdpError(f"an answer must say a=setup:active or passive, not {remote.setup}")

@@ -2,17 +2,22 @@
 
 A client offers sendonly audio/video sections (the publisher PeerConnection), shaped like
 Chrome's: simulcast by `a=rid`/`a=simulcast` without SSRCs (RFC 8853), a single stream with
-`a=ssrc` lines. It answers a server's offer (the subscriber PeerConnection) with recvonly
-sections taking the offered codecs and extension ids as they are. Everything is BUNDLEd on one
-transport with one ICE ufrag/pwd and one DTLS certificate (RFC 8843). The pieces both roles
-share (transport, data section, setup rule, the remote's transport) are in media/jsep.py.
+`a=ssrc` lines. On LiveKit's `/rtc/v1` it also offers recvonly sections (`ReceiveSection`) for
+what it will receive, and reads the tracks the server sends from the answer
+(`remote_tracks_of`). It answers a server's offer (the subscriber PeerConnection of `/rtc`) with
+recvonly sections taking the offered codecs and extension ids as they are. Everything is
+BUNDLEd on one transport with one ICE ufrag/pwd and one DTLS certificate (RFC 8843). The pieces
+both roles share (transport, data section, setup rule, the remote's transport) are in
+media/jsep.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from roomcast.media.jsep import (
+    NULL_RTCP,
+    RTP_PROTO,
     SCTP_PORT,
     TransportParams,
     answer_bundle,
@@ -24,6 +29,7 @@ from roomcast.media.jsep import (
     rejected_section,
     remote_transport,
     send_section,
+    transport_section,
 )
 from roomcast.media.sdp import (
     Attribute,
@@ -61,6 +67,17 @@ class LocalTrack:
 
 
 @dataclass(slots=True)
+class ReceiveSection:
+    """A recvonly section a client offers for what it will receive (LiveKit's `/rtc/v1`, where
+    the server answers it sendonly with a track, or inactive)."""
+
+    kind: str  # "audio" | "video"
+    codecs: list[Codec]
+    extmaps: list[Extmap] = field(default_factory=list)
+    mid: str = ""  # set by build_offer
+
+
+@dataclass(slots=True)
 class RemoteTrack:
     """One sending section of the remote's offer: what we receive on it."""
 
@@ -74,15 +91,33 @@ class RemoteTrack:
 
 
 def build_offer(
-    ice: TransportParams, tracks: list[LocalTrack], *, session_id: str, version: int
+    ice: TransportParams,
+    sections: list[LocalTrack] | list[LocalTrack | ReceiveSection],
+    *,
+    session_id: str,
+    version: int,
 ) -> str:
-    """A publisher offer: one sendonly section per track, mids "0", "1", … in order."""
+    """An offer: one sendonly section per track and one recvonly section per ReceiveSection,
+    mids "0", "1", … in order (an offer that only appends keeps every earlier mid, as JSEP
+    §5.2.2 requires of subsequent offers)."""
     desc = _session(session_id, version)
-    for index, track in enumerate(tracks):
-        track.mid = str(index)
-        desc.media.append(_send_section(ice, track))
-    desc.groups.append(Group("BUNDLE", [t.mid for t in tracks]))  # RFC 8843 §7.2
+    for index, section in enumerate(sections):
+        section.mid = str(index)
+        if isinstance(section, LocalTrack):
+            desc.media.append(_send_section(ice, section))
+        else:
+            desc.media.append(_receive_section(ice, section))
+    desc.groups.append(Group("BUNDLE", [s.mid for s in sections]))  # RFC 8843 §7.2
     return desc.serialize()
+
+
+def remote_tracks_of(answer: SessionDescription) -> list[RemoteTrack]:
+    """The tracks the remote sends in its answer to our offer (sendonly sections)."""
+    return [
+        _remote_track(section)
+        for section in answer.media
+        if not section.rejected and section.direction in ("sendonly", "sendrecv")
+    ]
 
 
 def build_answer(
@@ -148,6 +183,19 @@ def _send_section(ice: TransportParams, track: LocalTrack) -> MediaSection:
             Ssrc(ssrc, [Attribute("cname", track.stream_id), Attribute("msid", msid_value)])
             for ssrc in track.ssrcs[:1]
         ]
+    return section
+
+
+def _receive_section(ice: TransportParams, receive: ReceiveSection) -> MediaSection:
+    """A recvonly section of an offer (RFC 8829 §5.2.1: a=setup:actpass, rtcp-mux)."""
+    codecs = [replace(c, rtcp_fb=list(c.rtcp_fb)) for c in receive.codecs]
+    fmts = [str(c.payload_type) for c in codecs]
+    section = MediaSection(receive.kind, 9, RTP_PROTO, fmts, mid=receive.mid, rtcp=NULL_RTCP)
+    transport_section(section, ice, "actpass")
+    section.direction = "recvonly"
+    section.rtcp_mux = section.rtcp_rsize = True
+    section.codecs = codecs
+    section.extmaps = [replace(e) for e in receive.extmaps]
     return section
 
 

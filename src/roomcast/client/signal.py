@@ -1,15 +1,23 @@
-"""A LiveKit signalling client: the v0 `/rtc` WebSocket with livekit-protocol messages.
+"""A LiveKit signalling client: the `/rtc` or `/rtc/v1` WebSocket with livekit-protocol messages.
 
 Flow (docs/protocol/01-signalling-connection.md, docs/protocol/02-join-and-transports.md,
 docs/protocol/07-reconnect-ping-leave.md): connect with the token in the query → the first message
 is the JoinResponse → ping_req every `ping_interval` (answered by pong_resp) → offers, answers and
 trickles for both PeerConnections → leave. Responses are dispatched to callbacks; requests that
 expect a specific response (`add_track`) return a future.
+
+With a `JoinRequest` (`connect(join_request=…)`) the client joins `/rtc/v1` instead
+(docs/protocol/19-signalling-v1.md): the request, gzip-compressed as the SDKs send it, carries
+the options, the AddTrackRequests (`expect_published` gives their futures) and the first offer
+of the one PeerConnection; the server answers it after the JoinResponse and asks for more
+receive sections with `MediaSectionsRequirement` (`on_media_sections`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import logging
 import time
 from collections.abc import Callable
@@ -34,24 +42,69 @@ class SignalError(Exception):
     """Connecting or joining failed; the message says why (HTTP status and body, leave)."""
 
 
-def rtc_url(url: str, token: str, *, auto_subscribe: bool, adaptive_stream: bool) -> str:
-    """`ws(s)://host/rtc?access_token=…` from a LiveKit URL (http(s) or ws(s), any path)."""
+SDK_VERSION = f"roomcast-loadtest-{__version__}"  # with sdk "python", the closest ClientInfo.SDK
+
+
+def rtc_url(
+    url: str,
+    token: str,
+    *,
+    auto_subscribe: bool,
+    adaptive_stream: bool,
+    join_request: proto.JoinRequest | None = None,
+) -> str:
+    """`ws(s)://host/rtc?access_token=…` from a LiveKit URL (http(s) or ws(s), any path), or
+    `…/rtc/v1?access_token=…&join_request=…` with a JoinRequest (which carries the options)."""
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
         raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r}")
+    path = parts.path.rstrip("/") + "/rtc"
+    if join_request is not None:
+        params = {"access_token": token, "join_request": wrap_join_request(join_request)}
+        return urlunsplit((scheme, parts.netloc, path + "/v1", urlencode(params), ""))
     query = urlencode(
         {
             "access_token": token,
             "protocol": PROTOCOL,
             "auto_subscribe": int(auto_subscribe),
             "adaptive_stream": int(adaptive_stream),
-            "sdk": "python",  # closest ClientInfo.SDK; the version says who we are
-            "version": f"roomcast-loadtest-{__version__}",
+            "sdk": "python",
+            "version": SDK_VERSION,
         }
     )
-    path = parts.path.rstrip("/") + "/rtc"
     return urlunsplit((scheme, parts.netloc, path, query, ""))
+
+
+def join_request(
+    *,
+    auto_subscribe: bool,
+    adaptive_stream: bool,
+    add_tracks: list[proto.AddTrackRequest] | None = None,
+    offer: proto.SessionDescription | None = None,
+) -> proto.JoinRequest:
+    """A `/rtc/v1` JoinRequest with what `rtc_url` puts in the `/rtc` query string."""
+    request = proto.JoinRequest(
+        client_info=models.ClientInfo(
+            sdk=models.ClientInfo.SDK.PYTHON, version=SDK_VERSION, protocol=PROTOCOL
+        ),
+        connection_settings=proto.ConnectionSettings(
+            auto_subscribe=auto_subscribe, adaptive_stream=adaptive_stream
+        ),
+        add_track_requests=add_tracks or [],
+    )
+    if offer is not None:
+        request.publisher_offer.CopyFrom(offer)
+    return request
+
+
+def wrap_join_request(request: proto.JoinRequest) -> str:
+    """`join_request`'s value: a gzip-compressed WrappedJoinRequest, base64url (as the SDKs)."""
+    wrapped = proto.WrappedJoinRequest(
+        compression=proto.WrappedJoinRequest.GZIP,
+        join_request=gzip.compress(request.SerializeToString()),
+    )
+    return base64.urlsafe_b64encode(wrapped.SerializeToString()).decode()
 
 
 class SignalClient:
@@ -71,6 +124,8 @@ class SignalClient:
         self.on_answer: Callable[[proto.SessionDescription], None] | None = None
         self.on_trickle: Callable[[str, int], None] | None = None  # candidate, target
         self.on_update: Callable[[proto.ParticipantUpdate], None] | None = None
+        # /rtc/v1: the server asks for (audio, video) more receive sections and another offer
+        self.on_media_sections: Callable[[int, int], None] | None = None
         self.on_message: Callable[[proto.SignalResponse], None] | None = None  # everything else
 
     async def connect(
@@ -81,8 +136,16 @@ class SignalClient:
         auto_subscribe: bool = True,
         adaptive_stream: bool = False,
         timeout: float = 15.0,
+        join_request: proto.JoinRequest | None = None,
     ) -> proto.JoinResponse:
-        target = rtc_url(url, token, auto_subscribe=auto_subscribe, adaptive_stream=adaptive_stream)
+        """Join on `/rtc`, or on `/rtc/v1` with a `join_request` (then its own options count)."""
+        target = rtc_url(
+            url,
+            token,
+            auto_subscribe=auto_subscribe,
+            adaptive_stream=adaptive_stream,
+            join_request=join_request,
+        )
         try:
             self._ws = await self._session.ws_connect(
                 target, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), autoping=True
@@ -115,9 +178,14 @@ class SignalClient:
     def add_track(self, request: proto.AddTrackRequest) -> asyncio.Future[models.TrackInfo]:
         """Send AddTrackRequest; the future resolves with the TrackInfo of
         TrackPublishedResponse (docs/protocol/03-publishing.md §3.1 step 3)."""
-        future: asyncio.Future[models.TrackInfo] = asyncio.get_running_loop().create_future()
-        self._published[request.cid] = future
+        future = self.expect_published(request.cid)
         self.send(proto.SignalRequest(add_track=request))
+        return future
+
+    def expect_published(self, cid: str) -> asyncio.Future[models.TrackInfo]:
+        """The future of an AddTrackRequest sent another way (in a `/rtc/v1` JoinRequest)."""
+        future: asyncio.Future[models.TrackInfo] = asyncio.get_running_loop().create_future()
+        self._published[cid] = future
         return future
 
     def send_offer(self, sdp: str, offer_id: int = 0) -> None:
@@ -231,6 +299,9 @@ class SignalClient:
                     future.set_exception(SignalError(f"add_track refused: {reason}"))
         elif which == "update" and self.on_update is not None:
             self.on_update(response.update)
+        elif which == "media_sections_requirement" and self.on_media_sections is not None:
+            wanted = response.media_sections_requirement
+            self.on_media_sections(wanted.num_audios, wanted.num_videos)
         elif which == "pong_resp":
             self.rtt_ms = time.time() * 1000 - response.pong_resp.last_ping_timestamp
         elif which == "leave":

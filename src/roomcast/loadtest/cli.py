@@ -14,7 +14,7 @@ from roomcast import durations
 from roomcast.client.media import RESOLUTIONS
 
 from .report import progress_line, render, summarize
-from .runner import LAYOUTS, LoadTest, LoadTestConfig
+from .runner import LAYOUTS, PROTOCOLS, LoadTest, LoadTestConfig
 
 
 class UsageError(Exception):
@@ -69,6 +69,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--simulate-speakers", action="store_true", help="audio levels with changing speakers"
     )
+    p.add_argument(
+        "--protocol",
+        default="v1",
+        help="signalling: v1 (/rtc/v1, one PeerConnection, as the SDKs) or v0 (/rtc, two)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> LoadTestConfig:
@@ -106,6 +111,8 @@ def config_from_args(args: argparse.Namespace) -> LoadTestConfig:
         )
     if args.layout is not None and args.layout not in LAYOUTS:
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {args.layout!r}")
+    if args.protocol not in PROTOCOLS:
+        raise UsageError(f"--protocol must be v0 or v1, got {args.protocol!r}")
     return LoadTestConfig(
         url=args.url,
         api_key=args.api_key,
@@ -121,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> LoadTestConfig:
         num_per_second=args.num_per_second,
         layout=args.layout,
         simulate_speakers=args.simulate_speakers,
+        protocol=args.protocol,
     )
 
 
@@ -157,7 +165,10 @@ async def _run(config: LoadTestConfig) -> int:
             print(progress_line(test), file=sys.stderr, flush=True)
 
     rooms = ", ".join(config.room_names())
-    print(f"load test on {config.url}, rooms: {rooms}", file=sys.stderr)
+    print(
+        f"load test on {config.url} ({config.protocol} signalling), rooms: {rooms}",
+        file=sys.stderr,
+    )
     await test.run(progress=progress, stop=stop)
     if tty:
         print(file=sys.stderr)

@@ -1,9 +1,14 @@
-"""One simulated participant: signalling, its two PeerConnections, its senders or receivers.
+"""One simulated participant: signalling, its PeerConnections, its senders or receivers.
 
-Publishers announce tracks (AddTrackRequest, docs/protocol/03-publishing.md §3.1), offer them on the
-publisher PC and send synthetic media once connected. Every participant answers the server's offers
-on the subscriber PC (docs/protocol/04-subscribing.md); subscribers count what arrives per SSRC and,
-with a layout, tell the server the size each video is shown at (UpdateTrackSettings,
+On `/rtc` (protocol "v0") publishers announce tracks (AddTrackRequest,
+docs/protocol/03-publishing.md §3.1), offer them on the publisher PC and send synthetic media
+once connected; every participant answers the server's offers on the subscriber PC
+(docs/protocol/04-subscribing.md). On `/rtc/v1` (protocol "v1", as the SDKs join,
+docs/protocol/19-signalling-v1.md) one PeerConnection does both: the JoinRequest carries the
+AddTrackRequests and the first offer (the tracks, then three recvonly audio and three recvonly
+video sections), the answer says what the server sends on those, and `MediaSectionsRequirement`
+adds sections and another offer. Subscribers count what arrives per SSRC and, with a layout,
+tell the server the size each video is shown at (UpdateTrackSettings,
 docs/protocol/04-subscribing.md §4.5).
 """
 
@@ -13,6 +18,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -31,8 +37,8 @@ from roomcast.client.media import (
     VideoLayer,
     VideoSender,
 )
-from roomcast.client.peer import ClientPeer, LocalTrack
-from roomcast.client.signal import PUBLISHER, SUBSCRIBER, SignalClient
+from roomcast.client.peer import ClientPeer, LocalTrack, ReceiveSection, RemoteTrack
+from roomcast.client.signal import PUBLISHER, SUBSCRIBER, SignalClient, join_request
 from roomcast.media.rtcp import ReportBlock, build_nack, build_rr
 from roomcast.media.rtp import URI_AUDIO_LEVEL, URI_MID, URI_RID
 from roomcast.media.sdp import Codec, Extmap, SdpError
@@ -45,6 +51,8 @@ MAX_NACK_GAP = 16  # a larger jump is a layer switch or a restart, not loss wort
 # libwebrtc's sender SSRC for RTCP of a receive-only peer (docs/protocol/16-media-interop.md §6)
 RECEIVER_SSRC = 1
 _U16_U32 = struct.Struct("!H4xI")  # sequence number, then SSRC 4 bytes later
+PROTOCOLS = ("v0", "v1")
+INITIAL_RECEIVE_SECTIONS = 3  # of each kind in the first /rtc/v1 offer, as the SDKs
 
 
 @dataclass(slots=True)
@@ -101,12 +109,22 @@ def _layout_size(layout: str, index: int) -> tuple[int, int] | None:
 
 
 class LoadParticipant:
-    def __init__(self, role: Role, url: str, token: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        role: Role,
+        url: str,
+        token: str,
+        session: aiohttp.ClientSession,
+        protocol: str = "v1",
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
         self.role = role
         self.url = url
         self.token = token
+        self.protocol = protocol
         self.signal = SignalClient(session)
-        self.subscriber = ClientPeer()
+        self.subscriber = ClientPeer()  # on v1 the one PeerConnection, publishing too
         self.publisher: ClientPeer | None = None
         self.senders: list[Sender] = []
         self.track_sids: dict[str, str] = {}  # cid → TR_ sid
@@ -116,12 +134,17 @@ class LoadParticipant:
         self.joined_at: float | None = None  # JoinResponse
         self.first_media_at: float | None = None  # first RTP on the subscriber PC
         self.nacks_sent = 0
+        self.early_packets = 0  # v1: RTP before the answer announcing its SSRC (dropped)
         self.stopped = False
         self._by_ssrc: dict[int, ReceiveStats] = {}
         self._track_of_ssrc: dict[int, TrackReceive] = {}
         self._tiles: list[str] = []  # video track sids in the order they arrived (layout)
         self._next_rr = 0.0
         self._offer_id = 0
+        # /rtc/v1: the sections of our offers, in m-line order, and the offer/answer state.
+        self._sections: list[LocalTrack | ReceiveSection] = []
+        self._awaiting_answer = False
+        self._offer_again = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def join(self, started_at: float) -> None:
@@ -134,6 +157,9 @@ class LoadParticipant:
             log.debug("participant %s failed", self.role.identity, exc_info=True)
 
     async def _join(self) -> None:
+        if self.protocol == "v1":
+            await self._join_single()
+            return
         role = self.role
         await self.subscriber.start()
         self.subscriber.on_rtp = self._on_rtp
@@ -152,14 +178,30 @@ class LoadParticipant:
         await self.subscriber.wait_connected(CONNECT_TIMEOUT)
 
     async def _publish(self) -> None:
-        role = self.role
         peer = self.publisher = ClientPeer()
         await peer.start()
+        tracks, requests, senders = self._local_media(peer)
+        infos = await asyncio.wait_for(
+            asyncio.gather(*(self.signal.add_track(r) for r in requests)), CONNECT_TIMEOUT
+        )
+        for track, info in zip(tracks, infos, strict=True):
+            self.track_sids[track.track_id] = info.sid
+        self._offer_id += 1
+        self.signal.send_offer(peer.create_offer(tracks), self._offer_id)
+        peer.on_rtcp = _feed_rtcp(senders)
+        await peer.wait_connected(CONNECT_TIMEOUT)
+        self.senders = senders
+
+    def _local_media(
+        self, peer: ClientPeer
+    ) -> tuple[list[LocalTrack], list[proto.AddTrackRequest], list[Sender]]:
+        """The role's tracks (numbered "0", "1", … in this order by build_offer), their
+        AddTrackRequests and their senders."""
+        role = self.role
         stream_id = f"{role.identity}-stream"
         tracks: list[LocalTrack] = []
         requests: list[proto.AddTrackRequest] = []
         senders: list[Sender] = []
-        # build_offer numbers the sections "0", "1", … in this order.
         if role.audio:
             audio = AudioSender(
                 peer.send_rtp,
@@ -192,21 +234,71 @@ class LoadParticipant:
             senders.append(video)
             tracks.append(track)
             requests.append(_add_video_request(track.track_id, layers, ssrcs, role.simulcast))
-        infos = await asyncio.wait_for(
-            asyncio.gather(*(self.signal.add_track(r) for r in requests)), CONNECT_TIMEOUT
+        return tracks, requests, senders
+
+    # -- /rtc/v1: one PeerConnection ---------------------------------------------------------
+    async def _join_single(self) -> None:
+        role = self.role
+        peer = self.subscriber
+        await peer.start()
+        peer.on_rtp = self._on_rtp
+        tracks, requests, senders = self._local_media(peer)
+        if tracks:
+            self.publisher = peer
+        kinds = ["audio"] * INITIAL_RECEIVE_SECTIONS + ["video"] * INITIAL_RECEIVE_SECTIONS
+        self._sections = [*tracks, *(_receive_section(kind) for kind in kinds)]
+        self._offer_id = 1
+        self._awaiting_answer = True
+        offer = proto.SessionDescription(
+            type="offer", sdp=peer.create_offer(self._sections), id=self._offer_id
         )
+        published = [self.signal.expect_published(r.cid) for r in requests]
+        self.signal.on_answer = self._on_single_answer
+        self.signal.on_trickle = lambda candidate, _: peer.add_remote_candidate(candidate)
+        self.signal.on_media_sections = self._on_media_sections
+        request = join_request(
+            auto_subscribe=role.subscribe,
+            adaptive_stream=role.layout is not None,
+            add_tracks=requests,
+            offer=offer,
+        )
+        await self.signal.connect(self.url, self.token, join_request=request)
+        self.joined_at = time.monotonic()
+        infos = await asyncio.wait_for(asyncio.gather(*published), CONNECT_TIMEOUT)
         for track, info in zip(tracks, infos, strict=True):
             self.track_sids[track.track_id] = info.sid
-        self._offer_id += 1
-        self.signal.send_offer(peer.create_offer(tracks), self._offer_id)
-
-        def on_rtcp(packet: bytes) -> None:
-            for sender in senders:
-                sender.handle_rtcp(packet)
-
-        peer.on_rtcp = on_rtcp
+        peer.on_rtcp = _feed_rtcp(senders)
         await peer.wait_connected(CONNECT_TIMEOUT)
         self.senders = senders
+
+    def _on_single_answer(self, answer: proto.SessionDescription) -> None:
+        if answer.id != self._offer_id:
+            return  # an answer to an offer we have replaced
+        self._awaiting_answer = False
+        try:
+            self.subscriber.set_answer(answer.sdp)
+        except SdpError as exc:
+            self.error = f"bad answer: {exc}"
+            return
+        for track in self.subscriber.remote_tracks.values():
+            self._track_arrived(track)
+        if self._offer_again:
+            self._send_single_offer()
+
+    def _on_media_sections(self, audios: int, videos: int) -> None:
+        """The server needs more receive sections, or just another offer (0, 0)."""
+        kinds = ["audio"] * audios + ["video"] * videos
+        self._sections.extend(_receive_section(kind) for kind in kinds)
+        if self._awaiting_answer:
+            self._offer_again = True  # one offer at a time (JSEP §4.1.8)
+        else:
+            self._send_single_offer()
+
+    def _send_single_offer(self) -> None:
+        self._offer_again = False
+        self._awaiting_answer = True
+        self._offer_id += 1
+        self.signal.send_offer(self.subscriber.create_offer(self._sections), self._offer_id)
 
     async def leave(self) -> None:
         self.stopped = True
@@ -216,7 +308,7 @@ class LoadParticipant:
             pass
         self.subscriber.close()
         if self.publisher is not None:
-            self.publisher.close()
+            self.publisher.close()  # the same peer on v1: closing twice is harmless
 
     # -- driven by the scheduler -------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -237,12 +329,15 @@ class LoadParticipant:
             return
         self.signal.send_answer(answer, offer.id)
         for track in self.subscriber.remote_tracks.values():
-            sid = track.track_id
-            if sid and sid not in self.received:
-                self.received[sid] = TrackReceive(sid, track.kind)
-                if track.kind == "video" and self.role.layout is not None:
-                    self._tiles.append(sid)
-                    self._apply_layout(sid, len(self._tiles) - 1)
+            self._track_arrived(track)
+
+    def _track_arrived(self, track: RemoteTrack) -> None:
+        sid = track.track_id
+        if sid and sid not in self.received:
+            self.received[sid] = TrackReceive(sid, track.kind)
+            if track.kind == "video" and self.role.layout is not None:
+                self._tiles.append(sid)
+                self._apply_layout(sid, len(self._tiles) - 1)
 
     def _on_publisher_answer(self, answer: proto.SessionDescription) -> None:
         if self.publisher is None:
@@ -275,6 +370,11 @@ class LoadParticipant:
         seq, ssrc = _U16_U32.unpack_from(packet, 2)
         stats = self._by_ssrc.get(ssrc)
         if stats is None:
+            if self.protocol == "v1" and self.subscriber.track_by_ssrc(ssrc) is None:
+                # The server sends once its answer is out; this packet beat the answer here.
+                # A browser drops it too (its SSRC is not signalled yet).
+                self.early_packets += 1
+                return
             stats = self._new_stream(ssrc, seq)
         gap = stats.on_packet(seq, len(packet))
         if 0 < gap <= MAX_NACK_GAP:
@@ -301,6 +401,31 @@ class LoadParticipant:
             for s in list(self._by_ssrc.values())[:31]
         ]
         self.subscriber.send_rtcp(build_rr(RECEIVER_SSRC, blocks))
+
+
+def _feed_rtcp(senders: list[Sender]) -> Callable[[bytes], None]:
+    def on_rtcp(packet: bytes) -> None:
+        for sender in senders:
+            sender.handle_rtcp(packet)
+
+    return on_rtcp
+
+
+def _receive_section(kind: str) -> ReceiveSection:
+    """A recvonly section for what the server sends (/rtc/v1): the codecs and extension ids
+    our own tracks use, so each payload type means one thing across the bundle."""
+    if kind == "audio":
+        return ReceiveSection(
+            kind="audio",
+            codecs=[Codec(OPUS_PT, "opus", 48000, 2, "minptime=10;useinbandfec=1")],
+            extmaps=[Extmap(EXT_AUDIO_LEVEL, URI_AUDIO_LEVEL), Extmap(EXT_MID, URI_MID)],
+        )
+    feedback = ["nack", "nack pli", "ccm fir", "goog-remb"]
+    return ReceiveSection(
+        kind="video",
+        codecs=[Codec(VP8_PT, "VP8", 90000, None, None, feedback)],
+        extmaps=[Extmap(EXT_MID, URI_MID)],
+    )
 
 
 def _qualities(count: int) -> list[models.VideoQuality]:

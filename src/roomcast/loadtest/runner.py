@@ -15,10 +15,11 @@ import aiohttp
 from roomcast.auth import VideoGrant, create_token
 from roomcast.client.media import RESOLUTIONS
 
-from .participant import LoadParticipant, Role
+from .participant import PROTOCOLS, LoadParticipant, Role
 
 TICK = 0.01  # s: scheduler period (audio needs 20 ms, video 33 ms; jitter stays below a tick)
 LAYOUTS = ("speaker", "3x3", "4x4", "5x5")
+__all__ = ["LAYOUTS", "PROTOCOLS", "LoadTest", "LoadTestConfig"]
 TOKEN_TTL = 24 * 3600
 
 
@@ -39,6 +40,7 @@ class LoadTestConfig:
     layout: str | None = None
     simulate_speakers: bool = False
     subscribers_first: bool = False  # join order; lk joins publishers first
+    protocol: str = "v1"  # signalling: "v1" (/rtc/v1, one PeerConnection) or "v0" (/rtc, two)
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
 
     def room_names(self) -> list[str]:
@@ -152,7 +154,7 @@ class LoadTest:
                 video=VideoGrant(room_join=True, room=role.room),
                 ttl_seconds=TOKEN_TTL,
             )
-            participant = LoadParticipant(role, config.url, token, session)
+            participant = LoadParticipant(role, config.url, token, session, config.protocol)
             self.participants.append(participant)
             self._joins.append(loop.create_task(participant.join(started_at)))
 
