@@ -152,9 +152,11 @@ class BrowserPage:
         camera: bool = False,
         microphone: bool = False,
         simulcast: bool = True,
+        room_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         publish = {"camera": camera, "microphone": microphone, "simulcast": simulcast}
-        info: dict[str, Any] = await self.call("join", url, token, {"publish": publish})
+        options = {"publish": publish, "roomOptions": room_options or {}}
+        info: dict[str, Any] = await self.call("join", url, token, options)
         self.joined = True
         return info
 

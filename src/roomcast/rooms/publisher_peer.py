@@ -39,6 +39,10 @@ HEADER_EXTENSIONS = (
 # AV1's spatial and temporal layers are selected from its Dependency Descriptor (AV1 RTP
 # specification, appendix A); VP9's from its payload descriptor, so only AV1 asks for it.
 DEPENDENCY_DESCRIPTOR_CODECS = ("av1",)
+# The sections a client receives on (`/rtc/v1`) are answered with every extension a publishing
+# one may be: libwebrtc offers a new section only the extensions answered on the others of its
+# kind, so a narrower answer would leave the client's next published track without them.
+RECEIVE_EXTENSIONS = (*HEADER_EXTENSIONS, URI_DEPENDENCY_DESCRIPTOR)
 # goog-remb: Chrome only sends its top simulcast layer once it gets a bandwidth estimate.
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 AUDIO_FEEDBACK = ("nack",)
@@ -103,8 +107,9 @@ class SectionReceiver(Protocol):
         """Before the answer: the offer's receive sections."""
         ...
 
-    def plan(self, section: MediaSection) -> MediaAnswerPlan | None:
-        """The answer to one recvonly section; None: inactive."""
+    def plan(self, section: MediaSection, extensions: tuple[str, ...]) -> MediaAnswerPlan | None:
+        """The answer to one recvonly section, with the offered header extensions among
+        `extensions`; None: inactive."""
         ...
 
     def mid_to_track_id(self) -> dict[str, str]:
@@ -166,7 +171,7 @@ class PublisherPeer:
                 if section.rejected:
                     return None
                 if receiver is not None and section.direction == "recvonly":
-                    plan = receiver.plan(section)
+                    plan = receiver.plan(section, RECEIVE_EXTENSIONS)
                     if plan is not None:
                         return plan
                 return self._plans.get(section.mid) or _inactive_plan(section)

@@ -24,13 +24,6 @@ from livekit.protocol import rtc
 from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.jsep import TransportParams, candidate_init, new_session_id
 from roomcast.media.publisher_answer import MediaAnswerPlan
-from roomcast.media.rtp import (
-    URI_AUDIO_LEVEL,
-    URI_DEPENDENCY_DESCRIPTOR,
-    URI_MID,
-    URI_REPAIRED_RID,
-    URI_RID,
-)
 from roomcast.media.sdp import Codec, MediaSection, Msid, SessionDescription
 from roomcast.media.subscriber_offer import DATA_MID, OutgoingTrack, build_subscriber_offer
 from roomcast.media.transport import PeerTransport
@@ -208,21 +201,9 @@ def _subscriber_codecs(publication: Publication) -> list[Codec]:
     ]
 
 
-# What a subscriber's sections are answered with on /rtc/v1: the feedback `_subscriber_codecs`
-# offers on /rtc; the header extensions the plane forwards (the audio level) or writes (AV1's
-# Dependency Descriptor, as `default_extmaps` in media/subscriber_offer.py), and mid, which
-# the client offers in every section. An idle section keeps what a publishing one is answered
-# with (rooms/publisher_peer.py), in case the client starts sending on it.
+# The feedback a subscriber's sections are answered with on /rtc/v1, as `_subscriber_codecs`
+# offers it on /rtc.
 SEND_FEEDBACK = {"video": ("nack", "nack pli", "ccm fir", "goog-remb"), "audio": ()}
-IDLE_EXTENSIONS = (URI_MID, URI_RID, URI_REPAIRED_RID, URI_AUDIO_LEVEL, URI_DEPENDENCY_DESCRIPTOR)
-
-
-def send_extensions(track: OutgoingTrack) -> tuple[str, ...]:
-    if track.kind == "audio":
-        return (URI_MID, URI_AUDIO_LEVEL)
-    if any(c.name.lower() == "av1" for c in track.codecs):
-        return (URI_MID, URI_DEPENDENCY_DESCRIPTOR)
-    return (URI_MID,)
 
 
 class SinglePcSubscriber:
@@ -324,13 +305,15 @@ class SinglePcSubscriber:
         for track_sid in self._slots.offered(offered_sections(offer)):
             self._remove_downtrack(track_sid)
 
-    def plan(self, section: MediaSection) -> MediaAnswerPlan | None:
+    def plan(self, section: MediaSection, extensions: tuple[str, ...]) -> MediaAnswerPlan | None:
         """How to answer one of the client's recvonly sections: sendonly with the track on it,
-        or inactive when it carries none."""
+        or inactive when it carries none. The plane forwards the extensions a publisher sends
+        among those (the audio level), writes its own (AV1's Dependency Descriptor), and leaves
+        out the rest (media/rtp.py `ExtensionRewriter`)."""
         slot = self._slots.slots.get(section.mid or "")
         track = self._tracks.get(slot.track or "") if slot is not None else None
         if track is None:
-            return idle_plan(section, IDLE_EXTENSIONS)
+            return idle_plan(section, extensions)
         plan = send_plan(
             section,
             track.codecs,
@@ -338,12 +321,12 @@ class SinglePcSubscriber:
             ssrc=track.ssrc,
             cname=track.cname,
             feedback=SEND_FEEDBACK[track.kind],
-            extensions=send_extensions(track),
+            extensions=extensions,
         )
         if plan is None:
             log.info("subscriber offers no codec of track %s", track.track_id)
             self._slots.unassign(track.track_id)
-            return idle_plan(section, IDLE_EXTENSIONS)
+            return idle_plan(section, extensions)
         codecs = {f"{track.kind}/{c.name}".lower(): c.payload_type for c in plan.codecs}
         self._planned[track.track_id] = (codecs, {e.uri: e.id for e in plan.extmaps})
         return plan
