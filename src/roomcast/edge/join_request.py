@@ -38,7 +38,8 @@ def decode_join_request(param: str) -> rtc.JoinRequest:
     Raises JoinRequestError."""
     text = param.strip()
     try:
-        wrapped_bytes = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        padded = text + "=" * (-len(text) % 4)
+        wrapped_bytes = base64.b64decode(padded, altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise JoinRequestError("cannot base64 decode wrapped join request") from None
     wrapped = rtc.WrappedJoinRequest()

@@ -178,8 +178,8 @@ _DEFAULTS = {"packetization-mode": "0", "profile-id": "0", "profile": "0"}
 
 def matching_codec(offered: MediaSection, codec: Codec) -> Codec | None:
     """The payload type of `offered` that carries `codec`'s stream: the same encoding name,
-    clock rate and stream-shaping fmtp parameters; for H.264 the same profile too when offered
-    (the client's preference order breaks ties)."""
+    clock rate and stream-shaping fmtp parameters; for H.264 the closest profile offered (the
+    client's preference order breaks ties)."""
     name = codec.name.lower()
     wanted = codec.parameters()
     candidates = [
@@ -193,9 +193,17 @@ def matching_codec(offered: MediaSection, codec: Codec) -> Codec | None:
         )
     ]
     if name == "h264":
-        profile = wanted.get("profile-level-id", "")[:2].lower()
-        same = [c for c in candidates if c.parameters().get("profile-level-id", "")[:2] == profile]
-        candidates = same or candidates
+        # profile_idc and profile-iop (RFC 6184 §8.1), else profile_idc alone, else any
+        profile = wanted.get("profile-level-id", "").lower()
+        for length in (4, 2):
+            same = [
+                c
+                for c in candidates
+                if c.parameters().get("profile-level-id", "").lower()[:length] == profile[:length]
+            ]
+            if same:
+                candidates = same
+                break
     return candidates[0] if candidates else None
 
 
