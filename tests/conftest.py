@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from livekit import api
 from roomcast.auth import VideoGrant, create_token
 from roomcast.config import Overrides, load_config
 from roomcast.server import Server
+from tests import signalling as signalling_path
 
 # Property tests check behaviour, never speed: Hypothesis's per-example deadline is a timing
 # assertion that a busy machine fails.
@@ -47,9 +48,16 @@ ServerFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[ServerFactory]:
+def started_servers() -> list[Server]:
+    """The servers `start_server` started in this test (the `signalling` fixture checks which
+    paths they saw, whichever of the two fixtures came first)."""
+    return []
+
+
+@pytest.fixture
+async def start_server(started_servers: list[Server]) -> AsyncIterator[ServerFactory]:
     """Start servers with a YAML config body; all are stopped at the end of the test."""
-    started: list[Server] = []
+    started = started_servers
 
     async def start(config_body: str = "", **overrides: Any) -> Server:
         body = f"port: 0\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [127.0.0.1]\n"
@@ -64,6 +72,23 @@ async def start_server() -> AsyncIterator[ServerFactory]:
     yield start
     for server in reversed(started):
         await server.stop()
+
+
+@pytest.fixture(params=["v1", "v0"])
+def signalling(request: pytest.FixtureRequest, started_servers: list[Server]) -> Iterator[str]:
+    """Run the test with the official SDKs on both signalling paths (tests/signalling.py):
+    "v1" as they join by default, "v0" forced. Afterwards every server the test started must
+    have seen only that path: the SDKs did not fall back."""
+    path: str = request.param
+    signalling_path.current = path
+    try:
+        yield path
+    finally:
+        signalling_path.current = "v1"
+    seen = [dict(server.rtc.requests_by_path) for server in started_servers]
+    expected = signalling_path.PATHS[path]
+    assert all(set(paths) <= {expected} for paths in seen), f"on {path} the servers saw {seen}"
+    assert any(seen), f"no server saw {expected}"
 
 
 @pytest.fixture

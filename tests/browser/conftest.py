@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests import signalling
+
 CHROMIUM = Path("/usr/bin/chromium")
 HERE = Path(__file__).resolve().parent
 PAGE_DIR = HERE / "page"
@@ -155,7 +157,7 @@ class BrowserPage:
         room_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         publish = {"camera": camera, "microphone": microphone, "simulcast": simulcast}
-        options = {"publish": publish, "roomOptions": room_options or {}}
+        options = {"publish": publish, "roomOptions": signalling.browser_room_options(room_options)}
         info: dict[str, Any] = await self.call("join", url, token, options)
         self.joined = True
         return info

@@ -3,12 +3,14 @@ SDK participant: they see each other and exchange data packets both ways."""
 
 from __future__ import annotations
 
+import pytest
+
 from roomcast.server import Server
 from tests.browser.conftest import NewPage, requires_chromium
 from tests.conftest import url_of
 from tests.integration.sdk import join_token, joined
 
-pytestmark = requires_chromium
+pytestmark = [requires_chromium, pytest.mark.usefixtures("signalling")]
 
 
 async def test_browser_and_python_see_each_other_and_exchange_data(

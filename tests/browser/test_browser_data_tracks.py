@@ -24,7 +24,7 @@ from tests.integration.data_track_sdk import (
 )
 from tests.integration.sdk import join_token, until
 
-pytestmark = requires_chromium
+pytestmark = [requires_chromium, pytest.mark.usefixtures("signalling")]
 
 HELPERS = Path(__file__).resolve().parent / "page" / "data_tracks.js"
 FRAME = 40_000  # three packets (clients cut frames at 16 000 bytes)

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from roomcast.server import Server
+from tests import signalling
 from tests.browser.conftest import BrowserPage, NewPage, requires_chromium
 from tests.conftest import url_of
 from tests.integration.sdk import join_token
 
-pytestmark = [requires_chromium, pytest.mark.media]
+pytestmark = [requires_chromium, pytest.mark.media, pytest.mark.usefixtures("signalling")]
 
 LOW, MEDIUM, HIGH = 0, 1, 2  # livekit-client's VideoQuality
 WIDTHS = {LOW: 320, MEDIUM: 640, HIGH: 1280}  # the fake camera is 1280x720
@@ -48,7 +49,8 @@ async ([identity, quality, width, timeoutMs]) => {
 
 async def publish_camera(page: BrowserPage, url: str, token: str, codec: str) -> dict[str, Any]:
     publish = {"camera": True, "microphone": False, "simulcast": True, "videoCodec": codec}
-    info: dict[str, Any] = await page.call("join", url, token, {"publish": publish})
+    options = {"publish": publish, "roomOptions": signalling.browser_room_options()}
+    info: dict[str, Any] = await page.call("join", url, token, options)
     page.joined = True
     return info
 

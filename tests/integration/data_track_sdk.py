@@ -20,7 +20,7 @@ from livekit import rtc
 
 from roomcast.server import Server
 from tests.conftest import url_of
-from tests.integration.sdk import EVENT_TIMEOUT, ROOM_EVENTS, Events, join_token
+from tests.integration.sdk import EVENT_TIMEOUT, ROOM_EVENTS, Events, join_token, room_options
 
 TIMESTAMP_BASE = 1_000_000
 DATA_TRACK_EVENTS = [*ROOM_EVENTS, "data_track_published", "data_track_unpublished"]
@@ -155,7 +155,7 @@ async def dt_joined(
     client = rtc.Room()
     events = Events(client, DATA_TRACK_EVENTS)
     url = server if isinstance(server, str) else url_of(server, "ws")
-    await client.connect(url, join_token(room, identity, **grant))
+    await client.connect(url, join_token(room, identity, **grant), room_options())
     try:
         yield client, events
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +12,7 @@ from livekit import rtc
 
 from roomcast.auth import VideoGrant
 from roomcast.server import Server
+from tests import signalling
 from tests.conftest import token, url_of
 
 EVENT_TIMEOUT = 20.0
@@ -99,6 +101,15 @@ def join_token(room: str, identity: str, **grant: Any) -> str:
     )
 
 
+def room_options(options: rtc.RoomOptions | None = None) -> rtc.RoomOptions:
+    """`options` on the test's signalling path (tests/signalling.py): `single_peer_connection`
+    False is the Python SDK's switch to `/rtc`; unset, it joins `/rtc/v1`."""
+    options = options or rtc.RoomOptions()
+    if signalling.forced_v0() and options.single_peer_connection is None:
+        options = dataclasses.replace(options, single_peer_connection=False)
+    return options
+
+
 @asynccontextmanager
 async def joined(
     server: Server,
@@ -112,7 +123,7 @@ async def joined(
     client = rtc.Room()
     events = Events(client, ROOM_EVENTS)
     await client.connect(
-        url_of(server, "ws"), join_token(room, identity, **grant), options or rtc.RoomOptions()
+        url_of(server, "ws"), join_token(room, identity, **grant), room_options(options)
     )
     try:
         yield client, events

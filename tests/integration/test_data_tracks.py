@@ -30,6 +30,9 @@ from tests.integration.test_metrics import scrape
 
 FRAME = 40_000  # three packets: clients cut frames into packets of at most 16 000 bytes
 
+# On /rtc/v1 and /rtc; the stalled subscriber is Roomcast's own SCTP client, on /rtc only.
+on_both_paths = pytest.mark.usefixtures("signalling")
+
 
 def check_frames(frames: list[Frame], size: int = FRAME) -> None:
     """Whole, unaltered frames with their user timestamps (in any order: the channel is
@@ -39,6 +42,7 @@ def check_frames(frames: list[Frame], size: int = FRAME) -> None:
     assert all(f.user_timestamp == TIMESTAMP_BASE + f.index for f in frames), frames[:3]
 
 
+@on_both_paths
 async def test_frames_reach_several_subscribers_and_a_late_one(server: Server) -> None:
     async with (
         dt_joined(server, "dt", "sub1") as (_, events1),
@@ -81,6 +85,7 @@ async def test_frames_reach_several_subscribers_and_a_late_one(server: Server) -
                 await reader.close()
 
 
+@on_both_paths
 async def test_publish_refusals_answer_at_once(server: Server) -> None:
     async with dt_joined(server, "refuse", "pub") as (pub, _):
         # (The SDK unpublishes a LocalDataTrack when the object goes: keep it.)
@@ -99,6 +104,7 @@ async def test_publish_refusals_answer_at_once(server: Server) -> None:
             await asyncio.wait_for(viewer.local_participant.publish_data_track(name="x"), 5)
 
 
+@on_both_paths
 async def test_the_data_track_limit_says_what_it_is(start_server: ServerFactory) -> None:
     server: Server = await start_server("limit:\n  max_data_tracks_per_participant: 1\n")
     async with dt_joined(server, "limited", "pub") as (pub, _):
@@ -108,6 +114,7 @@ async def test_the_data_track_limit_says_what_it_is(start_server: ServerFactory)
         assert kept.is_published()
 
 
+@on_both_paths
 async def test_disabled_data_tracks_refuse_publishing(start_server: ServerFactory) -> None:
     server: Server = await start_server("enable_data_tracks: false\n")
     async with dt_joined(server, "off", "pub") as (pub, _):
@@ -115,6 +122,7 @@ async def test_disabled_data_tracks_refuse_publishing(start_server: ServerFactor
             await asyncio.wait_for(pub.local_participant.publish_data_track(name="x"), 5)
 
 
+@on_both_paths
 async def test_tracks_go_when_the_publisher_leaves_or_loses_can_publish_data(
     server: Server,
 ) -> None:
@@ -146,6 +154,7 @@ async def test_tracks_go_when_the_publisher_leaves_or_loses_can_publish_data(
         await events.wait("data_track_unpublished", lambda sid: sid == second.info.sid)
 
 
+@on_both_paths
 async def test_the_publishers_subscription_permission_covers_data_tracks(server: Server) -> None:
     async with (
         dt_joined(server, "perm", "sub") as (_, events),
@@ -170,6 +179,7 @@ async def test_the_publishers_subscription_permission_covers_data_tracks(server:
             await reader.close()
 
 
+@on_both_paths
 async def test_resume_keeps_the_track_and_full_reconnect_republishes_it(server: Server) -> None:
     async with (
         dt_joined(server, "again", "sub") as (_, events),
@@ -215,6 +225,7 @@ async def test_resume_keeps_the_track_and_full_reconnect_republishes_it(server: 
             await reader.close()
 
 
+@on_both_paths
 async def test_metrics_count_data_track_packets(start_server: ServerFactory) -> None:
     prometheus_port = free_port()
     server: Server = await start_server(f"prometheus:\n  port: {prometheus_port}\n")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 import numpy as np
+import pytest
 from livekit import api, rtc
 
 from roomcast.server import Server
@@ -18,6 +19,8 @@ SAMPLE_RATE = 48000
 FRAME_SAMPLES = 480  # 10 ms
 AMPLITUDE = 0.3 * 32767
 WIDTH, HEIGHT = 320, 240
+
+pytestmark = pytest.mark.usefixtures("signalling")  # on /rtc/v1 and /rtc
 
 
 @asynccontextmanager

@@ -9,7 +9,8 @@ import pytest
 from livekit import rtc
 
 from roomcast.server import Server
-from tests.integration.sdk import ROOM_EVENTS, Events, join_token, joined, until
+from tests import signalling
+from tests.integration.sdk import ROOM_EVENTS, Events, join_token, joined, room_options, until
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_media_python import publishing, subscribed_track, video_frame_size
 
@@ -25,10 +26,11 @@ async def proxy(server: Server) -> AsyncIterator[TcpProxy]:
 async def connect_via(proxy: TcpProxy, room: str, identity: str) -> tuple[rtc.Room, Events]:
     client = rtc.Room()
     events = Events(client, [*ROOM_EVENTS, "reconnecting", "reconnected"])
-    await client.connect(f"ws://127.0.0.1:{proxy.port}", join_token(room, identity))
+    await client.connect(f"ws://127.0.0.1:{proxy.port}", join_token(room, identity), room_options())
     return client, events
 
 
+@pytest.mark.usefixtures("signalling")
 async def test_signal_drop_resumes_session_and_media_keeps_flowing(
     server: Server, proxy: TcpProxy
 ) -> None:
@@ -72,6 +74,7 @@ async def test_signal_drop_resumes_session_and_media_keeps_flowing(
         ("SIMULATE_SPEAKER", "speaker"),
     ],
 )
+@pytest.mark.usefixtures("signalling")
 async def test_sdk_simulate_scenarios(server: Server, scenario: str, outcome: str) -> None:
     async with (
         joined(server, "sim", "observer") as (_, observer_events),
@@ -227,6 +230,7 @@ async def test_misbehaving_participant_does_not_disturb_the_others(server: Serve
         await rowdy.leave()
 
 
+@pytest.mark.usefixtures("signalling")
 async def test_participant_without_signalling_is_kept_while_its_media_is_up(
     server: Server, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,7 +255,9 @@ async def test_participant_without_signalling_is_kept_while_its_media_is_up(
     ):
         role = Role("talker", "halfway", video=True, simulcast=False, layers=RESOLUTIONS["low"])
         url = f"ws://127.0.0.1:{proxy.port}"
-        talker = LoadParticipant(role, url, join_token("halfway", "talker"), http)
+        talker = LoadParticipant(
+            role, url, join_token("halfway", "talker"), http, signalling.current
+        )
         await talker.join(loop.time())
         assert talker.error is None
 

@@ -1,4 +1,5 @@
-"""Node `@livekit/rtc-node` (npm, unmodified) and the Python SDK in one room, exchanging data."""
+"""Node `@livekit/rtc-node` (npm, unmodified) and the Python SDK in one room, exchanging data
+and audio both ways, on both signalling paths (`/rtc/v1` as the SDKs join, `/rtc` forced)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from livekit import rtc
 
 from roomcast.server import Server
 from tests.conftest import url_of
 from tests.integration.sdk import join_token, joined
+from tests.integration.test_media_python import publishing, sine_energy, subscribed_track
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 pytestmark = pytest.mark.skipif(
@@ -44,13 +47,16 @@ class NodePeer:
         return await asyncio.wait_for(read(), timeout)
 
 
-async def test_node_and_python_participants_exchange_data(server: Server) -> None:
+async def test_node_and_python_participants_exchange_data_and_audio(
+    server: Server, signalling: str
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(NODE_DIR / "data_peer.mjs"),
         url_of(server, "ws"),
         join_token("mixed", "node-user"),
         "py-user",
+        signalling,
         cwd=NODE_DIR,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -73,6 +79,12 @@ async def test_node_and_python_participants_exchange_data(server: Server) -> Non
                 "topic": "py",
                 "text": "hello from python",
             }
+            # Node's sine reaches Python, and Python's reaches Node.
+            track = await subscribed_track(py_events, rtc.TrackKind.KIND_AUDIO, "node-user")
+            assert await asyncio.wait_for(sine_energy(track, frames=5), 30) > 0
+            async with publishing(py):
+                heard = await node.next("audio_heard")
+                assert heard["from"] == "py-user"
         assert proc.stdin is not None
         proc.stdin.write(b"quit\n")
         await proc.stdin.drain()

@@ -16,6 +16,8 @@ from roomcast.server import Server
 from tests.conftest import API_KEY, API_SECRET, token, url_of
 from tests.integration.sdk import joined, until
 
+pytestmark = pytest.mark.usefixtures("signalling")  # on /rtc/v1 and /rtc
+
 
 async def twirp_call(
     server: Server, method: str, request: Message, grant: VideoGrant
