@@ -22,6 +22,14 @@ from typing import Any
 import yaml
 
 from roomcast.config_keys import accepted_unknown, ignored_keys
+from roomcast.config_turn import (
+    TURNConfig,
+    TurnConfigError,
+    TURNServerConfig,
+    read_turn_secrets,
+    validate_turn,
+    validate_turn_server,
+)
 
 DEV_KEYS = {"devkey": "secret"}
 MIN_SECRET_LENGTH = 32  # characters, as livekit-server checks
@@ -67,6 +75,7 @@ class RTCConfig:
     # policy of media/sctp_backlog.py
     datachannel_slow_threshold: int = 0
     ips: IPFilterConfig = field(default_factory=IPFilterConfig)
+    turn_servers: list[TURNServerConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -217,12 +226,16 @@ class Config:
     prometheus_port: int = 0
     limit: LimitConfig = field(default_factory=LimitConfig)
     playground: PlaygroundConfig = field(default_factory=PlaygroundConfig)
+    turn: TURNConfig = field(default_factory=TURNConfig)
     # Roomcast-specific: proxies (addresses or networks) whose X-Forwarded-For names the client.
     trusted_proxies: list[str] = field(default_factory=list)
     # Seconds the webhook queue gets to drain on shutdown (Roomcast-specific).
     shutdown_flush_timeout: float = 5.0
     # Keys of the user's config that do nothing here, with why (not a YAML key: computed).
     ignored_keys: list[tuple[str, str]] = field(default_factory=list, init=False)
+    # The IP in this node's ICE candidates and TURN URLs: rtc.node_ip, else what the server
+    # chose at start-up (server.py); not a YAML key.
+    node_address: str = field(default="", init=False)
 
     @property
     def dev_mode(self) -> bool:
@@ -399,6 +412,10 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
     config.ignored_keys = ignored_keys(raw, udp_port_set=bool(config.rtc.udp_port))
     if config.key_file:
         config.keys = {**_read_key_file(config.key_file), **config.keys}
+    try:
+        read_turn_secrets(config.rtc.turn_servers)
+    except TurnConfigError as exc:
+        raise ConfigError(str(exc)) from None
     if config.development:
         if not config.keys:
             config.keys = dict(DEV_KEYS)
@@ -477,6 +494,20 @@ def validate(config: Config) -> None:
     for name in ("http_idle_timeout", "connections_per_ip", "signal_queue_bytes"):
         if getattr(config.limit, name) < 0:
             raise ConfigError(f"limit.{name} must not be negative")
+    try:
+        validate_turn(config.turn, _ports_in_use(config))
+        for index, server in enumerate(config.rtc.turn_servers):
+            validate_turn_server(server, f"rtc.turn_servers[{index}]")
+    except TurnConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _ports_in_use(config: Config) -> dict[tuple[str, int], str]:
+    """(protocol, port) → the key that takes it, for the TURN ports to be checked against."""
+    ports = {("udp", config.effective_udp_port): "rtc.udp_port", ("tcp", config.port): "port"}
+    if config.rtc.tcp_port:
+        ports[("tcp", config.rtc.tcp_port)] = "rtc.tcp_port"
+    return ports
 
 
 def candidate_allowed(address: str, ips: IPFilterConfig) -> bool:

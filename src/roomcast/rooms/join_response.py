@@ -15,13 +15,10 @@ from roomcast import LIVEKIT_COMPATIBLE_VERSION, PROTOCOL_VERSION, __version__
 from roomcast.config import Config
 from roomcast.rooms.participant import Participant
 from roomcast.rooms.room import Room
+from roomcast.turn.ice_servers import ice_servers
 
 PING_INTERVAL = 5  # seconds, as LiveKit (the Rust SDK needs it non-zero)
 PING_TIMEOUT = 15
-
-
-def ice_servers(config: Config) -> list[rtc.ICEServer]:
-    return [rtc.ICEServer(urls=config.rtc.stun_servers)] if config.rtc.stun_servers else []
 
 
 def join_response(
@@ -48,7 +45,7 @@ def join_response(
             region=config.region,
             node_id=node_id,
         ),
-        ice_servers=ice_servers(config),
+        ice_servers=ice_servers(config, participant.sid),
         subscriber_primary=subscriber_primary,
         ping_interval=PING_INTERVAL,
         ping_timeout=PING_TIMEOUT,
@@ -61,8 +58,9 @@ def join_response(
 def reconnect_response(
     config: Config, node_id: str, participant: Participant
 ) -> rtc.ReconnectResponse:
+    # Fresh TURN credentials: the resume may need a relay the first join did not.
     return rtc.ReconnectResponse(
-        ice_servers=ice_servers(config),
+        ice_servers=ice_servers(config, participant.sid),
         server_info=models.ServerInfo(
             version=LIVEKIT_COMPATIBLE_VERSION, protocol=PROTOCOL_VERSION, node_id=node_id
         ),
