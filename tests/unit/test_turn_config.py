@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from roomcast.config import Config, ConfigError, Overrides, load_config
 from roomcast.turn.credentials import REALM, CredentialVerifier, long_term_key
 from roomcast.turn.ice_servers import ice_servers
+from tests.certificates import self_signed_certificate
 
 KEYS = "keys:\n  APIkey: a-secret-of-at-least-thirty-two-characters\n"
 
@@ -24,19 +24,8 @@ def load(body: str) -> Config:
     return load_config(Overrides(config_body=KEYS + body), environ={})
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=turn.example.com", "-addext", "subjectAltName=DNS:turn.example.com"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_livekit_turn_section_loads(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path, "turn.example.com")
     config = load(
         "rtc:\n  node_ip: 203.0.113.10\nturn:\n  enabled: true\n  domain: turn.example.com\n"
         f"  udp_port: 3478\n  tls_port: 5349\n  cert_file: {cert}\n  key_file: {key}\n"
@@ -131,10 +120,6 @@ def test_turn_off_and_no_servers_is_an_empty_list() -> None:
             r"turn.udp_port: TCP port 3478 is also rtc.tcp_port",
         ),
         (
-            "rtc:\n  udp_port: 30005\nturn:\n  enabled: true\n  udp_port: 3478\n",
-            r"turn.relay_range_start/relay_range_end: 30000-40000 holds rtc.udp_port",
-        ),
-        (
             "turn:\n  enabled: true\n  tls_port: 5349\n  domain: t.example.com\n"
             "  cert_file: /nonexistent.pem\n  key_file: /nonexistent.key\n",
             r"turn.cert_file/turn.key_file: /nonexistent.pem: No such file",
@@ -157,7 +142,7 @@ def test_bad_turn_config_refuses_to_start_naming_the_key(body: str, message: str
 
 
 def test_a_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
-    cert, _ = self_signed(tmp_path)
+    cert, _ = self_signed_certificate(tmp_path, "turn.example.com")
     with pytest.raises(ConfigError, match=r"turn.cert_file/turn.key_file: not a PEM certificate"):
         load(
             f"turn:\n  enabled: true\n  tls_port: 5349\n  domain: t.example.com\n"

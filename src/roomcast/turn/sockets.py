@@ -128,6 +128,7 @@ class UdpLink:
 
     __slots__ = ("_port", "address", "allocation")
     stream = False
+    protocol = "udp"
 
     def __init__(self, port: TurnUdpPort, address: Address) -> None:
         self._port = port
@@ -196,6 +197,7 @@ class StreamLink(asyncio.Protocol):
 
     def __init__(self, listener: TurnStreamPort) -> None:
         self._listener = listener
+        self.protocol = listener.name  # "tcp" or "tls"
         self._decoder = StreamDecoder()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
