@@ -32,7 +32,7 @@ from roomcast.edge.ports import BindError
 from roomcast.server import Server
 from roomcast.turn.ice_servers import ice_servers
 from tests.certificates import self_signed_certificate
-from tests.conftest import ServerFactory, free_port, url_of
+from tests.conftest import ServerFactory, free_port, free_udp_and_tcp_port, url_of
 from tests.integration.sctp_client import SctpParticipant
 from tests.integration.sdk import join_token, joined, until
 from tests.integration.test_media_python import (
@@ -47,24 +47,12 @@ RELAY_ONLY = rtc.RoomOptions(
 )
 
 
-def udp_and_tcp_port() -> int:
-    for _ in range(100):
-        port = free_port(socket.SOCK_DGRAM)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no port free for both UDP and TCP")
-
-
 async def start_turn_server(
     start_server: ServerFactory, directory: Path, extra: str = ""
 ) -> Server:
     cert, key = self_signed_certificate(directory, "127.0.0.1")
     server: Server = await start_server(
-        f"turn:\n  enabled: true\n  domain: 127.0.0.1\n  udp_port: {udp_and_tcp_port()}\n"
+        f"turn:\n  enabled: true\n  domain: 127.0.0.1\n  udp_port: {free_udp_and_tcp_port()}\n"
         f"  tls_port: {free_port()}\n  cert_file: {cert}\n  key_file: {key}\n{extra}"
     )
     return server
