@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import struct
 
 from aioice import stun
@@ -310,3 +311,31 @@ def test_garbage_and_channel_data_without_an_allocation_are_dropped() -> None:
 def test_credentials_key_matches_rfc_8489() -> None:
     # RFC 8489 §9.2.2: MD5(username ":" realm ":" password)
     assert long_term_key("u", "r", "p") == hashlib.md5(b"u:r:p").digest()
+
+
+def test_hostile_bytes_never_raise_nor_allocate() -> None:
+    """Random bytes, and valid requests cut short or with flipped bits, from many addresses."""
+    core, relays, clock, _ = make_core()
+    client = TurnClient(core, clock)
+    client.allocate()
+    valid = [
+        client.signed(client.message(stun.Method.CHANNEL_BIND, **{"CHANNEL-NUMBER": 0x4000,
+                                                                  "XOR-PEER-ADDRESS": MEDIA})),
+        client.signed(client.message(stun.Method.ALLOCATE, **{"REQUESTED-TRANSPORT": 17 << 24})),
+        channel_data(0x4000, b"\x80" * 40, padded=False),
+    ]  # fmt: skip
+    rng = random.Random(15)
+    for i in range(3000):
+        link = FakeLink(("198.51.100.200", i))
+        base = bytearray(rng.choice(valid))
+        kind = i % 3
+        if kind == 0:
+            data = bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
+        elif kind == 1:
+            data = bytes(base[: rng.randrange(len(base))])
+        else:
+            base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
+            data = bytes(base)
+        core.receive(data, link, clock.now)
+        assert link.allocation is None
+    assert core.allocation_count == 1 and len(relays.opened) == 1

@@ -1,6 +1,7 @@
 """The first message of a session (`JoinResponse`) and of a resume (`ReconnectResponse`).
 
-Pure builders: the room, the participant and the node's settings in, protobufs out. Field
+Builders: the room, the participant and the node's settings in, protobufs out (the wall clock
+too, for the TURN credentials in `ice_servers`, turn/ice_servers.py). Field
 choices are explained in docs/protocol/02-join-and-transports.md and
 docs/protocol/07-reconnect-ping-leave.md.
 """

@@ -226,8 +226,14 @@ class StreamLink(asyncio.Protocol):
             self.abort()
             return
         now = self._listener.loop.time()
-        for message in messages:
-            core.receive(message, self, now)
+        try:
+            for message in messages:
+                core.receive(message, self, now)
+        except Exception:  # a bug: this connection goes, the port stays
+            core.stats["errors"] += 1
+            log.exception("TURN: error handling a message from %s", self.address)
+            self.abort()
+            return
         if self._timer is not None and self.allocation is not None:
             self._timer.cancel()
             self._timer = None
