@@ -84,13 +84,14 @@ class Server:
         self.node_id = node_id or new_sid(NODE_PREFIX, 8)
         self.agents = AgentService(self.verifier, self.admin)
         # The IP of our candidates and TURN URLs (join_response.py reads it from the config).
-        config.node_address = self._advertise_ip() or self._rtc_host()
+        advertise_ip = self._advertise_ip()
+        config.node_address = advertise_ip or self._rtc_host()
         self._offset_turn_ports()
         self.turn: TurnServer | None = None
         self.mux = UdpMux(
             self._rtc_host(),
             config.effective_udp_port,
-            advertise_ip=self._advertise_ip(),
+            advertise_ip=advertise_ip,
             data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
             tcp_port=self._ice_tcp_port(),
         )
