@@ -35,6 +35,13 @@ def readme_example() -> str:
     return match.group(1)
 
 
+def docs_example() -> str:
+    page = (REPO / "docs" / "testing.md").read_text()
+    match = re.search(r"```python\n(# test_livekit_media\.py\n.*?)```", page, re.S)
+    assert match, "docs/testing.md: the fuller example test file"
+    return match.group(1)
+
+
 def declared_entry_point() -> str:
     with (REPO / "pyproject.toml").open("rb") as file:
         project = tomllib.load(file)["project"]
@@ -95,6 +102,16 @@ def test_the_readme_example_passes_in_a_project_of_its_own(tmp_path: Path) -> No
     project = tmp_path / "app"
     project.mkdir()
     (project / "test_livekit_app.py").write_text(readme_example())
+    result = run_pytest(project, project_env(tmp_path), "-W", "ignore::DeprecationWarning")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert re.search(r"\b2 passed\b", output), output
+
+
+def test_the_fuller_docs_example_passes_too(tmp_path: Path) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "test_livekit_media.py").write_text(docs_example())
     result = run_pytest(project, project_env(tmp_path), "-W", "ignore::DeprecationWarning")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
