@@ -7,14 +7,30 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from livekit import api
 
 from roomcast.auth import VideoGrant, create_token
 from roomcast.config import Overrides, load_config
 from roomcast.server import Server
 
+# Property tests check behaviour, never speed: Hypothesis's per-example deadline is a timing
+# assertion that a busy machine fails.
+settings.register_profile("roomcast", deadline=None)
+settings.load_profile("roomcast")
+
 API_KEY = "devkey"
 API_SECRET = "secret"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Roomcast's own pytest plugin (roomcast.pytest_plugin), also where the installed
+    `roomcast` predates its pytest11 entry point; `-p no:roomcast` still turns it off."""
+    manager = config.pluginmanager
+    if not manager.has_plugin("roomcast") and not manager.is_blocked("roomcast"):
+        import roomcast.pytest_plugin
+
+        manager.register(roomcast.pytest_plugin, "roomcast")
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

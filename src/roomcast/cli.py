@@ -1,7 +1,8 @@
 """roomcast: a LiveKit-compatible realtime audio/video/data server.
 
-Commands: serve (run the server), token create (mint access tokens), generate-keys (a new API
-key and secret), list-nodes (the nodes of a Redis cluster), load-test (simulated participants).
+Commands: serve (run the server), token create (mint access tokens), room (lk-style room
+commands against a running server), generate-keys (a new API key and secret), list-nodes (the
+nodes of a Redis cluster), load-test (simulated participants).
 `roomcast COMMAND --help` describes each."""
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--node-ip", help="IP advertised in ICE candidates (env NODE_IP; default: bind address)"
     )
     p.add_argument("--udp-port", type=int, help="WebRTC UDP port (env UDP_PORT; default 7882)")
+    p.add_argument(
+        "--tcp-port",
+        type=int,
+        help="ICE over TCP port for clients without UDP (YAML rtc.tcp_port; default 7881, 0: off)",
+    )
     p.add_argument("--redis-host", help="host:port of Redis: multi-node mode (env REDIS_HOST)")
     p.add_argument("--redis-password", help="Redis password (env REDIS_PASSWORD)")
     p.add_argument(
@@ -123,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _token_parser(sub)
+    from roomcast.cli_room import add_parser as add_room_parser
+
+    add_room_parser(sub)
     sub.add_parser(
         "generate-keys",
         help="print a new random API key and secret",
@@ -170,6 +179,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         node_ip=args.node_ip,
         udp_port=args.udp_port,
+        tcp_port=args.tcp_port,
         redis_host=args.redis_host,
         redis_password=args.redis_password,
     )
@@ -334,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "token":
         return token_create(args)
+    if args.command == "room":
+        from roomcast.cli_room import main as room
+
+        return room(args)
     if args.command == "list-nodes":
         return list_nodes(args)
     if args.command == "load-test":

@@ -30,6 +30,7 @@ from roomcast.config_turn import (
     validate_turn,
     validate_turn_server,
 )
+from roomcast.durations import parse_duration
 
 DEV_KEYS = {"devkey": "secret"}
 MIN_SECRET_LENGTH = 32  # characters, as livekit-server checks
@@ -74,6 +75,9 @@ class RTCConfig:
     # this is dropped, as livekit-server does; 0 (LiveKit's default) keeps the disconnect
     # policy of media/sctp_backlog.py
     datachannel_slow_threshold: int = 0
+    # A data-track frame starts to a subscriber only while its channel holds less than this
+    # much of the track's data (rooms/data_track_gate.py); "0s" leaves it unbounded.
+    datachannel_data_track_target_latency: str = "100ms"
     ips: IPFilterConfig = field(default_factory=IPFilterConfig)
     turn_servers: list[TURNServerConfig] = field(default_factory=list)
 
@@ -198,6 +202,12 @@ class LimitConfig:
     signal_queue_bytes: int = 8 * 1024 * 1024
     # Per publisher PeerConnection; burst twice that; 0 disables (media/forwarding_plane.py).
     unknown_ssrc_packets_per_second: float = 200.0
+    # Data tracks (docs/protocol/17-data-tracks.md): LiveKit's bound on a custom frame or
+    # schema encoding name, and Roomcast's own bounds on tracks per participant and on one
+    # packet (clients send at most 16 000 bytes; livekit-server reads at most 65 535).
+    max_data_track_custom_encoding_length: int = 32
+    max_data_tracks_per_participant: int = 64
+    max_data_track_packet_size: int = 65535
 
 
 @dataclass
@@ -227,6 +237,9 @@ class Config:
     limit: LimitConfig = field(default_factory=LimitConfig)
     playground: PlaygroundConfig = field(default_factory=PlaygroundConfig)
     turn: TURNConfig = field(default_factory=TURNConfig)
+    # Data tracks on (livekit-server's default since 1.11): publishing them, and the
+    # `_data_track` channel on the subscriber PeerConnection.
+    enable_data_tracks: bool = True
     # Roomcast-specific: proxies (addresses or networks) whose X-Forwarded-For names the client.
     trusted_proxies: list[str] = field(default_factory=list)
     # Seconds the webhook queue gets to drain on shutdown (Roomcast-specific).
@@ -363,6 +376,7 @@ class Overrides:
     port: int | None = None
     node_ip: str | None = None
     udp_port: int | None = None
+    tcp_port: int | None = None
     redis_host: str | None = None
     redis_password: str | None = None
 
@@ -398,6 +412,8 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
     udp_port = overrides.udp_port or (int(env["UDP_PORT"]) if env.get("UDP_PORT") else None)
     if udp_port:
         flag_layer.setdefault("rtc", {})["udp_port"] = udp_port
+    if overrides.tcp_port is not None:
+        flag_layer.setdefault("rtc", {})["tcp_port"] = overrides.tcp_port
     redis_host = overrides.redis_host or env.get("REDIS_HOST")
     if redis_host:
         flag_layer.setdefault("redis", {})["address"] = redis_host
@@ -494,6 +510,13 @@ def validate(config: Config) -> None:
     for name in ("http_idle_timeout", "connections_per_ip", "signal_queue_bytes"):
         if getattr(config.limit, name) < 0:
             raise ConfigError(f"limit.{name} must not be negative")
+    for name in ("max_data_tracks_per_participant", "max_data_track_packet_size"):
+        if getattr(config.limit, name) < 1:
+            raise ConfigError(f"limit.{name} must be at least 1")
+    try:
+        parse_duration(config.rtc.datachannel_data_track_target_latency)
+    except ValueError as exc:
+        raise ConfigError(f"rtc.datachannel_data_track_target_latency: {exc}") from exc
     try:
         validate_turn(config.turn, _ports_in_use(config))
         for index, server in enumerate(config.rtc.turn_servers):

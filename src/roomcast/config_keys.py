@@ -52,7 +52,6 @@ IGNORED: dict[str, str] = {
     "node_stats": "not used by Roomcast",
     "api": "not used by Roomcast",
     "debug_handler": "not used by Roomcast",
-    "enable_data_tracks": f"{_NOT_YET}: no data tracks",
     "enable_participant_data_blob": "not used by Roomcast",
     "room.create_room_timeout": "not used by Roomcast",
     "room.create_room_attempts": "not used by Roomcast",

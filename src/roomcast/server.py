@@ -71,6 +71,16 @@ def describe_redis(config: RedisConfig) -> str:
     return config.address
 
 
+def offset_turn_ports(config: Config) -> None:
+    """With --workers, each worker serves TURN on the configured ports + its index (as
+    rtc.udp_port and rtc.tcp_port): its TURN relays to its own media port only."""
+    index = worker_index() or 0
+    turn = config.turn
+    if index and turn.enabled:
+        turn.udp_port += index if turn.udp_port else 0
+        turn.tls_port += index if turn.tls_port else 0
+
+
 class Server:
     def __init__(self, config: Config, node_id: str | None = None) -> None:
         self.config = config
@@ -86,7 +96,7 @@ class Server:
         # The IP of our candidates and TURN URLs (join_response.py reads it from the config).
         advertise_ip = self._advertise_ip()
         config.node_address = advertise_ip or self._rtc_host()
-        self._offset_turn_ports()
+        offset_turn_ports(config)
         self.turn: TurnServer | None = None
         self.mux = UdpMux(
             self._rtc_host(),
@@ -258,15 +268,6 @@ class Server:
             return allowed[0]
         log.warning("rtc.ips allows none of this machine's addresses: advertising 127.0.0.1")
         return "127.0.0.1"
-
-    def _offset_turn_ports(self) -> None:
-        """With --workers, each worker serves TURN on the configured ports + its index (as
-        rtc.udp_port and rtc.tcp_port): its TURN relays to its own media port only."""
-        index = worker_index() or 0
-        turn = self.config.turn
-        if index and turn.enabled:
-            turn.udp_port += index if turn.udp_port else 0
-            turn.tls_port += index if turn.tls_port else 0
 
     def _ice_tcp_port(self) -> int | None:
         """rtc.tcp_port (0: no ICE over TCP); with --workers, tcp_port + the worker's index."""

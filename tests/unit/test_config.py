@@ -76,6 +76,15 @@ def test_env_variables() -> None:
         ("keys: {a: b}\nrtc:\n  tcp_port: 70000\n", r"rtc.tcp_port: 70000 is not a TCP port"),
         ("keys: {a: b}\nport: 7881\n", r"rtc.tcp_port: 7881 is also the HTTP port"),
         ("keys: {a: b}\nlogging:\n  level: chatty\n", "unknown level"),
+        ("keys: {a: b}\nenable_data_tracks: 1\n", "enable_data_tracks: expected true or false"),
+        (
+            "keys: {a: b}\nrtc:\n  datachannel_data_track_target_latency: soon\n",
+            "rtc.datachannel_data_track_target_latency: invalid duration",
+        ),
+        (
+            "keys: {a: b}\nlimit:\n  max_data_tracks_per_participant: 0\n",
+            "limit.max_data_tracks_per_participant must be at least 1",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(body: str, message: str) -> None:
@@ -173,3 +182,22 @@ def test_ip_filters_choose_the_candidate_address() -> None:
     assert candidate_allowed("10.0.0.2", no_docker)
     both = IPFilterConfig(includes=["10.0.0.0/8"], excludes=["10.9.0.0/16"])
     assert candidate_allowed("10.1.2.3", both) and not candidate_allowed("10.9.1.1", both)
+
+
+def test_data_track_keys() -> None:
+    from roomcast.rooms.data_tracks import DataTrackLimits
+
+    defaults = DataTrackLimits.from_config(load_config(Overrides(dev=True), environ={}))
+    assert defaults == DataTrackLimits(True, 64, 65535, 32, 0.1)  # data tracks on, as LiveKit
+    body = """
+keys: {a: b}
+enable_data_tracks: false
+rtc:
+  datachannel_data_track_target_latency: 250ms
+limit:
+  max_data_track_custom_encoding_length: 8
+  max_data_tracks_per_participant: 3
+  max_data_track_packet_size: 20000
+"""
+    limits = DataTrackLimits.from_config(load_config(Overrides(config_body=body), environ={}))
+    assert limits == DataTrackLimits(False, 3, 20000, 8, 0.25)

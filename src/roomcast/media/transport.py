@@ -184,12 +184,24 @@ class PeerTransport:
         self._sctp_max_message_size = max_message_size
 
     def create_data_channel(
-        self, label: str, *, ordered: bool = True, max_retransmits: int | None = None
+        self,
+        label: str,
+        *,
+        ordered: bool = True,
+        max_retransmits: int | None = None,
+        max_backlog: int | None = None,
     ) -> None:
-        self._channels.create(label, ordered=ordered, max_retransmits=max_retransmits)
+        self._channels.create(
+            label, ordered=ordered, max_retransmits=max_retransmits, max_backlog=max_backlog
+        )
 
     def send_data(self, label: str, payload: bytes) -> bool:
         return self._channels.send(label, payload)
+
+    @property
+    def data_buffered(self) -> int:
+        """Bytes our data channels hold and have not handed to SCTP yet."""
+        return self._channels.buffered
 
     def has_channel(self, label: str) -> bool:
         return self._channels.is_open(label)
