@@ -23,7 +23,6 @@ IGNORED: dict[str, str] = {
     "rtc.force_tcp": f"{_NOT_YET}: UDP and TCP candidates are always both offered",
     "rtc.tcp_fallback_rtt_threshold": f"{_NOT_YET}: no server-driven TCP fallback",
     "rtc.allow_udp_unstable_fallback": f"{_NOT_YET}: no server-driven TCP fallback",
-    "rtc.use_external_ip": f"{_NOT_YET}: set rtc.node_ip to the public address instead",
     "rtc.external_ip_only": f"{_NOT_YET}: set rtc.node_ip to the public address instead",
     "rtc.congestion_control": f"{_NOT_YET}: publishers get a fixed REMB, subscribers every "
     "layer they ask for",

@@ -122,14 +122,14 @@ async def test_token_create() -> None:
 
 
 async def test_serve_names_the_livekit_keys_it_ignores_in_one_warning() -> None:
-    """A livekit.yaml with TURN, peer filters and an external-IP lookup loads, and the log says
+    """A livekit.yaml with TURN, peer filters and an ingress section loads, and the log says
     which of those do nothing here (TURN itself is served, roomcast/turn)."""
     port = free_port()
     body = (
         f"port: {port}\nbind_addresses: [127.0.0.1]\n"
         "keys:\n  APIkey: a-secret-of-at-least-thirty-two-characters\n"
         f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 0\n"
-        "  use_external_ip: true\n"
+        "ingress:\n  rtmp_base_url: rtmp://example.com/live\n"
         f"turn:\n  enabled: true\n  udp_port: {free_udp_and_tcp_port()}\n"
         "  deny_peer_cidrs: [10.0.0.0/8]\n"
         "audio:\n  active_level: 30\n"
@@ -146,7 +146,7 @@ async def test_serve_names_the_livekit_keys_it_ignores_in_one_warning() -> None:
     log = stderr.decode()
     warnings = [line for line in log.splitlines() if "do nothing here" in line]
     assert len(warnings) == 1, log
-    assert "  rtc.use_external_ip: not supported yet" in log
+    assert "  ingress: not supported yet: no ingress" in log
     assert "rtc.tcp_port" not in log
     assert "  turn.deny_peer_cidrs: Roomcast's TURN relays only to its own media port" in log
     assert "  turn:" not in log and "TURN on 127.0.0.1" in log  # served

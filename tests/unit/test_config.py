@@ -140,7 +140,6 @@ def test_livekit_keys_that_do_nothing_are_named_with_the_reason() -> None:
     assert list(ignored) == [
         "rtc.port_range_start",
         "rtc.port_range_end",
-        "rtc.use_external_ip",
         "rtc.congestion_control",
         "audio",
     ]
