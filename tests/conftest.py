@@ -24,10 +24,32 @@ API_KEY = "devkey"
 API_SECRET = "secret"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Roomcast's own pytest plugin (roomcast.pytest_plugin), also where the installed
+    `roomcast` predates its pytest11 entry point; `-p no:roomcast` still turns it off."""
+    manager = config.pluginmanager
+    if not manager.has_plugin("roomcast") and not manager.is_blocked("roomcast"):
+        import roomcast.pytest_plugin
+
+        manager.register(roomcast.pytest_plugin, "roomcast")
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_udp_and_tcp_port() -> int:
+    """A port number free for UDP and TCP (TURN serves both on turn.udp_port)."""
+    while True:
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def free_tcp_ports(count: int) -> int:

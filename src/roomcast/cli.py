@@ -1,7 +1,8 @@
 """roomcast: a LiveKit-compatible realtime audio/video/data server.
 
-Commands: serve (run the server), token create (mint access tokens), generate-keys (a new API
-key and secret), list-nodes (the nodes of a Redis cluster), load-test (simulated participants).
+Commands: serve (run the server), token create (mint access tokens), room (lk-style room
+commands against a running server), generate-keys (a new API key and secret), list-nodes (the
+nodes of a Redis cluster), load-test (simulated participants).
 `roomcast COMMAND --help` describes each."""
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _token_parser(sub)
+    from roomcast.cli_room import add_parser as add_room_parser
+
+    add_room_parser(sub)
     sub.add_parser(
         "generate-keys",
         help="print a new random API key and secret",
@@ -183,6 +187,20 @@ def serve(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     setup_logging(config.effective_log_level, config.logging.json)
+    if config.rtc.use_external_ip and not config.rtc.node_ip:
+        from roomcast.external_ip import ExternalIpError, discover
+
+        try:
+            address, server = discover(config.rtc.stun_servers, media_bind(config))
+        except ExternalIpError as exc:
+            logging.getLogger("roomcast").error("cannot start: %s", exc)
+            return 1
+        logging.getLogger("roomcast").info(
+            "rtc.use_external_ip: STUN server %s sees this node as %s: advertising it",
+            server,
+            address,
+        )
+        config.rtc.node_ip = address
     if args.workers < 1:
         print("roomcast: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -215,6 +233,13 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("roomcast").error("cannot start: %s", exc)
         return 1
     return 0
+
+
+def media_bind(config: Config) -> str:
+    """Where the media socket binds: ask STUN from there, so a multi-homed host answers with
+    the address its media uses."""
+    addresses = config.bind_addresses
+    return addresses[0] if len(addresses) == 1 else "0.0.0.0"
 
 
 def _serve_workers(config: Config, count: int) -> int:
@@ -340,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "token":
         return token_create(args)
+    if args.command == "room":
+        from roomcast.cli_room import main as room
+
+        return room(args)
     if args.command == "list-nodes":
         return list_nodes(args)
     if args.command == "load-test":
