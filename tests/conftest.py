@@ -110,7 +110,8 @@ def signalling(request: pytest.FixtureRequest, started_servers: list[Server]) ->
     seen = [dict(server.rtc.requests_by_path) for server in started_servers]
     expected = signalling_path.PATHS[path]
     assert all(set(paths) <= {expected} for paths in seen), f"on {path} the servers saw {seen}"
-    assert any(seen), f"no server saw {expected}"
+    # (Tests on `roomcast serve` processes check those themselves: tests/integration/cluster.py.)
+    assert any(seen) or not started_servers, f"no server saw {expected}"
 
 
 @pytest.fixture

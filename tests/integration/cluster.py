@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ import aiohttp
 
 from tests.conftest import API_KEY, API_SECRET, free_port
 
+SIGNALLING_LINE = re.compile(r"signalling on (/rtc(?:/v1)?)\b")  # edge/rtc.py, at debug level
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -194,6 +196,10 @@ class Node:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-20000:]
+
+    def signalling_paths(self) -> set[str]:
+        """The signalling paths this node was asked to join on (its debug log says each)."""
+        return set(SIGNALLING_LINE.findall(self.log_path.read_text(errors="replace")))
 
 
 def make_tls_files(directory: Path) -> Path:

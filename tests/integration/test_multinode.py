@@ -22,9 +22,10 @@ from livekit.protocol import room as room_pb
 
 from roomcast.auth import VideoGrant
 from roomcast.routing.records import RoomRecords
+from tests import signalling as signalling_path
 from tests.conftest import API_KEY, API_SECRET, token
 from tests.integration.cluster import Node, RedisServer
-from tests.integration.sdk import Events, join_token, until
+from tests.integration.sdk import Events, join_token, room_options, until
 from tests.integration.test_media_python import HEIGHT, WIDTH, publishing, video_frame_size
 from tests.integration.webhook_receiver import WebhookSink
 
@@ -47,9 +48,11 @@ async def cluster(
     *,
     redis: RedisServer | None = None,
     redis_config: str = "",
+    signalling: str | None = None,
 ) -> AsyncIterator[tuple[RedisServer, list[Node]]]:
     """`count` nodes on a fresh redis-server, or on `redis` (which the caller then owns),
-    reached as `redis_config` says (the YAML under `redis:`) when given."""
+    reached as `redis_config` says (the YAML under `redis:`) when given. With `signalling`
+    (the fixture's "v1" or "v0"), the nodes must have seen joins on that path only."""
     owned = redis is None
     server = RedisServer() if redis is None else redis
     if owned:
@@ -61,6 +64,11 @@ async def cluster(
     try:
         await asyncio.gather(*(node.start() for node in nodes))
         yield server, nodes
+        if signalling is not None:
+            seen = {node.name: node.signalling_paths() for node in nodes}
+            expected = signalling_path.PATHS[signalling]
+            assert all(paths <= {expected} for paths in seen.values()), seen
+            assert any(seen.values()), f"no node saw {expected}"
     except BaseException:
         for node in nodes:
             print(f"----- node {node.name} log -----\n{node.log()}")
@@ -78,7 +86,7 @@ def lkapi(node: Node) -> api.LiveKitAPI:
 async def join(node: Node, room: str, identity: str) -> tuple[rtc.Room, Events]:
     participant = rtc.Room()
     events = Events(participant, NODE_EVENTS)
-    await participant.connect(node.ws_url, join_token(room, identity))
+    await participant.connect(node.ws_url, join_token(room, identity), room_options())
     return participant, events
 
 
@@ -114,11 +122,11 @@ def identities(room: rtc.Room) -> set[str]:
     return {p.identity for p in room.remote_participants.values()}
 
 
-async def test_participants_on_different_nodes_share_a_room() -> None:
+async def test_participants_on_different_nodes_share_a_room(signalling: str) -> None:
     hooks = WebhookSink()
     await hooks.start()
     webhook = f"webhook:\n  api_key: {API_KEY}\n  urls: [{hooks.url}]\n"
-    async with cluster(2, webhook) as (redis, (a, b)):
+    async with cluster(2, webhook, signalling=signalling) as (redis, (a, b)):
         async with lkapi(a) as api_a, lkapi(b) as api_b:
             await api_a.room.create_room(api.CreateRoomRequest(name="shared", metadata="m1"))
             a_id = await node_id_of(a, redis)
@@ -223,11 +231,11 @@ async def test_participants_on_different_nodes_share_a_room() -> None:
     await hooks.stop()
 
 
-async def test_full_room_on_another_node_is_refused_before_the_upgrade() -> None:
+async def test_full_room_on_another_node_is_refused_before_the_upgrade(signalling: str) -> None:
     """The edge asks the room's node (over the bus) whether the room is full, so the SDK
     connected to another node gets the same HTTP 403 and reason as on the room's node."""
     full = "room has exceeded its max participants (1)"
-    async with cluster(2) as (_, (a, b)):
+    async with cluster(2, signalling=signalling) as (_, (a, b)):
         async with lkapi(a) as api_a:
             await api_a.room.create_room(api.CreateRoomRequest(name="solo", max_participants=1))
         alice, _ = await join(a, "solo", "alice")  # the room and its one seat are on A
@@ -237,7 +245,7 @@ async def test_full_room_on_another_node_is_refused_before_the_upgrade() -> None
                 async with http.get(validate) as resp:
                     assert (resp.status, await resp.text()) == (403, full)
             with pytest.raises(rtc.ConnectError) as refused:
-                await rtc.Room().connect(b.ws_url, join_token("solo", "bob"))
+                await rtc.Room().connect(b.ws_url, join_token("solo", "bob"), room_options())
             assert full in str(refused.value), refused.value
         finally:
             await leave(alice)
@@ -253,8 +261,8 @@ async def test_full_room_on_another_node_is_refused_before_the_upgrade() -> None
         await leave(bob)
 
 
-async def test_killed_node_participants_reconnect_to_a_live_node() -> None:
-    async with cluster(3) as (_, (a, b, c)):
+async def test_killed_node_participants_reconnect_to_a_live_node(signalling: str) -> None:
+    async with cluster(3, signalling=signalling) as (_, (a, b, c)):
         async with lkapi(a) as api_a:
             await api_a.room.create_room(api.CreateRoomRequest(name="failover"))
         alice, alice_events = await join(b, "failover", "alice")
@@ -277,8 +285,8 @@ async def test_killed_node_participants_reconnect_to_a_live_node() -> None:
             await leave(alice, bob)
 
 
-async def test_redis_restart_keeps_live_rooms() -> None:
-    async with cluster(2) as (redis, (a, b)):
+async def test_redis_restart_keeps_live_rooms(signalling: str) -> None:
+    async with cluster(2, signalling=signalling) as (redis, (a, b)):
         async with lkapi(a) as api_a:
             await api_a.room.create_room(api.CreateRoomRequest(name="steady"))
         alice, alice_events = await join(b, "steady", "alice")  # relayed to A
@@ -366,12 +374,12 @@ async def test_serve_workers_share_one_port() -> None:
 async def join_url(url: str, room: str, identity: str) -> tuple[rtc.Room, Events]:
     participant = rtc.Room()
     events = Events(participant, NODE_EVENTS)
-    await participant.connect(url, join_token(room, identity))
+    await participant.connect(url, join_token(room, identity), room_options())
     return participant, events
 
 
-async def test_stopping_node_sends_its_participants_to_a_live_node() -> None:
-    async with cluster(2) as (_, (a, b)):
+async def test_stopping_node_sends_its_participants_to_a_live_node(signalling: str) -> None:
+    async with cluster(2, signalling=signalling) as (_, (a, b)):
         async with lkapi(a) as api_a:
             await api_a.room.create_room(api.CreateRoomRequest(name="rolling"))
         alice, alice_events = await join(b, "rolling", "alice")  # relayed to A
@@ -389,18 +397,20 @@ async def test_stopping_node_sends_its_participants_to_a_live_node() -> None:
             await leave(alice, bob)
 
 
-async def test_signalling_resumes_through_another_node() -> None:
+async def test_signalling_resumes_through_another_node(signalling: str) -> None:
     """The WebSocket's node changes mid-call (as behind a load balancer): the session resumes."""
     from tests.integration.tcp_proxy import TcpProxy
 
-    async with cluster(3) as (_, (a, b, c)):
+    async with cluster(3, signalling=signalling) as (_, (a, b, c)):
         async with lkapi(a) as api_a:
             await api_a.room.create_room(api.CreateRoomRequest(name="resume"))
         balancer = TcpProxy(b.port)
         await balancer.start()
         alice = rtc.Room()
         alice_events = Events(alice, NODE_EVENTS)
-        await alice.connect(f"ws://127.0.0.1:{balancer.port}", join_token("resume", "alice"))
+        await alice.connect(
+            f"ws://127.0.0.1:{balancer.port}", join_token("resume", "alice"), room_options()
+        )
         bob, bob_events = await join(a, "resume", "bob")
         try:
             await until(lambda: identities(alice) == {"bob"})

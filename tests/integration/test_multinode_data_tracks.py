@@ -10,8 +10,10 @@ from tests.integration.data_track_sdk import FrameReader, Pusher, dt_joined, pub
 from tests.integration.test_multinode import cluster, lkapi
 
 
-async def test_data_tracks_work_with_signalling_relayed_through_another_node() -> None:
-    async with cluster(2) as (_, (a, b)):
+async def test_data_tracks_work_with_signalling_relayed_through_another_node(
+    signalling: str,
+) -> None:
+    async with cluster(2, signalling=signalling) as (_, (a, b)):
         async with lkapi(a) as api_a:
             await api_a.room.create_room(api.CreateRoomRequest(name="dt"))  # lives on A
         async with (
