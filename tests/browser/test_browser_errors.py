@@ -1,21 +1,25 @@
 """What the official npm `livekit-client` in Chromium tells its user when Roomcast refuses a
-join: the reason from ``/rtc/validate``, which it reads after the WebSocket upgrade failed."""
+join: the reason from ``/rtc/v1/validate`` (``/rtc/validate`` when forced onto ``/rtc``), which
+it reads after the WebSocket upgrade failed."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from roomcast.server import Server
+from tests import signalling
 from tests.browser.conftest import NewPage, requires_chromium
 from tests.conftest import ServerFactory, url_of
 from tests.integration.sdk import join_token, joined
 
-pytestmark = requires_chromium
+pytestmark = [requires_chromium, pytest.mark.usefixtures("signalling")]
 
 # Resolves with the ConnectionError's fields instead of throwing it.
 TRY_CONNECT = """
-async ([url, token]) => {
-  const room = new window.LivekitClient.Room();
+async ([url, token, options]) => {
+  const room = new window.LivekitClient.Room(options);
   try {
     await room.connect(url, token);
     await room.disconnect();
@@ -29,7 +33,10 @@ async ([url, token]) => {
 
 async def try_connect(new_page: NewPage, server: Server, token: str) -> dict[str, Any]:
     page = await new_page("refused")
-    result: dict[str, Any] = await page.page.evaluate(TRY_CONNECT, [url_of(server, "ws"), token])
+    options = signalling.browser_room_options()
+    result: dict[str, Any] = await page.page.evaluate(
+        TRY_CONNECT, [url_of(server, "ws"), token, options]
+    )
     return result
 
 

@@ -13,8 +13,8 @@ from tests.integration.test_multinode import cluster, lkapi
 pytestmark = [requires_chromium, pytest.mark.media]
 
 
-async def test_pages_on_two_nodes_share_media_and_data(new_page: NewPage) -> None:
-    async with cluster(2) as (_, (a, b)):
+async def test_pages_on_two_nodes_share_media_and_data(new_page: NewPage, signalling: str) -> None:
+    async with cluster(2, signalling=signalling) as (_, (a, b)):
         async with lkapi(a) as api_a:
             await api_a.room.create_room(api.CreateRoomRequest(name="browsers"))  # lives on A
         cam = await new_page("cam")

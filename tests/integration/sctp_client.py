@@ -5,6 +5,11 @@ the same `DataChannels` adapter the server uses, bolted onto its subscriber Peer
 (`ClientPeer` accepts the data section but never runs SCTP). It can also hand-craft SCTP
 packets (`send_packet`) and stop reading SCTP altogether (`reading = False`: no SACK is ever
 sent again), which is what a hostile or stalled client does.
+
+`protocol` "v0" joins `/rtc`, where the server offers the subscriber PeerConnection and opens
+the data channels; "v1" joins `/rtc/v1` as the SDKs do (docs/protocol/19-signalling-v1.md): our
+one PeerConnection's first offer (the data section) travels in the join request, we open
+`_reliable` and `_lossy`, and add receive sections when the server asks for them.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from collections.abc import Callable
 import aiohttp
 from livekit.protocol import rtc as proto
 
-from roomcast.client.peer import ClientPeer, TransportState
-from roomcast.client.signal import SUBSCRIBER, SignalClient
+from roomcast.client.peer import ClientPeer, DataSection, TransportState
+from roomcast.client.sdp import OfferSection
+from roomcast.client.signal import SUBSCRIBER, SignalClient, join_request
+from roomcast.loadtest.participant import receive_section
 from roomcast.media.sctp import DataChannels
 from roomcast.media.sctp_packet import DataChunk, SctpPacket
 
@@ -24,7 +31,8 @@ WEBRTC_BINARY = 53  # RFC 8831 §8
 
 
 class SctpParticipant:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, protocol: str = "v0") -> None:
+        self.protocol = protocol
         self.signal = SignalClient(session)
         self.peer = ClientPeer()
         self.opened: list[str] = []
@@ -39,13 +47,25 @@ class SctpParticipant:
             on_open=self._on_open,
             on_message=lambda label, data: self.messages.append((label, data)),
         )
+        # /rtc/v1: our offers' sections, the offer waiting for its answer, one more to make.
+        self._sections: list[OfferSection] = [DataSection()]
+        self._offer_id = 0
+        self._awaiting: int | None = None
+        self._offer_again = False
 
     async def join(self, url: str, token: str) -> None:
         await self.peer.start()
         self.peer.on_state = self._on_state
-        self.signal.on_offer = self._on_offer
         self.signal.on_trickle = self._on_trickle
-        await self.signal.connect(url, token, auto_subscribe=True)
+        if self.protocol == "v1":
+            self.signal.on_answer = self._on_answer
+            self.signal.on_media_sections = self._on_media_sections
+            offer = self._next_offer()
+            request = join_request(auto_subscribe=True, adaptive_stream=False, offer=offer)
+            await self.signal.connect(url, token, join_request=request)
+        else:
+            self.signal.on_offer = self._on_offer
+            await self.signal.connect(url, token, auto_subscribe=True)
         await self.peer.wait_connected(15)
         await asyncio.wait_for(self.established.wait(), 15)
 
@@ -78,6 +98,32 @@ class SctpParticipant:
     def _on_offer(self, offer: proto.SessionDescription) -> None:
         answer = self.peer.answer(offer.sdp)
         self.signal.send_answer(answer, offer.id)
+        self._tap_channel()
+
+    def _next_offer(self) -> proto.SessionDescription:
+        self._offer_id += 1
+        self._awaiting, self._offer_again = self._offer_id, False
+        sdp = self.peer.create_offer(self._sections)
+        return proto.SessionDescription(type="offer", sdp=sdp, id=self._offer_id)
+
+    def _on_answer(self, answer: proto.SessionDescription) -> None:
+        if answer.id != self._awaiting:
+            return
+        self._awaiting = None
+        self.peer.set_answer(answer.sdp)
+        self._tap_channel()
+        if self._offer_again:
+            self.signal.send(proto.SignalRequest(offer=self._next_offer()))
+
+    def _on_media_sections(self, audios: int, videos: int) -> None:
+        self._sections += [receive_section("audio") for _ in range(audios)]
+        self._sections += [receive_section("video") for _ in range(videos)]
+        if self._awaiting is not None:
+            self._offer_again = True  # one offer at a time (RFC 8829 §4.1.8)
+        else:
+            self.signal.send(proto.SignalRequest(offer=self._next_offer()))
+
+    def _tap_channel(self) -> None:
         channel = self.peer._channel
         if channel is not None and not getattr(channel, "_sctp_tapped", False):
             channel._sctp_tapped = True  # type: ignore[attr-defined]
@@ -98,7 +144,7 @@ class SctpParticipant:
         return tapped
 
     def _on_trickle(self, candidate: str, target: int) -> None:
-        if target == SUBSCRIBER:
+        if target == SUBSCRIBER or self.protocol == "v1":
             self.peer.add_remote_candidate(candidate)
 
     def _on_state(self, state: TransportState) -> None:
@@ -107,6 +153,9 @@ class SctpParticipant:
 
     async def _run_sctp(self) -> None:
         await self.channels.start()
+        if self.protocol == "v1":  # the client opens the data channels (RFC 8832 §6)
+            self.channels.create("_reliable", ordered=True, max_retransmits=None)
+            self.channels.create("_lossy", ordered=False, max_retransmits=0)
         while True:
             record = await self._inbox.get()
             if self.reading:

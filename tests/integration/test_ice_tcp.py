@@ -2,7 +2,7 @@
 Chromium behind a firewall): Roomcast's own client dials the passive TCP candidate
 (`ClientPeer(ice_tcp=True)`) and gets DTLS, SRTP and SCTP over RFC 4571 frames, while an
 official Python SDK publisher sends over UDP. A client that stops reading its connection loses
-its own media, and nobody else's."""
+its own media, and nobody else's. Both on `/rtc/v1` and `/rtc` (the `signalling` fixture)."""
 
 from __future__ import annotations
 
@@ -29,20 +29,25 @@ from tests.integration.test_media_python import publishing, subscribed_track
 
 
 class TcpParticipant(SctpParticipant):
-    """Roomcast's client with SCTP, on ICE-TCP only; it records what the server offers and
-    trickles, and counts the RTP packets it decrypts per SSRC."""
+    """Roomcast's client with SCTP, on ICE-TCP only; it records the server's descriptions (its
+    offers on `/rtc`, its answers on `/rtc/v1`) and what it trickles, and counts the RTP
+    packets it decrypts per SSRC."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        super().__init__(session)
+    def __init__(self, session: aiohttp.ClientSession, protocol: str) -> None:
+        super().__init__(session, protocol)
         self.peer = ClientPeer(ice_tcp=True)
-        self.offers: list[str] = []
+        self.descriptions: list[str] = []
         self.trickled: list[str] = []
         self.rtp: collections.Counter[int] = collections.Counter()
         self.peer.on_rtp = lambda packet: self.rtp.update([int.from_bytes(packet[8:12], "big")])
 
     def _on_offer(self, offer: proto.SessionDescription) -> None:
-        self.offers.append(offer.sdp)
+        self.descriptions.append(offer.sdp)
         super()._on_offer(offer)
+
+    def _on_answer(self, answer: proto.SessionDescription) -> None:
+        self.descriptions.append(answer.sdp)
+        super()._on_answer(answer)
 
     def _on_trickle(self, candidate: str, target: int) -> None:
         self.trickled.append(candidate)
@@ -59,9 +64,11 @@ class TcpParticipant(SctpParticipant):
 
 
 @contextlib.asynccontextmanager
-async def tcp_participant(server: Server, room: str) -> AsyncIterator[TcpParticipant]:
+async def tcp_participant(
+    server: Server, room: str, protocol: str
+) -> AsyncIterator[TcpParticipant]:
     async with aiohttp.ClientSession() as session:
-        client = TcpParticipant(session)
+        client = TcpParticipant(session, protocol)
         await client.join(url_of(server, "ws"), join_token(room, "tcp-client"))
         try:
             yield client
@@ -79,15 +86,17 @@ def data_payloads(client: TcpParticipant) -> list[bytes]:
     return packets
 
 
-async def test_roomcast_client_gets_media_and_data_over_ice_tcp(server: Server) -> None:
+async def test_roomcast_client_gets_media_and_data_over_ice_tcp(
+    server: Server, signalling: str
+) -> None:
     assert server.mux.tcp_port
     async with (
         joined(server, "ice-tcp", "talker") as (talker, _),
         publishing(talker),
-        tcp_participant(server, "ice-tcp") as client,
+        tcp_participant(server, "ice-tcp", signalling) as client,
     ):
-        # The server offered a UDP and a passive TCP host candidate, UDP first and preferred,
-        # in the SDP and trickled (the last one marked final).
+        # The server gave a UDP and a passive TCP host candidate, UDP first and preferred, in
+        # its first description and trickled (the last one marked final).
         tcp_candidate = (
             f"candidate:2 1 tcp {TCP_PASSIVE_PRIORITY} 127.0.0.1 {server.mux.tcp_port} typ host"
             " tcptype passive generation 0"
@@ -95,8 +104,9 @@ async def test_roomcast_client_gets_media_and_data_over_ice_tcp(server: Server) 
         udp_candidate = (
             f"candidate:1 1 udp {HOST_PRIORITY} 127.0.0.1 {server.mux.port} typ host generation 0"
         )
-        assert f"a={tcp_candidate}" in client.offers[0]
-        assert client.offers[0].index(udp_candidate) < client.offers[0].index(tcp_candidate)
+        first = client.descriptions[0]
+        assert f"a={tcp_candidate}" in first
+        assert first.index(udp_candidate) < first.index(tcp_candidate)
         assert client.trickled[:2] == [udp_candidate, tcp_candidate]
         assert HOST_PRIORITY > TCP_PASSIVE_PRIORITY == 1671430143
 
@@ -113,7 +123,7 @@ async def test_roomcast_client_gets_media_and_data_over_ice_tcp(server: Server) 
 
 
 async def test_a_stalled_ice_tcp_reader_loses_its_own_media_and_no_one_elses(
-    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, signalling: str
 ) -> None:
     server: Server = await start_server()
     # A small receive window on the client: once it stops reading, the server's queue for it
@@ -123,7 +133,7 @@ async def test_a_stalled_ice_tcp_reader_loses_its_own_media_and_no_one_elses(
         joined(server, "stall", "talker") as (talker, _),
         publishing(talker),
         joined(server, "stall", "watcher") as (_, watcher_events),
-        tcp_participant(server, "stall") as client,
+        tcp_participant(server, "stall", signalling) as client,
     ):
         await until(lambda: client.packets() >= 50)
         video = await subscribed_track(watcher_events, rtc.TrackKind.KIND_VIDEO, "talker")

@@ -2,9 +2,10 @@
 an honest pair on the official Python SDK exchanges data (security review H1 and M6).
 
 The attacker is Roomcast's own client with aiortc's SCTP on its subscriber PeerConnection
-(tests/integration/sctp_client.py). A probe measures `GET /` all along: before the limits, the
-TSN-gap flood froze the event loop for seconds (the review measured 3.8 s with 8,000 chunks)
-and the never-acknowledging subscriber made the server keep everything sent to it.
+(tests/integration/sctp_client.py), or on its one PeerConnection on `/rtc/v1`: every test runs
+on both signalling paths, the honest pair's too. A probe measures `GET /` all along: before the
+limits, the TSN-gap flood froze the event loop for seconds (the review measured 3.8 s with 8,000
+chunks) and the never-acknowledging subscriber made the server keep everything sent to it.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ async def probing(server: Server) -> AsyncIterator[Probe]:
 
 
 @contextlib.asynccontextmanager
-async def attacker(server: Server, room: str) -> AsyncIterator[SctpParticipant]:
+async def attacker(server: Server, room: str, protocol: str) -> AsyncIterator[SctpParticipant]:
     async with aiohttp.ClientSession() as session:
-        client = SctpParticipant(session)
+        client = SctpParticipant(session, protocol)
         await client.join(url_of(server, "ws"), join_token(room, "mallory"))
         try:
             yield client
@@ -99,6 +100,7 @@ class Flood:
     url: str
     token: str
     probe: Probe
+    protocol: str
     joined: threading.Event = field(default_factory=threading.Event)
     sent: int = 0
     stalled: float = 0.0  # seconds the server took to catch up with one burst, if too long
@@ -110,7 +112,7 @@ class Flood:
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession() as session:
-            mallory = SctpParticipant(session)
+            mallory = SctpParticipant(session, self.protocol)
             await mallory.join(self.url, self.token)
             self.joined.set()
             try:
@@ -145,14 +147,14 @@ class Flood:
 
 
 async def test_tsn_gap_flood_keeps_the_node_responsive_and_removes_the_attacker(
-    server: Server,
+    server: Server, signalling: str
 ) -> None:
     async with (
         joined(server, "sctp", "alice") as (alice, alice_events),
         joined(server, "sctp", "bob") as (_, bob_events),
         probing(server) as probe,
     ):
-        flood = Flood(url_of(server, "ws"), join_token("sctp", "mallory"), probe)
+        flood = Flood(url_of(server, "ws"), join_token("sctp", "mallory"), probe, signalling)
         attack = asyncio.get_running_loop().run_in_executor(None, flood.run)
         await asyncio.to_thread(flood.joined.wait, 30)
         await alice_events.wait("participant_connected", lambda p: p.identity == "mallory")
@@ -170,11 +172,13 @@ async def test_tsn_gap_flood_keeps_the_node_responsive_and_removes_the_attacker(
         assert await metric(server, "tsn_window") > 60_000
 
 
-async def test_a_subscriber_that_never_acknowledges_is_removed(server: Server) -> None:
+async def test_a_subscriber_that_never_acknowledges_is_removed(
+    server: Server, signalling: str
+) -> None:
     async with (
         joined(server, "sctp-slow", "alice") as (alice, alice_events),
         joined(server, "sctp-slow", "bob") as (_, bob_events),
-        attacker(server, "sctp-slow") as mallory,
+        attacker(server, "sctp-slow", signalling) as mallory,
     ):
         await alice_events.wait("participant_connected", lambda p: p.identity == "mallory")
         mallory.reading = False  # from now on it never acknowledges (no SACK)

@@ -5,6 +5,7 @@ and test_browser_turn.py put the official SDK and Chromium behind a firewall):
   video and data through it, with the credentials of their JoinResponse;
 - Roomcast's own client reaches it over TCP and over TLS (a self-signed certificate it is told
   to trust: the Python SDK's libwebrtc trusts only its built-in roots) and gets media and data;
+- both of these on `/rtc/v1` and on `/rtc` (the `signalling` fixture);
 - it relays to the media port only (403, counted), applies its quota, and a taken TURN port
   stops the start naming the key.
 """
@@ -59,7 +60,7 @@ async def start_turn_server(
 
 
 async def test_relay_only_sdk_participants_exchange_media_and_data_through_turn(
-    start_server: ServerFactory, tmp_path: Path
+    start_server: ServerFactory, tmp_path: Path, signalling: str
 ) -> None:
     server = await start_turn_server(start_server, tmp_path)
     async with (
@@ -75,11 +76,13 @@ async def test_relay_only_sdk_participants_exchange_media_and_data_through_turn(
         packet = await events.wait("data_received")
         assert packet[0].data == b"relayed"
         await listener.local_participant.publish_data(b"back", reliable=True)
-        # Every transport of the room receives from a relayed address of ours.
+        # Every transport of the room (two per participant on /rtc, one on /rtc/v1) receives
+        # from a relayed address of ours.
         assert server.turn is not None
         relayed = {a.relayed_address for a in server.turn.core.allocations}
         routed = {t.remote_address for t in server.mux._routes}
-        assert len(routed) == 4 and routed <= relayed, (routed, relayed)
+        transports = 2 if signalling == "v1" else 4
+        assert len(routed) == transports and routed <= relayed, (routed, relayed)
 
 
 class RelayedPeer(ClientPeer):
@@ -102,7 +105,7 @@ class RelayedPeer(ClientPeer):
 
 @contextlib.asynccontextmanager
 async def relayed_participant(
-    server: Server, room: str, transport: str
+    server: Server, room: str, transport: str, protocol: str
 ) -> AsyncIterator[SctpParticipant]:
     servers = ice_servers(server.config, "PA_relayedclient")
     credentials = (servers[0].username, servers[0].credential)
@@ -114,7 +117,7 @@ async def relayed_participant(
     else:
         options, address = {"transport": transport}, ("127.0.0.1", turn.udp_port)
     async with aiohttp.ClientSession() as session:
-        client = SctpParticipant(session)
+        client = SctpParticipant(session, protocol)
         client.peer = RelayedPeer(address, credentials, **options)
         rtp: collections.Counter[int] = collections.Counter()
         client.peer.on_rtp = lambda packet: rtp.update([int.from_bytes(packet[8:12], "big")])
@@ -128,14 +131,14 @@ async def relayed_participant(
 
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 async def test_roomcast_client_gets_media_and_data_over_turn_tcp_and_tls(
-    start_server: ServerFactory, tmp_path: Path, transport: str
+    start_server: ServerFactory, tmp_path: Path, transport: str, signalling: str
 ) -> None:
     server = await start_turn_server(start_server, tmp_path)
     room = f"over-{transport}"
     async with (
         joined(server, room, "talker") as (talker, _),
         publishing(talker),
-        relayed_participant(server, room, transport) as client,
+        relayed_participant(server, room, transport, signalling) as client,
     ):
         rtp = client.rtp  # type: ignore[attr-defined]
         await until(lambda: len(rtp) >= 2 and min(rtp.values()) >= 20)  # audio and video

@@ -3,7 +3,8 @@ towards ICE-lite servers), DTLS-SRTP in either role, SRTP/SRTCP, one UDP socket 
 
 It speaks SDP strings, so it works with any WebRTC endpoint, not only LiveKit servers. No data
 channels: a data section in a remote offer is accepted (Roomcast requires it on the subscriber
-PC) but SCTP is never started, and incoming SCTP records are counted and dropped.
+PC), and one can be offered (`DataSection`), but SCTP is never started, and incoming SCTP
+records are counted and dropped.
 
 API (stable; bench/compare.py uses it):
 
@@ -38,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import pylibsrtp
@@ -54,7 +55,9 @@ from roomcast.media.transport import HOST_PRIORITY
 
 from .ice import Address, IceAgent
 from .sdp import (
+    DataSection,
     LocalTrack,
+    OfferSection,
     ReceiveSection,
     RemoteTrack,
     build_answer,
@@ -65,6 +68,7 @@ from .tcp import TcpDialer
 
 __all__ = [
     "ClientPeer",
+    "DataSection",
     "LocalTrack",
     "PeerError",
     "ReceiveSection",
@@ -186,10 +190,10 @@ class ClientPeer(asyncio.DatagramProtocol):
             self.ice.local_ufrag, self.ice.local_pwd, self.certificate.fingerprint(), [candidate]
         )
 
-    def create_offer(self, tracks: list[LocalTrack] | list[LocalTrack | ReceiveSection]) -> str:
-        """Offer one sendonly section per track, one recvonly section per ReceiveSection (mids
-        assigned in order, see LocalTrack.mid). The offerer is the controlling ICE agent
-        (RFC 8445 §6.1.1)."""
+    def create_offer(self, tracks: Sequence[OfferSection]) -> str:
+        """Offer one sendonly section per track, one recvonly section per ReceiveSection, the
+        data section for a DataSection (mids assigned in order, see LocalTrack.mid). The
+        offerer is the controlling ICE agent (RFC 8445 §6.1.1)."""
         self._version += 1
         self.ice.controlling = True
         return build_offer(

@@ -4,7 +4,7 @@ A client offers sendonly audio/video sections (the publisher PeerConnection), sh
 Chrome's: simulcast by `a=rid`/`a=simulcast` without SSRCs (RFC 8853), a single stream with
 `a=ssrc` lines. On LiveKit's `/rtc/v1` it also offers recvonly sections (`ReceiveSection`) for
 what it will receive, and reads the tracks the server sends from the answer
-(`remote_tracks_of`). It answers a server's offer (the subscriber PeerConnection of `/rtc`) with
+(`remote_tracks_of`), and may offer the data section (`DataSection`) there, as the SDKs do. It answers a server's offer (the subscriber PeerConnection of `/rtc`) with
 recvonly sections taking the offered codecs and extension ids as they are. Everything is
 BUNDLEd on one transport with one ICE ufrag/pwd and one DTLS certificate (RFC 8843). The pieces
 both roles share (transport, data section, setup rule, the remote's transport) are in
@@ -13,6 +13,7 @@ media/jsep.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from roomcast.media.jsep import (
@@ -78,6 +79,16 @@ class ReceiveSection:
 
 
 @dataclass(slots=True)
+class DataSection:
+    """The m=application section for data channels in an offer (RFC 8841 §5: SCTP port 5000)."""
+
+    mid: str = ""  # set by build_offer
+
+
+OfferSection = LocalTrack | ReceiveSection | DataSection
+
+
+@dataclass(slots=True)
 class RemoteTrack:
     """One sending section of the remote's offer: what we receive on it."""
 
@@ -92,21 +103,23 @@ class RemoteTrack:
 
 def build_offer(
     ice: TransportParams,
-    sections: list[LocalTrack] | list[LocalTrack | ReceiveSection],
+    sections: Sequence[OfferSection],
     *,
     session_id: str,
     version: int,
 ) -> str:
-    """An offer: one sendonly section per track and one recvonly section per ReceiveSection,
-    mids "0", "1", … in order (an offer that only appends keeps every earlier mid, as JSEP
-    §5.2.2 requires of subsequent offers)."""
+    """An offer: one sendonly section per track, one recvonly section per ReceiveSection and
+    the data section, mids "0", "1", … in order (an offer that only appends keeps every earlier
+    mid, as JSEP §5.2.2 requires of subsequent offers)."""
     desc = _session(session_id, version)
     for index, section in enumerate(sections):
         section.mid = str(index)
         if isinstance(section, LocalTrack):
             desc.media.append(_send_section(ice, section))
-        else:
+        elif isinstance(section, ReceiveSection):
             desc.media.append(_receive_section(ice, section))
+        else:
+            desc.media.append(data_section(ice, section.mid, "actpass"))
     desc.groups.append(Group("BUNDLE", [s.mid for s in sections]))  # RFC 8843 §7.2
     return desc.serialize()
 

@@ -52,6 +52,7 @@ MAX_NACK_GAP = 16  # a larger jump is a layer switch or a restart, not loss wort
 RECEIVER_SSRC = 1
 _U16_U32 = struct.Struct("!H4xI")  # sequence number, then SSRC 4 bytes later
 PROTOCOLS = ("v0", "v1")
+RED_PT = 63  # RED around opus in our receive sections, libwebrtc's payload type
 INITIAL_RECEIVE_SECTIONS = 3  # of each kind in the first /rtc/v1 offer, as the SDKs
 
 
@@ -246,7 +247,7 @@ class LoadParticipant:
         if tracks:
             self.publisher = peer
         kinds = ["audio"] * INITIAL_RECEIVE_SECTIONS + ["video"] * INITIAL_RECEIVE_SECTIONS
-        self._sections = [*tracks, *(_receive_section(kind) for kind in kinds)]
+        self._sections = [*tracks, *(receive_section(kind) for kind in kinds)]
         self._offer_id = 1
         self._awaiting_answer = True
         offer = proto.SessionDescription(
@@ -288,7 +289,7 @@ class LoadParticipant:
     def _on_media_sections(self, audios: int, videos: int) -> None:
         """The server needs more receive sections, or just another offer (0, 0)."""
         kinds = ["audio"] * audios + ["video"] * videos
-        self._sections.extend(_receive_section(kind) for kind in kinds)
+        self._sections.extend(receive_section(kind) for kind in kinds)
         if self._awaiting_answer:
             self._offer_again = True  # one offer at a time (JSEP §4.1.8)
         else:
@@ -411,13 +412,18 @@ def _feed_rtcp(senders: list[Sender]) -> Callable[[bytes], None]:
     return on_rtcp
 
 
-def _receive_section(kind: str) -> ReceiveSection:
+def receive_section(kind: str) -> ReceiveSection:
     """A recvonly section for what the server sends (/rtc/v1): the codecs and extension ids
-    our own tracks use, so each payload type means one thing across the bundle."""
+    our own tracks use, so each payload type means one thing across the bundle. Audio also
+    takes RED around opus (RFC 2198), as libwebrtc offers it: the SDKs publish audio as RED
+    when they can, and the server forwards it as published."""
     if kind == "audio":
         return ReceiveSection(
             kind="audio",
-            codecs=[Codec(OPUS_PT, "opus", 48000, 2, "minptime=10;useinbandfec=1")],
+            codecs=[
+                Codec(OPUS_PT, "opus", 48000, 2, "minptime=10;useinbandfec=1"),
+                Codec(RED_PT, "red", 48000, 2, f"{OPUS_PT}/{OPUS_PT}"),
+            ],
             extmaps=[Extmap(EXT_AUDIO_LEVEL, URI_AUDIO_LEVEL), Extmap(EXT_MID, URI_MID)],
         )
     feedback = ["nack", "nack pli", "ccm fir", "goog-remb"]

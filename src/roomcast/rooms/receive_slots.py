@@ -221,8 +221,10 @@ def send_plan(
     RED first when it sends RED): the offer's payload types for them with its own fmtp (a
     payload type must mean the same in every bundled section), rtcp-fb among `feedback`, the
     offered header extensions among `extensions`, one SSRC with cname and msid (RFC 5576 §4.1).
-    None when the section offers none of the track's codecs. A RED track offered no RED goes
-    out as its inner codec (the plane forwards what the subscriber negotiated)."""
+    None when the section offers none of the track's codecs. A RED track offered no RED is
+    answered with its inner codec, but the plane forwards RED packets only where RED was
+    negotiated (media/downtrack.py `pt_map`): such a subscriber gets no audio, as on `/rtc`
+    when its answer leaves RED out."""
     chosen: list[Codec] = []
     for codec in codecs:
         match = matching_codec(offered, codec)
