@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from livekit import api
 from livekit.protocol import models, rtc
 
+from roomcast.client.signal import join_request, wrap_join_request
 from roomcast.routing.bus import channel_of
 from roomcast.routing.placement import lease_key
 from roomcast.routing.records import PARTICIPANTS_PREFIX
@@ -74,8 +75,9 @@ def trickle(size: int) -> rtc.SignalRequest:
     )
 
 
+@pytest.mark.parametrize("path", ["/rtc", "/rtc/v1"])
 async def test_relayed_requests_leave_nothing_in_redis_and_big_ones_are_refused(
-    redis: tuple[RedisServer, aioredis.Redis], start_server: ServerFactory
+    redis: tuple[RedisServer, aioredis.Redis], start_server: ServerFactory, path: str
 ) -> None:
     server, store = redis
     a: Server = await start_server(node_config(server))
@@ -88,7 +90,11 @@ async def test_relayed_requests_leave_nothing_in_redis_and_big_ones_are_refused(
     async def streams_drained() -> bool:
         return sum([await store.xlen(s) for s in streams]) == 0
 
-    url = f"{url_of(b, 'ws')}/rtc?access_token={join_token('big', 'mallory')}"
+    url = f"{url_of(b, 'ws')}{path}?access_token={join_token('big', 'mallory')}"
+    if path == "/rtc/v1":  # the join request travels to A with the rest of the query
+        url += "&join_request=" + wrap_join_request(
+            join_request(auto_subscribe=True, adaptive_stream=False)
+        )
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         await receive_until(ws, "join")  # the session runs on A, relayed through B
         baseline = await info(store, "memory", "used_memory")

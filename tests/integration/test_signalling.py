@@ -130,9 +130,12 @@ async def test_http_validation_before_upgrade(start_server: ServerFactory) -> No
             async with session.get(base + path, **kwargs) as resp:  # type: ignore[arg-type]
                 return resp.status, await resp.text(), dict(resp.headers)
 
-        status, _, headers = await get("/rtc/v1/validate", params={"access_token": good})
-        assert status == 404 and headers["Access-Control-Allow-Origin"] == "*"
-        assert (await get("/rtc/v1"))[0] == 404
+        # /rtc/v1 is served (tests/integration/test_signalling_v1.py): its validate endpoint
+        # wants the join request, with CORS headers like every answer here.
+        status, text, headers = await get("/rtc/v1/validate", params={"access_token": good})
+        assert (status, text) == (400, "join_request is required")
+        assert headers["Access-Control-Allow-Origin"] == "*"
+        assert (await get("/rtc/v1"))[0] == 404  # not an upgrade
         assert (await get("/rtc", params={"access_token": good}))[0] == 404  # not an upgrade
 
         status, text, headers = await get("/rtc/validate", params={"access_token": good})

@@ -109,6 +109,8 @@ def test_metadata_and_attributes_need_can_update_own_metadata() -> None:
     with pytest.raises(PermissionDeniedError):
         claims_with_join_request(plain, request)
     assert claims_with_join_request(plain, rtc.JoinRequest()) is plain
+    with pytest.raises(PermissionDeniedError):  # even an attribute that changes nothing
+        claims_with_join_request(plain, rtc.JoinRequest(participant_attributes={"gone": ""}))
     allowed = claims_for("ann", can_update_own_metadata=True)
     allowed = claims_with_join_request(claims_for("ann", can_update_own_metadata=True), request)
     assert allowed.metadata == "m"

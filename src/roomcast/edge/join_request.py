@@ -97,13 +97,13 @@ def join_options_from_request(request: rtc.JoinRequest, remote: str) -> JoinOpti
 def claims_with_join_request(claims: Claims, request: rtc.JoinRequest) -> Claims:
     """The token's claims with the JoinRequest's metadata and attributes, which only a token
     allowed to update its own metadata may set (as `canUpdateOwnMetadata` on a live
-    participant). Attributes are added or replaced, never removed (an empty value is skipped).
-    Raises PermissionDeniedError."""
-    attributes = {k: v for k, v in request.participant_attributes.items() if v}
-    if not request.metadata and not attributes:
+    participant). Attributes are added or replaced, never removed (an empty value is skipped,
+    but still needs the permission, as livekit-server asks). Raises PermissionDeniedError."""
+    if not request.metadata and not request.participant_attributes:
         return claims
     if not claims.video.effective_can_update_own_metadata:
         raise PermissionDeniedError()
+    attributes = {k: v for k, v in request.participant_attributes.items() if v}
     return dataclasses.replace(
         claims,
         metadata=request.metadata or claims.metadata,

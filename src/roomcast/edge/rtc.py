@@ -230,9 +230,6 @@ class RtcEndpoint:
         try:
             join_request = decode_join_request(param)
             claims = claims_with_join_request(claims, join_request)
-            self._sessions.admin.check_participant_fields(
-                claims.metadata, claims.name, dict(claims.attributes)
-            )
         except JoinRequestError as exc:
             return web.Response(status=400, text=str(exc))
         except RoomcastError as exc:

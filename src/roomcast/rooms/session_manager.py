@@ -107,6 +107,9 @@ class SessionManager:
             raise InvalidArgumentError("identity is too long")
         if len(claims.name.encode()) > self.config.limit.max_participant_name_length:
             raise InvalidArgumentError("name is too long")
+        # The token's (or `/rtc/v1` join request's) metadata and attributes, as an update of
+        # them would be checked: the same limits on every path.
+        self.admin.check_participant_fields(claims.metadata, claims.name, dict(claims.attributes))
         if room_exists is None:
             room_exists = self.rooms.get(grant.room) is not None
         if not room_exists and not self.config.room.auto_create and not grant.room_create:
