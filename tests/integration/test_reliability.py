@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from livekit import rtc
 
+from roomcast.rooms.participant import Participant
+from roomcast.rooms.transport_manager import ParticipantTransports
 from roomcast.server import Server
 from tests import signalling
 from tests.integration.sdk import ROOM_EVENTS, Events, join_token, joined, room_options, until
@@ -30,9 +32,18 @@ async def connect_via(proxy: TcpProxy, room: str, identity: str) -> tuple[rtc.Ro
     return client, events
 
 
-@pytest.mark.usefixtures("signalling")
+def remote_ufrags(participant: Participant) -> set[str | None]:
+    """The client's ICE ufrags on the server's transports of its session (one per
+    PeerConnection)."""
+    transports = participant.session.transports  # type: ignore[union-attr]
+    assert isinstance(transports, ParticipantTransports)
+    subscriber = transports._subscriber_transport
+    publisher = transports.publisher.transport if transports.publisher is not None else None
+    return {t.remote_ufrag for t in {subscriber, publisher} if t is not None}
+
+
 async def test_signal_drop_resumes_session_and_media_keeps_flowing(
-    server: Server, proxy: TcpProxy
+    server: Server, proxy: TcpProxy, signalling: str
 ) -> None:
     async with joined(server, "resume", "watcher") as (_, watcher_events):
         pub, pub_events = await connect_via(proxy, "resume", "talker")
@@ -40,19 +51,24 @@ async def test_signal_drop_resumes_session_and_media_keeps_flowing(
             async with publishing(pub):
                 await subscribed_track(watcher_events, rtc.TrackKind.KIND_VIDEO, "talker")
                 sid_before = pub.local_participant.sid
+                room = server.rooms.get("resume")
+                assert room is not None
+                ufrags_before = remote_ufrags(room.participants["talker"])
+                assert len(ufrags_before) == (1 if signalling == "v1" else 2)
                 connections_before = proxy.connections
                 proxy.cut()
                 await pub_events.wait("reconnected", timeout=30)
                 assert proxy.connections > connections_before  # a new WebSocket…
                 assert pub.local_participant.sid == sid_before  # …for the same session
+                # …whose PeerConnections restarted ICE: new credentials on every one.
+                await until(lambda: not remote_ufrags(room.participants["talker"]) & ufrags_before)
                 # The watcher never saw the talker leave, and media still flows.
                 assert not [
                     a
                     for a in watcher_events.all("participant_disconnected")
                     if a[0].identity == "talker"
                 ]
-                room = server.rooms.get("resume")
-                assert room is not None and room.participants["talker"].sid == sid_before
+                assert room.participants["talker"].sid == sid_before
                 async with joined(server, "resume", "late") as (_, late_events):
                     track = await subscribed_track(late_events, rtc.TrackKind.KIND_VIDEO, "talker")
                     assert await asyncio.wait_for(video_frame_size(track), 30) == (320, 240)
