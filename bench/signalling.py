@@ -4,11 +4,15 @@ Runs `roomcast serve` as a subprocess (per-IP join limit off) and measures, with
 clients in this process:
   ListRooms        raw Twirp (POST /twirp/livekit.RoomService/ListRooms, protobuf)
   CreateRoom+Delete  a room created and deleted per iteration (two requests)
-  WS joins         /rtc WebSocket → JoinResponse → LeaveRequest (signalling only)
-  full joins       the same plus the subscriber PeerConnection connected (ICE + DTLS)
+  WS joins v0/v1   /rtc (or /rtc/v1 with a join request) WebSocket → JoinResponse →
+                   LeaveRequest (signalling only)
+  full joins v0/v1 the same plus the PeerConnection(s) connected (ICE + DTLS): the subscriber
+                   PC on /rtc, the one PC (its offer in the join request) on /rtc/v1
+  SDK joins v0/v1  the official Python SDK's `Room.connect()`, one at a time (`--sdk-joins`):
+                   /rtc/v1 as it joins by default, /rtc forced (`single_peer_connection`)
 Each prints requests (joins) per second and latency p50/p95, and the machine it ran on.
 
-Run: python -m bench.signalling [--seconds 5] [--concurrency 16] [--joins 200]
+Run: python -m bench.signalling [--seconds 5] [--concurrency 16] [--joins 200] [--sdk-joins 30]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from livekit.protocol import models
 from livekit.protocol import room as room_proto
 
 from roomcast.auth import VideoGrant, create_token
-from roomcast.client.signal import SignalClient
+from roomcast.client.signal import SignalClient, join_request
 from roomcast.loadtest.participant import LoadParticipant, Role
 from roomcast.loadtest.report import percentile
 
@@ -152,8 +156,11 @@ async def room_service(
     return listed, created
 
 
-async def ws_joins(url: str, joins: int, concurrency: int, *, full: bool) -> Throughput:
-    """`joins` participants joining one room each, `concurrency` at a time."""
+async def ws_joins(
+    url: str, joins: int, concurrency: int, *, full: bool, protocol: str
+) -> Throughput:
+    """`joins` participants joining one of 20 rooms each, `concurrency` at a time, on /rtc
+    ("v0") or /rtc/v1 ("v1")."""
     latencies: list[float] = []
     errors = 0
     first_error = ""
@@ -164,7 +171,7 @@ async def ws_joins(url: str, joins: int, concurrency: int, *, full: bool) -> Thr
         async def worker() -> None:
             nonlocal errors, first_error
             for i in queue:
-                identity = f"{'full' if full else 'ws'}-{i}"
+                identity = f"{'full' if full else 'ws'}-{protocol}-{i}"
                 room = f"joins-{i % 20}"
                 token = create_token(
                     API_KEY,
@@ -176,7 +183,7 @@ async def ws_joins(url: str, joins: int, concurrency: int, *, full: bool) -> Thr
                 try:
                     if full:
                         participant = LoadParticipant(
-                            Role(identity, room, subscribe=True), url, token, http
+                            Role(identity, room, subscribe=True), url, token, http, protocol
                         )
                         await participant.join(started)
                         if participant.error is not None:
@@ -185,7 +192,11 @@ async def ws_joins(url: str, joins: int, concurrency: int, *, full: bool) -> Thr
                         await participant.leave()
                     else:
                         client = SignalClient(http)
-                        await client.connect(url, token)
+                        if protocol == "v1":
+                            request = join_request(auto_subscribe=True, adaptive_stream=False)
+                            await client.connect(url, token, join_request=request)
+                        else:
+                            await client.connect(url, token)
                         latencies.append(time.monotonic() - started)
                         await client.leave()
                 except Exception as exc:
@@ -195,12 +206,46 @@ async def ws_joins(url: str, joins: int, concurrency: int, *, full: bool) -> Thr
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.monotonic() - started
-    name = "full joins (ICE+DTLS)" if full else "WS joins"
+    name = f"{'full joins (ICE+DTLS)' if full else 'WS joins'} {protocol}"
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     return Throughput(name, len(latencies), errors, elapsed, p50, p95, first_error)
 
 
-async def run(*, seconds: float, concurrency: int, joins: int) -> list[Throughput]:
+async def sdk_joins(url: str, joins: int, protocol: str) -> Throughput:
+    """The official Python SDK's `Room.connect()` (returns once the JoinResponse is in and the
+    primary PeerConnection connected), `joins` times in a row, then `disconnect()`."""
+    from livekit import rtc  # a test dependency, not the server's
+
+    options = rtc.RoomOptions(single_peer_connection=False if protocol == "v0" else None)
+    latencies: list[float] = []
+    errors = 0
+    first_error = ""
+    started_all = time.monotonic()
+    for i in range(joins):
+        token = create_token(
+            API_KEY,
+            API_SECRET,
+            identity=f"sdk-{protocol}-{i}",
+            video=VideoGrant(room_join=True, room=f"sdk-{i % 5}"),
+        )
+        room = rtc.Room()
+        started = time.monotonic()
+        try:
+            await room.connect(url, token, options)
+            latencies.append(time.monotonic() - started)
+        except Exception as exc:
+            errors += 1
+            first_error = first_error or repr(exc)
+        finally:
+            await room.disconnect()
+    elapsed = time.monotonic() - started_all
+    p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+    return Throughput(
+        f"SDK joins {protocol}", len(latencies), errors, elapsed, p50, p95, first_error
+    )
+
+
+async def run(*, seconds: float, concurrency: int, joins: int, sdk: int) -> list[Throughput]:
     server = ServerProcess()
     await server.start()
     try:
@@ -209,8 +254,15 @@ async def run(*, seconds: float, concurrency: int, joins: int) -> list[Throughpu
         )
         results = [listed, created]
         for full in (False, True):
-            results.append(await ws_joins(server.ws_url, joins, concurrency, full=full))
-            await asyncio.sleep(2)  # departures settle
+            for protocol in ("v0", "v1"):
+                result = await ws_joins(
+                    server.ws_url, joins, concurrency, full=full, protocol=protocol
+                )
+                results.append(result)
+                await asyncio.sleep(2)  # departures settle
+        if sdk:
+            for protocol in ("v0", "v1"):
+                results.append(await sdk_joins(server.ws_url, sdk, protocol))
     finally:
         await server.stop()
     return results
@@ -221,9 +273,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per RoomService method")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--joins", type=int, default=200, help="joins per WebSocket scenario")
+    parser.add_argument("--sdk-joins", type=int, default=30, help="per path; 0: none")
     args = parser.parse_args()
     print(f"signalling on {machine()}; concurrency {args.concurrency}")
-    results = uvloop.run(run(seconds=args.seconds, concurrency=args.concurrency, joins=args.joins))
+    results = uvloop.run(
+        run(
+            seconds=args.seconds,
+            concurrency=args.concurrency,
+            joins=args.joins,
+            sdk=args.sdk_joins,
+        )
+    )
     for result in results:
         print(result.line())
 

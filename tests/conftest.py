@@ -69,17 +69,17 @@ def free_tcp_ports(count: int) -> int:
 ServerFactory = Callable[..., Any]
 
 
-@pytest.fixture
-def started_servers() -> list[Server]:
-    """The servers `start_server` started in this test (the `signalling` fixture checks which
-    paths they saw, whichever of the two fixtures came first)."""
-    return []
+@pytest.fixture(autouse=True)
+def _servers_of_this_test() -> None:
+    """Autouse, so set up before every other fixture: the servers started in this test, in
+    tests/signalling.py, start empty."""
+    signalling_path.servers.clear()
 
 
 @pytest.fixture
-async def start_server(started_servers: list[Server]) -> AsyncIterator[ServerFactory]:
+async def start_server() -> AsyncIterator[ServerFactory]:
     """Start servers with a YAML config body; all are stopped at the end of the test."""
-    started = started_servers
+    started: list[Server] = []
 
     async def start(config_body: str = "", **overrides: Any) -> Server:
         body = f"port: 0\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [127.0.0.1]\n"
@@ -89,6 +89,7 @@ async def start_server(started_servers: list[Server]) -> AsyncIterator[ServerFac
         server = Server(config)
         await server.start()
         started.append(server)
+        signalling_path.servers.append(server)
         return server
 
     yield start
@@ -97,21 +98,22 @@ async def start_server(started_servers: list[Server]) -> AsyncIterator[ServerFac
 
 
 @pytest.fixture(params=["v1", "v0"])
-def signalling(request: pytest.FixtureRequest, started_servers: list[Server]) -> Iterator[str]:
+def signalling(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test with the official SDKs on both signalling paths (tests/signalling.py):
     "v1" as they join by default, "v0" forced. Afterwards every server the test started must
-    have seen only that path: the SDKs did not fall back."""
+    have seen only that path: the SDKs did not fall back. (Tests on `roomcast serve`
+    processes check those themselves: tests/integration/cluster.py.)"""
     path: str = request.param
     signalling_path.current = path
     try:
         yield path
     finally:
         signalling_path.current = "v1"
-    seen = [dict(server.rtc.requests_by_path) for server in started_servers]
+    servers = list(signalling_path.servers)
+    seen = [dict(server.rtc.requests_by_path) for server in servers]
     expected = signalling_path.PATHS[path]
     assert all(set(paths) <= {expected} for paths in seen), f"on {path} the servers saw {seen}"
-    # (Tests on `roomcast serve` processes check those themselves: tests/integration/cluster.py.)
-    assert any(seen) or not started_servers, f"no server saw {expected}"
+    assert any(seen) or not servers, f"no server saw {expected}"
 
 
 @pytest.fixture

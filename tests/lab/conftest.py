@@ -20,6 +20,7 @@ import uvloop
 
 from roomcast.config import Overrides, load_config
 from roomcast.server import Server
+from tests import signalling
 from tests.conftest import API_KEY, API_SECRET
 from tests.lab import netlab, timings
 from tests.lab.netlab import NetworkLab
@@ -70,6 +71,7 @@ async def running_server(
     )
     server = Server(load_config(Overrides(config_body=body + extra_yaml), environ={}))
     await server.start()
+    signalling.servers.append(server)  # the `signalling` fixture checks the paths it saw
     try:
         yield server
     finally:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests import signalling
+
 SCRIPT = Path(__file__).with_name("sdk_peer.py")
 REPO = SCRIPT.parents[2]
 EVENT_TIMEOUT = 30.0
@@ -37,6 +39,7 @@ class PeerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = await asyncio.create_subprocess_exec(
             *self.prefix, sys.executable, str(SCRIPT), url, token, *extra,
+            "--signalling", signalling.current,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -203,7 +203,7 @@ class Peer:
             except Exception as exc:  # report it; the test decides
                 emit("reply", id=ident, error=f"{type(exc).__name__}: {exc}")
 
-    async def run(self, url: str, token: str) -> None:
+    async def run(self, url: str, token: str, options: rtc.RoomOptions) -> None:
         room = self.room
         room.on("track_subscribed", self.on_track)
         room.on(
@@ -223,7 +223,7 @@ class Peer:
         )
         self.started = time.monotonic()
         try:
-            await room.connect(url, token)
+            await room.connect(url, token, options)
         except Exception as exc:
             emit("connect_failed", error=f"{type(exc).__name__}: {exc}")
             return
@@ -288,11 +288,14 @@ def main() -> None:
     parser.add_argument("token")
     parser.add_argument("--size", default="320x240")
     parser.add_argument("--fps", type=int, default=20)
+    # "v0": forced onto /rtc (RoomOptions.single_peer_connection False); "v1": the default.
+    parser.add_argument("--signalling", choices=["v0", "v1"], default="v1")
     args = parser.parse_args()
+    options = rtc.RoomOptions(single_peer_connection=False if args.signalling == "v0" else None)
     width, height = (int(v) for v in args.size.split("x"))
 
     async def run() -> None:
-        await Peer(width, height, args.fps).run(args.url, args.token)
+        await Peer(width, height, args.fps).run(args.url, args.token, options)
 
     asyncio.run(run())
 

@@ -19,7 +19,7 @@ from tests.lab.netlab import NetworkLab
 from tests.lab.peers import Peers
 from tests.lab.test_ice_paths import first_frames, transports_of
 
-pytestmark = [requires_chromium, pytest.mark.media]
+pytestmark = [requires_chromium, pytest.mark.media, pytest.mark.usefixtures("signalling")]
 
 INBOUND = {"framesDecoded": 20, "totalAudioEnergy": 0.001}
 

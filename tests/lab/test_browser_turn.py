@@ -28,7 +28,7 @@ from tests.lab.test_browser_paths import INBOUND
 from tests.lab.test_ice_paths import first_frames
 from tests.lab.test_turn_paths import VIAS, check_path, only_turn_open, relayed_server
 
-pytestmark = [requires_chromium, pytest.mark.media]
+pytestmark = [requires_chromium, pytest.mark.media, pytest.mark.usefixtures("signalling")]
 
 TRUST_TEST_CERTIFICATES = ["--ignore-certificate-errors"]
 

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from roomcast.server import Server
+from tests import signalling
 from tests.certificates import self_signed_certificate
 from tests.lab import timings
 from tests.lab.conftest import running_server
@@ -35,6 +36,8 @@ from tests.lab.turn import (
     embedded_turn,
     transports_from,
 )
+
+pytestmark = pytest.mark.usefixtures("signalling")  # /rtc/v1 as the SDK joins, and /rtc
 
 needs_coturn = pytest.mark.skipif(
     not Path(COTURN).exists(), reason="coturn is not installed (scripts/install-test-deps.sh)"
@@ -73,7 +76,7 @@ def check_embedded_path(server: Server, lab: NetworkLab, protocol: str) -> set[s
     relays = embedded_relays_of(server, lab.host.seen_as)
     assert relays and set(relays.values()) == {protocol}, relays
     ufrags = transports_from(server, set(relays))
-    assert len(ufrags) == 2, (relays, ufrags)
+    assert len(ufrags) == len(signalling.peer_connections()), (relays, ufrags)
     return ufrags
 
 
@@ -88,7 +91,7 @@ def check_coturn_path(server: Server, relay: Coturn) -> set[str]:
         and low <= transport.remote_address[1] <= high
     }
     ufrags = transports_from(server, addresses)
-    assert len(ufrags) == 2, addresses
+    assert len(ufrags) == len(signalling.peer_connections()), addresses
     return ufrags
 
 

@@ -7,12 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests import signalling
+
 ARTIFACTS = Path(__file__).with_name("artifacts")
 RESULTS: list[dict[str, Any]] = []
 
 
 def record(path: str, client: str, **values: float | str) -> None:
-    """`path`: e.g. "udp", "ice-tcp (udp blocked)"; `client`: "python sdk", "chromium"."""
+    """`path`: e.g. "udp", "ice-tcp (udp blocked)"; `client`: "python sdk", "chromium", to
+    which the signalling path the test runs on is added ("python sdk v1")."""
+    client = f"{client} {signalling.current}"
     RESULTS.append({"path": path, "client": client, **values})
 
 
@@ -26,7 +30,7 @@ def summary() -> list[str]:
             for k, v in row.items()
             if k not in ("path", "client")
         )
-        lines.append(f"  {row['path']:<28} {row['client']:<11} {values}")
+        lines.append(f"  {row['path']:<28} {row['client']:<14} {values}")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "timings.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
     return lines

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from roomcast.server import Server
+from tests import signalling
 from tests.certificates import self_signed_certificate
 from tests.lab.conftest import free_port_on
 from tests.lab.netlab import NetworkLab
@@ -136,10 +137,11 @@ def relayed_pairs(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def check_sdk_relay(
     stats: dict[str, Any], server: Server, turn_port: int, relay_protocol: str
 ) -> None:
-    """Both PeerConnections of an SDK peer send through a TURN relay reached over
-    `relay_protocol` (TRANSPORT_TCP / TRANSPORT_TLS) on `turn_port`, to the media port."""
+    """Every PeerConnection of an SDK peer (two on /rtc, one on /rtc/v1) sends through a TURN
+    relay reached over `relay_protocol` (TRANSPORT_TCP / TRANSPORT_TLS) on `turn_port`, to
+    the media port."""
     pairs = relayed_pairs(stats)
-    assert set(pairs) == {"publisher", "subscriber"}, stats["paths"]
+    assert set(pairs) == set(signalling.peer_connections()), stats["paths"]
     for pair in pairs.values():
         local, remote = pair["local"], pair["remote"]
         assert local["type"] == "RELAY", pair
