@@ -291,6 +291,23 @@ def test_a_client_offer_is_answered_by_the_server_policy() -> None:
     )
 
 
+def test_a_client_offer_can_carry_receive_sections_and_the_data_section() -> None:
+    """The /rtc/v1 shape: what it receives on and its data channels in the client's offer,
+    mids in the order given, one BUNDLE (docs/protocol/19-signalling-v1.md §3)."""
+    sections: list[client_sdp.OfferSection] = [
+        client_sdp.ReceiveSection("audio", [OPUS], [MID_EXT]),
+        client_sdp.DataSection(),
+    ]
+    offer = SessionDescription.parse(
+        client_sdp.build_offer(CLIENT, sections, session_id="1", version=1)
+    )
+    receive, data = offer.media
+    assert (receive.kind, receive.mid, receive.direction) == ("audio", "0", "recvonly")
+    assert (data.kind, data.mid, data.setup) == ("application", "1", "actpass")
+    assert jsep.is_data_section(data) and data.sctp_port == jsep.SCTP_PORT
+    assert offer.bundle_group() == Group("BUNDLE", ["0", "1"])
+
+
 def test_a_server_subscriber_offer_is_answered_by_the_client_policy() -> None:
     tracks = [
         OutgoingTrack("1", "video", "PA_x|TR_v", "TR_v", 1111, "c", [VP8, VP8_RTX], [MID_EXT]),

@@ -3,12 +3,12 @@
 A client offers sendonly audio/video sections (the publisher PeerConnection), shaped like
 Chrome's: simulcast by `a=rid`/`a=simulcast` without SSRCs (RFC 8853), a single stream with
 `a=ssrc` lines. On LiveKit's `/rtc/v1` it also offers recvonly sections (`ReceiveSection`) for
-what it will receive, and reads the tracks the server sends from the answer
-(`remote_tracks_of`), and may offer the data section (`DataSection`) there, as the SDKs do. It answers a server's offer (the subscriber PeerConnection of `/rtc`) with
-recvonly sections taking the offered codecs and extension ids as they are. Everything is
-BUNDLEd on one transport with one ICE ufrag/pwd and one DTLS certificate (RFC 8843). The pieces
-both roles share (transport, data section, setup rule, the remote's transport) are in
-media/jsep.py.
+what it will receive, and the data section (`DataSection`) as the SDKs do, and reads the tracks
+the server sends from the answer (`remote_tracks_of`). It answers a server's offer (the
+subscriber PeerConnection of `/rtc`) with recvonly sections taking the offered codecs and
+extension ids as they are. Everything is BUNDLEd on one transport with one ICE ufrag/pwd and one
+DTLS certificate (RFC 8843). The pieces both roles share (transport, data section, setup rule,
+the remote's transport) are in media/jsep.py.
 """
 
 from __future__ import annotations

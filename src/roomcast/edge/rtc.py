@@ -290,6 +290,7 @@ class RtcEndpoint:
             return checked
         claims, node, join_request = checked.claims, checked.node, checked.join_request
         who = f"{claims.identity}@{claims.video.room}"
+        # (tests/integration/cluster.py reads this line from the logs of `roomcast serve` nodes)
         log.debug("signalling on %s", request.path, extra={"identity": claims.identity})
         if not self._joins.allow(f"{claims.api_key}\n{claims.video.room}\n{claims.identity}"):
             self._metrics.limit_hit("joins_per_identity", who)
