@@ -210,3 +210,44 @@ async def test_a_session_resumes_only_on_the_path_it_joined(server: Server, firs
             assert leave.reason == models.DisconnectReason.STATE_MISMATCH
             assert leave.action == rtc.LeaveRequest.Action.RECONNECT
         await joined.close()
+
+
+def mic(cid: str) -> rtc.AddTrackRequest:
+    return rtc.AddTrackRequest(
+        cid=cid, name=cid, type=models.TrackType.AUDIO, source=models.TrackSource.MICROPHONE
+    )
+
+
+async def test_track_requests_in_the_join_request_meet_the_same_checks(
+    start_server: ServerFactory,
+) -> None:
+    """The join request's AddTrackRequests are handled as if sent right after the join: the
+    track limit and the publish permission apply as on /rtc (tests/integration/test_limits.py)."""
+    server: Server = await start_server("limit:\n  num_tracks: 1\n")
+    request = join_request(
+        auto_subscribe=True, adaptive_stream=False, add_tracks=[mic("one"), mic("two")]
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            v1_url(server, join_token("tracks", "ann"), wrap_join_request(request))
+        ) as ws,
+    ):
+        assert (await receive(ws)).WhichOneof("message") == "join"
+        _, published = await kinds_until(ws, "track_published")
+        assert published.track_published.cid == "one"
+        _, refused = await kinds_until(ws, "request_response")
+        assert refused.request_response.reason == rtc.RequestResponse.LIMIT_EXCEEDED
+        assert refused.request_response.add_track.cid == "two"
+    listener = join_token("tracks", "bea", can_publish=False)
+    request = join_request(auto_subscribe=True, adaptive_stream=False, add_tracks=[mic("three")])
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(v1_url(server, listener, wrap_join_request(request))) as ws,
+    ):
+        assert (await receive(ws)).WhichOneof("message") == "join"
+        _, refused = await kinds_until(ws, "request_response")
+        assert refused.request_response.reason == rtc.RequestResponse.NOT_ALLOWED
+        assert refused.request_response.add_track.cid == "three"
+        room = server.rooms.get("tracks")
+        assert room is not None and not room.participants["bea"].tracks
