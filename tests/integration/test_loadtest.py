@@ -332,17 +332,21 @@ async def test_scaling_bench_smoke() -> None:
 async def test_signalling_bench_smoke() -> None:
     from bench import signalling
 
-    results = await signalling.run(seconds=0.5, concurrency=2, joins=4)
+    results = await signalling.run(seconds=0.5, concurrency=2, joins=4, sdk=2)
     assert [r.name for r in results] == [
         "ListRooms",
         "CreateRoom+DeleteRoom",
-        "WS joins",
-        "full joins (ICE+DTLS)",
+        "WS joins v0",
+        "WS joins v1",
+        "full joins (ICE+DTLS) v0",
+        "full joins (ICE+DTLS) v1",
+        "SDK joins v0",
+        "SDK joins v1",
     ]
     for result in results:
         assert result.errors == 0, result.first_error
         assert result.operations > 0 and result.p50 is not None
-    assert results[2].operations == results[3].operations == 4
+    assert [r.operations for r in results[2:]] == [4, 4, 4, 4, 2, 2]
 
 
 async def test_rooms_are_isolated(server: Server) -> None:
