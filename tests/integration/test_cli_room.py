@@ -267,9 +267,12 @@ async def test_join_publishes_a_test_pattern_and_a_tone(dev: Dev) -> None:
         assert np.sqrt(np.mean(samples**2)) > 1000
     finally:
         await viewer.disconnect()
+        # The demo reports the viewer leaving once the server has told it: wait for that line
+        # before stopping it (the SDK's disconnect() returns before the others hear of it).
+        before = await asyncio.wait_for(read_until(proc, b"left: viewer"), 20)
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 20)
-    log = out.decode()
+    log = (before + out).decode()
     assert proc.returncode == 0, log + err.decode()
     assert f"joined room {room}" in log and "as demo" in log
     assert "publishing video track TR_" in log and "colour bars, VP8 640x360" in log
@@ -277,6 +280,18 @@ async def test_join_publishes_a_test_pattern_and_a_tone(dev: Dev) -> None:
     # The viewer joined before or after the demo: listed at the join, or reported joining.
     assert "in the room: viewer, standard" in log or "joined: viewer, standard" in log, log
     assert "left: viewer" in log and log.rstrip().endswith("left the room")
+
+
+async def read_until(proc: asyncio.subprocess.Process, text: bytes) -> bytes:
+    """A process's stdout up to and including the line with `text` (or all of it, if it
+    ends first)."""
+    assert proc.stdout is not None
+    read = b""
+    while line := await proc.stdout.readline():
+        read += line
+        if text in line:
+            break
+    return read
 
 
 async def test_join_with_a_refused_token_says_why(dev: Dev) -> None:
