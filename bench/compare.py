@@ -39,7 +39,7 @@ from bench.cpu import machine, process_cpu_seconds, process_cpu_times
 from bench.relays.base import Relay, RelayUnavailable
 from bench.vp8_source import Vp8RtpSource
 
-RELAYS = ("roomcast", "c", "aiortc")
+RELAYS = ("roomcast", "native", "c", "janus", "aiortc")
 PUBLISHER_SSRC = 0x1234ABCD
 QUIET = 0.3  # s without a packet at any subscriber: the relay's queues are empty
 PACE_STEP = 0.002  # s between pacing wake-ups
@@ -211,6 +211,11 @@ def _starter(
 
         profile = Path(args.profile) / f"roomcast-{fanout}.prof" if args.profile else None
         return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile)
+    if kind == "native":
+        from bench.relays import roomcast
+
+        profile = Path(args.profile) / f"native-{fanout}.prof" if args.profile else None
+        return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile, plane="native")
     if kind == "aiortc":
         from bench.relays import aiortc
 
@@ -234,7 +239,13 @@ def format_table(rows: list[Measurement]) -> str:
     )
     lines = [head]
     for r in rows:
-        name = {"Roomcast": "roomcast", "C relay": "c", "aiortc relay": "aiortc"}.get(r.relay)
+        name = {
+            "Roomcast": "roomcast",
+            "Roomcast native": "native",
+            "C relay": "c",
+            "Janus": "janus",
+            "aiortc relay": "aiortc",
+        }.get(r.relay)
         name = name or r.relay
         if r.error is not None:
             lines.append(f"{r.fanout:>7} {name:<9} error: {r.error}")
@@ -257,16 +268,24 @@ def _num(value: float | None) -> str:
 def format_ratios(rows: list[Measurement]) -> str:
     lines = ["µs per forwarded packet, ratios (lower is better for Roomcast):"]
     by = {(r.relay, r.fanout): r for r in rows}
+    pairs = (
+        ("Roomcast", "C relay", "Roomcast/C"),
+        ("Roomcast native", "C relay", "native/C"),
+        ("Roomcast native", "Janus", "native/Janus"),
+        ("Roomcast", "aiortc relay", "Roomcast/aiortc"),
+    )
+    present = {r.relay for r in rows}
     for fanout in sorted({r.fanout for r in rows}):
-        ours = by.get(("Roomcast", fanout))
         parts = []
-        for name, label in (("C relay", "Roomcast/C"), ("aiortc relay", "Roomcast/aiortc")):
-            other = by.get((name, fanout))
+        for mine, theirs, label in pairs:
+            if mine not in present or theirs not in present:
+                continue
+            ours, other = by.get((mine, fanout)), by.get((theirs, fanout))
             if ours and other and ours.us_per_packet and other.us_per_packet:
                 parts.append(f"{label} {ours.us_per_packet / other.us_per_packet:.2f}")
             else:
                 parts.append(f"{label} n/a")
-        lines.append(f"  fan-out {fanout:>3}: " + ", ".join(parts))
+        lines.append(f"  fan-out {fanout:>3}: " + (", ".join(parts) or "n/a"))
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from aioice import stun
 
 from .dtls import DtlsCertificate
 from .ice_lite import Address, IceLiteAgent, describe
+from .native_tracks import Engine
 from .sctp import MAX_MESSAGE_SIZE, SCTP_PORT, DataChannels
 from .sctp_backlog import SendBacklog
 from .sctp_guard import RECEIVE_WINDOW_BYTES
@@ -38,6 +39,14 @@ MAX_SCTP_INBOX_BYTES = RECEIVE_WINDOW_BYTES
 SCTP_PUMP_SLICE = 0.005  # seconds the SCTP pump runs before letting the loop serve others
 
 
+class DatagramSender(Protocol):
+    """The UDP socket's send side: asyncio's transport, or `udp_mux.SocketSender`."""
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MuxPort(Protocol):
     """What a transport uses of the node's socket (`udp_mux.UdpMux`)."""
 
@@ -46,8 +55,13 @@ class MuxPort(Protocol):
     data_channel_slow_threshold: int
     advertise_ip: str
     port: int
-    udp: asyncio.DatagramTransport | None
+    udp: DatagramSender | None
     on_limit: Callable[[str], None]
+    engine: Engine | None  # the native plane's, which takes keyed UDP transports' SRTP
+
+    def register_native(self, native_id: int, transport: PeerTransport) -> None: ...
+
+    def unregister_native(self, native_id: int) -> None: ...
 
     @property
     def tcp_port(self) -> int: ...  # 0: no ICE-TCP port
@@ -120,6 +134,13 @@ class PeerTransport:
         self._limits_logged: set[str] = set()
         self._sctp_pump: asyncio.Task[None] | None = None
         self._closed = False
+        # The native engine's id of this transport (-1: no engine); it takes our SRTP over
+        # UDP once keyed (`_key_native`), and hands the decrypted packets to `receive_plain`.
+        self._engine = mux.engine
+        self.native_id = -1 if self._engine is None else self._engine.add_transport()
+        self._native_keyed = False
+        if self.native_id >= 0:
+            mux.register_native(self.native_id, self)
 
     @property
     def ice_ufrag(self) -> str:
@@ -247,6 +268,10 @@ class PeerTransport:
         self._flush_dtls()
         self._mux.unroute(self)
         self._sync_state()
+        if self._engine is not None and self.native_id >= 0:
+            self._mux.unregister_native(self.native_id)
+            self._engine.remove_transport(self.native_id)
+            self.native_id = -1
 
     # -- called by UdpMux --
 
@@ -265,7 +290,9 @@ class PeerTransport:
         if check.probe is not None:  # a nomination from elsewhere: does that address answer?
             self._mux.sendto(check.probe, addr)
             self.stats["ice_probes"] += 1
-        self.remote_address = self._ice.remote_address
+        if self._ice.remote_address != self.remote_address:
+            self.remote_address = self._ice.remote_address
+            self._key_native()
         if check.consent:  # only checks from where we send keep us sending (RFC 7675 §5.1)
             self._channel.refresh_consent(now)
         if self.state is TransportState.NEW:
@@ -279,6 +306,7 @@ class PeerTransport:
         if not self._ice.handle_response(message, addr):
             return
         self.remote_address = addr
+        self._key_native()
         self._channel.refresh_consent(self._loop.time())  # the answer is consent (RFC 7675)
         self.stats["ice_address_changes"] += 1
         logger.debug("transport %s now sends to %s", self.ice_ufrag, describe(addr))
@@ -306,7 +334,38 @@ class PeerTransport:
         if callback is not None:
             callback(packet)
 
+    def receive_plain(self, packet: bytes, is_rtcp: bool) -> None:
+        """An RTP or RTCP packet the native engine decrypted for us."""
+        callback = self.on_rtcp if is_rtcp else self.on_rtp
+        if callback is not None:
+            callback(packet)
+
     # -- internals --
+
+    def _key_native(self) -> None:
+        """Hand SRTP to the engine while connected over UDP; take it back otherwise (TCP:
+        the ICE-TCP port is Python's)."""
+        engine, native_id = self._engine, self.native_id
+        if engine is None or native_id < 0:
+            return
+        addr = self.remote_address
+        keys = self._channel.srtp_keys
+        if self.state is TransportState.CONNECTED and isinstance(addr, tuple) and keys:
+            if self._native_keyed:
+                engine.set_address(native_id, addr[0], addr[1])
+            else:
+                engine.key_transport(
+                    native_id,
+                    addr[0],
+                    addr[1],
+                    keys.profile.libsrtp_profile,
+                    keys.local,
+                    keys.remote,
+                )
+                self._native_keyed = True
+        elif self._native_keyed:
+            engine.unkey_transport(native_id)
+            self._native_keyed = False
 
     def _restart(self, *, answering: bool) -> None:
         previous = self.ice_ufrag
@@ -340,6 +399,7 @@ class PeerTransport:
             self._cancel_timer()
             if state is TransportState.FAILED:
                 logger.info("transport %s failed: %s", self.ice_ufrag, channel.error)
+        self._key_native()
         if self.on_state is not None:
             self.on_state(state)
 
