@@ -18,7 +18,7 @@ from tests.browser.conftest import NewPage, requires_chromium
 from tests.conftest import url_of
 from tests.integration.sdk import join_token, joined
 
-pytestmark = [requires_chromium, pytest.mark.media]
+pytestmark = [requires_chromium, pytest.mark.media, pytest.mark.both_planes]
 
 FRAME_TIMEOUT = 20.0
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from livekit import rtc
 
 from roomcast.server import Server
 from tests.integration.sdk import joined
 from tests.integration.test_media_python import publishing, subscribed_track, video_frame_size
+
+pytestmark = pytest.mark.both_planes  # media: both forwarding planes
 
 
 async def test_publish_after_data_only_negotiation(server: Server) -> None:

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 import numpy as np
+import pytest
 from livekit import api, rtc
 
 from roomcast.server import Server
 from tests.conftest import API_KEY, API_SECRET, url_of
 from tests.integration.sdk import Events, joined
+
+pytestmark = pytest.mark.both_planes  # media: both forwarding planes
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 480  # 10 ms
