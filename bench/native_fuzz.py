@@ -108,7 +108,7 @@ def random_packet(rng: random.Random) -> bytes:
 def child(library: Path, seconds: float, seed: int) -> None:
     import pylibsrtp
 
-    GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM  # noqa: N806
+    GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
     native = load(library)
     rng = random.Random(seed)
     ids = bytes(rng.randrange(0, 20) if i else 0 for i in range(256))
