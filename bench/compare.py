@@ -216,6 +216,10 @@ def _starter(
 
         profile = Path(args.profile) / f"native-{fanout}.prof" if args.profile else None
         return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile, plane="native")
+    if kind == "janus":
+        from bench.relays import janus
+
+        return lambda n: janus.start(n, PUBLISHER_SSRC)
     if kind == "aiortc":
         from bench.relays import aiortc
 
