@@ -528,9 +528,12 @@ static PyObject *Engine_bind_ssrc(Engine *self, PyObject *args) {
     uptrack *u = t ? get_uptrack(self, uid) : NULL;
     int ok = 0;
     if (u) {
-        int slot = -1;
-        for (int i = 0; i < t->nroutes; i++)
-            if (t->routes[i].ssrc == (uint32_t)ssrc || t->routes[i].uptrack < 0) slot = i;
+        int slot = -1, free_slot = -1;
+        for (int i = 0; i < t->nroutes; i++) {
+            if (t->routes[i].ssrc == (uint32_t)ssrc) slot = i;
+            else if (t->routes[i].uptrack < 0 && free_slot < 0) free_slot = i;
+        }
+        if (slot < 0) slot = free_slot;
         if (slot < 0 && t->nroutes < MAX_ROUTES) slot = t->nroutes++;
         if (slot >= 0) {
             t->routes[slot] = (route){(uint32_t)ssrc, uid, layer};

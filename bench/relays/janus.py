@@ -2,9 +2,12 @@
 plugin driven through its HTTP API (https://janus.conf.meetecho.com/docs/rest.html), with
 the same VP8 traffic and the same client peer (ICE, DTLS, SRTP) as Roomcast.
 
-Janus runs from a configuration written to a temporary folder: the HTTP transport only, on a
-free loopback port; the VideoRoom plugin only; ICE-lite, gathering on the loopback interface
-(`ice_enforce_list = "lo"`), so every packet stays on 127.0.0.1. One room, one publisher
+Janus gathers no candidate on a loopback interface, so it runs in a network namespace of its
+own, joined to this one by a veth pair with addresses from 198.19.0.0/16 (RFC 2544's
+benchmarking range, as tests/lab uses): every packet stays on this machine, and Janus's
+candidates are cut to the veth address. It runs from a configuration written to a temporary
+folder: the HTTP transport only; the VideoRoom plugin only; ICE-lite on the veth
+(`ice_enforce_list`). This needs root (ip netns), as the network lab does. One room, one publisher
 (joinandconfigure with our offer), N subscribers (join with `streams: [{feed}]`, Janus offers,
 we answer and `start`). NACKs and receiver reports from the subscribers as for Roomcast.
 """
@@ -14,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,9 @@ from bench.sinks import Sink, nack_sender
 from roomcast.client.peer import ClientPeer, LocalTrack
 from roomcast.media.sdp import Codec
 
-HOST = "127.0.0.1"
 ROOM = 1234
+BLOCK = "198.19.250"  # .1 here, .2 in Janus's namespace (a /30)
+HOST, JANUS_IP = f"{BLOCK}.1", f"{BLOCK}.2"
 PLUGINS = Path("/usr/lib/x86_64-linux-gnu/janus/plugins")
 TRANSPORTS = Path("/usr/lib/x86_64-linux-gnu/janus/transports")
 VP8 = Codec(96, "VP8", 90000, rtcp_fb=["goog-remb", "ccm fir", "nack", "nack pli"])
@@ -54,7 +60,7 @@ media: {{
 }}
 nat: {{
     ice_lite = true
-    ice_enforce_list = "lo"
+    ice_enforce_list = "{interface}"
     nice_debug = false
 }}
 plugins: {{
@@ -72,7 +78,7 @@ general: {{
     base_path = "/janus"
     http = true
     port = {port}
-    ip = "127.0.0.1"
+    ip = "{ip}"
     https = false
 }}
 admin: {{ admin_http = false admin_https = false }}
@@ -80,17 +86,59 @@ cors: {{}}
 """
 
 
+def unavailable() -> str | None:
+    """Why the Janus relay cannot run here, or None."""
+    if shutil.which("janus") is None or not PLUGINS.is_dir():
+        return MISSING
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return "janus runs in a network namespace: needs root and iproute2"
+    return None
+
+
+def _ip(*argv: str) -> None:
+    result = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise RelayUnavailable(f"ip {' '.join(argv)}: {result.stderr.strip()}")
+
+
+class Namespace:
+    """Janus's network namespace and the veth pair to it (`close` removes both)."""
+
+    def __init__(self) -> None:
+        pid = os.getpid()
+        self.name = f"rcjanus-{pid}"
+        self.outer, self.inner = f"rcj{pid}h", f"rcj{pid}n"
+        _ip("netns", "add", self.name)
+        try:
+            _ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
+            _ip("link", "set", self.inner, "netns", self.name)
+            _ip("addr", "add", f"{HOST}/30", "dev", self.outer)
+            _ip("link", "set", self.outer, "up")
+            for argv in (
+                ("addr", "add", f"{JANUS_IP}/30", "dev", self.inner),
+                ("link", "set", self.inner, "up"),
+                ("link", "set", "lo", "up"),
+            ):
+                _ip("-n", self.name, *argv)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for argv in (("link", "del", self.outer), ("netns", "del", self.name)):
+            subprocess.run(["ip", *argv], capture_output=True, timeout=30, check=False)
+
+
 def _free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((HOST, 0))
+        sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _write_config(folder: Path, http_port: int) -> None:
+def _write_config(folder: Path, http_port: int, interface: str) -> None:
     plugins = sorted(p.name for p in PLUGINS.glob("libjanus_*.so"))
     transports = sorted(p.name for p in TRANSPORTS.glob("libjanus_*.so"))
-    rtp = _free_port(socket.SOCK_DGRAM)
-    rtp = max(20000, min(rtp, 60000))
+    rtp = 30000  # its own namespace: any range is free there
     (folder / "events").mkdir()
     (folder / "loggers").mkdir()
     (folder / "janus.jcfg").write_text(
@@ -99,11 +147,12 @@ def _write_config(folder: Path, http_port: int) -> None:
             plugins=PLUGINS,
             transports=TRANSPORTS,
             rtp_ports=f"{rtp}-{rtp + 2000}",
+            interface=interface,
             disabled_plugins=",".join(p for p in plugins if p != "libjanus_videoroom.so"),
             disabled_transports=",".join(t for t in transports if t != "libjanus_http.so"),
         )
     )
-    (folder / "janus.transport.http.jcfg").write_text(HTTP_JCFG.format(port=http_port))
+    (folder / "janus.transport.http.jcfg").write_text(HTTP_JCFG.format(port=http_port, ip=JANUS_IP))
     (folder / "janus.plugin.videoroom.jcfg").write_text("general: {}\n")
 
 
@@ -163,7 +212,7 @@ class JanusSession:
             try:
                 async with self.http.get(f"{self.url}/{self.session}?maxev=20") as resp:
                     events = await resp.json(content_type=None)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.1)
                 continue
             for event in events if isinstance(events, list) else [events]:
@@ -178,17 +227,18 @@ class JanusSession:
             await self._post(f"/{self.session}", {"janus": "destroy", "transaction": self._tx()})
 
 
-async def _start_janus(folder: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def _start_janus(folder: Path, ns: Namespace) -> tuple[asyncio.subprocess.Process, str]:
     binary = shutil.which("janus")
-    if binary is None or not PLUGINS.exists():
+    if binary is None:
         raise RelayUnavailable(MISSING)
-    port = _free_port(socket.SOCK_STREAM)
-    _write_config(folder, port)
-    command = [binary, "-F", str(folder), "-C", str(folder / "janus.jcfg")]
+    port = 8088  # in its own namespace
+    _write_config(folder, port, ns.inner)
+    command = ["ip", "netns", "exec", ns.name, binary, "-F", str(folder)]
+    command += ["-C", str(folder / "janus.jcfg")]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
-    url = f"http://{HOST}:{port}/janus"
+    url = f"http://{JANUS_IP}:{port}/janus"
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
             if process.returncode is not None:
@@ -203,21 +253,30 @@ async def _start_janus(folder: Path) -> tuple[asyncio.subprocess.Process, str]:
 
 
 def loopback_only(sdp: str) -> str:
-    """The SDP with its candidates cut to loopback ones: the bench sends to 127.0.0.1 only,
-    whatever else Janus gathered."""
+    """The SDP with its candidates cut to Janus's veth address: the bench sends nowhere else,
+    whatever Janus gathered."""
     lines = []
     for line in sdp.split("\r\n"):
-        if line.startswith("a=candidate:") and line.split()[4] != HOST:
+        if line.startswith("a=candidate:") and line.split()[4] != JANUS_IP:
             continue
         lines.append(line)
     if not any(line.startswith("a=candidate:") for line in lines):
-        raise RelayUnavailable(f"janus offered no {HOST} candidate")
+        raise RelayUnavailable(f"janus offered no {JANUS_IP} candidate")
     return "\r\n".join(lines)
 
 
 async def start(fanout: int, publisher_ssrc: int) -> Relay:
+    reason = unavailable()
+    if reason is not None:
+        raise RelayUnavailable(reason)
+    ns = Namespace()
     folder = Path(tempfile.mkdtemp(prefix="roomcast-janus-"))
-    process, url = await _start_janus(folder)
+    try:
+        process, url = await _start_janus(folder, ns)
+    except BaseException:
+        ns.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     janus = JanusSession(http, url)
     peers: list[ClientPeer] = []
@@ -235,6 +294,7 @@ async def start(fanout: int, publisher_ssrc: int) -> Relay:
             process.kill()
             await process.wait()
         shutil.rmtree(folder, ignore_errors=True)
+        ns.close()
 
     try:
         await janus.create()

@@ -18,6 +18,7 @@ from aioice import stun
 
 from .dtls import DtlsCertificate
 from .ice_lite import Address, IceLiteAgent, describe
+from .native_srtp import NativeSrtp
 from .native_tracks import Engine
 from .sctp import MAX_MESSAGE_SIZE, SCTP_PORT, DataChannels
 from .sctp_backlog import SendBacklog
@@ -134,11 +135,10 @@ class PeerTransport:
         self._limits_logged: set[str] = set()
         self._sctp_pump: asyncio.Task[None] | None = None
         self._closed = False
-        # The native engine's id of this transport (-1: no engine); it takes our SRTP over
-        # UDP once keyed (`_key_native`), and hands the decrypted packets to `receive_plain`.
-        self._engine = mux.engine
-        self.native_id = -1 if self._engine is None else self._engine.add_transport()
-        self._native_keyed = False
+        # The native engine takes our SRTP over UDP once keyed (`_key_native`) and hands the
+        # decrypted packets to `receive_plain`.
+        self._native = NativeSrtp(mux.engine)
+        self.native_id = self._native.native_id  # -1: no engine
         if self.native_id >= 0:
             mux.register_native(self.native_id, self)
 
@@ -268,9 +268,9 @@ class PeerTransport:
         self._flush_dtls()
         self._mux.unroute(self)
         self._sync_state()
-        if self._engine is not None and self.native_id >= 0:
+        if self.native_id >= 0:
             self._mux.unregister_native(self.native_id)
-            self._engine.remove_transport(self.native_id)
+            self._native.close()
             self.native_id = -1
 
     # -- called by UdpMux --
@@ -343,29 +343,8 @@ class PeerTransport:
     # -- internals --
 
     def _key_native(self) -> None:
-        """Hand SRTP to the engine while connected over UDP; take it back otherwise (TCP:
-        the ICE-TCP port is Python's)."""
-        engine, native_id = self._engine, self.native_id
-        if engine is None or native_id < 0:
-            return
-        addr = self.remote_address
-        keys = self._channel.srtp_keys
-        if self.state is TransportState.CONNECTED and isinstance(addr, tuple) and keys:
-            if self._native_keyed:
-                engine.set_address(native_id, addr[0], addr[1])
-            else:
-                engine.key_transport(
-                    native_id,
-                    addr[0],
-                    addr[1],
-                    keys.profile.libsrtp_profile,
-                    keys.local,
-                    keys.remote,
-                )
-                self._native_keyed = True
-        elif self._native_keyed:
-            engine.unkey_transport(native_id)
-            self._native_keyed = False
+        connected = self.state is TransportState.CONNECTED
+        self._native.update(connected, self.remote_address, self._channel.srtp_keys)
 
     def _restart(self, *, answering: bool) -> None:
         previous = self.ice_ufrag

@@ -1,0 +1,40 @@
+"""A transport's SRTP as the native engine holds it (media/native_plane.py): keyed there while
+the transport is connected over UDP, taken back otherwise (ICE-TCP is Python's)."""
+
+from __future__ import annotations
+
+from .dtls import SrtpKeys
+from .ice_lite import Address
+from .native_tracks import Engine
+
+
+class NativeSrtp:
+    """One transport's entry in the engine: `native_id` (-1 without an engine)."""
+
+    def __init__(self, engine: Engine | None) -> None:
+        self.engine = engine
+        self.native_id = -1 if engine is None else engine.add_transport()
+        self.keyed = False
+
+    def update(self, connected: bool, address: Address | None, keys: SrtpKeys | None) -> None:
+        """Follow the transport: keys and address while connected over UDP, none otherwise."""
+        engine, native_id = self.engine, self.native_id
+        if engine is None or native_id < 0:
+            return
+        if connected and isinstance(address, tuple) and keys is not None:
+            host, port = address[0], address[1]
+            if self.keyed:
+                engine.set_address(native_id, host, port)
+            else:
+                profile = keys.profile.libsrtp_profile
+                engine.key_transport(native_id, host, port, profile, keys.local, keys.remote)
+                self.keyed = True
+        elif self.keyed:
+            engine.unkey_transport(native_id)
+            self.keyed = False
+
+    def close(self) -> None:
+        if self.engine is not None and self.native_id >= 0:
+            self.engine.remove_transport(self.native_id)
+            self.native_id = -1
+            self.keyed = False
