@@ -41,8 +41,8 @@ static uint32_t random32(void) {
 int queue_event(plane *p, int kind, int id, int arg, const uint8_t *data, size_t len,
                 const struct sockaddr_storage *addr, socklen_t addrlen);
 
-/* Queue one protected datagram for the next sendmmsg; flushes a full batch. */
-void queue_send(plane *p, const transport *t, const uint8_t *data, int len);
+/* Queue the protected datagram built in the next send slot; flushes a full batch. */
+void commit_send(plane *p, const transport *t, int len);
 void flush_sends(plane *p);
 
 /* ReceiveLayer.on_packet: RFC 3550 A.3 sequence tracking and A.8 jitter. */
@@ -163,17 +163,29 @@ static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint8_t *
     return (int)(RTP_HEADER_SIZE + tail);
 }
 
-/* Protect and queue (keyed transport), or hand to Python (EV_SEND). */
-static int deliver(plane *p, int did, const downtrack *dt, uint8_t *buf, int len) {
+static transport *downtrack_transport(plane *p, const downtrack *dt) {
     transport *t = (dt->transport >= 0 && dt->transport < p->ntransports)
                        ? p->transports[dt->transport]
                        : NULL;
-    if (t && t->keyed) {
+    return t && t->keyed ? t : NULL;
+}
+
+/* The buffer to build a packet for `t` in: the next send slot (no copy later), or scratch. */
+static uint8_t *packet_buffer(plane *p, const transport *t) {
+    if (!t) return p->scratch;
+    if (p->nout == OUT_BATCH) flush_sends(p);
+    return p->out_bufs[p->nout];
+}
+
+/* Protect and queue (keyed transport: `buf` is the next send slot), or hand to Python
+ * (EV_SEND: its transport is not keyed here). */
+static int deliver(plane *p, int did, transport *t, uint8_t *buf, int len) {
+    if (t) {
         if (srtp_protect(t->tx, buf, &len) != srtp_err_status_ok) {
             p->c.protect_failed++;
             return 0;
         }
-        queue_send(p, t, buf, len);
+        commit_send(p, t, len);
         return 1;
     }
     queue_event(p, EV_SEND, did, 0, buf, (size_t)len, NULL, 0);
@@ -190,7 +202,8 @@ static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi)
     }
     int pt = dt->pt_map[pi->h.payload_type];
     if (pt < 0) return;
-    uint8_t *buf = p->scratch;
+    transport *t = downtrack_transport(p, dt);
+    uint8_t *buf = packet_buffer(p, t);
     size_t payload_offset;
     int len = rewrite(dt, pi, pt, buf, &payload_offset);
     if (len < 0) {
@@ -212,7 +225,7 @@ static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi)
         if (pi->vp8.tl0picidx >= 0)
             dt->last_tl0 = (pi->vp8.tl0picidx + dt->tl0_offset) & 0xFF;
     }
-    if (deliver(p, did, dt, buf, len)) p->c.forwarded++;
+    if (deliver(p, did, t, buf, len)) p->c.forwarded++;
 }
 
 /* UpTrack.receive for a routed packet (plain RTP). */
@@ -259,11 +272,13 @@ static int retransmit(plane *p, int did, const uint16_t *seqs, int n, double now
         int pt = dt->pt_map[pi.h.payload_type];
         if (pt < 0) continue;
         size_t payload_offset;
-        int len = rewrite(dt, &pi, pt, p->scratch, &payload_offset);
+        transport *t = downtrack_transport(p, dt);
+        uint8_t *buf = packet_buffer(p, t);
+        int len = rewrite(dt, &pi, pt, buf, &payload_offset);
         if (len < 0) continue;
         dt->nack_tokens -= 1;
         dt->retransmits++;
-        if (deliver(p, did, dt, p->scratch, len)) sent++;
+        if (deliver(p, did, t, buf, len)) sent++;
     }
     return sent;
 }

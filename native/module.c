@@ -71,10 +71,8 @@ void flush_sends(plane *p) {
     p->nout = 0;
 }
 
-void queue_send(plane *p, const transport *t, const uint8_t *data, int len) {
-    if (p->nout == OUT_BATCH) flush_sends(p);
+void commit_send(plane *p, const transport *t, int len) {
     int i = p->nout++;
-    memcpy(p->out_bufs[i], data, (size_t)len);
     p->out_iov[i].iov_base = p->out_bufs[i];
     p->out_iov[i].iov_len = (size_t)len;
     struct msghdr *h = &p->out_msgs[i].msg_hdr;

@@ -100,7 +100,7 @@ static int vp8_parse(const uint8_t *d, size_t start, size_t end, vp8_descriptor 
             i += (size_t)v->picture_id_size;
         }
         if (x & 0x40) {
-            if (i >= end) goto bad;
+            if (i >= end) return 0; /* as codecs.py: the picture id read so far stays */
             v->tl0picidx = d[i];
             v->tl0picidx_offset = (int)i;
             i++;
