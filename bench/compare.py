@@ -3,11 +3,15 @@
 One publisher sends the same synthetic VP8 stream (`bench/vp8_source.py`: a real libvpx
 bitstream in fixed-size RTP packets at a fixed packet rate) to N subscribers through:
 
-  Roomcast  `roomcast serve` (a subprocess), publisher and subscribers joined over LiveKit
-            signalling with Roomcast's own client peer (ICE, DTLS, SRTP); NACK, RTCP and
-            stats are on, and the subscribers send receiver reports and NACK gaps;
+  Roomcast  `roomcast serve` (a subprocess) on the Python forwarding plane, publisher and
+            subscribers joined over LiveKit signalling with Roomcast's own client peer (ICE,
+            DTLS, SRTP); NACK, RTCP and stats are on, and the subscribers send receiver
+            reports and NACK gaps;
+  native    the same, on the native forwarding plane (media/native_plane.py, native/);
   C relay   bench/baselines/c_relay.c: recvmmsg/sendmmsg + libsrtp2 with pre-shared keys,
             the physical-limit reference (no ICE, DTLS, RTCP);
+  Janus     Debian's janus, VideoRoom plugin over its HTTP API, reached with the same client
+            peer (bench/relays/janus.py; in a network namespace of its own, needs root);
   aiortc    bench/baselines/aiortc_relay.py: RTCPeerConnections + MediaRelay, which decodes
             the VP8 and re-encodes it for every subscriber, the relay a Python user would
             otherwise write (reached by SDP offer/answer with the same client peer).
@@ -21,7 +25,8 @@ packet of a frame that reached a subscriber (frames counted by the RTP marker bi
 is frame loss.
 
 Run: python -m bench.compare [--fanouts 1,10,50,150] [--duration 10] [--rate 240]
-                             [--relays roomcast,c,aiortc] [--repeat 3] [--profile DIR]
+                             [--relays roomcast,native,c,janus,aiortc] [--repeat 3]
+                             [--profile DIR]
 """
 
 from __future__ import annotations

@@ -643,6 +643,34 @@ static PyObject *Engine_receive(Engine *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* send_rtp(transport, packet) -> bool: Python's own RTP for a keyed transport (tracks the
+ * engine does not forward), protected and sent here so that every RTP packet to a transport
+ * passes one place (one SRTP context; transport-wide sequence numbers later). */
+static PyObject *Engine_send_rtp(Engine *self, PyObject *args) {
+    int tid;
+    Py_buffer packet;
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &packet)) return NULL;
+    int sent = 0;
+    LOCK(self);
+    plane *p = &self->p;
+    transport *t = (tid >= 0 && tid < p->ntransports) ? p->transports[tid] : NULL;
+    if (t && t->keyed && packet.len >= RTP_HEADER_SIZE && packet.len <= MAX_PACKET + 64) {
+        uint8_t *buf = packet_buffer(p, t);
+        int len = (int)packet.len;
+        memcpy(buf, packet.buf, (size_t)len);
+        if (srtp_protect(t->tx, buf, &len) == srtp_err_status_ok) {
+            commit_send(p, t, len);
+            flush_sends(p);
+            sent = 1;
+        } else {
+            p->c.protect_failed++;
+        }
+    }
+    UNLOCK(self);
+    PyBuffer_Release(&packet);
+    return PyBool_FromLong(sent);
+}
+
 /* add_downtrack(uptrack, transport, ssrc, pt_map: bytes[128] (255 = none), ids: bytes[256]) */
 static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
     int uid, tid;
@@ -874,6 +902,7 @@ static PyMethodDef Engine_methods[] = {
     {"set_uptrack_muted", (PyCFunction)Engine_set_uptrack_muted, METH_VARARGS, NULL},
     {"receive", (PyCFunction)Engine_receive, METH_VARARGS, NULL},
     {"add_downtrack", (PyCFunction)Engine_add_downtrack, METH_VARARGS, NULL},
+    {"send_rtp", (PyCFunction)Engine_send_rtp, METH_VARARGS, NULL},
     {"remove_downtrack", (PyCFunction)Engine_remove_downtrack, METH_VARARGS, NULL},
     {"control", (PyCFunction)Engine_control, METH_VARARGS, NULL},
     {"downtrack_state", (PyCFunction)Engine_downtrack_state, METH_VARARGS, NULL},

@@ -1,5 +1,8 @@
 """A transport's SRTP as the native engine holds it (media/native_plane.py): keyed there while
-the transport is connected over UDP, taken back otherwise (ICE-TCP is Python's)."""
+the transport is connected over UDP, taken back otherwise (ICE-TCP is Python's). While keyed,
+every RTP packet to the transport goes out through the engine, Python's own (`send_rtp`:
+tracks the engine does not forward) included: one SRTP context per direction, and one place
+to number packets with transport-wide sequence numbers. SRTCP stays with Python's session."""
 
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ class NativeSrtp:
         elif self.keyed:
             engine.unkey_transport(native_id)
             self.keyed = False
+
+    def send_rtp(self, packet: bytes) -> bool:
+        """Protect and send on the engine (only while `keyed`)."""
+        assert self.engine is not None
+        return self.engine.send_rtp(self.native_id, packet)
 
     def close(self) -> None:
         if self.engine is not None and self.native_id >= 0:

@@ -135,9 +135,7 @@ class PeerTransport:
         self._limits_logged: set[str] = set()
         self._sctp_pump: asyncio.Task[None] | None = None
         self._closed = False
-        # The native engine takes our SRTP over UDP once keyed (`_key_native`) and hands the
-        # decrypted packets to `receive_plain`.
-        self._native = NativeSrtp(mux.engine)
+        self._native = NativeSrtp(mux.engine)  # SRTP over UDP in the engine (native_srtp.py)
         self.native_id = self._native.native_id  # -1: no engine
         if self.native_id >= 0:
             mux.register_native(self.native_id, self)
@@ -229,6 +227,11 @@ class PeerTransport:
 
     def send_rtp(self, packet: bytes) -> None:
         """Hot path: called once per forwarded packet per subscriber."""
+        native = self._native
+        if native.keyed:  # the engine protects and sends every RTP packet of this transport
+            if not native.send_rtp(packet):
+                self.stats["srtp_protect_failed"] += 1
+            return
         protect, addr = self._protect_rtp, self.remote_address
         if protect is None or addr is None:
             return
