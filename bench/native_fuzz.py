@@ -55,6 +55,7 @@ def build(out: Path) -> Path:
         str(target),
         str(SOURCE),
         "-lsrtp2",
+        "-lcrypto",
     ]
     subprocess.run(command, check=True)
     return target

@@ -13,7 +13,6 @@
 #include <time.h>
 
 #include "plane.h"
-#include "rtp.h"
 
 typedef struct {
     const uint8_t *data;
@@ -177,11 +176,31 @@ static uint8_t *packet_buffer(plane *p, const transport *t) {
     return p->out_bufs[p->nout];
 }
 
+/* The length of an RTP header (fixed part, CSRCs, extension), -1 when it overruns `len`. */
+static long rtp_header_length(const uint8_t *buf, int len) {
+    if (len < RTP_HEADER_SIZE) return -1;
+    long n = RTP_HEADER_SIZE + 4 * (buf[0] & 0x0F);
+    if (buf[0] & 0x10) {
+        if (n + 4 > len) return -1;
+        n += 4 + 4 * (long)rd16(buf + n + 2);
+    }
+    return n <= len ? n : -1;
+}
+
+/* SRTP protect for a keyed transport, in place (room for the trailer is the caller's). */
+static int transport_protect(transport *t, uint8_t *buf, int *len) {
+    if (t->gcm.ctx) {
+        long header = rtp_header_length(buf, *len);
+        return header < 0 ? -1 : gcm_protect(&t->gcm, buf, len, (size_t)header);
+    }
+    return srtp_protect(t->tx, buf, len) == srtp_err_status_ok ? 0 : -1;
+}
+
 /* Protect and queue (keyed transport: `buf` is the next send slot), or hand to Python
  * (EV_SEND: its transport is not keyed here). */
 static int deliver(plane *p, int did, transport *t, uint8_t *buf, int len) {
     if (t) {
-        if (srtp_protect(t->tx, buf, &len) != srtp_err_status_ok) {
+        if (transport_protect(t, buf, &len) < 0) {
             p->c.protect_failed++;
             return 0;
         }

@@ -196,8 +196,6 @@ typedef struct {
     PyObject_HEAD plane p;
 } Engine;
 
-static int srtp_ready = 0;
-
 static int grow(void ***table, int *count, size_t item) {
     for (int i = 0; i < *count; i++)
         if (!(*table)[i]) {
@@ -291,13 +289,6 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     pthread_mutex_init(&p->lock, NULL);
-    if (!srtp_ready) {
-        if (srtp_init() != srtp_err_status_ok) {
-            PyErr_SetString(PyExc_RuntimeError, "srtp_init failed");
-            return -1;
-        }
-        srtp_ready = 1;
-    }
     return 0;
 }
 
@@ -307,6 +298,7 @@ static void free_transport(transport *t) {
         srtp_dealloc(t->rx);
         srtp_dealloc(t->tx);
     }
+    gcm_free(&t->gcm);
     free(t);
 }
 
@@ -450,6 +442,9 @@ static PyObject *Engine_key_transport(Engine *self, PyObject *args) {
         t->addr = addr;
         t->addrlen = addrlen;
         t->keyed = 1;
+        gcm_free(&t->gcm);
+        if (profile == srtp_profile_aead_aes_128_gcm || profile == srtp_profile_aead_aes_256_gcm)
+            gcm_init(&t->gcm, local.buf, (size_t)local.len); /* fails: libsrtp2 sends */
     }
     UNLOCK(self);
     if (!t) {
@@ -491,6 +486,7 @@ static PyObject *Engine_unkey_transport(Engine *self, PyObject *args) {
     if (t && t->keyed) {
         srtp_dealloc(t->rx);
         srtp_dealloc(t->tx);
+        gcm_free(&t->gcm);
         t->keyed = 0;
     }
     UNLOCK(self);
@@ -658,7 +654,7 @@ static PyObject *Engine_send_rtp(Engine *self, PyObject *args) {
         uint8_t *buf = packet_buffer(p, t);
         int len = (int)packet.len;
         memcpy(buf, packet.buf, (size_t)len);
-        if (srtp_protect(t->tx, buf, &len) == srtp_err_status_ok) {
+        if (transport_protect(t, buf, &len) == 0) {
             commit_send(p, t, len);
             flush_sends(p);
             sent = 1;
@@ -887,6 +883,49 @@ done:
     return result;
 }
 
+/* protect_sequence(profile, master_key_and_salt, [packets]) -> [protected]: the send side's
+ * SRTP on a fresh transport, for tests against another implementation. */
+static PyObject *mod_protect_sequence(PyObject *mod, PyObject *args) {
+    int profile;
+    Py_buffer key;
+    PyObject *packets;
+    if (!PyArg_ParseTuple(args, "iy*O!", &profile, &key, &PyList_Type, &packets)) return NULL;
+    transport t;
+    memset(&t, 0, sizeof t);
+    PyObject *out = NULL;
+    t.tx = new_session(profile, key.buf, key.len, 0);
+    if (!t.tx) {
+        PyErr_SetString(PyExc_ValueError, "SRTP profile or key length not supported");
+        goto done;
+    }
+    if (profile == srtp_profile_aead_aes_128_gcm || profile == srtp_profile_aead_aes_256_gcm)
+        gcm_init(&t.gcm, key.buf, (size_t)key.len);
+    out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < PyList_GET_SIZE(packets); i++) {
+        char *data;
+        Py_ssize_t n;
+        if (PyBytes_AsStringAndSize(PyList_GET_ITEM(packets, i), &data, &n) < 0 ||
+            n > MAX_PACKET) {
+            Py_CLEAR(out);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "packet too long");
+            break;
+        }
+        uint8_t buf[BUF_SIZE];
+        int len = (int)n;
+        memcpy(buf, data, (size_t)n);
+        PyObject *item = transport_protect(&t, buf, &len) == 0
+                             ? PyBytes_FromStringAndSize((char *)buf, len)
+                             : Py_NewRef(Py_None);
+        if (!item || PyList_Append(out, item) < 0) Py_CLEAR(out);
+        Py_XDECREF(item);
+    }
+    srtp_dealloc(t.tx);
+    gcm_free(&t.gcm);
+done:
+    PyBuffer_Release(&key);
+    return out;
+}
+
 static PyMethodDef Engine_methods[] = {
     {"start", (PyCFunction)Engine_start, METH_NOARGS, "run the worker thread"},
     {"stop", (PyCFunction)Engine_stop, METH_NOARGS, "stop and join the worker thread"},
@@ -930,6 +969,7 @@ static PyTypeObject EngineType = {
 
 static PyMethodDef module_methods[] = {
     {"parse", mod_parse, METH_VARARGS, "parse and rewrite one RTP packet (tests, fuzzing)"},
+    {"protect_sequence", mod_protect_sequence, METH_VARARGS, "SRTP protect packets (tests)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -939,6 +979,10 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
+    if (srtp_init() != srtp_err_status_ok) {
+        PyErr_SetString(PyExc_ImportError, "srtp_init failed");
+        return NULL;
+    }
     if (PyType_Ready(&EngineType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

@@ -17,6 +17,9 @@
 
 #include <srtp2/srtp.h>
 
+#include "rtp.h"
+#include "srtp_gcm.h"
+
 #define BUF_SIZE 2048        /* > any datagram we accept + SRTP trailer */
 #define MAX_PACKET 1500      /* RTP we forward or cache (larger ones: dropped) */
 #define IN_BATCH 64
@@ -58,6 +61,7 @@ typedef struct {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     srtp_t rx, tx;
+    gcm_tx gcm; /* the GCM profiles' sends (srtp_gcm.h); else `tx` */
     route routes[MAX_ROUTES];
     int nroutes;
 } transport;
