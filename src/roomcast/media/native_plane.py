@@ -10,6 +10,14 @@ and every track the engine does not take (`native_tracks.offloadable`): those ru
 the Python plane, on plain packets the engine hands up. The two talk through events (see
 `UdpMux.native_events`) and the calls of `native_tracks.Engine`.
 
+Room left for congestion control (issue 16): every RTP packet to a keyed transport already goes
+out through the engine (`Engine.send_rtp` for Python's own tracks), so the engine is where
+transport-wide sequence numbers get written, one counter per subscriber transport, with the
+send time and size of each kept for Python's estimator to match with the feedback; RTX (the
+retransmit path, wrapped per RFC 4588 §4) and padding (sent on request, like a retransmit)
+are engine calls of the same kind; the allocator's layer ceilings arrive as the downtrack's
+target through `Engine.control`, as `set_target` does today.
+
 Choice of plane: `rtc.forwarding_plane` (python | native | auto), overridden by the
 ROOMCAST_FORWARDING_PLANE environment variable; auto takes the native plane where it was built.
 """
@@ -39,7 +47,8 @@ PLANES = ("python", "native", "auto")
 ENV_VARIABLE = "ROOMCAST_FORWARDING_PLANE"
 HOW_TO_BUILD = (
     "the native forwarding plane is not built (%s): the Python plane runs. To get it, install "
-    "gcc, the Python headers and libsrtp2's (Debian: gcc python3-dev libsrtp2-dev), then "
+    "gcc and the headers of Python, libsrtp2 and OpenSSL (Debian: gcc python3-dev "
+    "libsrtp2-dev libssl-dev), then "
     "reinstall roomcast (pip install -e .)"
 )
 _said_so = False
