@@ -253,7 +253,11 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     uptrack *u = p->uptracks[uid];
     if (layer < 0 || layer >= u->nlayers) return;
     packet_info pi;
-    if (!parse_info(u, &pi, data, len, layer, now)) return;
+    uint64_t malformed = u->malformed;
+    if (!parse_info(u, &pi, data, len, layer, now)) {
+        p->c.malformed += u->malformed - malformed;
+        return;
+    }
     layer_state *l = &u->layers[layer];
     int first = l->packets == 0;
     layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate);
