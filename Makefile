@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run setup test unit test-deps lint format clean
 
-$(STAMP): pyproject.toml
+# The install builds the native forwarding plane (native/): rebuilt when its sources change.
+$(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
@@ -23,7 +24,7 @@ test-deps:
 	bash scripts/install-test-deps.sh
 
 ## test: set up everything, lint, type-check and run the whole suite
-test: setup test-deps lint
+test: test-deps setup lint  # Debian's headers first: the install builds the native plane
 	$(BIN)/python -m pytest -q
 
 ## unit: the unit tests only (seconds; no Debian or npm packages needed)

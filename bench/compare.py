@@ -3,11 +3,15 @@
 One publisher sends the same synthetic VP8 stream (`bench/vp8_source.py`: a real libvpx
 bitstream in fixed-size RTP packets at a fixed packet rate) to N subscribers through:
 
-  Roomcast  `roomcast serve` (a subprocess), publisher and subscribers joined over LiveKit
-            signalling with Roomcast's own client peer (ICE, DTLS, SRTP); NACK, RTCP and
-            stats are on, and the subscribers send receiver reports and NACK gaps;
+  Roomcast  `roomcast serve` (a subprocess) on the Python forwarding plane, publisher and
+            subscribers joined over LiveKit signalling with Roomcast's own client peer (ICE,
+            DTLS, SRTP); NACK, RTCP and stats are on, and the subscribers send receiver
+            reports and NACK gaps;
+  native    the same, on the native forwarding plane (media/native_plane.py, native/);
   C relay   bench/baselines/c_relay.c: recvmmsg/sendmmsg + libsrtp2 with pre-shared keys,
             the physical-limit reference (no ICE, DTLS, RTCP);
+  Janus     Debian's janus, VideoRoom plugin over its HTTP API, reached with the same client
+            peer (bench/relays/janus.py; in a network namespace of its own, needs root);
   aiortc    bench/baselines/aiortc_relay.py: RTCPeerConnections + MediaRelay, which decodes
             the VP8 and re-encodes it for every subscriber, the relay a Python user would
             otherwise write (reached by SDP offer/answer with the same client peer).
@@ -21,7 +25,8 @@ packet of a frame that reached a subscriber (frames counted by the RTP marker bi
 is frame loss.
 
 Run: python -m bench.compare [--fanouts 1,10,50,150] [--duration 10] [--rate 240]
-                             [--relays roomcast,c,aiortc] [--repeat 3] [--profile DIR]
+                             [--relays roomcast,native,c,janus,aiortc] [--repeat 3]
+                             [--profile DIR]
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from bench.cpu import machine, process_cpu_seconds, process_cpu_times
 from bench.relays.base import Relay, RelayUnavailable
 from bench.vp8_source import Vp8RtpSource
 
-RELAYS = ("roomcast", "c", "aiortc")
+RELAYS = ("roomcast", "native", "c", "janus", "aiortc")
 PUBLISHER_SSRC = 0x1234ABCD
 QUIET = 0.3  # s without a packet at any subscriber: the relay's queues are empty
 PACE_STEP = 0.002  # s between pacing wake-ups
@@ -211,6 +216,15 @@ def _starter(
 
         profile = Path(args.profile) / f"roomcast-{fanout}.prof" if args.profile else None
         return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile)
+    if kind == "native":
+        from bench.relays import roomcast
+
+        profile = Path(args.profile) / f"native-{fanout}.prof" if args.profile else None
+        return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile, plane="native")
+    if kind == "janus":
+        from bench.relays import janus
+
+        return lambda n: janus.start(n, PUBLISHER_SSRC)
     if kind == "aiortc":
         from bench.relays import aiortc
 
@@ -234,7 +248,13 @@ def format_table(rows: list[Measurement]) -> str:
     )
     lines = [head]
     for r in rows:
-        name = {"Roomcast": "roomcast", "C relay": "c", "aiortc relay": "aiortc"}.get(r.relay)
+        name = {
+            "Roomcast": "roomcast",
+            "Roomcast native": "native",
+            "C relay": "c",
+            "Janus": "janus",
+            "aiortc relay": "aiortc",
+        }.get(r.relay)
         name = name or r.relay
         if r.error is not None:
             lines.append(f"{r.fanout:>7} {name:<9} error: {r.error}")
@@ -257,16 +277,24 @@ def _num(value: float | None) -> str:
 def format_ratios(rows: list[Measurement]) -> str:
     lines = ["µs per forwarded packet, ratios (lower is better for Roomcast):"]
     by = {(r.relay, r.fanout): r for r in rows}
+    pairs = (
+        ("Roomcast", "C relay", "Roomcast/C"),
+        ("Roomcast native", "C relay", "native/C"),
+        ("Roomcast native", "Janus", "native/Janus"),
+        ("Roomcast", "aiortc relay", "Roomcast/aiortc"),
+    )
+    present = {r.relay for r in rows}
     for fanout in sorted({r.fanout for r in rows}):
-        ours = by.get(("Roomcast", fanout))
         parts = []
-        for name, label in (("C relay", "Roomcast/C"), ("aiortc relay", "Roomcast/aiortc")):
-            other = by.get((name, fanout))
+        for mine, theirs, label in pairs:
+            if mine not in present or theirs not in present:
+                continue
+            ours, other = by.get((mine, fanout)), by.get((theirs, fanout))
             if ours and other and ours.us_per_packet and other.us_per_packet:
                 parts.append(f"{label} {ours.us_per_packet / other.us_per_packet:.2f}")
             else:
                 parts.append(f"{label} n/a")
-        lines.append(f"  fan-out {fanout:>3}: " + ", ".join(parts))
+        lines.append(f"  fan-out {fanout:>3}: " + (", ".join(parts) or "n/a"))
     return "\n".join(lines)
 
 

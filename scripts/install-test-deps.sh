@@ -6,7 +6,10 @@
 #   - Node.js with npm, then `npm ci` in tests/node: the official Node SDKs and the npm
 #     livekit-client whose dist/ bundle the browser test page loads;
 #   - gcc and libsrtp2's headers: bench/compare.py (and its smoke test) builds the C baseline
-#     relay, bench/baselines/c_relay.c;
+#     relay, bench/baselines/c_relay.c, and `pip install -e .` builds the native forwarding
+#     plane (native/, media/native_plane.py) with them, OpenSSL's (libssl-dev) and the Python
+#     headers (python3-dev; the venv's own Python brings its headers where it is not Debian's);
+#   - janus: bench/compare.py measures Janus's VideoRoom next to Roomcast (bench/relays/janus.py);
 #   - iproute2 (ip, tc) and iptables: the network lab of tests/lab (docs/network-lab.md), which
 #     runs as root and is skipped elsewhere;
 #   - coturn (turnserver): the lab's external-TURN tests start their own coturn on free ports
@@ -29,7 +32,10 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 # npm ships inside NodeSource's nodejs; Debian's nodejs needs Debian's npm.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
-installed libsrtp2-dev || missing+=(libsrtp2-dev) # the C relay in bench/baselines
+installed libsrtp2-dev || missing+=(libsrtp2-dev) # the C relay, the native plane
+installed python3-dev || missing+=(python3-dev) # the native plane's build (CPython headers)
+installed libssl-dev || missing+=(libssl-dev) # the native plane's AES-GCM (OpenSSL EVP)
+[ -x /usr/bin/janus ] || missing+=(janus) # a peer SFU in bench/compare.py
 # A real Redis for the multi-node tests (tests/integration/test_multinode.py starts its own).
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 # The network lab (tests/lab): namespaces and veth (ip), bandwidth caps (tc), firewalls and

@@ -12,6 +12,7 @@ from livekit import api
 
 from roomcast.auth import VideoGrant, create_token
 from roomcast.config import Overrides, load_config
+from roomcast.media.native_plane import ENV_VARIABLE as ENV_PLANE
 from roomcast.server import Server
 from tests import signalling as signalling_path
 
@@ -68,6 +69,15 @@ def free_tcp_ports(count: int) -> int:
 
 ServerFactory = Callable[..., Any]
 
+# Both forwarding planes (media/native_plane.py) run the tests marked `both_planes`; the
+# native one only where it was built (else those cases are skipped, saying why).
+PLANES = ("python", "native")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_planes") is not None:
+        metafunc.parametrize("forwarding_plane", PLANES, indirect=True)
+
 
 @pytest.fixture(autouse=True)
 def _servers_of_this_test() -> None:
@@ -77,7 +87,24 @@ def _servers_of_this_test() -> None:
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[ServerFactory]:
+def forwarding_plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The plane the servers of this test run (ROOMCAST_FORWARDING_PLANE); unparametrized
+    tests get the configured default (auto: native where built)."""
+    plane = getattr(request, "param", None)
+    if plane is None:
+        return "auto"
+    if plane == "native":
+        from roomcast.media.native_plane import native_module
+
+        module, reason = native_module()
+        if module is None:
+            pytest.skip(f"the native forwarding plane is not built: {reason}")
+    monkeypatch.setenv(ENV_PLANE, plane)
+    return str(plane)
+
+
+@pytest.fixture
+async def start_server(forwarding_plane: str) -> AsyncIterator[ServerFactory]:
     """Start servers with a YAML config body; all are stopped at the end of the test."""
     started: list[Server] = []
 

@@ -8,6 +8,7 @@ subscribers send an RR every second and NACK every gap, as libwebrtc does.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -66,7 +67,7 @@ class _Participant:
         await self.signal.close()
 
 
-async def _start_server(profile: Path | None) -> tuple[asyncio.subprocess.Process, str]:
+async def _start_server(profile: Path | None, plane: str) -> tuple[asyncio.subprocess.Process, str]:
     port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
     command = [sys.executable]
     if profile is not None:
@@ -74,7 +75,8 @@ async def _start_server(profile: Path | None) -> tuple[asyncio.subprocess.Proces
     command += ["-m", "roomcast", "serve", "--keys", f"{API_KEY}: {API_SECRET}"]
     command += ["--bind", HOST, "--port", str(port), "--udp-port", str(udp_port)]
     command += ["--config-body", CONFIG]
-    process = await asyncio.create_subprocess_exec(*command)
+    env = {**os.environ, "ROOMCAST_FORWARDING_PLANE": plane}
+    process = await asyncio.create_subprocess_exec(*command, env=env)
     url = f"http://{HOST}:{port}"
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
@@ -136,8 +138,11 @@ async def _subscribe(
     return sub
 
 
-async def start(fanout: int, publisher_ssrc: int, *, profile: Path | None = None) -> Relay:
-    process, url = await _start_server(profile)
+async def start(
+    fanout: int, publisher_ssrc: int, *, profile: Path | None = None, plane: str = "python"
+) -> Relay:
+    """`plane`: the server's forwarding plane (media/native_plane.py), python or native."""
+    process, url = await _start_server(profile, plane)
     # One WebSocket per participant: no pool limit (aiohttp's default is 100 connections).
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     participants: list[_Participant] = []
@@ -177,4 +182,5 @@ async def start(fanout: int, publisher_ssrc: int, *, profile: Path | None = None
             if report is not None:
                 sub.peer.send_rtcp(report)
 
-    return Relay("Roomcast", process.pid, publisher.peer.send_rtp, sinks, close, tick)
+    name = "Roomcast native" if plane == "native" else "Roomcast"
+    return Relay(name, process.pid, publisher.peer.send_rtp, sinks, close, tick)

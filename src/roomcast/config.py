@@ -78,6 +78,10 @@ class RTCConfig:
     # A data-track frame starts to a subscriber only while its channel holds less than this
     # much of the track's data (rooms/data_track_gate.py); "0s" leaves it unbounded.
     datachannel_data_track_target_latency: str = "100ms"
+    # Roomcast's own: which forwarding plane runs (media/native_plane.py): python, native (the
+    # C engine; start-up fails where it is not built) or auto (native where built). The
+    # ROOMCAST_FORWARDING_PLANE environment variable overrides it.
+    forwarding_plane: str = "auto"
     ips: IPFilterConfig = field(default_factory=IPFilterConfig)
     turn_servers: list[TURNServerConfig] = field(default_factory=list)
 
@@ -468,6 +472,10 @@ def validate(config: Config) -> None:
                 ipaddress.ip_network(network, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"rtc.ips.{kind}: {network!r} is not a network") from exc
+    if config.rtc.forwarding_plane not in ("python", "native", "auto"):
+        raise ConfigError(
+            f"rtc.forwarding_plane: {config.rtc.forwarding_plane!r} is not python, native or auto"
+        )
     tcp_port = config.rtc.tcp_port
     if not 0 <= tcp_port <= 65535:
         raise ConfigError(f"rtc.tcp_port: {tcp_port} is not a TCP port (0 turns ICE/TCP off)")

@@ -36,6 +36,7 @@ from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
 from roomcast.media.forwarding_plane import ForwardingPlane
+from roomcast.media.native_plane import NativeForwardingPlane, choose_plane
 from roomcast.media.tcp_mux import IceTcpPortError
 from roomcast.media.udp_mux import UdpMux
 from roomcast.rooms.admin import RoomAdmin
@@ -104,8 +105,15 @@ class Server:
             advertise_ip=advertise_ip,
             data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
             tcp_port=self._ice_tcp_port(),
+            native=choose_plane(config.rtc.forwarding_plane) == "native",
         )
-        self.plane = ForwardingPlane(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
+        unknown_rate = config.limit.unknown_ssrc_packets_per_second
+        if self.mux.native:
+            native = NativeForwardingPlane(lambda: self.mux.engine, unknown_ssrc_rate=unknown_rate)
+            self.mux.on_engine_event = native.on_engine_event
+            self.plane: ForwardingPlane = native
+        else:
+            self.plane = ForwardingPlane(unknown_ssrc_rate=unknown_rate)
         self.metrics = Metrics()
         self.metrics.attach(
             self.rooms,

@@ -18,7 +18,12 @@ from tests.browser.conftest import NewPage, requires_chromium
 from tests.conftest import url_of
 from tests.integration.sdk import join_token, joined
 
-pytestmark = [requires_chromium, pytest.mark.media, pytest.mark.usefixtures("signalling")]
+pytestmark = [
+    requires_chromium,
+    pytest.mark.media,
+    pytest.mark.usefixtures("signalling"),
+    pytest.mark.both_planes,
+]
 
 FRAME_TIMEOUT = 20.0
 

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from bench.compare import run_one
 from bench.relays import c as c_relay
+from bench.relays import janus as janus_relay
 from bench.vp8_source import Vp8RtpSource, vp8_frames
+
+from roomcast.media.native_plane import native_module
 
 pytestmark = pytest.mark.media
 
@@ -45,8 +48,12 @@ def test_source_packets_are_fixed_size_rtp_vp8() -> None:
     assert source.frames_sent >= sum(p[1] >> 7 for p in packets)
 
 
-@pytest.mark.parametrize("kind", ["roomcast", "c", "aiortc"])
+@pytest.mark.parametrize("kind", ["roomcast", "native", "c", "janus", "aiortc"])
 async def test_relay_forwards_everything_at_low_rate(kind: str, tmp_path: Path) -> None:
+    if kind == "native" and native_module()[0] is None:
+        pytest.skip(f"the native forwarding plane is not built: {native_module()[1]}")
+    if kind == "janus" and (janus_relay.unavailable() is not None):
+        pytest.skip(janus_relay.unavailable())  # CI installs janus and runs as root
     result = await run_one(kind, FANOUT, _args(), tmp_path)
     if kind == "c" and result.error in (c_relay.MISSING_GCC, c_relay.MISSING_LIBSRTP):
         pytest.skip(result.error)  # CI installs both (scripts/install-test-deps.sh)

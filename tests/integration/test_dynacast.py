@@ -13,7 +13,7 @@ from roomcast.server import Server
 from tests.conftest import ServerFactory
 from tests.integration.sdk import joined, until
 
-pytestmark = [pytest.mark.media, pytest.mark.usefixtures("signalling")]
+pytestmark = [pytest.mark.media, pytest.mark.usefixtures("signalling"), pytest.mark.both_planes]
 
 WIDTH, HEIGHT = 640, 360  # the SDK sends two simulcast layers (q 320x180, h 640x360)
 

@@ -11,7 +11,10 @@ from roomcast.server import Server
 from tests.integration.sdk import joined
 from tests.integration.test_media_python import publishing, subscribed_track, video_frame_size
 
-pytestmark = pytest.mark.usefixtures("signalling")  # on /rtc/v1 and /rtc
+pytestmark = [
+    pytest.mark.usefixtures("signalling"),  # on /rtc/v1 and /rtc
+    pytest.mark.both_planes,  # media: both forwarding planes
+]
 
 
 async def test_publish_after_data_only_negotiation(server: Server) -> None:

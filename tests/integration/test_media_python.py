@@ -15,6 +15,8 @@ from roomcast.server import Server
 from tests.conftest import API_KEY, API_SECRET, url_of
 from tests.integration.sdk import Events, joined
 
+pytestmark = pytest.mark.both_planes  # media: both forwarding planes
+
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 480  # 10 ms
 AMPLITUDE = 0.3 * 32767

@@ -16,7 +16,7 @@ from livekit.protocol import models
 from roomcast.server import Server
 from tests.integration.sdk import Events, joined, until
 
-pytestmark = [pytest.mark.media, pytest.mark.usefixtures("signalling")]
+pytestmark = [pytest.mark.media, pytest.mark.usefixtures("signalling"), pytest.mark.both_planes]
 
 WIDTH, HEIGHT = 320, 240
 FEATURES = [rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP, rtc.FrameMetadataFeature.FMF_FRAME_ID]

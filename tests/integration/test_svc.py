@@ -18,7 +18,7 @@ from livekit.protocol import models
 from roomcast.server import Server
 from tests.integration.sdk import Events, joined
 
-pytestmark = [pytest.mark.media, pytest.mark.usefixtures("signalling")]
+pytestmark = [pytest.mark.media, pytest.mark.usefixtures("signalling"), pytest.mark.both_planes]
 
 WIDTH, HEIGHT = 1280, 720
 Quality = rtc.VideoQuality

@@ -27,6 +27,12 @@ Scalable video in one stream (VP9 SVC, AV1 with Dependency Descriptors) goes to
   svc_layers.py          a stream's live spatial layers and temporal frame rates
   packet_trailer.py      LiveKit's frame metadata trailer, cut for subscribers that cannot read it
 
+The native forwarding plane (`native_plane.NativeForwardingPlane`, the C engine built from
+native/ into `_native`) runs the per-packet path of eligible tracks without the GIL:
+  native_plane.py    choosing the plane, the plane's face, engine events
+  native_tracks.py   `NativeUpTrack` / `NativeDownTrack`: Python's decisions pushed, counters pulled
+  native_srtp.py     a transport's SRTP keyed in the engine while connected over UDP
+
 Offer/answer: `sdp` parses and writes descriptions (values in `sdp_fields`, attribute parsers
 in `sdp_attributes`); `jsep` holds what the server and the client (roomcast.client.sdp) share;
 `publisher_answer` and `subscriber_offer` are the server's two role policies.

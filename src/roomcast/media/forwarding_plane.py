@@ -15,6 +15,7 @@ import random
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .downtrack import DownTrack
 from .rtcp import (
@@ -49,10 +50,25 @@ _U32 = struct.Struct("!I")
 class _Publisher:
     """One publisher peer connection: RTP for all its tracks arrives here, routed by SSRC."""
 
-    __slots__ = ("by_ssrc", "key", "send_rtcp", "unknown_last", "unknown_tokens", "uptracks")
+    __slots__ = (
+        "by_ssrc",
+        "key",
+        "on_bind",
+        "send_rtcp",
+        "unknown_last",
+        "unknown_tokens",
+        "uptracks",
+    )
 
-    def __init__(self, key: object, send_rtcp: Callable[[bytes], None], burst: float) -> None:
+    def __init__(
+        self,
+        key: object,
+        send_rtcp: Callable[[bytes], None],
+        burst: float,
+        on_bind: Callable[[ReceiveLayer, int], None],
+    ) -> None:
         self.key = key
+        self.on_bind = on_bind  # the plane's `_layer_bound`
         self.send_rtcp = send_rtcp
         self.uptracks: list[UpTrack] = []
         self.by_ssrc: dict[int, ReceiveLayer] = {}
@@ -106,6 +122,7 @@ class _Publisher:
             del self.by_ssrc[layer.ssrc]  # the stream restarted with a new SSRC
         layer.ssrc = ssrc
         self.by_ssrc[ssrc] = layer
+        self.on_bind(layer, ssrc)
 
 
 UNKNOWN_SSRC_RATE = 200.0  # packets/s per publisher PC from not-yet-known SSRCs (limit.*)
@@ -158,10 +175,10 @@ class ForwardingPlane:
         pub = self._publishers.get(publisher)
         if pub is None:
             pub = self._publishers[publisher] = _Publisher(
-                publisher, send_rtcp, self._unknown_burst
+                publisher, send_rtcp, self._unknown_burst, self._layer_bound
             )
         pub.send_rtcp = send_rtcp
-        track = UpTrack(
+        track = self._new_uptrack(
             track_sid,
             kind,
             codecs=codecs,
@@ -234,8 +251,7 @@ class ForwardingPlane:
         if track is None:
             raise KeyError(f"no published track {track_sid}")
         self.remove_downtrack(track_sid, subscriber)
-        kind = SvcDownTrack if track.svc_codec else DownTrack
-        downtrack = kind(
+        downtrack = self._new_downtrack(
             track,
             subscriber,
             ssrc=ssrc,
@@ -249,6 +265,17 @@ class ForwardingPlane:
         self._by_subscriber.setdefault(subscriber, {})[ssrc] = downtrack
         track.add_downtrack(downtrack)  # chooses the layer and requests its keyframe (PLI)
         return downtrack
+
+    # -- what a native plane replaces (media/native_plane.py) --------------------------------
+    def _new_uptrack(self, track_sid: str, kind: str, **kwargs: Any) -> UpTrack:
+        return UpTrack(track_sid, kind, **kwargs)
+
+    def _new_downtrack(self, track: UpTrack, subscriber: str, **kwargs: Any) -> DownTrack:
+        kind = SvcDownTrack if track.svc_codec else DownTrack
+        return kind(track, subscriber, **kwargs)
+
+    def _layer_bound(self, layer: ReceiveLayer, ssrc: int) -> None:
+        """A layer's SSRC became known (signalled, or learnt from its first packet)."""
 
     def remove_downtrack(self, track_sid: str, subscriber: str) -> None:
         downtrack = self._downtracks.pop((track_sid, subscriber), None)

@@ -29,7 +29,7 @@ import enum
 import pylibsrtp
 from OpenSSL import SSL
 
-from .dtls import DTLS_MTU, DtlsCertificate, DtlsEndpoint, DtlsError, DtlsState
+from .dtls import DTLS_MTU, DtlsCertificate, DtlsEndpoint, DtlsError, DtlsState, SrtpKeys
 from .srtp import Protect, Unprotect, fast_protect, fast_unprotect
 
 
@@ -83,6 +83,7 @@ class SecureChannel:
         self.protect_rtcp: Protect = _not_keyed
         self.unprotect: Unprotect = _not_keyed_unprotect
         self.srtp_profile: str | None = None
+        self.srtp_keys: SrtpKeys | None = None
         self._dtls = DtlsEndpoint(certificate, server=server, mtu=mtu)
         self._remote_fingerprint: str | None = None
         self._dtls_deadline: float | None = None
@@ -235,6 +236,7 @@ class SecureChannel:
         self.protect_rtcp = tx.protect_rtcp
         self.unprotect = fast_unprotect(keys.inbound_session())
         self.srtp_profile = keys.profile.name.decode()
+        self.srtp_keys = keys  # for the native plane, which keys its own sessions
         self.state = TransportState.CONNECTED
 
     def _verify_fingerprint(self) -> bool:

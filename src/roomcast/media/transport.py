@@ -18,6 +18,8 @@ from aioice import stun
 
 from .dtls import DtlsCertificate
 from .ice_lite import Address, IceLiteAgent, describe
+from .native_srtp import NativeSrtp
+from .native_tracks import Engine
 from .sctp import MAX_MESSAGE_SIZE, SCTP_PORT, DataChannels
 from .sctp_backlog import SendBacklog
 from .sctp_guard import RECEIVE_WINDOW_BYTES
@@ -38,6 +40,14 @@ MAX_SCTP_INBOX_BYTES = RECEIVE_WINDOW_BYTES
 SCTP_PUMP_SLICE = 0.005  # seconds the SCTP pump runs before letting the loop serve others
 
 
+class DatagramSender(Protocol):
+    """The UDP socket's send side: asyncio's transport, or `udp_mux.SocketSender`."""
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MuxPort(Protocol):
     """What a transport uses of the node's socket (`udp_mux.UdpMux`)."""
 
@@ -46,8 +56,13 @@ class MuxPort(Protocol):
     data_channel_slow_threshold: int
     advertise_ip: str
     port: int
-    udp: asyncio.DatagramTransport | None
+    udp: DatagramSender | None
     on_limit: Callable[[str], None]
+    engine: Engine | None  # the native plane's, which takes keyed UDP transports' SRTP
+
+    def register_native(self, native_id: int, transport: PeerTransport) -> None: ...
+
+    def unregister_native(self, native_id: int) -> None: ...
 
     @property
     def tcp_port(self) -> int: ...  # 0: no ICE-TCP port
@@ -120,6 +135,10 @@ class PeerTransport:
         self._limits_logged: set[str] = set()
         self._sctp_pump: asyncio.Task[None] | None = None
         self._closed = False
+        self._native = NativeSrtp(mux.engine)  # SRTP over UDP in the engine (native_srtp.py)
+        self.native_id = self._native.native_id  # -1: no engine
+        if self.native_id >= 0:
+            mux.register_native(self.native_id, self)
 
     @property
     def ice_ufrag(self) -> str:
@@ -212,6 +231,11 @@ class PeerTransport:
 
     def send_rtp(self, packet: bytes) -> None:
         """Hot path: called once per forwarded packet per subscriber."""
+        native = self._native
+        if native.keyed:  # the engine protects and sends every RTP packet of this transport
+            if not native.send_rtp(packet):
+                self.stats["srtp_protect_failed"] += 1
+            return
         protect, addr = self._protect_rtp, self.remote_address
         if protect is None or addr is None:
             return
@@ -251,6 +275,10 @@ class PeerTransport:
         self._flush_dtls()
         self._mux.unroute(self)
         self._sync_state()
+        if self.native_id >= 0:
+            self._mux.unregister_native(self.native_id)
+            self._native.close()
+            self.native_id = -1
 
     # -- called by UdpMux --
 
@@ -269,7 +297,9 @@ class PeerTransport:
         if check.probe is not None:  # a nomination from elsewhere: does that address answer?
             self._mux.sendto(check.probe, addr)
             self.stats["ice_probes"] += 1
-        self.remote_address = self._ice.remote_address
+        if self._ice.remote_address != self.remote_address:
+            self.remote_address = self._ice.remote_address
+            self._key_native()
         if check.consent:  # only checks from where we send keep us sending (RFC 7675 §5.1)
             self._channel.refresh_consent(now)
         if self.state is TransportState.NEW:
@@ -283,6 +313,7 @@ class PeerTransport:
         if not self._ice.handle_response(message, addr):
             return
         self.remote_address = addr
+        self._key_native()
         self._channel.refresh_consent(self._loop.time())  # the answer is consent (RFC 7675)
         self.stats["ice_address_changes"] += 1
         logger.debug("transport %s now sends to %s", self.ice_ufrag, describe(addr))
@@ -310,7 +341,17 @@ class PeerTransport:
         if callback is not None:
             callback(packet)
 
+    def receive_plain(self, packet: bytes, is_rtcp: bool) -> None:
+        """An RTP or RTCP packet the native engine decrypted for us."""
+        callback = self.on_rtcp if is_rtcp else self.on_rtp
+        if callback is not None:
+            callback(packet)
+
     # -- internals --
+
+    def _key_native(self) -> None:
+        connected = self.state is TransportState.CONNECTED
+        self._native.update(connected, self.remote_address, self._channel.srtp_keys)
 
     def _restart(self, *, answering: bool) -> None:
         previous = self.ice_ufrag
@@ -344,6 +385,7 @@ class PeerTransport:
             self._cancel_timer()
             if state is TransportState.FAILED:
                 logger.info("transport %s failed: %s", self.ice_ufrag, channel.error)
+        self._key_native()
         if self.on_state is not None:
             self.on_state(state)
 

@@ -27,10 +27,12 @@ from aioice import stun
 from .demux import FIRST_BYTE, PacketClass
 from .dtls import DtlsCertificate
 from .ice_lite import Address, TcpAddress
+from .native_plane import EV_DATAGRAM, EV_RTCP, EV_RTP, new_engine
+from .native_tracks import Engine
 from .secure_channel import TransportState
 from .stun import PWD_LENGTH, UFRAG_LENGTH, local_ufrag_of, parse_stun, random_ice_string
 from .tcp_mux import IceTcpListener
-from .transport import CONSENT_TIMEOUT, PeerTransport, log_this_time
+from .transport import CONSENT_TIMEOUT, DatagramSender, PeerTransport, log_this_time
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,10 @@ class UdpMux(asyncio.DatagramProtocol):
         consent_timeout: float = CONSENT_TIMEOUT,
         data_channel_slow_threshold: int = 0,
         tcp_port: int | None = None,
+        native: bool = False,
     ) -> None:
-        """`tcp_port`: the ICE-TCP port (0: any free one), None for none."""
+        """`tcp_port`: the ICE-TCP port (0: any free one), None for none. `native`: the
+        native plane's engine reads the socket (media/native_plane.py)."""
         if advertise_ip is None and not _is_specific_ip(host):
             raise ValueError(f"bound to {host!r}: pass advertise_ip (the node IP for candidates)")
         self.host = host
@@ -79,7 +83,13 @@ class UdpMux(asyncio.DatagramProtocol):
         self.on_limit: Callable[[str], None] = _ignore_limit
         self.certificate = DtlsCertificate.generate()  # one per worker; context shared
         self.stats: collections.Counter[str] = collections.Counter()
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: DatagramSender | None = None
+        self.native = native
+        self.engine: Engine | None = None  # the running native engine (native mode)
+        # Engine events that are the plane's (a layer started, a packet to send from Python).
+        self.on_engine_event: Callable[[int, int, int, bytes], None] = _ignore_event
+        self._native_transports: dict[int, PeerTransport] = {}
+        self._sock: socket.socket | None = None
         self._by_ufrag: dict[str, PeerTransport] = {}
         self._by_addr: dict[Address, PeerTransport] = {}
         self._routes: dict[PeerTransport, _Routes] = {}
@@ -92,12 +102,15 @@ class UdpMux(asyncio.DatagramProtocol):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=(self.host, self.port)
-        )
-        self.udp = udp
-        self.port = udp.get_extra_info("sockname")[1]
-        sock = udp.get_extra_info("socket")
+        if self.native:
+            sock = self._start_native(loop)
+        else:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: self, local_addr=(self.host, self.port)
+            )
+            self.udp = udp
+            self.port = udp.get_extra_info("sockname")[1]
+            sock = udp.get_extra_info("socket")
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
@@ -132,9 +145,67 @@ class UdpMux(asyncio.DatagramProtocol):
         self.close_udp()
 
     def close_udp(self) -> None:
+        if self.engine is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.engine.event_fd)
+            self.engine.stop()
+            logger.info("native engine stopped: %s", self.engine.counters())
+            self.engine = None
         if self.udp is not None:
             self.udp.close()
             self.udp = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # -- native mode: the engine reads the socket, Python sends STUN/DTLS on it ---------------
+
+    def _start_native(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, self.port))
+            sock.setblocking(False)
+            engine = new_engine(sock.fileno())
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self.udp = SocketSender(sock, self.stats)
+        self.engine = engine
+        loop.add_reader(engine.event_fd, self.native_events)
+        engine.start()
+        return sock
+
+    def register_native(self, native_id: int, transport: PeerTransport) -> None:
+        self._native_transports[native_id] = transport
+
+    def unregister_native(self, native_id: int) -> None:
+        self._native_transports.pop(native_id, None)
+
+    def native_events(self) -> None:
+        """What the engine handed up: datagrams it does not handle (STUN, DTLS, SRTP of
+        transports it has no keys for) go the Python way; RTP/RTCP it decrypted to their
+        transports; the rest to the plane."""
+        engine = self.engine
+        if engine is None:
+            return
+        transports = self._native_transports
+        for kind, native_id, arg, data, addr in engine.events():
+            try:
+                if kind == EV_DATAGRAM:
+                    self.datagram_received(data, addr)
+                elif kind == EV_RTP or kind == EV_RTCP:
+                    transport = transports.get(native_id)
+                    if transport is not None:
+                        transport.receive_plain(data, kind == EV_RTCP)
+                else:
+                    self.on_engine_event(kind, native_id, arg, data)
+            except Exception:  # a bug or a user callback: keep the events flowing
+                self.stats["errors"] += 1
+                if log_this_time(self.stats["errors"]):
+                    logger.exception("error handling an engine event")
 
     # -- routing: what transports call --
 
@@ -255,6 +326,28 @@ class UdpMux(asyncio.DatagramProtocol):
             if routes is not None:
                 self._by_addr[addr] = transport
                 routes.addresses.add(addr)
+
+
+class SocketSender:
+    """`sendto` on the plain socket the engine reads (native mode): STUN, DTLS and the SRTP
+    of tracks Python forwards. A full socket buffer drops the datagram, as UDP may."""
+
+    def __init__(self, sock: socket.socket, stats: collections.Counter[str]) -> None:
+        self._sock = sock
+        self._stats = stats
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except OSError:  # EAGAIN, or ICMP-reported errors of an earlier datagram
+            self._stats["send_errors"] += 1
+
+    def close(self) -> None:
+        """The mux closes the socket itself."""
+
+
+def _ignore_event(kind: int, native_id: int, arg: int, data: bytes) -> None:
+    """No native plane listens (tests that build a mux alone)."""
 
 
 def _is_binding_response(message: stun.Message) -> bool:

@@ -1,0 +1,232 @@
+"""A long fuzz run of the native forwarding plane (native/) under AddressSanitizer and
+UndefinedBehaviorSanitizer.
+
+Builds the extension with -fsanitize=address,undefined into a temporary directory (never into
+the source tree), then runs a child Python with libasan preloaded that, until the time is up:
+  - feeds mutated RTP packets (CSRCs, one/two-byte extensions, VP8 descriptors, padding, then
+    random byte flips, cuts and splices) to the parsers and the rewriter (`_native.parse`),
+  - sends the same kind of packets, SRTP-protected with the publisher's key and plain, to a
+    running engine from a keyed publisher address, with random NACKs from the subscriber side,
+    layer switches and mutes, while a subscriber socket drains what is forwarded.
+Any memory error aborts the child with ASan's report; the run then fails (exit status 1).
+
+Run: python -m bench.native_fuzz [--seconds 600] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import importlib.util
+import os
+import random
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "native" / "module.c"
+
+
+def build(out: Path) -> Path:
+    if shutil.which("gcc") is None:
+        raise SystemExit("gcc is not installed")
+    target = out / ("_native" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+    command = [
+        "gcc",
+        "-shared",
+        "-fPIC",
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=undefined",
+        "-std=gnu11",
+        f"-I{sysconfig.get_paths()['include']}",
+        "-o",
+        str(target),
+        str(SOURCE),
+        "-lsrtp2",
+        "-lcrypto",
+    ]
+    subprocess.run(command, check=True)
+    return target
+
+
+def load(path: Path) -> ModuleType:
+    loader = importlib.machinery.ExtensionFileLoader("roomcast.media._native", str(path))
+    spec = importlib.util.spec_from_loader("roomcast.media._native", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def random_packet(rng: random.Random) -> bytes:
+    csrcs = rng.randrange(4)
+    elements = [(rng.randrange(1, 15), rng.randbytes(rng.randrange(1, 17))) for _ in range(3)]
+    block = b""
+    form = rng.randrange(3)
+    if form:
+        if form == 1:
+            body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in elements)
+            profile = 0xBEDE
+        else:
+            body = b"".join(bytes([i, len(v)]) + v for i, v in elements)
+            profile = 0x1000
+        body += b"\x00" * (-len(body) % 4)
+        block = struct.pack("!HH", profile, len(body) // 4) + body
+    descriptor = bytes([0x90 | rng.choice((0, 0x80)), 0xC0, 0x80 | rng.randrange(128)])
+    descriptor += bytes([rng.randrange(256), rng.randrange(256)])
+    payload = descriptor + bytes([rng.randrange(2)]) + rng.randbytes(rng.randrange(1300))
+    b0 = 0x80 | csrcs | (0x10 if block else 0)
+    if rng.randrange(4) == 0:
+        pad = rng.randrange(1, 20)
+        b0 |= 0x20
+        payload += b"\x00" * (pad - 1) + bytes([pad])
+    header = struct.pack(
+        "!BBHII", b0, 96 | rng.choice((0, 0x80)), rng.randrange(65536), rng.getrandbits(32), 0x1234
+    )
+    packet = bytearray(header + b"\x00" * (4 * csrcs) + block + payload)
+    for _ in range(rng.randrange(4)):  # flips
+        packet[rng.randrange(len(packet))] = rng.randrange(256)
+    if rng.randrange(5) == 0:  # cut
+        packet = packet[: rng.randrange(len(packet) + 1)]
+    if rng.randrange(10) == 0:  # splice garbage
+        at = rng.randrange(len(packet) + 1)
+        packet[at:at] = rng.randbytes(rng.randrange(64))
+    return bytes(packet[:1500])
+
+
+def child(library: Path, seconds: float, seed: int) -> None:
+    import pylibsrtp
+
+    GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+    native = load(library)
+    rng = random.Random(seed)
+    ids = bytes(rng.randrange(0, 20) if i else 0 for i in range(256))
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    engine = native.Engine(server.fileno())
+    engine.start()
+    address = server.getsockname()
+
+    def policy(key: bytes, inbound: bool) -> pylibsrtp.Session:
+        kind = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+        p = pylibsrtp.Policy(key=key, ssrc_type=kind, srtp_profile=GCM)
+        p.allow_repeat_tx = True
+        return pylibsrtp.Session(p)
+
+    pub, sub = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    pub_key = os.urandom(28)
+    transports = []
+    for sock in (pub, sub):
+        sock.bind(("127.0.0.1", 0))
+        transport = engine.add_transport()
+        host, port = sock.getsockname()
+        key = pub_key if sock is pub else os.urandom(28)
+        engine.key_transport(transport, host, port, GCM, os.urandom(28), key)
+        transports.append(transport)
+    kinds = bytearray(128)
+    kinds[96] = 2
+    rates = [0] * 128
+    rates[96] = 90000
+    uptrack = engine.add_uptrack(True, 2, bytes(kinds), rates, 512)
+    engine.bind_ssrc(transports[0], 0x1234, uptrack, 0)
+    engine.bind_ssrc(transports[0], 0x5678, uptrack, 1)
+    pt_map = bytes(100 if pt == 96 else 255 for pt in range(128))
+    downtrack = engine.add_downtrack(uptrack, transports[1], 0xABCD, pt_map, ids)
+
+    deadline = time.monotonic() + seconds
+    sender = policy(pub_key, False)
+    seq = 0
+    parsed = sent = drained = rounds = 0
+    while time.monotonic() < deadline:
+        rounds += 1
+        for _ in range(200):
+            native.parse(random_packet(rng), ids, True)
+            native.parse(rng.randbytes(rng.randrange(64)), ids, rng.randrange(2) == 1)
+            parsed += 2
+        for _ in range(50):
+            packet = random_packet(rng)
+            if rng.randrange(4) and len(packet) >= 12:
+                # Mostly in order on one of the two layers' SSRCs, so SRTP lets it through
+                # to the parsers, the cache and the rewrite.
+                seq += 1
+                ssrc = rng.choice((0x1234, 0x5678))
+                packet = (
+                    packet[:2]
+                    + struct.pack("!H", seq & 0xFFFF)
+                    + packet[4:8]
+                    + struct.pack("!I", ssrc)
+                    + packet[12:]
+                )
+                try:
+                    packet = sender.protect(packet)
+                except (pylibsrtp.Error, ValueError):  # unreadable header, or too long
+                    pass
+            pub.sendto(packet or b"\x80", address)
+            sent += 1
+        engine.control(downtrack, rng.randrange(-1, 2), rng.choice((-2, -1)), rng.randrange(8) == 0)
+        engine.retransmit(downtrack, [rng.randrange(65536) for _ in range(rng.randrange(30))])
+        if rng.randrange(50) == 0:  # churn: a new downtrack replaces the old one
+            engine.remove_downtrack(downtrack)
+            downtrack = engine.add_downtrack(uptrack, transports[1], 0xABCD, pt_map, ids)
+        engine.events()
+        engine.downtrack_state(downtrack)
+        engine.uptrack_state(uptrack)
+        while select.select([sub], [], [], 0)[0]:
+            sub.recv(4096)
+            drained += 1
+    engine.stop()
+    print(
+        f"fuzzed {seconds:.0f} s: {parsed} parses, {sent} datagrams to the engine, "
+        f"{drained} forwarded, {rounds} rounds; engine counters {engine.counters()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.native_fuzz", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the sanitized library
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    if args.child:
+        child(Path(args.child), args.seconds, seed)
+        return
+    with tempfile.TemporaryDirectory(prefix="roomcast-asan-") as out:
+        library = build(Path(out))
+        asan = subprocess.run(
+            ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        env = {
+            **os.environ,
+            "LD_PRELOAD": asan,
+            # CPython's own allocations are not leaks to report; any other error aborts.
+            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:halt_on_error=1",
+            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+            "PYTHONMALLOC": "malloc",
+        }
+        command = [sys.executable, "-m", "bench.native_fuzz", "--child", str(library)]
+        command += ["--seconds", str(args.seconds), "--seed", str(seed)]
+        print(f"fuzzing the native plane under ASan+UBSan for {args.seconds:g} s (seed {seed})")
+        result = subprocess.run(command, env=env, cwd=ROOT, check=False)
+        if result.returncode != 0:
+            print(f"FAILED: the sanitized run exited with {result.returncode} (seed {seed})")
+            raise SystemExit(1)
+        print("no memory error found")
+
+
+if __name__ == "__main__":
+    main()

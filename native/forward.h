@@ -1,0 +1,309 @@
+/*
+ * The per-packet path of the native plane, the C twin of uptrack.py (UpTrack.receive,
+ * ReceiveLayer.on_packet, the NACK cache) and downtrack.py (DownTrack.forward, _start_epoch,
+ * retransmit). Called with the plane's lock held.
+ */
+#ifndef ROOMCAST_NATIVE_FORWARD_H
+#define ROOMCAST_NATIVE_FORWARD_H
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "plane.h"
+
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    rtp_header h;
+    vp8_descriptor vp8;
+    int layer, keyframe, clock_rate;
+    double now;
+} packet_info;
+
+static double monotonic_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* RFC 3550 §5.1 wants unpredictable initial values: from the kernel's generator. */
+static uint32_t random32(void) {
+    uint32_t v;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v)
+        v = (uint32_t)rand() ^ ((uint32_t)rand() << 16);
+    return v;
+}
+
+int queue_event(plane *p, int kind, int id, int arg, const uint8_t *data, size_t len,
+                const struct sockaddr_storage *addr, socklen_t addrlen);
+
+/* Queue the protected datagram built in the next send slot; flushes a full batch. */
+void commit_send(plane *p, const transport *t, int len);
+void flush_sends(plane *p);
+
+/* ReceiveLayer.on_packet: RFC 3550 A.3 sequence tracking and A.8 jitter. */
+static void layer_on_packet(layer_state *l, int seq, uint32_t timestamp, double now, size_t size,
+                            int rate) {
+    if (l->packets == 0) {
+        l->base_seq = l->max_seq = seq;
+    } else {
+        int delta = (seq - l->max_seq) & 0xFFFF;
+        if (delta > 0 && delta < 0x8000) {
+            if (seq < l->max_seq) l->cycles += 0x10000;
+            l->max_seq = seq;
+        }
+    }
+    l->packets++;
+    l->bytes += size;
+    int64_t transit = (int64_t)(now * rate) - (int64_t)timestamp;
+    if (l->has_transit) {
+        int64_t d = llabs(transit - l->last_transit);
+        if (d < 0x80000000LL) l->jitter += ((double)d - l->jitter) / 16;
+    }
+    l->last_transit = transit;
+    l->has_transit = 1;
+    l->last_arrival = now;
+}
+
+static void cache_put(layer_state *l, const uint8_t *data, size_t len, uint16_t seq) {
+    if (!l->cache || len > MAX_PACKET) return;
+    cache_slot *slot = &l->cache[seq & l->cache_mask];
+    if (!slot->buf && !(slot->buf = malloc(MAX_PACKET))) return;
+    memcpy(slot->buf, data, len);
+    slot->len = (uint16_t)len;
+}
+
+static const cache_slot *cache_get(const layer_state *l, uint16_t seq) {
+    if (!l->cache) return NULL;
+    const cache_slot *slot = &l->cache[seq & l->cache_mask];
+    if (!slot->buf || slot->len < RTP_HEADER_SIZE || rd16(slot->buf + 2) != seq) return NULL;
+    return slot;
+}
+
+/* UpTrack._parse_into for the codecs the native plane takes (VP8, audio): 0 = not forwarded. */
+static int parse_info(uptrack *u, packet_info *pi, const uint8_t *data, size_t len, int layer,
+                      double now) {
+    if (rtp_parse(data, len, &pi->h) < 0) {
+        u->malformed++;
+        return 0;
+    }
+    int kind = u->pt_kind[pi->h.payload_type];
+    if (kind == PT_NONE) return 0;
+    pi->data = data;
+    pi->len = len;
+    pi->layer = layer;
+    pi->now = now;
+    pi->clock_rate = u->clock_rate[pi->h.payload_type];
+    if (kind == PT_VP8) {
+        vp8_parse(data, pi->h.payload_offset, pi->h.payload_end, &pi->vp8);
+        pi->keyframe = pi->vp8.keyframe;
+    } else {
+        memset(&pi->vp8, 0, sizeof pi->vp8);
+        pi->vp8.tl0picidx = -1;
+        pi->keyframe = kind == PT_AUDIO;
+    }
+    return 1;
+}
+
+/* DownTrack._start_epoch. */
+static void start_epoch(downtrack *dt, const packet_info *pi) {
+    uint16_t seq;
+    uint32_t ts;
+    const vp8_descriptor *v = &pi->vp8;
+    if (!dt->started) {
+        dt->started = 1;
+        seq = (uint16_t)random32();
+        ts = random32();
+        dt->picture_id_offset = dt->tl0_offset = 0;
+    } else {
+        seq = (uint16_t)(dt->last_seq + 1);
+        double elapsed = pi->now - dt->last_time;
+        if (elapsed < 0) elapsed = 0;
+        long step = lround(elapsed * pi->clock_rate);
+        ts = dt->last_ts + (uint32_t)(step > 1 ? step : 1);
+        if (v->picture_id_size && dt->last_picture_id >= 0)
+            dt->picture_id_offset = (dt->last_picture_id + 1 - v->picture_id) & 0x7FFF;
+        if (v->tl0picidx >= 0 && dt->last_tl0 >= 0)
+            dt->tl0_offset = (dt->last_tl0 + 1 - v->tl0picidx) & 0xFF;
+    }
+    dt->seq_offset = (uint16_t)(seq - pi->h.sequence);
+    dt->ts_offset = ts - pi->h.timestamp;
+    dt->epoch_seq = dt->max_seq = pi->h.sequence;
+    dt->current = dt->epoch_layer = pi->layer;
+}
+
+/* The rewritten packet for this downtrack into `out` (BUF_SIZE): its length, or -1. */
+static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint8_t *out,
+                   size_t *payload_offset) {
+    uint8_t first;
+    long tail = rtp_rewrite_tail(pi->data, pi->len, &pi->h, dt->ids, dt->maps,
+                                 out + RTP_HEADER_SIZE, MAX_PACKET + 64, &first, payload_offset);
+    if (tail < 0) return -1;
+    out[0] = first;
+    out[1] = (uint8_t)((pi->h.marker << 7) | pt);
+    wr16(out + 2, (uint16_t)(pi->h.sequence + dt->seq_offset));
+    wr32(out + 4, pi->h.timestamp + dt->ts_offset);
+    wr32(out + 8, dt->ssrc);
+    const vp8_descriptor *v = &pi->vp8;
+    if ((dt->picture_id_offset || dt->tl0_offset) && v->header_size) {
+        long shift = (long)*payload_offset - (long)pi->h.payload_offset;
+        if (v->picture_id_size == 2) {
+            wr16(out + v->picture_id_offset + shift,
+                 (uint16_t)(0x8000 | ((v->picture_id + dt->picture_id_offset) & 0x7FFF)));
+        } else if (v->picture_id_size == 1) {
+            out[v->picture_id_offset + shift] = (v->picture_id + dt->picture_id_offset) & 0x7F;
+        }
+        if (v->tl0picidx >= 0)
+            out[v->tl0picidx_offset + shift] = (uint8_t)((v->tl0picidx + dt->tl0_offset) & 0xFF);
+    }
+    return (int)(RTP_HEADER_SIZE + tail);
+}
+
+static transport *downtrack_transport(plane *p, const downtrack *dt) {
+    transport *t = (dt->transport >= 0 && dt->transport < p->ntransports)
+                       ? p->transports[dt->transport]
+                       : NULL;
+    return t && t->keyed ? t : NULL;
+}
+
+/* The buffer to build a packet for `t` in: the next send slot (no copy later), or scratch. */
+static uint8_t *packet_buffer(plane *p, const transport *t) {
+    if (!t) return p->scratch;
+    if (p->nout == OUT_BATCH) flush_sends(p);
+    return p->out_bufs[p->nout];
+}
+
+/* The length of an RTP header (fixed part, CSRCs, extension), -1 when it overruns `len`. */
+static long rtp_header_length(const uint8_t *buf, int len) {
+    if (len < RTP_HEADER_SIZE) return -1;
+    long n = RTP_HEADER_SIZE + 4 * (buf[0] & 0x0F);
+    if (buf[0] & 0x10) {
+        if (n + 4 > len) return -1;
+        n += 4 + 4 * (long)rd16(buf + n + 2);
+    }
+    return n <= len ? n : -1;
+}
+
+/* SRTP protect for a keyed transport, in place (room for the trailer is the caller's). */
+static int transport_protect(transport *t, uint8_t *buf, int *len) {
+    if (t->gcm.ctx) {
+        long header = rtp_header_length(buf, *len);
+        return header < 0 ? -1 : gcm_protect(&t->gcm, buf, len, (size_t)header);
+    }
+    return srtp_protect(t->tx, buf, len) == srtp_err_status_ok ? 0 : -1;
+}
+
+/* Protect and queue (keyed transport: `buf` is the next send slot), or hand to Python
+ * (EV_SEND: its transport is not keyed here). */
+static int deliver(plane *p, int did, transport *t, uint8_t *buf, int len) {
+    if (t) {
+        if (transport_protect(t, buf, &len) < 0) {
+            p->c.protect_failed++;
+            return 0;
+        }
+        commit_send(p, t, len);
+        return 1;
+    }
+    queue_event(p, EV_SEND, did, 0, buf, (size_t)len, NULL, 0);
+    return 1;
+}
+
+/* DownTrack.forward. */
+static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi) {
+    if (pi->layer != dt->current) {
+        if (pi->layer != dt->target || !pi->keyframe || dt->muted) return;
+        start_epoch(dt, pi);
+    } else if (((pi->h.sequence - dt->epoch_seq) & 0xFFFF) >= 0x8000) {
+        return;
+    }
+    int pt = dt->pt_map[pi->h.payload_type];
+    if (pt < 0) return;
+    transport *t = downtrack_transport(p, dt);
+    uint8_t *buf = packet_buffer(p, t);
+    size_t payload_offset;
+    int len = rewrite(dt, pi, pt, buf, &payload_offset);
+    if (len < 0) {
+        p->c.oversize++;
+        return;
+    }
+    uint16_t seq = rd16(buf + 2);
+    uint32_t ts = rd32(buf + 4);
+    dt->packets_sent++;
+    dt->bytes_sent += (uint64_t)len;
+    dt->payload_octets += (uint64_t)(len - (int)payload_offset - pi->h.padding);
+    if (((pi->h.sequence - dt->max_seq) & 0xFFFF) < 0x8000) {
+        dt->max_seq = pi->h.sequence;
+        dt->last_seq = seq;
+        dt->last_ts = ts;
+        dt->last_time = pi->now;
+        if (pi->vp8.picture_id_size)
+            dt->last_picture_id = (pi->vp8.picture_id + dt->picture_id_offset) & 0x7FFF;
+        if (pi->vp8.tl0picidx >= 0)
+            dt->last_tl0 = (pi->vp8.tl0picidx + dt->tl0_offset) & 0xFF;
+    }
+    if (deliver(p, did, t, buf, len)) p->c.forwarded++;
+}
+
+/* UpTrack.receive for a routed packet (plain RTP). */
+static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, size_t len,
+                            double now) {
+    uptrack *u = p->uptracks[uid];
+    if (layer < 0 || layer >= u->nlayers) return;
+    packet_info pi;
+    uint64_t malformed = u->malformed;
+    if (!parse_info(u, &pi, data, len, layer, now)) {
+        p->c.malformed += u->malformed - malformed;
+        return;
+    }
+    layer_state *l = &u->layers[layer];
+    int first = l->packets == 0;
+    layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate);
+    cache_put(l, data, len, pi.h.sequence);
+    if (first) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
+    if (u->muted) return;
+    for (int i = 0; i < u->ndowns; i++) {
+        int did = u->downs[i];
+        forward_one(p, did, p->downtracks[did], &pi);
+    }
+}
+
+/* DownTrack.retransmit: returns the packets resent. */
+static int retransmit(plane *p, int did, const uint16_t *seqs, int n, double now) {
+    downtrack *dt = p->downtracks[did];
+    if (dt->current < 0) return 0;
+    uptrack *u = p->uptracks[dt->uptrack];
+    double tokens = dt->nack_tokens + (now - dt->nack_refill) * NACK_RATE;
+    dt->nack_tokens = tokens < NACK_BURST ? tokens : NACK_BURST;
+    dt->nack_refill = now;
+    int sent = 0;
+    for (int i = 0; i < n; i++) {
+        if (dt->nack_tokens < 1) {
+            dt->nacks_dropped++;
+            continue;
+        }
+        uint16_t seq = (uint16_t)(seqs[i] - dt->seq_offset);
+        if (((seq - dt->epoch_seq) & 0xFFFF) >= 0x8000 || ((dt->max_seq - seq) & 0xFFFF) >= 0x8000)
+            continue;
+        if (dt->current >= u->nlayers) continue;
+        const cache_slot *slot = cache_get(&u->layers[dt->current], seq);
+        if (!slot) continue;
+        packet_info pi;
+        if (!parse_info(u, &pi, slot->buf, slot->len, dt->current, now)) continue;
+        int pt = dt->pt_map[pi.h.payload_type];
+        if (pt < 0) continue;
+        size_t payload_offset;
+        transport *t = downtrack_transport(p, dt);
+        uint8_t *buf = packet_buffer(p, t);
+        int len = rewrite(dt, &pi, pt, buf, &payload_offset);
+        if (len < 0) continue;
+        dt->nack_tokens -= 1;
+        dt->retransmits++;
+        if (deliver(p, did, t, buf, len)) sent++;
+    }
+    return sent;
+}
+
+#endif

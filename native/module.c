@@ -1,0 +1,1001 @@
+/*
+ * roomcast.media._native: the native forwarding plane (media/native_plane.py drives it).
+ *
+ * `Engine(fd)` takes a bound, non-blocking UDP socket. `start()` runs the worker thread, which
+ * reads the socket with recvmmsg and handles SRTP/RTP of keyed transports without the GIL;
+ * everything else is queued as an event that Python collects with `events()` when `event_fd`
+ * is readable. Ids (transports, uptracks, downtracks) are small integers handed out here.
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "forward.h"
+
+/* -- events and sends (lock held) ------------------------------------------------------------ */
+
+int queue_event(plane *p, int kind, int id, int arg, const uint8_t *data, size_t len,
+                const struct sockaddr_storage *addr, socklen_t addrlen) {
+    if (p->nevents >= MAX_EVENTS) {
+        p->c.events_dropped++;
+        return -1;
+    }
+    event *e = malloc(sizeof(event) + len);
+    if (!e) {
+        p->c.events_dropped++;
+        return -1;
+    }
+    e->next = NULL;
+    e->kind = kind;
+    e->id = id;
+    e->arg = arg;
+    e->len = len;
+    e->addrlen = addr ? addrlen : 0;
+    if (addr) memcpy(&e->addr, addr, addrlen);
+    if (len) memcpy(e->data, data, len);
+    if (p->events_tail)
+        p->events_tail->next = e;
+    else
+        p->events_head = e;
+    p->events_tail = e;
+    if (p->nevents++ == 0) {
+        uint64_t one = 1;
+        ssize_t w = write(p->event_fd, &one, sizeof one);
+        (void)w;
+    }
+    return 0;
+}
+
+void flush_sends(plane *p) {
+    int done = 0;
+    while (done < p->nout) {
+        int n = sendmmsg(p->fd, p->out_msgs + done, (unsigned)(p->nout - done), 0);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) continue;
+            /* EAGAIN (socket buffer full) or an error for one destination: skip that one. */
+            p->c.send_failed++;
+            done++;
+            continue;
+        }
+        done += n;
+    }
+    if (p->nout) p->c.batches_out++;
+    p->nout = 0;
+}
+
+void commit_send(plane *p, const transport *t, int len) {
+    int i = p->nout++;
+    p->out_iov[i].iov_base = p->out_bufs[i];
+    p->out_iov[i].iov_len = (size_t)len;
+    struct msghdr *h = &p->out_msgs[i].msg_hdr;
+    memset(h, 0, sizeof *h);
+    h->msg_name = (void *)&t->addr;
+    h->msg_namelen = t->addrlen;
+    h->msg_iov = &p->out_iov[i];
+    h->msg_iovlen = 1;
+}
+
+static int same_addr(const struct sockaddr_storage *a, socklen_t alen,
+                     const struct sockaddr_storage *b, socklen_t blen) {
+    if (a->ss_family != b->ss_family) return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+/* -- the worker ------------------------------------------------------------------------------ */
+
+static void handle_datagram(plane *p, uint8_t *data, size_t len, struct sockaddr_storage *addr,
+                            socklen_t addrlen, double now) {
+    p->c.datagrams_in++;
+    if (len == 0) return;
+    /* RFC 7983 §7: 128..191 is RTP/RTCP; everything else (STUN, DTLS) goes to Python. */
+    int tid = -1;
+    if (data[0] >= 128 && data[0] <= 191 && len >= RTP_HEADER_SIZE) {
+        for (int i = 0; i < p->ntransports; i++) {
+            transport *t = p->transports[i];
+            if (t && t->keyed && same_addr(&t->addr, t->addrlen, addr, addrlen)) {
+                tid = i;
+                break;
+            }
+        }
+    }
+    if (tid < 0) {
+        queue_event(p, EV_DATAGRAM, -1, 0, data, len, addr, addrlen);
+        return;
+    }
+    transport *t = p->transports[tid];
+    int n = (int)len;
+    int pt = data[1] & 0x7F;
+    if (pt > 63 && pt < 96) { /* RFC 5761 §4: RTCP */
+        if (srtp_unprotect_rtcp(t->rx, data, &n) != srtp_err_status_ok) {
+            p->c.unprotect_failed++;
+            return;
+        }
+        p->c.rtcp_in++;
+        queue_event(p, EV_RTCP, tid, 0, data, (size_t)n, NULL, 0);
+        return;
+    }
+    if (srtp_unprotect(t->rx, data, &n) != srtp_err_status_ok) {
+        p->c.unprotect_failed++;
+        return;
+    }
+    p->c.rtp_in++;
+    if (n < RTP_HEADER_SIZE) return;
+    uint32_t ssrc = rd32(data + 8);
+    for (int i = 0; i < t->nroutes; i++) {
+        route *r = &t->routes[i];
+        if (r->ssrc == ssrc && r->uptrack >= 0 && r->uptrack < p->nuptracks &&
+            p->uptracks[r->uptrack]) {
+            uptrack_receive(p, r->uptrack, r->layer, data, (size_t)n, now);
+            return;
+        }
+    }
+    queue_event(p, EV_RTP, tid, 0, data, (size_t)n, NULL, 0);
+}
+
+static void *worker(void *arg) {
+    plane *p = arg;
+    static __thread uint8_t bufs[IN_BATCH][BUF_SIZE];
+    struct mmsghdr msgs[IN_BATCH];
+    struct iovec iov[IN_BATCH];
+    struct sockaddr_storage addrs[IN_BATCH];
+    struct pollfd fds[2] = {{p->fd, POLLIN, 0}, {p->wake_fd, POLLIN, 0}};
+    for (;;) {
+        if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+        if (fds[1].revents) break; /* stop() */
+        for (;;) {
+            for (int i = 0; i < IN_BATCH; i++) {
+                iov[i].iov_base = bufs[i];
+                iov[i].iov_len = BUF_SIZE - SRTP_MAX_TRAILER_LEN;
+                memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+                msgs[i].msg_hdr.msg_name = &addrs[i];
+                msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+                msgs[i].msg_hdr.msg_iov = &iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            int n = recvmmsg(p->fd, msgs, IN_BATCH, MSG_DONTWAIT, NULL);
+            if (n <= 0) break;
+            double now = monotonic_now();
+            pthread_mutex_lock(&p->lock);
+            p->c.batches_in++;
+            for (int i = 0; i < n; i++) {
+                if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                    p->c.oversize++;
+                    continue;
+                }
+                handle_datagram(p, bufs[i], msgs[i].msg_len, &addrs[i],
+                                msgs[i].msg_hdr.msg_namelen, now);
+            }
+            flush_sends(p);
+            pthread_mutex_unlock(&p->lock);
+            if (n < IN_BATCH) break;
+        }
+    }
+    return NULL;
+}
+
+/* -- the Python type ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD plane p;
+} Engine;
+
+static int grow(void ***table, int *count, size_t item) {
+    for (int i = 0; i < *count; i++)
+        if (!(*table)[i]) {
+            (*table)[i] = calloc(1, item);
+            return (*table)[i] ? i : -1;
+        }
+    void **bigger = realloc(*table, sizeof(void *) * (size_t)(*count + 1));
+    if (!bigger) return -1;
+    *table = bigger;
+    bigger[*count] = calloc(1, item);
+    if (!bigger[*count]) return -1;
+    return (*count)++;
+}
+
+#define LOCK(self) pthread_mutex_lock(&(self)->p.lock)
+#define UNLOCK(self) pthread_mutex_unlock(&(self)->p.lock)
+
+static transport *get_transport(Engine *self, int id) {
+    if (id < 0 || id >= self->p.ntransports || !self->p.transports[id]) {
+        PyErr_Format(PyExc_KeyError, "no native transport %d", id);
+        return NULL;
+    }
+    return self->p.transports[id];
+}
+
+static uptrack *get_uptrack(Engine *self, int id) {
+    if (id < 0 || id >= self->p.nuptracks || !self->p.uptracks[id]) {
+        PyErr_Format(PyExc_KeyError, "no native uptrack %d", id);
+        return NULL;
+    }
+    return self->p.uptracks[id];
+}
+
+static downtrack *get_downtrack(Engine *self, int id) {
+    if (id < 0 || id >= self->p.ndowntracks || !self->p.downtracks[id]) {
+        PyErr_Format(PyExc_KeyError, "no native downtrack %d", id);
+        return NULL;
+    }
+    return self->p.downtracks[id];
+}
+
+static int parse_address(PyObject *host, int port, struct sockaddr_storage *out, socklen_t *len) {
+    const char *text = PyUnicode_AsUTF8(host);
+    if (!text) return -1;
+    memset(out, 0, sizeof *out);
+    struct sockaddr_in *v4 = (void *)out;
+    struct sockaddr_in6 *v6 = (void *)out;
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof *v4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *v6;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "not an IP address: %s", text);
+    return -1;
+}
+
+static PyObject *address_tuple(const struct sockaddr_storage *a) {
+    char text[INET6_ADDRSTRLEN];
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const void *)a;
+        inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
+        return Py_BuildValue("(si)", text, ntohs(v4->sin_port));
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const void *)a;
+        inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
+        return Py_BuildValue("(siii)", text, ntohs(v6->sin6_port), ntohl(v6->sin6_flowinfo),
+                             v6->sin6_scope_id);
+    }
+    Py_RETURN_NONE;
+}
+
+static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd)) return -1;
+    plane *p = &self->p;
+    memset(p, 0, sizeof *p);
+    p->fd = fd;
+    p->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    p->out_bufs = malloc(sizeof(*p->out_bufs) * OUT_BATCH);
+    if (p->event_fd < 0 || p->wake_fd < 0 || !p->out_bufs) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    return 0;
+}
+
+static void free_transport(transport *t) {
+    if (!t) return;
+    if (t->keyed) {
+        srtp_dealloc(t->rx);
+        srtp_dealloc(t->tx);
+    }
+    gcm_free(&t->gcm);
+    free(t);
+}
+
+static void free_uptrack(uptrack *u) {
+    if (!u) return;
+    for (int l = 0; l < MAX_LAYERS; l++) {
+        cache_slot *c = u->layers[l].cache;
+        if (!c) continue;
+        for (int i = 0; i <= u->layers[l].cache_mask; i++) free(c[i].buf);
+        free(c);
+    }
+    free(u->downs);
+    free(u);
+}
+
+static PyObject *Engine_stop(Engine *self, PyObject *unused) {
+    plane *p = &self->p;
+    if (p->running) {
+        uint64_t one = 1;
+        ssize_t w = write(p->wake_fd, &one, sizeof one);
+        (void)w;
+        Py_BEGIN_ALLOW_THREADS pthread_join(p->thread, NULL);
+        Py_END_ALLOW_THREADS p->running = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+static void Engine_dealloc(Engine *self) {
+    plane *p = &self->p;
+    Engine_stop(self, NULL);
+    for (int i = 0; i < p->ntransports; i++) free_transport(p->transports[i]);
+    for (int i = 0; i < p->nuptracks; i++) free_uptrack(p->uptracks[i]);
+    for (int i = 0; i < p->ndowntracks; i++) free(p->downtracks[i]);
+    free(p->transports);
+    free(p->uptracks);
+    free(p->downtracks);
+    for (event *e = p->events_head, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    free(p->out_bufs);
+    if (p->event_fd > 0) close(p->event_fd);
+    if (p->wake_fd > 0) close(p->wake_fd);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Engine_start(Engine *self, PyObject *unused) {
+    if (!self->p.running) {
+        if (pthread_create(&self->p.thread, NULL, worker, &self->p) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        self->p.running = 1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_event_fd(Engine *self, void *closure) {
+    return PyLong_FromLong(self->p.event_fd);
+}
+
+/* events() -> [(kind, id, arg, bytes, addr or None)] */
+static PyObject *Engine_events(Engine *self, PyObject *unused) {
+    plane *p = &self->p;
+    uint64_t value;
+    ssize_t r = read(p->event_fd, &value, sizeof value);
+    (void)r;
+    LOCK(self);
+    event *head = p->events_head;
+    p->events_head = p->events_tail = NULL;
+    p->nevents = 0;
+    UNLOCK(self);
+    PyObject *list = PyList_New(0);
+    for (event *e = head, *next; e; e = next) {
+        next = e->next;
+        if (list) {
+            PyObject *addr = e->addrlen ? address_tuple(&e->addr) : (Py_INCREF(Py_None), Py_None);
+            PyObject *item = Py_BuildValue("(iiiy#N)", e->kind, e->id, e->arg, (char *)e->data,
+                                           (Py_ssize_t)e->len, addr);
+            if (!item || PyList_Append(list, item) < 0) Py_CLEAR(list);
+            Py_XDECREF(item);
+        }
+        free(e);
+    }
+    return list;
+}
+
+static PyObject *Engine_add_transport(Engine *self, PyObject *unused) {
+    LOCK(self);
+    int id = grow((void ***)&self->p.transports, &self->p.ntransports, sizeof(transport));
+    UNLOCK(self);
+    if (id < 0) return PyErr_NoMemory();
+    return PyLong_FromLong(id);
+}
+
+static srtp_t new_session(int profile, const uint8_t *key, Py_ssize_t key_len, int inbound) {
+    srtp_policy_t policy;
+    memset(&policy, 0, sizeof policy);
+    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) ||
+        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile))
+        return NULL;
+    size_t want = (size_t)srtp_profile_get_master_key_length((srtp_profile_t)profile) +
+                  srtp_profile_get_master_salt_length((srtp_profile_t)profile);
+    if ((size_t)key_len != want) return NULL;
+    policy.ssrc.type = inbound ? ssrc_any_inbound : ssrc_any_outbound;
+    policy.key = (unsigned char *)key;
+    policy.window_size = 1024; /* as dtls.py's policy */
+    policy.allow_repeat_tx = 1;
+    srtp_t session = NULL;
+    if (srtp_create(&session, &policy) != srtp_err_status_ok) return NULL;
+    return session;
+}
+
+/* key_transport(id, host, port, profile, local_key, remote_key) */
+static PyObject *Engine_key_transport(Engine *self, PyObject *args) {
+    int id, port, profile;
+    PyObject *host;
+    Py_buffer local, remote;
+    if (!PyArg_ParseTuple(args, "iUiiy*y*", &id, &host, &port, &profile, &local, &remote))
+        return NULL;
+    PyObject *result = NULL;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    srtp_t tx = NULL, rx = NULL;
+    if (parse_address(host, port, &addr, &addrlen) < 0) goto done;
+    tx = new_session(profile, local.buf, local.len, 0);
+    rx = new_session(profile, remote.buf, remote.len, 1);
+    if (!tx || !rx) {
+        if (tx) srtp_dealloc(tx);
+        if (rx) srtp_dealloc(rx);
+        PyErr_SetString(PyExc_ValueError, "SRTP profile or key length not supported");
+        goto done;
+    }
+    LOCK(self);
+    transport *t = get_transport(self, id);
+    if (t) {
+        if (t->keyed) {
+            srtp_dealloc(t->rx);
+            srtp_dealloc(t->tx);
+        }
+        t->tx = tx;
+        t->rx = rx;
+        t->addr = addr;
+        t->addrlen = addrlen;
+        t->keyed = 1;
+        gcm_free(&t->gcm);
+        if (profile == srtp_profile_aead_aes_128_gcm || profile == srtp_profile_aead_aes_256_gcm)
+            gcm_init(&t->gcm, local.buf, (size_t)local.len); /* fails: libsrtp2 sends */
+    }
+    UNLOCK(self);
+    if (!t) {
+        srtp_dealloc(tx);
+        srtp_dealloc(rx);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&local);
+    PyBuffer_Release(&remote);
+    return result;
+}
+
+static PyObject *Engine_set_address(Engine *self, PyObject *args) {
+    int id, port;
+    PyObject *host;
+    if (!PyArg_ParseTuple(args, "iUi", &id, &host, &port)) return NULL;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    if (parse_address(host, port, &addr, &addrlen) < 0) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, id);
+    if (t) {
+        t->addr = addr;
+        t->addrlen = addrlen;
+    }
+    UNLOCK(self);
+    if (!t) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* unkey_transport(id): SRTP off here (the transport failed, closed or moved to TCP). */
+static PyObject *Engine_unkey_transport(Engine *self, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, id);
+    if (t && t->keyed) {
+        srtp_dealloc(t->rx);
+        srtp_dealloc(t->tx);
+        gcm_free(&t->gcm);
+        t->keyed = 0;
+    }
+    UNLOCK(self);
+    if (!t) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_remove_transport(Engine *self, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, id);
+    if (t) {
+        free_transport(t);
+        self->p.transports[id] = NULL;
+        for (int i = 0; i < self->p.ndowntracks; i++) {
+            downtrack *d = self->p.downtracks[i];
+            if (d && d->transport == id) d->transport = -1;
+        }
+    }
+    UNLOCK(self);
+    if (!t) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* bind_ssrc(transport, ssrc, uptrack, layer): RTP of `ssrc` on that transport feeds it. */
+static PyObject *Engine_bind_ssrc(Engine *self, PyObject *args) {
+    int id, uid, layer;
+    unsigned long ssrc;
+    if (!PyArg_ParseTuple(args, "ikii", &id, &ssrc, &uid, &layer)) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, id);
+    uptrack *u = t ? get_uptrack(self, uid) : NULL;
+    int ok = 0;
+    if (u) {
+        int slot = -1, free_slot = -1;
+        for (int i = 0; i < t->nroutes; i++) {
+            if (t->routes[i].ssrc == (uint32_t)ssrc) slot = i;
+            else if (t->routes[i].uptrack < 0 && free_slot < 0) free_slot = i;
+        }
+        if (slot < 0) slot = free_slot;
+        if (slot < 0 && t->nroutes < MAX_ROUTES) slot = t->nroutes++;
+        if (slot >= 0) {
+            t->routes[slot] = (route){(uint32_t)ssrc, uid, layer};
+            ok = 1;
+        } else {
+            PyErr_SetString(PyExc_OverflowError, "too many SSRCs on one transport");
+        }
+    }
+    UNLOCK(self);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static void unroute_uptrack(plane *p, int uid, int transport_only, uint32_t ssrc) {
+    for (int i = 0; i < p->ntransports; i++) {
+        transport *t = p->transports[i];
+        if (!t) continue;
+        for (int r = 0; r < t->nroutes; r++)
+            if (t->routes[r].uptrack == uid && (!transport_only || t->routes[r].ssrc == ssrc))
+                t->routes[r].uptrack = -1;
+    }
+}
+
+/* add_uptrack(video, layers, pt_kinds: bytes[128], clock_rates: list[128], cache_size) */
+static PyObject *Engine_add_uptrack(Engine *self, PyObject *args) {
+    int video, nlayers, cache_size;
+    Py_buffer kinds;
+    PyObject *rates;
+    if (!PyArg_ParseTuple(args, "iiy*Oi", &video, &nlayers, &kinds, &rates, &cache_size))
+        return NULL;
+    int rate_values[128];
+    int bad = kinds.len != 128 || nlayers < 1 || nlayers > MAX_LAYERS || cache_size < 1 ||
+              (cache_size & (cache_size - 1)) || !PyList_Check(rates) ||
+              PyList_GET_SIZE(rates) != 128;
+    for (int i = 0; !bad && i < 128; i++) {
+        rate_values[i] = (int)PyLong_AsLong(PyList_GET_ITEM(rates, i));
+        if (rate_values[i] < 0 || PyErr_Occurred()) bad = 1;
+    }
+    if (bad) {
+        PyBuffer_Release(&kinds);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad uptrack description");
+        return NULL;
+    }
+    LOCK(self);
+    int id = grow((void ***)&self->p.uptracks, &self->p.nuptracks, sizeof(uptrack));
+    if (id >= 0) {
+        uptrack *u = self->p.uptracks[id];
+        u->used = 1;
+        u->video = video;
+        u->nlayers = nlayers;
+        memcpy(u->pt_kind, kinds.buf, 128);
+        memcpy(u->clock_rate, rate_values, sizeof rate_values);
+        for (int l = 0; l < nlayers; l++) {
+            u->layers[l].cache = calloc((size_t)cache_size, sizeof(cache_slot));
+            u->layers[l].cache_mask = cache_size - 1;
+            u->layers[l].last_arrival = -INFINITY;
+        }
+    }
+    UNLOCK(self);
+    PyBuffer_Release(&kinds);
+    if (id < 0) return PyErr_NoMemory();
+    return PyLong_FromLong(id);
+}
+
+static PyObject *Engine_remove_uptrack(Engine *self, PyObject *args) {
+    int uid;
+    if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    if (u) {
+        unroute_uptrack(&self->p, uid, 0, 0);
+        for (int i = 0; i < u->ndowns; i++) {
+            free(self->p.downtracks[u->downs[i]]);
+            self->p.downtracks[u->downs[i]] = NULL;
+        }
+        free_uptrack(u);
+        self->p.uptracks[uid] = NULL;
+    }
+    UNLOCK(self);
+    if (!u) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_set_uptrack_muted(Engine *self, PyObject *args) {
+    int uid, muted;
+    if (!PyArg_ParseTuple(args, "ip", &uid, &muted)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    if (u) u->muted = muted;
+    UNLOCK(self);
+    if (!u) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* receive(uptrack, layer, packet): a plain packet Python routed (its SSRC was just learnt). */
+static PyObject *Engine_receive(Engine *self, PyObject *args) {
+    int uid, layer;
+    Py_buffer packet;
+    if (!PyArg_ParseTuple(args, "iiy*", &uid, &layer, &packet)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    if (u && packet.len <= MAX_PACKET) {
+        uptrack_receive(&self->p, uid, layer, packet.buf, (size_t)packet.len, monotonic_now());
+        flush_sends(&self->p);
+    }
+    UNLOCK(self);
+    PyBuffer_Release(&packet);
+    if (!u) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* send_rtp(transport, packet) -> bool: Python's own RTP for a keyed transport (tracks the
+ * engine does not forward), protected and sent here so that every RTP packet to a transport
+ * passes one place (one SRTP context; transport-wide sequence numbers later). */
+static PyObject *Engine_send_rtp(Engine *self, PyObject *args) {
+    int tid;
+    Py_buffer packet;
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &packet)) return NULL;
+    int sent = 0;
+    LOCK(self);
+    plane *p = &self->p;
+    transport *t = (tid >= 0 && tid < p->ntransports) ? p->transports[tid] : NULL;
+    if (t && t->keyed && packet.len >= RTP_HEADER_SIZE && packet.len <= MAX_PACKET + 64) {
+        uint8_t *buf = packet_buffer(p, t);
+        int len = (int)packet.len;
+        memcpy(buf, packet.buf, (size_t)len);
+        if (transport_protect(t, buf, &len) == 0) {
+            commit_send(p, t, len);
+            flush_sends(p);
+            sent = 1;
+        } else {
+            p->c.protect_failed++;
+        }
+    }
+    UNLOCK(self);
+    PyBuffer_Release(&packet);
+    return PyBool_FromLong(sent);
+}
+
+/* add_downtrack(uptrack, transport, ssrc, pt_map: bytes[128] (255 = none), ids: bytes[256]) */
+static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
+    int uid, tid;
+    unsigned long ssrc;
+    Py_buffer pt_map, ids;
+    if (!PyArg_ParseTuple(args, "iiky*y*", &uid, &tid, &ssrc, &pt_map, &ids)) return NULL;
+    int id = -1;
+    if (pt_map.len != 128 || ids.len != 256) {
+        PyErr_SetString(PyExc_ValueError, "pt_map is 128 bytes, ids 256");
+        goto done;
+    }
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    if (u && u->ndowns == u->capdowns) {
+        int cap = u->capdowns ? 2 * u->capdowns : 8;
+        int *bigger = realloc(u->downs, sizeof(int) * (size_t)cap);
+        if (bigger) {
+            u->downs = bigger;
+            u->capdowns = cap;
+        }
+    }
+    if (u && u->ndowns < u->capdowns)
+        id = grow((void ***)&self->p.downtracks, &self->p.ndowntracks, sizeof(downtrack));
+    if (id >= 0) {
+        downtrack *d = self->p.downtracks[id];
+        d->used = 1;
+        d->uptrack = uid;
+        d->transport = tid;
+        d->ssrc = (uint32_t)ssrc;
+        const uint8_t *m = pt_map.buf;
+        for (int i = 0; i < 128; i++) d->pt_map[i] = m[i] < 128 ? m[i] : -1;
+        memcpy(d->ids, ids.buf, 256);
+        d->ids[0] = 0;
+        for (int i = 1; i < 256; i++) d->maps |= d->ids[i] != 0;
+        d->target = d->current = -1;
+        d->last_picture_id = d->last_tl0 = -1;
+        d->nack_tokens = NACK_BURST;
+        u->downs[u->ndowns++] = id;
+    }
+    UNLOCK(self);
+    if (id < 0 && !PyErr_Occurred()) PyErr_NoMemory();
+done:
+    PyBuffer_Release(&pt_map);
+    PyBuffer_Release(&ids);
+    return id < 0 ? NULL : PyLong_FromLong(id);
+}
+
+static PyObject *Engine_remove_downtrack(Engine *self, PyObject *args) {
+    int did;
+    if (!PyArg_ParseTuple(args, "i", &did)) return NULL;
+    LOCK(self);
+    downtrack *d = get_downtrack(self, did);
+    if (d) {
+        uptrack *u = self->p.uptracks[d->uptrack];
+        for (int i = 0; u && i < u->ndowns; i++)
+            if (u->downs[i] == did) {
+                u->downs[i] = u->downs[--u->ndowns];
+                break;
+            }
+        free(d);
+        self->p.downtracks[did] = NULL;
+    }
+    UNLOCK(self);
+    if (!d) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* control(downtrack, target, current, muted): Python's layer decisions (DownTrack.set_target,
+ * set_muted, restart); current is only ever cleared from here (-1), or left (-2). */
+static PyObject *Engine_control(Engine *self, PyObject *args) {
+    int did, target, current, muted;
+    if (!PyArg_ParseTuple(args, "iiip", &did, &target, &current, &muted)) return NULL;
+    LOCK(self);
+    downtrack *d = get_downtrack(self, did);
+    if (d) {
+        d->target = target;
+        if (current != -2) d->current = current;
+        d->muted = muted;
+    }
+    UNLOCK(self);
+    if (!d) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* downtrack_state(id) -> (current, packets_sent, bytes_sent, payload_octets, retransmits,
+ *  nacks_dropped, last_ts, last_time, ts_offset, epoch_layer, seq_offset, started) */
+static PyObject *Engine_downtrack_state(Engine *self, PyObject *args) {
+    int did;
+    if (!PyArg_ParseTuple(args, "i", &did)) return NULL;
+    LOCK(self);
+    downtrack *d = get_downtrack(self, did);
+    downtrack copy;
+    if (d) copy = *d;
+    UNLOCK(self);
+    if (!d) return NULL;
+    return Py_BuildValue("(iKKKKKkdkiii)", copy.current, copy.packets_sent, copy.bytes_sent,
+                         copy.payload_octets, copy.retransmits, copy.nacks_dropped,
+                         (unsigned long)copy.last_ts, copy.last_time,
+                         (unsigned long)copy.ts_offset, copy.epoch_layer, (int)copy.seq_offset,
+                         copy.started);
+}
+
+/* uptrack_state(id) -> (malformed, [(packets, bytes, base_seq, max_seq, cycles, jitter,
+ *  last_arrival)] per layer) */
+static PyObject *Engine_uptrack_state(Engine *self, PyObject *args) {
+    int uid;
+    if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    layer_state layers[MAX_LAYERS];
+    int n = 0;
+    unsigned long long malformed = 0;
+    if (u) {
+        n = u->nlayers;
+        memcpy(layers, u->layers, sizeof layers);
+        malformed = u->malformed;
+    }
+    UNLOCK(self);
+    if (!u) return NULL;
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int l = 0; l < n; l++) {
+        layer_state *s = &layers[l];
+        PyList_SET_ITEM(list, l,
+                        Py_BuildValue("(KKiiLdd)", s->packets, s->bytes, s->base_seq, s->max_seq,
+                                      (long long)s->cycles, s->jitter, s->last_arrival));
+    }
+    return Py_BuildValue("(KN)", malformed, list);
+}
+
+/* retransmit(downtrack, [subscriber seqs]) -> (resent, refused by the storm guard) */
+static PyObject *Engine_retransmit(Engine *self, PyObject *args) {
+    int did;
+    PyObject *seqs;
+    if (!PyArg_ParseTuple(args, "iO!", &did, &PyList_Type, &seqs)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(seqs);
+    if (n > 4096) n = 4096; /* one NACK cannot ask for more than a few hundred */
+    uint16_t values[4096];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PyList_GET_ITEM(seqs, i));
+        if (v == -1 && PyErr_Occurred()) return NULL;
+        values[i] = (uint16_t)v;
+    }
+    LOCK(self);
+    downtrack *d = get_downtrack(self, did);
+    int sent = 0;
+    unsigned long long dropped = 0;
+    if (d) {
+        unsigned long long before = d->nacks_dropped;
+        sent = retransmit(&self->p, did, values, (int)n, monotonic_now());
+        dropped = d->nacks_dropped - before;
+        flush_sends(&self->p);
+    }
+    UNLOCK(self);
+    if (!d) return NULL;
+    return Py_BuildValue("(iK)", sent, dropped);
+}
+
+static PyObject *Engine_counters(Engine *self, PyObject *unused) {
+    LOCK(self);
+    counters c = self->p.c;
+    UNLOCK(self);
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsKsKsKsKsKsK}", "datagrams_in", c.datagrams_in, "rtp_in", c.rtp_in,
+        "rtcp_in", c.rtcp_in, "unprotect_failed", c.unprotect_failed, "protect_failed",
+        c.protect_failed, "malformed", c.malformed, "forwarded", c.forwarded, "send_failed",
+        c.send_failed, "events_dropped", c.events_dropped, "batches_in", c.batches_in,
+        "batches_out", c.batches_out, "oversize", c.oversize);
+}
+
+/* -- for tests: the parsers alone, on any bytes ---------------------------------------------- */
+
+/* rewrite_packet(packet, ids: bytes[256]) -> (first_byte, tail, payload_offset) or None, as
+ * ExtensionRewriter.rewrite; with the VP8 descriptor fields when `vp8` is true. */
+static PyObject *mod_parse(PyObject *mod, PyObject *args) {
+    Py_buffer data, ids;
+    int vp8 = 0;
+    if (!PyArg_ParseTuple(args, "y*y*|p", &data, &ids, &vp8)) return NULL;
+    PyObject *result = NULL;
+    if (ids.len != 256) {
+        PyErr_SetString(PyExc_ValueError, "ids is 256 bytes");
+        goto done;
+    }
+    rtp_header h;
+    if (rtp_parse(data.buf, (size_t)data.len, &h) < 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    uint8_t out[70000];
+    uint8_t first;
+    size_t payload_offset;
+    int maps = 0;
+    for (int i = 1; i < 256; i++) maps |= ((uint8_t *)ids.buf)[i] != 0;
+    long tail = rtp_rewrite_tail(data.buf, (size_t)data.len, &h, ids.buf, maps, out, sizeof out,
+                                 &first, &payload_offset);
+    vp8_descriptor v;
+    int valid = vp8 ? vp8_parse(data.buf, h.payload_offset, h.payload_end, &v) : 0;
+    PyObject *vp8_fields = vp8 ? Py_BuildValue("(iiiiiii)", valid, v.header_size, v.picture_id,
+                                               v.picture_id_size, v.tl0picidx, v.keyframe,
+                                               v.picture_id_offset)
+                               : Py_NewRef(Py_None);
+    if (tail < 0)
+        result = Py_BuildValue("(iIIInnnN)", h.payload_type, (unsigned)h.sequence, h.timestamp,
+                               h.ssrc, (Py_ssize_t)h.payload_offset, (Py_ssize_t)h.payload_end,
+                               (Py_ssize_t)-1, vp8_fields);
+    else
+        result = Py_BuildValue("(iIIInn(iy#n)N)", h.payload_type, (unsigned)h.sequence,
+                               h.timestamp, h.ssrc, (Py_ssize_t)h.payload_offset,
+                               (Py_ssize_t)h.payload_end, (int)first, (char *)out,
+                               (Py_ssize_t)tail, (Py_ssize_t)payload_offset, vp8_fields);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&ids);
+    return result;
+}
+
+/* protect_sequence(profile, master_key_and_salt, [packets]) -> [protected]: the send side's
+ * SRTP on a fresh transport, for tests against another implementation. */
+static PyObject *mod_protect_sequence(PyObject *mod, PyObject *args) {
+    int profile;
+    Py_buffer key;
+    PyObject *packets;
+    if (!PyArg_ParseTuple(args, "iy*O!", &profile, &key, &PyList_Type, &packets)) return NULL;
+    transport t;
+    memset(&t, 0, sizeof t);
+    PyObject *out = NULL;
+    t.tx = new_session(profile, key.buf, key.len, 0);
+    if (!t.tx) {
+        PyErr_SetString(PyExc_ValueError, "SRTP profile or key length not supported");
+        goto done;
+    }
+    if (profile == srtp_profile_aead_aes_128_gcm || profile == srtp_profile_aead_aes_256_gcm)
+        gcm_init(&t.gcm, key.buf, (size_t)key.len);
+    out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < PyList_GET_SIZE(packets); i++) {
+        char *data;
+        Py_ssize_t n;
+        if (PyBytes_AsStringAndSize(PyList_GET_ITEM(packets, i), &data, &n) < 0 ||
+            n > MAX_PACKET) {
+            Py_CLEAR(out);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "packet too long");
+            break;
+        }
+        uint8_t buf[BUF_SIZE];
+        int len = (int)n;
+        memcpy(buf, data, (size_t)n);
+        PyObject *item = transport_protect(&t, buf, &len) == 0
+                             ? PyBytes_FromStringAndSize((char *)buf, len)
+                             : Py_NewRef(Py_None);
+        if (!item || PyList_Append(out, item) < 0) Py_CLEAR(out);
+        Py_XDECREF(item);
+    }
+    srtp_dealloc(t.tx);
+    gcm_free(&t.gcm);
+done:
+    PyBuffer_Release(&key);
+    return out;
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"start", (PyCFunction)Engine_start, METH_NOARGS, "run the worker thread"},
+    {"stop", (PyCFunction)Engine_stop, METH_NOARGS, "stop and join the worker thread"},
+    {"events", (PyCFunction)Engine_events, METH_NOARGS, "take the queued events"},
+    {"add_transport", (PyCFunction)Engine_add_transport, METH_NOARGS, NULL},
+    {"key_transport", (PyCFunction)Engine_key_transport, METH_VARARGS, NULL},
+    {"set_address", (PyCFunction)Engine_set_address, METH_VARARGS, NULL},
+    {"unkey_transport", (PyCFunction)Engine_unkey_transport, METH_VARARGS, NULL},
+    {"remove_transport", (PyCFunction)Engine_remove_transport, METH_VARARGS, NULL},
+    {"bind_ssrc", (PyCFunction)Engine_bind_ssrc, METH_VARARGS, NULL},
+    {"add_uptrack", (PyCFunction)Engine_add_uptrack, METH_VARARGS, NULL},
+    {"remove_uptrack", (PyCFunction)Engine_remove_uptrack, METH_VARARGS, NULL},
+    {"set_uptrack_muted", (PyCFunction)Engine_set_uptrack_muted, METH_VARARGS, NULL},
+    {"receive", (PyCFunction)Engine_receive, METH_VARARGS, NULL},
+    {"add_downtrack", (PyCFunction)Engine_add_downtrack, METH_VARARGS, NULL},
+    {"send_rtp", (PyCFunction)Engine_send_rtp, METH_VARARGS, NULL},
+    {"remove_downtrack", (PyCFunction)Engine_remove_downtrack, METH_VARARGS, NULL},
+    {"control", (PyCFunction)Engine_control, METH_VARARGS, NULL},
+    {"downtrack_state", (PyCFunction)Engine_downtrack_state, METH_VARARGS, NULL},
+    {"uptrack_state", (PyCFunction)Engine_uptrack_state, METH_VARARGS, NULL},
+    {"retransmit", (PyCFunction)Engine_retransmit, METH_VARARGS, NULL},
+    {"counters", (PyCFunction)Engine_counters, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"event_fd", (getter)Engine_event_fd, NULL, "readable when events() has something", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "roomcast.media._native.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_getset = Engine_getset,
+};
+
+static PyMethodDef module_methods[] = {
+    {"parse", mod_parse, METH_VARARGS, "parse and rewrite one RTP packet (tests, fuzzing)"},
+    {"protect_sequence", mod_protect_sequence, METH_VARARGS, "SRTP protect packets (tests)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "roomcast.media._native", "The native forwarding plane.", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (srtp_init() != srtp_err_status_ok) {
+        PyErr_SetString(PyExc_ImportError, "srtp_init failed");
+        return NULL;
+    }
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "EV_DATAGRAM", EV_DATAGRAM);
+    PyModule_AddIntConstant(m, "EV_RTP", EV_RTP);
+    PyModule_AddIntConstant(m, "EV_RTCP", EV_RTCP);
+    PyModule_AddIntConstant(m, "EV_LAYER_STARTED", EV_LAYER_STARTED);
+    PyModule_AddIntConstant(m, "EV_SEND", EV_SEND);
+    PyModule_AddIntConstant(m, "PT_AUDIO", PT_AUDIO);
+    PyModule_AddIntConstant(m, "PT_VP8", PT_VP8);
+    return m;
+}

@@ -1,0 +1,143 @@
+/*
+ * State of the native forwarding plane (media/native_plane.py is its Python face).
+ *
+ * The worker thread owns the UDP socket's receive side: recvmmsg batches, SRTP unprotect for
+ * keyed transports, RTP parse, SSRC routing to uptracks, rewrite per downtrack, SRTP protect,
+ * sendmmsg. Everything it does not handle becomes an event for Python (`events`), which reads
+ * them when `event_fd` (an eventfd) becomes readable. One mutex guards all tables: the worker
+ * holds it for a batch, Python calls hold it for one table change.
+ */
+#ifndef ROOMCAST_NATIVE_PLANE_H
+#define ROOMCAST_NATIVE_PLANE_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <srtp2/srtp.h>
+
+#include "rtp.h"
+#include "srtp_gcm.h"
+
+#define BUF_SIZE 2048        /* > any datagram we accept + SRTP trailer */
+#define MAX_PACKET 1500      /* RTP we forward or cache (larger ones: dropped) */
+#define IN_BATCH 64
+#define OUT_BATCH 1024
+#define MAX_LAYERS 4
+#define MAX_ROUTES 32        /* SSRCs bound per publisher transport */
+#define MAX_EVENTS 16384     /* queued for Python; beyond: dropped and counted */
+#define NACK_RATE 400.0      /* downtrack.py NACK_RATE / NACK_BURST */
+#define NACK_BURST 200.0
+
+enum pt_kind { PT_NONE = 0, PT_AUDIO = 1, PT_VP8 = 2, PT_OTHER = 3 };
+
+enum event_kind {
+    EV_DATAGRAM = 0,      /* (addr, bytes): not for a keyed transport, or not SRTP */
+    EV_RTP = 1,           /* (transport, plain RTP): SSRC not routed here */
+    EV_RTCP = 2,          /* (transport, plain RTCP) */
+    EV_LAYER_STARTED = 3, /* (uptrack, layer) */
+    EV_SEND = 4,          /* (downtrack, plain RTP): its transport is not keyed here */
+};
+
+typedef struct event {
+    struct event *next;
+    int kind;
+    int id;  /* transport, uptrack or downtrack */
+    int arg; /* layer */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    size_t len;
+    uint8_t data[];
+} event;
+
+typedef struct {
+    uint32_t ssrc;
+    int uptrack, layer;
+} route;
+
+typedef struct {
+    int used, keyed;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    srtp_t rx, tx;
+    gcm_tx gcm; /* the GCM profiles' sends (srtp_gcm.h); else `tx` */
+    route routes[MAX_ROUTES];
+    int nroutes;
+} transport;
+
+typedef struct {
+    uint8_t *buf; /* MAX_PACKET bytes, allocated on first use */
+    uint16_t len;
+} cache_slot;
+
+typedef struct {
+    uint64_t packets, bytes;
+    int base_seq, max_seq;
+    int64_t cycles;
+    double jitter;
+    int64_t last_transit;
+    int has_transit;
+    double last_arrival;
+    cache_slot *cache;
+    int cache_mask;
+} layer_state;
+
+typedef struct {
+    int used, muted, video, nlayers;
+    uint8_t pt_kind[128];
+    int clock_rate[128];
+    layer_state layers[MAX_LAYERS];
+    uint64_t malformed;
+    int *downs; /* downtrack ids */
+    int ndowns, capdowns;
+} uptrack;
+
+typedef struct {
+    int used, uptrack, transport;
+    uint32_t ssrc;
+    int16_t pt_map[128];
+    uint8_t ids[256];
+    int maps;
+    int target, current, muted; /* -1: none */
+    int started;
+    uint16_t seq_offset;
+    uint32_t ts_offset;
+    int picture_id_offset, tl0_offset;
+    uint16_t epoch_seq, max_seq, last_seq;
+    int epoch_layer;
+    uint32_t last_ts;
+    int last_picture_id, last_tl0;
+    double last_time;
+    uint64_t packets_sent, bytes_sent, payload_octets, retransmits, nacks_dropped;
+    double nack_tokens, nack_refill;
+} downtrack;
+
+typedef struct {
+    uint64_t datagrams_in, rtp_in, rtcp_in, unprotect_failed, protect_failed, malformed,
+        forwarded, send_failed, events_dropped, batches_in, batches_out, oversize;
+} counters;
+
+typedef struct plane {
+    int fd, event_fd, wake_fd;
+    pthread_t thread;
+    int running;
+    pthread_mutex_t lock;
+    transport **transports;
+    int ntransports;
+    uptrack **uptracks;
+    int nuptracks;
+    downtrack **downtracks;
+    int ndowntracks;
+    event *events_head, *events_tail;
+    int nevents;
+    counters c;
+    /* The send batch (under lock). */
+    struct mmsghdr out_msgs[OUT_BATCH];
+    struct iovec out_iov[OUT_BATCH];
+    uint8_t (*out_bufs)[BUF_SIZE];
+    int nout;
+    uint8_t scratch[BUF_SIZE];
+} plane;
+
+#endif

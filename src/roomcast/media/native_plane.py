@@ -1,0 +1,187 @@
+"""The native forwarding plane: the C extension `roomcast.media._native` (sources in native/)
+behind the same `ForwardingPlane` interface.
+
+Split of work. The engine (one worker thread, no GIL) owns the UDP socket's receive side and
+the per-packet path of offloaded tracks: recvmmsg, SRTP unprotect (libsrtp2), RTP parse,
+routing by SSRC, rewrite per subscriber (SSRC, sequence number, timestamp, payload type,
+extension ids, VP8 picture id / TL0PICIDX), the NACK cache and retransmissions, SRTP protect,
+sendmmsg. Python keeps ICE, DTLS, SCTP, RTCP policy (reports, PLI throttling, layer choice),
+and every track the engine does not take (`native_tracks.offloadable`): those run exactly as in
+the Python plane, on plain packets the engine hands up. The two talk through events (see
+`UdpMux.native_events`) and the calls of `native_tracks.Engine`.
+
+Room left for congestion control (issue 16): every RTP packet to a keyed transport already goes
+out through the engine (`Engine.send_rtp` for Python's own tracks), so the engine is where
+transport-wide sequence numbers get written, one counter per subscriber transport, with the
+send time and size of each kept for Python's estimator to match with the feedback; RTX (the
+retransmit path, wrapped per RFC 4588 §4) and padding (sent on request, like a retransmit)
+are engine calls of the same kind; the allocator's layer ceilings arrive as the downtrack's
+target through `Engine.control`, as `set_target` does today.
+
+Choice of plane: `rtc.forwarding_plane` (python | native | auto), overridden by the
+ROOMCAST_FORWARDING_PLANE environment variable; auto takes the native plane where it was built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from .downtrack import DownTrack
+from .forwarding_plane import UNKNOWN_SSRC_RATE, ForwardingPlane
+from .native_tracks import (
+    Engine,
+    NativeDownTrack,
+    NativeUpTrack,
+    native_transport_id,
+    offloadable,
+)
+from .uptrack import ReceiveLayer, UpTrack
+
+logger = logging.getLogger(__name__)
+
+PLANES = ("python", "native", "auto")
+ENV_VARIABLE = "ROOMCAST_FORWARDING_PLANE"
+HOW_TO_BUILD = (
+    "the native forwarding plane is not built (%s): the Python plane runs. To get it, install "
+    "gcc and the headers of Python, libsrtp2 and OpenSSL (Debian: gcc python3-dev "
+    "libsrtp2-dev libssl-dev), then "
+    "reinstall roomcast (pip install -e .)"
+)
+_said_so = False
+
+EV_DATAGRAM, EV_RTP, EV_RTCP, EV_LAYER_STARTED, EV_SEND = range(5)  # native/plane.h
+
+
+def native_module() -> tuple[ModuleType | None, str]:
+    """The extension module, or None and why not."""
+    try:
+        from . import _native  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return None, str(exc)
+    return _native, ""
+
+
+def choose_plane(configured: str) -> str:
+    """'python' or 'native': the configured plane (or the environment's), auto resolved.
+    Logs once when the native plane was wanted but is not built."""
+    global _said_so
+    wanted = os.environ.get(ENV_VARIABLE, "").strip().lower() or configured
+    if wanted not in PLANES:
+        raise ValueError(f"forwarding plane {wanted!r}: expected one of {', '.join(PLANES)}")
+    if wanted == "python":
+        return "python"
+    module, reason = native_module()
+    if module is None:
+        if not _said_so:
+            _said_so = True
+            logger.warning(HOW_TO_BUILD, reason)
+        if wanted == "native":
+            raise RuntimeError(f"rtc.forwarding_plane is native but it is not built: {reason}")
+        return "python"
+    return "native"
+
+
+def new_engine(fd: int) -> Engine:
+    module, reason = native_module()
+    if module is None:
+        raise RuntimeError(reason)
+    engine: Engine = module.Engine(fd)
+    return engine
+
+
+class NativeForwardingPlane(ForwardingPlane):
+    """`ForwardingPlane` with eligible tracks forwarded by the engine. `engine` gives the
+    running engine (None before the UDP mux started, or after it stopped: then every track
+    is a Python one)."""
+
+    def __init__(
+        self,
+        engine: Callable[[], Engine | None],
+        *,
+        unknown_ssrc_rate: float = UNKNOWN_SSRC_RATE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(unknown_ssrc_rate=unknown_ssrc_rate, **kwargs)
+        self._engine = engine
+        self._native_up: dict[int, NativeUpTrack] = {}
+        self._native_down: dict[int, NativeDownTrack] = {}
+
+    # -- construction ------------------------------------------------------------------------
+    def _new_uptrack(self, track_sid: str, kind: str, **kwargs: Any) -> UpTrack:
+        engine = self._engine()
+        transport = native_transport_id(kwargs["send_rtcp"])
+        layers = max(1, len(kwargs["rids"]))
+        if (
+            engine is None
+            or transport < 0
+            or not offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"])
+        ):
+            return super()._new_uptrack(track_sid, kind, **kwargs)
+        track = NativeUpTrack(track_sid, kind, **kwargs)
+        track.attach(engine)
+        track.transport_id = transport
+        self._native_up[track.native_id] = track
+        return track
+
+    def _new_downtrack(self, track: UpTrack, subscriber: str, **kwargs: Any) -> DownTrack:
+        engine = self._engine()
+        if engine is None or not isinstance(track, NativeUpTrack):
+            return super()._new_downtrack(track, subscriber, **kwargs)
+        downtrack = NativeDownTrack(track, subscriber, **kwargs)
+        downtrack.attach(engine, native_transport_id(kwargs["send_rtp"]))
+        self._native_down[downtrack.native_id] = downtrack
+        return downtrack
+
+    def _layer_bound(self, layer: ReceiveLayer, ssrc: int) -> None:
+        track = layer.track
+        if isinstance(track, NativeUpTrack):
+            track.bind(track.transport_id, layer.index, ssrc)
+
+    def remove_downtrack(self, track_sid: str, subscriber: str) -> None:
+        downtrack = self.downtrack(track_sid, subscriber)
+        if isinstance(downtrack, NativeDownTrack):
+            downtrack.sync()  # final counters for totals()
+        super().remove_downtrack(track_sid, subscriber)
+        if isinstance(downtrack, NativeDownTrack):
+            self._native_down.pop(downtrack.native_id, None)
+            downtrack.engine.remove_downtrack(downtrack.native_id)
+
+    def remove_uptrack(self, track_sid: str) -> None:
+        track = self.uptrack(track_sid)
+        if isinstance(track, NativeUpTrack):
+            track.sync()
+        super().remove_uptrack(track_sid)
+        if isinstance(track, NativeUpTrack):
+            self._native_up.pop(track.native_id, None)
+            track.engine.remove_uptrack(track.native_id)
+
+    # -- reading and timers -----------------------------------------------------------------
+    def sync(self) -> None:
+        """Pull the engine's counters into the Python tracks."""
+        for track in self._native_up.values():
+            track.sync()
+        for downtrack in self._native_down.values():
+            downtrack.sync()
+
+    def tick(self) -> None:
+        self.sync()
+        super().tick()
+
+    def totals(self) -> Any:
+        self.sync()
+        return super().totals()
+
+    # -- engine events (UdpMux.native_events hands them here) -------------------------------
+    def on_engine_event(self, kind: int, native_id: int, arg: int, data: bytes) -> None:
+        if kind == EV_SEND:  # a downtrack whose transport the engine does not send on
+            downtrack = self._native_down.get(native_id)
+            if downtrack is not None:
+                downtrack.send_rtp(data)
+        elif kind == EV_LAYER_STARTED:
+            track = self._native_up.get(native_id)
+            if track is not None:
+                track.started_layer(self._clock())

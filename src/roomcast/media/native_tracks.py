@@ -1,0 +1,219 @@
+"""Uptracks and downtracks whose per-packet work runs in the native plane (native/ in C).
+
+A `NativeUpTrack` is an `UpTrack` whose packets never reach Python: the engine's worker
+thread receives, parses, caches and forwards them to its `NativeDownTrack`s. The Python objects
+stay what the rest of the server reads and controls: layer choice, keyframe requests (PLI),
+receiver and sender reports and stats. Python's decisions are pushed to the engine
+(`Engine.control`); the engine's counters and rewrite state are pulled back (`sync`) on the
+media tick and before every decision that reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .codecs import AUDIO, VP8
+from .downtrack import DownTrack
+from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack
+
+PT_NONE, PT_AUDIO, PT_VP8 = 0, 1, 2  # native/plane.h enum pt_kind
+NO_LAYER = -1  # native/: no target / no current layer
+KEEP = -2  # Engine.control: leave the engine's current layer as it is
+
+
+class Engine(Protocol):
+    """`roomcast.media._native.Engine` (native/module.c), as Python uses it."""
+
+    @property
+    def event_fd(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def events(self) -> list[tuple[int, int, int, bytes, Any]]: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def add_transport(self) -> int: ...
+
+    def key_transport(
+        self, transport: int, host: str, port: int, profile: int, local: bytes, remote: bytes
+    ) -> None: ...
+
+    def set_address(self, transport: int, host: str, port: int) -> None: ...
+
+    def unkey_transport(self, transport: int) -> None: ...
+
+    def remove_transport(self, transport: int) -> None: ...
+
+    def send_rtp(self, transport: int, packet: bytes) -> bool: ...
+
+    def add_uptrack(
+        self, video: bool, layers: int, pt_kinds: bytes, clock_rates: list[int], cache: int
+    ) -> int: ...
+
+    def remove_uptrack(self, uptrack: int) -> None: ...
+
+    def bind_ssrc(self, transport: int, ssrc: int, uptrack: int, layer: int) -> None: ...
+
+    def set_uptrack_muted(self, uptrack: int, muted: bool) -> None: ...
+
+    def receive(self, uptrack: int, layer: int, packet: bytes) -> None: ...
+
+    def uptrack_state(
+        self, uptrack: int
+    ) -> tuple[int, list[tuple[int, int, int, int, int, float, float]]]: ...
+
+    def add_downtrack(
+        self, uptrack: int, transport: int, ssrc: int, pt_map: bytes, ids: bytes
+    ) -> int: ...
+
+    def remove_downtrack(self, downtrack: int) -> None: ...
+
+    def control(self, downtrack: int, target: int, current: int, muted: bool) -> None: ...
+
+    def downtrack_state(
+        self, downtrack: int
+    ) -> tuple[int, int, int, int, int, int, int, float, int, int, int, int]: ...
+
+    def retransmit(self, downtrack: int, sequences: list[int]) -> tuple[int, int]: ...
+
+
+def native_transport_id(callback: Callable[[bytes], None]) -> int:
+    """The engine's id of the transport a send callback belongs to (`PeerTransport.send_rtp`
+    / `send_rtcp`, or a method of an object with that transport as `.transport`), -1 when it
+    is not a transport the engine knows."""
+    owner = getattr(callback, "__self__", None)
+    native_id = getattr(owner, "native_id", None)
+    if native_id is None:
+        native_id = getattr(getattr(owner, "transport", None), "native_id", -1)
+    return native_id if isinstance(native_id, int) else -1
+
+
+def offloadable(kind: str, codecs: dict[int, str], layers: int, packet_trailer: bool) -> bool:
+    """Tracks the engine forwards itself: VP8 video, simulcast or not, without LiveKit's
+    packet trailer (which some subscribers need cut). Everything else stays in Python."""
+    from .codecs import RTX, codec_kind
+
+    kinds = {codec_kind(mime) for mime in codecs.values()} - {RTX}
+    return kind == "video" and kinds == {VP8} and 1 <= layers <= 4 and not packet_trailer
+
+
+class NativeUpTrack(UpTrack):
+    """An `UpTrack` whose receive path is the engine's; see the module docstring."""
+
+    engine: Engine
+    native_id: int
+    transport_id: int  # the publisher's transport in the engine
+
+    def attach(self, engine: Engine) -> None:
+        """Create the engine's twin (call once, right after construction)."""
+        self.engine = engine
+        kinds = bytearray(128)
+        rates = [0] * 128
+        for pt, codec in enumerate(self.codec_by_pt):
+            if codec is not None:
+                kinds[pt] = PT_VP8 if codec[0] == VP8 else PT_AUDIO if codec[0] == AUDIO else 3
+                rates[pt] = codec[1]
+        cache = CACHE_SIZE_VIDEO if self.kind == "video" else CACHE_SIZE_AUDIO
+        self.native_id = engine.add_uptrack(
+            self.kind == "video", len(self.layers), bytes(kinds), rates, cache
+        )
+
+    def bind(self, transport: int, layer_index: int, ssrc: int) -> None:
+        self.engine.bind_ssrc(transport, ssrc, self.native_id, layer_index)
+
+    def receive(self, layer: ReceiveLayer, packet: bytes, now: float) -> None:
+        """A packet whose SSRC Python just learnt: forwarded by the engine like the rest."""
+        self.engine.receive(self.native_id, layer.index, packet)
+
+    def set_muted(self, muted: bool) -> None:
+        self.engine.set_uptrack_muted(self.native_id, muted)
+        super().set_muted(muted)
+
+    def sync(self) -> None:
+        """Receive statistics from the engine (for reports, layer liveness and stats)."""
+        malformed, layers = self.engine.uptrack_state(self.native_id)
+        self.malformed = malformed
+        for layer, state in zip(self.layers, layers, strict=False):
+            packets, size, base, max_seq, cycles, jitter, last_arrival = state
+            layer.packets, layer.bytes, layer.base_seq, layer.max_seq = packets, size, base, max_seq
+            layer.cycles, layer.jitter, layer.last_arrival = cycles, jitter, last_arrival
+
+    def started_layer(self, now: float) -> None:
+        """The engine saw a layer's first packet (UpTrack.receive's `first`)."""
+        self.sync()
+        self._layers_changed(now)
+
+
+class NativeDownTrack(DownTrack):
+    """A `DownTrack` whose forwarding, rewrite and retransmissions run in the engine."""
+
+    engine: Engine
+    native_id: int
+
+    def attach(self, engine: Engine, transport: int) -> None:
+        """Create the engine's twin; `transport` -1 hands each packet back to `send_rtp`."""
+        assert isinstance(self.uptrack, NativeUpTrack)
+        self.engine = engine
+        pt_map = bytes(pt if 0 <= pt < 128 else 255 for pt in self.pt_map)
+        ids = bytes(self.rewriter.ids)
+        self.native_id = engine.add_downtrack(
+            self.uptrack.native_id, transport, self.ssrc, pt_map, ids
+        )
+        self._push(KEEP)
+
+    def _push(self, current: int) -> None:
+        target = NO_LAYER if self.target is None else self.target
+        self.engine.control(self.native_id, target, current, self.muted)
+
+    def sync(self) -> None:
+        (
+            current,
+            self.packets_sent,
+            self.bytes_sent,
+            self.payload_octets,
+            self.retransmits,
+            self.nacks_dropped,
+            self.last_ts,
+            self.last_time,
+            self.ts_offset,
+            self.epoch_layer,
+            self.seq_offset,
+            started,
+        ) = self.engine.downtrack_state(self.native_id)
+        self.current = None if current < 0 else current
+        self.started = bool(started)
+
+    # -- control: Python decides, the engine carries out ------------------------------------
+    def set_target(self, layer: int | None) -> None:
+        self.sync()
+        super().set_target(layer)
+        self._push(NO_LAYER if self.current is None else KEEP)
+
+    def set_muted(self, muted: bool) -> None:
+        self.sync()
+        super().set_muted(muted)
+        self._push(NO_LAYER if self.current is None else KEEP)
+
+    def restart(self) -> None:
+        super().restart()
+        self._push(NO_LAYER)
+
+    def waiting_for_keyframe(self) -> bool:
+        self.sync()
+        return super().waiting_for_keyframe()
+
+    def request_keyframe(self) -> None:
+        self.sync()
+        super().request_keyframe()
+
+    def retransmit(self, sequences: list[int], now: float) -> None:
+        self.nacks += len(sequences)
+        self.engine.retransmit(self.native_id, sequences)
+
+    def sender_report(self, now: float, ntp_now: int) -> bytes | None:
+        self.sync()
+        return super().sender_report(now, ntp_now)
