@@ -1,0 +1,341 @@
+"""Send-side bandwidth estimation for one subscriber, GCC-like (draft-ietf-rmcat-gcc-02), from
+transport-wide feedback: what the link to the subscriber carries without queueing up.
+
+Fed `PacketResult`s (when we sent each packet, when the subscriber received it, or that it was
+lost) and the time; no I/O, so unit tests drive it with synthetic feedback on a fake clock.
+
+- Delay: packets are grouped into bursts (5 ms of send time); the growth of the one-way delay
+  between groups is smoothed and its trend over the last 20 groups compared with an adaptive
+  threshold (gcc-02 §5.3-5.4). A rising trend means a queue is building: *overuse*.
+- Loss: over 10 % lost in the last second also means congestion (gcc-02 §6).
+- The estimate starts unknown (nothing is held back), drops to 85 % of the rate that got
+  through when congestion shows, creeps up again while the link is calm (at most to 1.5 times
+  what is actually sent: an idle link proves nothing), and jumps up when a probe, padding sent
+  on top of the media for a moment, got through without congestion (`start_probe`).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+BURST = 0.005  # s of send time in one packet group (gcc-02 §5.2)
+TREND_WINDOW = 20  # groups in the trend regression
+SMOOTHING = 0.9
+THRESHOLD_GAIN = 4.0
+INITIAL_THRESHOLD = 12.5  # ms (gcc-02 §5.4)
+K_UP, K_DOWN = 0.0087, 0.039
+MIN_THRESHOLD, MAX_THRESHOLD = 6.0, 600.0
+OVERUSE_TIME = 0.01  # s the trend must stay above the threshold
+BETA = 0.85  # decrease to this share of the received rate (gcc-02 §5.5)
+ACKED_WINDOW = 0.5  # s of arrivals the received rate is measured over
+LOSS_WINDOW = 1.0  # s of feedback the loss share is measured over
+LOSS_HIGH, LOSS_LOW = 0.10, 0.02  # gcc-02 §6
+MULTIPLICATIVE = 0.08  # increase per second far from the last congestion point
+APP_LIMIT = 1.5  # the estimate grows to at most this times what is sent (+ APP_LIMIT_BPS)
+APP_LIMIT_BPS = 10_000
+MIN_ESTIMATE = 30_000  # bps: audio always fits
+PROBE_MIN_SUCCESS = 0.8  # a probe that delivered less than this share of its goal is weak
+
+NORMAL, OVERUSE, UNDERUSE = 0, 1, 2
+
+
+@dataclass(slots=True)
+class PacketResult:
+    """One sent packet as the subscriber's feedback reports it."""
+
+    sequence: int  # transport-wide, unwrapped
+    send_time: float  # s, our clock
+    size: int  # bytes
+    arrival: float | None  # s, the subscriber's clock (only differences mean anything)
+
+
+class TrendlineDetector:
+    """Delay-gradient overuse detection (gcc-02 §5.3, §5.4, libwebrtc's trendline filter)."""
+
+    __slots__ = (
+        "accumulated",
+        "deltas",
+        "first_arrival",
+        "group",
+        "last_group",
+        "last_update",
+        "overuse_count",
+        "over_since",
+        "previous_trend",
+        "samples",
+        "smoothed",
+        "state",
+        "threshold",
+    )
+
+    def __init__(self) -> None:
+        # Current and previous group: [first send, last send, last arrival].
+        self.group: list[float] | None = None
+        self.last_group: list[float] | None = None
+        self.accumulated = 0.0  # ms
+        self.smoothed = 0.0
+        self.samples: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=TREND_WINDOW
+        )
+        self.deltas = 0
+        self.first_arrival: float | None = None
+        self.threshold = INITIAL_THRESHOLD
+        self.last_update: float | None = None
+        self.over_since: float | None = None
+        self.overuse_count = 0
+        self.previous_trend = 0.0
+        self.state = NORMAL
+
+    def add(self, send_time: float, arrival: float) -> None:
+        group = self.group
+        if group is None:
+            self.group = [send_time, send_time, arrival]
+            return
+        if send_time < group[0]:
+            return  # reordered from an earlier group
+        if send_time - group[0] <= BURST:
+            group[1] = max(group[1], send_time)
+            group[2] = max(group[2], arrival)
+            return
+        if self.last_group is not None:
+            send_delta = group[1] - self.last_group[1]
+            arrival_delta = group[2] - self.last_group[2]
+            self._update(arrival_delta - send_delta, group[2])
+        self.last_group = group
+        self.group = [send_time, send_time, arrival]
+
+    def _update(self, delay_delta: float, arrival: float) -> None:
+        self.deltas = min(self.deltas + 1, 1000)
+        self.accumulated += delay_delta * 1000.0
+        self.smoothed = SMOOTHING * self.smoothed + (1 - SMOOTHING) * self.accumulated
+        if self.first_arrival is None:
+            self.first_arrival = arrival
+        self.samples.append(((arrival - self.first_arrival) * 1000.0, self.smoothed))
+        trend = self.previous_trend
+        if len(self.samples) == TREND_WINDOW:
+            trend = _slope(self.samples)
+        self._detect(trend, arrival)
+
+    def _detect(self, trend: float, now: float) -> None:
+        modified = min(self.deltas, 60) * trend * THRESHOLD_GAIN
+        if modified > self.threshold:
+            if self.over_since is None:
+                self.over_since = now
+            self.overuse_count += 1
+            if (
+                now - self.over_since >= OVERUSE_TIME
+                and self.overuse_count > 1
+                and trend >= self.previous_trend
+            ):
+                self.state = OVERUSE
+                self.over_since = None
+                self.overuse_count = 0
+        elif modified < -self.threshold:
+            self.over_since = None
+            self.overuse_count = 0
+            self.state = UNDERUSE
+        else:
+            self.over_since = None
+            self.overuse_count = 0
+            self.state = NORMAL
+        self.previous_trend = trend
+        self._adapt(modified, now)
+
+    def _adapt(self, modified: float, now: float) -> None:
+        """gcc-02 §5.4: the threshold follows the trend, quickly down and slowly up."""
+        if self.last_update is None:
+            self.last_update = now
+        if abs(modified) > self.threshold + 15.0:
+            self.last_update = now  # a spike: do not let it drag the threshold up
+            return
+        k = K_DOWN if abs(modified) < self.threshold else K_UP
+        elapsed_ms = min((now - self.last_update) * 1000.0, 100.0)
+        self.threshold += k * (abs(modified) - self.threshold) * elapsed_ms
+        self.threshold = max(MIN_THRESHOLD, min(MAX_THRESHOLD, self.threshold))
+        self.last_update = now
+
+
+def _slope(samples: collections.deque[tuple[float, float]]) -> float:
+    n = len(samples)
+    mean_x = sum(x for x, _ in samples) / n
+    mean_y = sum(y for _, y in samples) / n
+    numerator = sum((x - mean_x) * (y - mean_y) for x, y in samples)
+    denominator = sum((x - mean_x) ** 2 for x, _ in samples)
+    return numerator / denominator if denominator else 0.0
+
+
+@dataclass(slots=True)
+class Probe:
+    """Padding sent on top of the media, from `start` to `end`, to see whether the link carries
+    `goal` bps. The packets sent then are measured as the feedback comes in."""
+
+    goal: float
+    start: float
+    end: float
+    congested: bool = False
+    first_arrival: float = math.inf
+    last_arrival: float = -math.inf
+    bytes: int = 0
+    last_size: int = 0
+    lost: int = 0
+    received: int = 0
+
+    def add(self, result: PacketResult) -> None:
+        if not self.start <= result.send_time <= self.end:
+            return
+        if result.arrival is None:
+            self.lost += 1
+            return
+        self.received += 1
+        self.bytes += result.size
+        if result.arrival < self.first_arrival:
+            self.first_arrival = result.arrival
+        if result.arrival > self.last_arrival:
+            self.last_arrival = result.arrival
+            self.last_size = result.size
+
+    def rate(self) -> float:
+        """bps that arrived, first to last arrival (the last packet's bytes did not take time)."""
+        span = self.last_arrival - self.first_arrival
+        if self.received < 5 or span <= 0.05:
+            return 0.0
+        return (self.bytes - self.last_size) * 8 / span
+
+
+class BandwidthEstimator:
+    """What one subscriber's downlink carries, in bps; None until congestion was seen."""
+
+    def __init__(self) -> None:
+        self.detector = TrendlineDetector()
+        self.estimate: float | None = None
+        self.rtt = 0.1
+        self._arrivals: collections.deque[tuple[float, int]] = collections.deque()
+        self._acked_bytes = 0
+        self._losses: collections.deque[tuple[float, int, int]] = collections.deque()
+        self._last_decrease = -math.inf
+        self._last_increase: float | None = None
+        self._congestion_rate: float | None = None  # what got through at the last congestion
+        self.probe: Probe | None = None
+        self.congested_at = -math.inf  # when congestion was last seen
+        self.feedbacks = 0
+
+    # -- input -------------------------------------------------------------------------------
+    def on_feedback(self, results: list[PacketResult], now: float) -> None:
+        """One transport-cc feedback, matched with what was sent."""
+        if not results:
+            return
+        self.feedbacks += 1
+        lost = 0
+        probe = self.probe
+        for result in sorted(results, key=lambda r: r.sequence):
+            if probe is not None:
+                probe.add(result)
+            if result.arrival is None:
+                lost += 1
+                continue
+            self._arrivals.append((result.arrival, result.size))
+            self._acked_bytes += result.size
+            self.detector.add(result.send_time, result.arrival)
+        self._trim_arrivals()
+        self._losses.append((now, lost, len(results)))
+        while self._losses and now - self._losses[0][0] > LOSS_WINDOW:
+            self._losses.popleft()
+        self._control(now)
+
+    def on_rtt(self, rtt: float) -> None:
+        self.rtt = max(0.001, rtt)
+
+    def on_remb(self, bitrate: float, now: float) -> None:
+        """A receiver estimate (REMB) from a subscriber that sends no transport-cc feedback."""
+        if self.feedbacks == 0:
+            self.estimate = max(MIN_ESTIMATE, float(bitrate))
+
+    # -- reading -----------------------------------------------------------------------------
+    def acked_rate(self) -> float:
+        """bps the subscriber received over the last ACKED_WINDOW of arrivals."""
+        if len(self._arrivals) < 2:
+            return 0.0
+        span = max(self._arrivals[-1][0] - self._arrivals[0][0], ACKED_WINDOW / 2)
+        return self._acked_bytes * 8 / span
+
+    def loss(self) -> float:
+        total = sum(t for _, _, t in self._losses)
+        return sum(lost for _, lost, _ in self._losses) / total if total else 0.0
+
+    @property
+    def state(self) -> int:
+        return self.detector.state
+
+    # -- probes ------------------------------------------------------------------------------
+    def start_probe(self, goal: float, now: float, duration: float) -> Probe:
+        self.probe = Probe(goal, now, now + duration)
+        return self.probe
+
+    def finish_probe(self, now: float) -> bool | None:
+        """The outcome of the probe once its feedback is in (None: not yet, or no probe).
+        True: the estimate went up to what the probe delivered."""
+        probe = self.probe
+        if probe is None or now < probe.end + max(0.25, 2 * self.rtt):
+            return None
+        self.probe = None
+        total = probe.received + probe.lost
+        rate = probe.rate()
+        if probe.congested or (total and probe.lost / total > LOSS_HIGH) or rate <= 0:
+            return False
+        delivered = min(rate, probe.goal)
+        if self.estimate is not None and delivered <= self.estimate:
+            return False
+        self.estimate = delivered
+        self._last_increase = now
+        return delivered >= PROBE_MIN_SUCCESS * probe.goal
+
+    # -- control -----------------------------------------------------------------------------
+    def _trim_arrivals(self) -> None:
+        arrivals = self._arrivals
+        newest = arrivals[-1][0] if arrivals else 0.0
+        while arrivals and newest - arrivals[0][0] > ACKED_WINDOW:
+            self._acked_bytes -= arrivals.popleft()[1]
+
+    def _control(self, now: float) -> None:
+        acked = self.acked_rate()
+        state = self.detector.state
+        loss = self.loss()
+        probe = self.probe
+        congested = state == OVERUSE or loss > LOSS_HIGH
+        if congested:
+            self.congested_at = now
+        if congested and probe is not None and probe.start <= now:
+            probe.congested = True  # the probe's own queue: keep the estimate as it was
+            return
+        if congested and now - self._last_decrease >= 0.2 + self.rtt and acked > 0:
+            if state == OVERUSE:
+                target = BETA * acked
+            else:
+                base = self.estimate if self.estimate is not None else acked
+                target = base * (1 - 0.5 * loss)
+            if self.estimate is None or target < self.estimate:
+                self.estimate = max(MIN_ESTIMATE, target)
+                self._congestion_rate = acked
+            self._last_decrease = now
+            self._last_increase = now
+            return
+        if self.estimate is None or state != NORMAL or loss > LOSS_LOW:
+            self._last_increase = now
+            return
+        self._increase(acked, now)
+
+    def _increase(self, acked: float, now: float) -> None:
+        assert self.estimate is not None
+        last = self._last_increase if self._last_increase is not None else now
+        elapsed = min(now - last, 1.0)
+        self._last_increase = now
+        if self.estimate >= APP_LIMIT * acked + APP_LIMIT_BPS:
+            return  # the link is not carrying enough to tell whether more would fit
+        near = self._congestion_rate is not None and self.estimate < 1.5 * self._congestion_rate
+        if near:  # additive: about one packet per round trip (gcc-02 §5.5)
+            gain = 1200 * 8 / (self.rtt + 0.1) * elapsed
+        else:
+            gain = self.estimate * ((1 + MULTIPLICATIVE) ** elapsed - 1)
+        self.estimate = min(self.estimate + gain, APP_LIMIT * acked + APP_LIMIT_BPS)

@@ -1,0 +1,220 @@
+"""One subscriber's downlink: its transport-wide sequence numbers, the bandwidth estimate its
+feedback gives (media/bwe.py), the allocation of that estimate among its tracks
+(media/allocator.py), and the probes that find out whether more would fit.
+
+Congestion control lives here, per subscriber, in the media layer: the allocator chooses the
+layers of all the subscriber's tracks at once, on the media tick, and each downtrack only
+carries out its ceiling (`DownTrack.set_allowed`). Pauses and resumes are queued in `changes`
+for the room layer to tell the client (`StreamStateUpdate`).
+
+Probing: when some track gets less than it asked for and the link has been calm for a while,
+padding-only packets on a video track's RTX stream (RFC 4588) are sent on top of the media for
+a moment, at the rate the next layer up would need; they go out right after media packets
+(`pad`, called by the downtracks), so no timer is needed. A probe that gets through raises the
+estimate; one that makes a queue grow is stopped at once and the next one waits longer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .allocator import HEADROOM, PAUSED, UPGRADE_MARGIN, Demand, StreamAllocator
+from .bwe import BandwidthEstimator, PacketResult
+from .downtrack import ALL_LAYERS, PADDING_SIZE, DownTrack
+from .downtrack import PAUSED as TRACK_PAUSED
+from .rtcp import RtcpError
+from .twcc import TransportWide, parse_twcc
+
+PROBE_MIN_BPS = 100_000  # a probe asks for at least this much more than is sent
+PROBE_OVERAGE = 1.1  # and 10 % more than the next layer needs
+PROBE_DURATION = 0.6  # s of padding
+PROBE_WAIT_MIN, PROBE_WAIT_MAX = 2.0, 8.0  # s between probes: doubled after each failure
+CALM = 1.0  # s without congestion before probing
+MAX_PADDING_BURST = 4  # padding packets sent after one media packet
+PADDING_PACKET = 12 + 8 + PADDING_SIZE
+
+
+class Downlink:
+    def __init__(
+        self,
+        subscriber: str,
+        downtracks: dict[int, DownTrack],
+        *,
+        enabled: bool = True,
+        allow_pause: bool = True,
+    ) -> None:
+        self.subscriber = subscriber
+        self.downtracks = downtracks  # the plane's map of this subscriber's tracks (by SSRC)
+        self.enabled = enabled
+        self.tw = TransportWide()
+        self.tw.pad = self.pad
+        self.estimator = BandwidthEstimator()
+        self.allocator = StreamAllocator(allow_pause=allow_pause)
+        self.changes: list[tuple[str, bool]] = []  # (track sid, paused) not yet told
+        self.probes = self.probes_won = 0
+        self.next_probe = 0.0
+        self.probe_wait = PROBE_WAIT_MIN
+        self.audio_bps = 0.0
+        self.sent_bps = 0.0  # everything sent: media, retransmissions, padding
+        self._last_tick: float | None = None
+        self._last_bytes: dict[int, int] = {}
+        self._pad_from: DownTrack | None = None
+        self._pad_rate = 0.0
+        self._pad_start = self._pad_end = 0.0
+        self._pad_sent = 0
+
+    # -- feedback ----------------------------------------------------------------------------
+    def on_transport_feedback(self, fci: bytes, now: float) -> None:
+        """A transport-cc feedback from the subscriber (draft-holmer-rmcat-transport-wide-cc-
+        extensions-01 §3.1), matched with what was sent."""
+        try:
+            feedback = parse_twcc(fci)
+        except RtcpError:
+            return
+        tw = self.tw
+        base = tw.unwrap(feedback.base_sequence)
+        results = []
+        for offset, arrival in enumerate(feedback.arrivals):
+            sent = tw.lookup(base + offset)
+            if sent is not None:
+                results.append(
+                    PacketResult(
+                        sent[0], sent[1], sent[2], None if arrival is None else arrival / 1e6
+                    )
+                )
+        self.estimator.on_feedback(results, now)
+        probe = self.estimator.probe
+        if probe is not None and probe.congested:
+            self._stop_padding()
+
+    # -- the media tick ----------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        self._measure(now)
+        downtracks = list(self.downtracks.values())
+        rtts = [d.rtt for d in downtracks if d.rtt is not None]
+        if rtts:
+            self.estimator.on_rtt(max(rtts))
+        rembs = [d.remb_bitrate for d in downtracks if d.remb_bitrate]
+        if rembs:
+            self.estimator.on_remb(max(r for r in rembs if r is not None), now)
+        outcome = self.estimator.finish_probe(now)
+        if outcome is not None:
+            self._stop_padding()
+            if outcome:
+                self.probes_won += 1
+                self.probe_wait = PROBE_WAIT_MIN
+                self.next_probe = now + PROBE_WAIT_MIN / 2
+            else:
+                self.probe_wait = min(PROBE_WAIT_MAX, self.probe_wait * 2)
+                self.next_probe = now + self.probe_wait
+        video = [d for d in downtracks if d.kind == "video"]
+        if not self.enabled:
+            for downtrack in video:
+                self._apply(downtrack, ALL_LAYERS)
+            return
+        demands = [_demand(d) for d in video]
+        allocation = self.allocator.update(self.estimator.estimate, self.audio_bps, demands)
+        for downtrack in video:
+            layer = allocation.layers.get(downtrack)
+            if layer is None:
+                self._apply(downtrack, ALL_LAYERS)
+            else:
+                self._apply(downtrack, TRACK_PAUSED if layer == PAUSED else layer)
+        if allocation.deficient:
+            self._maybe_probe(now, allocation.cost + allocation.next_step, video)
+        if self._pad_from is not None:
+            self.pad(now)
+
+    def _measure(self, now: float) -> None:
+        """Send rates since the last tick: audio, and everything."""
+        last = self._last_tick
+        self._last_tick = now
+        audio = total = 0
+        seen: dict[int, int] = {}
+        for ssrc, downtrack in self.downtracks.items():
+            sent = downtrack.bytes_sent + downtrack.padding_sent
+            seen[ssrc] = sent
+            delta = max(0, sent - self._last_bytes.get(ssrc, sent))
+            total += delta
+            if downtrack.kind == "audio":
+                audio += delta
+        self._last_bytes = seen
+        if last is not None and now > last:
+            elapsed = now - last
+            # Smoothed over about a second of ticks.
+            self.audio_bps += (8 * audio / elapsed - self.audio_bps) * 0.3
+            self.sent_bps += (8 * total / elapsed - self.sent_bps) * 0.3
+
+    def _apply(self, downtrack: DownTrack, allowed: int) -> None:
+        was_paused = downtrack.allowed == TRACK_PAUSED
+        downtrack.set_allowed(allowed)
+        paused = allowed == TRACK_PAUSED
+        if paused != was_paused:
+            self.changes.append((downtrack.track_sid, paused))
+            downtrack.quality.set_paused(paused)
+
+    # -- probes ------------------------------------------------------------------------------
+    def _maybe_probe(self, now: float, wanted_video: float, video: list[DownTrack]) -> None:
+        estimator = self.estimator
+        if (
+            estimator.probe is not None
+            or estimator.estimate is None
+            or now < self.next_probe
+            or now - estimator.congested_at < CALM
+        ):
+            return
+        pad_from = _padding_track(video)
+        if pad_from is None:
+            return
+        needed = wanted_video / (HEADROOM * UPGRADE_MARGIN) + self.audio_bps
+        goal = max(needed * PROBE_OVERAGE, self.sent_bps + PROBE_MIN_BPS)
+        estimator.start_probe(goal, now, PROBE_DURATION)
+        self.probes += 1
+        self.next_probe = now + self.probe_wait
+        self._pad_from = pad_from
+        self._pad_rate = max(0.0, goal - self.sent_bps)
+        self._pad_start, self._pad_end = now, now + PROBE_DURATION
+        self._pad_sent = 0
+        self.tw.padding = True
+
+    def pad(self, now: float) -> None:
+        """Padding owed by the running probe (called after media packets, and on the tick)."""
+        pad_from = self._pad_from
+        if pad_from is None:
+            return
+        if now >= self._pad_end:
+            self._stop_padding()
+            return
+        owed = self._pad_rate / 8 * (now - self._pad_start) - self._pad_sent
+        burst = 0
+        while owed >= PADDING_PACKET and burst < MAX_PADDING_BURST:
+            size = pad_from.send_padding(now)
+            if not size:
+                self._stop_padding()
+                return
+            self._pad_sent += size
+            owed -= size
+            burst += 1
+
+    def _stop_padding(self) -> None:
+        self._pad_from = None
+        self.tw.padding = False
+
+    def probing(self) -> bool:
+        return self._pad_from is not None
+
+
+def _demand(downtrack: DownTrack) -> Demand:
+    uptrack = downtrack.uptrack
+    wanted = downtrack.wanted
+    if uptrack.muted or downtrack.muted:
+        wanted = None  # nothing flows: nothing to allocate
+    return Demand(downtrack, uptrack.priority, wanted, uptrack.layer_costs())
+
+
+def _padding_track(video: Iterable[DownTrack]) -> DownTrack | None:
+    """A video track that can carry probe padding, preferably one that is being forwarded."""
+    candidates = [d for d in video if d.can_pad()]
+    forwarding = [d for d in candidates if d.current is not None]
+    chosen = forwarding or candidates
+    return chosen[0] if chosen else None
