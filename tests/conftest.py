@@ -23,6 +23,16 @@ API_KEY = "devkey"
 API_SECRET = "secret"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Roomcast's own pytest plugin (roomcast.pytest_plugin), also where the installed
+    `roomcast` predates its pytest11 entry point; `-p no:roomcast` still turns it off."""
+    manager = config.pluginmanager
+    if not manager.has_plugin("roomcast") and not manager.is_blocked("roomcast"):
+        import roomcast.pytest_plugin
+
+        manager.register(roomcast.pytest_plugin, "roomcast")
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))

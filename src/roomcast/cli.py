@@ -1,7 +1,8 @@
 """roomcast: a LiveKit-compatible realtime audio/video/data server.
 
-Commands: serve (run the server), token create (mint access tokens), generate-keys (a new API
-key and secret), list-nodes (the nodes of a Redis cluster), load-test (simulated participants).
+Commands: serve (run the server), token create (mint access tokens), room (lk-style room
+commands against a running server), generate-keys (a new API key and secret), list-nodes (the
+nodes of a Redis cluster), load-test (simulated participants).
 `roomcast COMMAND --help` describes each."""
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _token_parser(sub)
+    from roomcast.cli_room import add_parser as add_room_parser
+
+    add_room_parser(sub)
     sub.add_parser(
         "generate-keys",
         help="print a new random API key and secret",
@@ -340,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "token":
         return token_create(args)
+    if args.command == "room":
+        from roomcast.cli_room import main as room
+
+        return room(args)
     if args.command == "list-nodes":
         return list_nodes(args)
     if args.command == "load-test":

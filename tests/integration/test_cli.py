@@ -190,7 +190,10 @@ class Taken:
 
 
 async def serve_exit(*args: str) -> tuple[int, list[str]]:
-    """Run `roomcast serve --dev ARGS`, expecting it to exit: its status and log lines."""
+    """Run `roomcast serve --dev ARGS`, expecting it to exit: its status and log lines. ICE over
+    TCP is off unless ARGS say otherwise, so another server's port 7881 changes nothing."""
+    if "--tcp-port" not in args:
+        args = (*args, "--tcp-port", "0")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "roomcast", "serve", "--dev", *args,
         stderr=asyncio.subprocess.PIPE,
@@ -290,8 +293,10 @@ async def test_a_worker_that_cannot_bind_stops_the_others_instead_of_restarting(
 
     taken = Taken()
     udp_port = free_port(socket.SOCK_DGRAM)  # worker 1 takes the next one
-    config = load_config(Overrides(dev=True, port=free_port(), udp_port=udp_port), environ={})
-    worker_args = ["serve", "--dev", "--port", str(taken.tcp_port)]
+    config = load_config(
+        Overrides(dev=True, port=free_port(), udp_port=udp_port, tcp_port=0), environ={}
+    )
+    worker_args = ["serve", "--dev", "--port", str(taken.tcp_port), "--tcp-port", "0"]
     try:
         assert await asyncio.wait_for(supervise(config, 2, worker_args), 60) == 1
     finally:

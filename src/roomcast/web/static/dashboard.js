@@ -2,6 +2,7 @@
 // actions through the RoomService Twirp API. Both need an admin token; nothing is cached
 // server-side for the page, so the dashboard always shows the server's own state.
 import { $, errorMessage, formatTime, h } from './ui.js';
+import { clearCharts, initCharts, updateCharts } from './dashboard-charts.js';
 
 const TOKEN_KEY = 'roomcast.admin-token';
 const DEV_KEY = 'roomcast.admin-dev';
@@ -187,6 +188,7 @@ function signOut(message = '') {
   $('#board').hidden = true;
   $('#login').hidden = false;
   $('#rooms').replaceChildren();
+  clearCharts();
   $('#admin-token').value = '';
   showLoginError(message);
 }
@@ -295,6 +297,7 @@ function render(data) {
   setText($('#updated'), `Updated ${formatTime(Date.now())} · every ${REFRESH_MS / 1000} s`);
   reconcile($('#rooms'), rooms, (r) => r.sid, createRoom, updateRoom);
   $('#no-rooms').hidden = rooms.length > 0;
+  updateCharts(data);
 }
 
 const participantCount = (room) => (room.participants_listed === false
@@ -475,6 +478,7 @@ async function createRoomAction(event) {
 }
 
 async function main() {
+  initCharts();
   $('#login-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const token = $('#admin-token').value.trim();
