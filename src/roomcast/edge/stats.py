@@ -145,9 +145,9 @@ class StatsEndpoint:
 
 
 def connection_quality(participant: Participant) -> str | None:
-    """The participant's ConnectionQuality (livekit_models.proto) when the rooms layer keeps
-    one as ``connection_quality``; None until then, which the dashboard shows as unknown."""
-    quality = getattr(participant, "connection_quality", None)
+    """The participant's ConnectionQuality (livekit_models.proto) as last sent to the room
+    (rooms/subscriptions.py, every few seconds); None until then, shown as unknown."""
+    quality = participant.connection_quality
     if quality is None:
         return None
     return str(models.ConnectionQuality.Name(quality)).lower()

@@ -17,8 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-HEADROOM = 0.95  # share of the estimate media may use (retransmissions, RTCP, estimate noise)
+# Share of the estimate media may use: retransmissions, RTCP, noise, and the IP/UDP/SRTP bytes
+# around each packet (the estimate counts RTP bytes, as the layers' measured rates do).
+HEADROOM = 0.9
 UPGRADE_MARGIN = 0.9  # an upgrade must fit in this share of the budget
+PAUSE_SHARE = 0.85  # the estimate is this share of what the link carried (media/bwe.py BETA)
 PAUSED = -1  # a layer value: not forwarded, for lack of bandwidth
 
 
@@ -43,21 +46,29 @@ class Allocation:
 
 
 def allocate(
-    budget: float, demands: Sequence[Demand], *, allow_pause: bool = True
+    budget: float,
+    demands: Sequence[Demand],
+    *,
+    allow_pause: bool = True,
+    pause_budget: float | None = None,
 ) -> Allocation:
-    """Fill `budget` bps, lowest layers first, in priority order."""
+    """Fill `budget` bps, lowest layers first, in priority order. A track whose lowest layer
+    does not fit is paused only if it does not fit in `pause_budget` either (the estimate
+    without headroom: a pause costs the viewer more than a little overshoot)."""
     order = sorted(demands, key=lambda d: -d.priority)  # stable: ties keep the caller's order
     layers: dict[object, int | None] = {}
     remaining = budget
+    lenient = budget if pause_budget is None else max(budget, pause_budget)
     wanted = [d for d in order if d.max_layer is not None and d.costs]
     for demand in order:
         if demand.max_layer is None or not demand.costs:
             layers[demand.key] = None
     for demand in wanted:
         cost = demand.costs[0]
-        if cost <= remaining or not allow_pause:
+        if cost <= lenient or not allow_pause:
             layers[demand.key] = 0
             remaining -= cost
+            lenient -= cost
         else:
             layers[demand.key] = PAUSED
     top = max((_ceiling(d) for d in wanted), default=0)
@@ -130,13 +141,20 @@ class StreamAllocator:
             self.last = unconstrained(demands)
             return self.last
         budget = max(0.0, estimate * HEADROOM - audio_bps)
-        fitting = allocate(budget, demands, allow_pause=self.allow_pause)
+        # What got through when congestion last showed (media/bwe.py BETA): pause below it.
+        pause_budget = max(0.0, estimate / PAUSE_SHARE - audio_bps)
+        fitting = allocate(budget, demands, allow_pause=self.allow_pause, pause_budget=pause_budget)
         current = summarize({d.key: self.last.layers.get(d.key) for d in demands}, demands)
         complete = all(_still_valid(current.layers[d.key], d) for d in demands)
         if fitting.cost <= current.cost or not complete:
             chosen = fitting  # less (or new tracks): at once
         else:
-            cautious = allocate(budget * UPGRADE_MARGIN, demands, allow_pause=self.allow_pause)
+            cautious = allocate(
+                budget * UPGRADE_MARGIN,
+                demands,
+                allow_pause=self.allow_pause,
+                pause_budget=budget * UPGRADE_MARGIN,
+            )
             if cautious.cost > current.cost:
                 chosen = cautious
             elif current.cost <= budget:

@@ -7,7 +7,8 @@ lost) and the time; no I/O, so unit tests drive it with synthetic feedback on a 
 - Delay: packets are grouped into bursts (5 ms of send time); the growth of the one-way delay
   between groups is smoothed and its trend over the last 20 groups compared with an adaptive
   threshold (gcc-02 §5.3-5.4). A rising trend means a queue is building: *overuse*.
-- Loss: over 10 % lost in the last second also means congestion (gcc-02 §6).
+- Loss: over 10 % lost in the last second bounds the estimate too, 2-10 % holds that bound,
+  less lifts it (gcc-02 §6): the lower of the two counts.
 - The estimate starts unknown (nothing is held back), drops to 85 % of the rate that got
   through when congestion shows, creeps up again while the link is calm (at most to 1.5 times
   what is actually sent: an idle link proves nothing), and jumps up when a probe, padding sent
@@ -33,7 +34,7 @@ ACKED_WINDOW = 0.5  # s of arrivals the received rate is measured over
 LOSS_WINDOW = 1.0  # s of feedback the loss share is measured over
 LOSS_HIGH, LOSS_LOW = 0.10, 0.02  # gcc-02 §6
 MULTIPLICATIVE = 0.08  # increase per second far from the last congestion point
-APP_LIMIT = 1.5  # the estimate grows to at most this times what is sent (+ APP_LIMIT_BPS)
+APP_LIMIT = 1.2  # the estimate grows to at most this times what is sent (+ APP_LIMIT_BPS)
 APP_LIMIT_BPS = 10_000
 MIN_ESTIMATE = 30_000  # bps: audio always fits
 PROBE_MIN_SUCCESS = 0.8  # a probe that delivered less than this share of its goal is weak
@@ -61,8 +62,8 @@ class TrendlineDetector:
         "group",
         "last_group",
         "last_update",
-        "overuse_count",
         "over_since",
+        "overuse_count",
         "previous_trend",
         "samples",
         "smoothed",
@@ -204,12 +205,40 @@ class Probe:
         return (self.bytes - self.last_size) * 8 / span
 
 
+class LossControl:
+    """The loss-based bound (gcc-02 §6): none while loss stays low; over 10 % lost, the rate
+    times (1 - loss/2); between 2 and 10 % it holds; under 2 % it grows 8 % a second and goes
+    once it no longer binds."""
+
+    __slots__ = ("bound", "last_change")
+
+    def __init__(self) -> None:
+        self.bound: float | None = None
+        self.last_change = -math.inf
+
+    def update(self, loss: float, rate: float, rtt: float, now: float) -> None:
+        if loss > LOSS_HIGH:
+            if now - self.last_change >= 0.3 + rtt and rate > 0:
+                self.bound = max(MIN_ESTIMATE, rate * (1 - 0.5 * loss))
+                self.last_change = now
+        elif loss < LOSS_LOW and self.bound is not None:
+            elapsed = min(now - self.last_change, 1.0)
+            self.bound *= (1 + MULTIPLICATIVE) ** max(0.0, elapsed)
+            self.last_change = now
+            if self.bound > 2 * rate:
+                self.bound = None  # far above what is sent: no longer a bound
+        else:
+            self.last_change = max(self.last_change, now - 1.0)
+
+
 class BandwidthEstimator:
-    """What one subscriber's downlink carries, in bps; None until congestion was seen."""
+    """What one subscriber's downlink carries, in bps (None until congestion was seen): the
+    lower of a delay-based estimate (AIMD on the trend detector) and a loss-based bound."""
 
     def __init__(self) -> None:
         self.detector = TrendlineDetector()
-        self.estimate: float | None = None
+        self.delay_based: float | None = None
+        self.loss_control = LossControl()
         self.rtt = 0.1
         self._arrivals: collections.deque[tuple[float, int]] = collections.deque()
         self._acked_bytes = 0
@@ -218,8 +247,16 @@ class BandwidthEstimator:
         self._last_increase: float | None = None
         self._congestion_rate: float | None = None  # what got through at the last congestion
         self.probe: Probe | None = None
+        self.last_probe: Probe | None = None  # the last one finished (diagnostics)
         self.congested_at = -math.inf  # when congestion was last seen
         self.feedbacks = 0
+
+    @property
+    def estimate(self) -> float | None:
+        bound = self.loss_control.bound
+        if self.delay_based is None:
+            return bound
+        return self.delay_based if bound is None else min(self.delay_based, bound)
 
     # -- input -------------------------------------------------------------------------------
     def on_feedback(self, results: list[PacketResult], now: float) -> None:
@@ -250,7 +287,13 @@ class BandwidthEstimator:
     def on_remb(self, bitrate: float, now: float) -> None:
         """A receiver estimate (REMB) from a subscriber that sends no transport-cc feedback."""
         if self.feedbacks == 0:
-            self.estimate = max(MIN_ESTIMATE, float(bitrate))
+            self.delay_based = max(MIN_ESTIMATE, float(bitrate))
+
+    def on_report_loss(self, fraction: float, sent_bps: float, now: float) -> None:
+        """The loss a receiver report gives (RFC 3550 §6.4.1), for a subscriber that sends no
+        transport-cc feedback."""
+        if self.feedbacks == 0:
+            self.loss_control.update(fraction, sent_bps, self.rtt, now)
 
     # -- reading -----------------------------------------------------------------------------
     def acked_rate(self) -> float:
@@ -280,14 +323,19 @@ class BandwidthEstimator:
         if probe is None or now < probe.end + max(0.25, 2 * self.rtt):
             return None
         self.probe = None
+        self.last_probe = probe
+        self._losses.clear()  # what the probe lost says nothing about the media
         total = probe.received + probe.lost
         rate = probe.rate()
         if probe.congested or (total and probe.lost / total > LOSS_HIGH) or rate <= 0:
             return False
         delivered = min(rate, probe.goal)
-        if self.estimate is not None and delivered <= self.estimate:
+        estimate = self.estimate
+        if estimate is not None and delivered <= estimate:
             return False
-        self.estimate = delivered
+        self.delay_based = delivered
+        if self.loss_control.bound is not None:
+            self.loss_control.bound = max(self.loss_control.bound, delivered)
         self._last_increase = now
         return delivered >= PROBE_MIN_SUCCESS * probe.goal
 
@@ -303,39 +351,37 @@ class BandwidthEstimator:
         state = self.detector.state
         loss = self.loss()
         probe = self.probe
-        congested = state == OVERUSE or loss > LOSS_HIGH
-        if congested:
+        if state == OVERUSE or loss > LOSS_HIGH:
             self.congested_at = now
-        if congested and probe is not None and probe.start <= now:
-            probe.congested = True  # the probe's own queue: keep the estimate as it was
-            return
-        if congested and now - self._last_decrease >= 0.2 + self.rtt and acked > 0:
-            if state == OVERUSE:
+            if probe is not None and probe.start <= now:
+                probe.congested = True  # the probe's own queue: keep the estimate as it was
+                return
+        self.loss_control.update(loss, self.estimate or acked, self.rtt, now)
+        if state == OVERUSE:
+            if now - self._last_decrease >= 0.2 + self.rtt and acked > 0:
                 target = BETA * acked
-            else:
-                base = self.estimate if self.estimate is not None else acked
-                target = base * (1 - 0.5 * loss)
-            if self.estimate is None or target < self.estimate:
-                self.estimate = max(MIN_ESTIMATE, target)
-                self._congestion_rate = acked
-            self._last_decrease = now
+                if self.delay_based is None or target < self.delay_based:
+                    self.delay_based = max(MIN_ESTIMATE, target)
+                    self._congestion_rate = acked
+                self._last_decrease = now
             self._last_increase = now
-            return
-        if self.estimate is None or state != NORMAL or loss > LOSS_LOW:
+        elif state == NORMAL and self.delay_based is not None:
+            self._increase(acked, now)
+        else:
             self._last_increase = now
-            return
-        self._increase(acked, now)
 
     def _increase(self, acked: float, now: float) -> None:
-        assert self.estimate is not None
+        estimate = self.delay_based
+        assert estimate is not None
         last = self._last_increase if self._last_increase is not None else now
         elapsed = min(now - last, 1.0)
         self._last_increase = now
-        if self.estimate >= APP_LIMIT * acked + APP_LIMIT_BPS:
+        ceiling = APP_LIMIT * acked + APP_LIMIT_BPS
+        if estimate >= ceiling:
             return  # the link is not carrying enough to tell whether more would fit
-        near = self._congestion_rate is not None and self.estimate < 1.5 * self._congestion_rate
+        near = self._congestion_rate is not None and estimate < 1.5 * self._congestion_rate
         if near:  # additive: about one packet per round trip (gcc-02 §5.5)
             gain = 1200 * 8 / (self.rtt + 0.1) * elapsed
         else:
-            gain = self.estimate * ((1 + MULTIPLICATIVE) ** elapsed - 1)
-        self.estimate = min(self.estimate + gain, APP_LIMIT * acked + APP_LIMIT_BPS)
+            gain = estimate * ((1 + MULTIPLICATIVE) ** elapsed - 1)
+        self.delay_based = min(estimate + gain, ceiling)

@@ -30,6 +30,7 @@ PROBE_OVERAGE = 1.1  # and 10 % more than the next layer needs
 PROBE_DURATION = 0.6  # s of padding
 PROBE_WAIT_MIN, PROBE_WAIT_MAX = 2.0, 8.0  # s between probes: doubled after each failure
 CALM = 1.0  # s without congestion before probing
+PAUSE_AFTER = 2.0  # s a track must not fit at all before it is paused (the lowest layer until)
 MAX_PADDING_BURST = 4  # padding packets sent after one media packet
 PADDING_PACKET = 12 + 8 + PADDING_SIZE
 
@@ -54,9 +55,12 @@ class Downlink:
         self.probes = self.probes_won = 0
         self.next_probe = 0.0
         self.probe_wait = PROBE_WAIT_MIN
+        self.reported = self.lost = 0  # packets in the subscriber's feedback, and lost
+        self._loss_mark = (0, 0)
         self.audio_bps = 0.0
         self.sent_bps = 0.0  # everything sent: media, retransmissions, padding
         self._last_tick: float | None = None
+        self._pausing: dict[DownTrack, float] = {}  # since when a track does not fit at all
         self._last_bytes: dict[int, int] = {}
         self._pad_from: DownTrack | None = None
         self._pad_rate = 0.0
@@ -83,6 +87,8 @@ class Downlink:
                     )
                 )
         self.estimator.on_feedback(results, now)
+        self.reported += len(results)
+        self.lost += sum(1 for result in results if result.arrival is None)
         probe = self.estimator.probe
         if probe is not None and probe.congested:
             self._stop_padding()
@@ -97,6 +103,9 @@ class Downlink:
         rembs = [d.remb_bitrate for d in downtracks if d.remb_bitrate]
         if rembs:
             self.estimator.on_remb(max(r for r in rembs if r is not None), now)
+        if downtracks and not self.estimator.feedbacks:  # no transport-cc: receiver reports
+            fraction = max(d.fraction_lost for d in downtracks) / 256
+            self.estimator.on_report_loss(fraction, self.sent_bps, now)
         outcome = self.estimator.finish_probe(now)
         if outcome is not None:
             self._stop_padding()
@@ -108,6 +117,8 @@ class Downlink:
                 self.probe_wait = min(PROBE_WAIT_MAX, self.probe_wait * 2)
                 self.next_probe = now + self.probe_wait
         video = [d for d in downtracks if d.kind == "video"]
+        if self._pausing:
+            self._pausing = {d: t for d, t in self._pausing.items() if d in video}
         if not self.enabled:
             for downtrack in video:
                 self._apply(downtrack, ALL_LAYERS)
@@ -118,8 +129,13 @@ class Downlink:
             layer = allocation.layers.get(downtrack)
             if layer is None:
                 self._apply(downtrack, ALL_LAYERS)
-            else:
-                self._apply(downtrack, TRACK_PAUSED if layer == PAUSED else layer)
+            elif layer != PAUSED:
+                self._pausing.pop(downtrack, None)
+                self._apply(downtrack, layer)
+            elif downtrack.allowed != TRACK_PAUSED:
+                # A pause is what the client sees most: only when the track keeps not fitting.
+                since = self._pausing.setdefault(downtrack, now)
+                self._apply(downtrack, TRACK_PAUSED if now - since >= PAUSE_AFTER else 0)
         if allocation.deficient:
             self._maybe_probe(now, allocation.cost + allocation.next_step, video)
         if self._pad_from is not None:
@@ -202,6 +218,12 @@ class Downlink:
 
     def probing(self) -> bool:
         return self._pad_from is not None
+
+    def take_loss(self) -> float:
+        """The share of packets the subscriber's feedback reported lost since the last call."""
+        reported, lost = self.reported - self._loss_mark[0], self.lost - self._loss_mark[1]
+        self._loss_mark = (self.reported, self.lost)
+        return lost / reported if reported else 0.0
 
 
 def _demand(downtrack: DownTrack) -> Demand:

@@ -7,7 +7,9 @@ continuous stream with our SSRC, whatever layer switches, pauses and mutes happe
 Rebasing works in *epochs*: at the first packet of an epoch (first packet ever, a layer
 switch, a resume) the offsets are fixed so that the sequence number continues at last+1, the
 timestamp advances by the elapsed wall time and the VP8 picture id/TL0PICIDX continue; inside
-an epoch every packet is `value + offset`.
+an epoch every packet is `value + offset`. Padding-only packets (libwebrtc pads on the media
+SSRC when it has no RTX) are not forwarded: each one moves the sequence offset down by one
+(`skip`), and a late packet from before it is numbered as it would have been (`_out_seq`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ PAUSED = -1  # `allowed` when the allocator paused the track (media/allocator.py
 # Retransmissions allowed per downtrack: a sustained rate and a burst (NACK-storm guard).
 NACK_RATE = 400.0  # packets per second
 NACK_BURST = 200.0
+MAX_SKIPS = 64  # padding packets remembered per epoch (to number late packets before them)
 
 
 class DownTrack:
@@ -95,6 +98,7 @@ class DownTrack:
         # Rewrite state.
         self.started = False
         self.seq_offset = 0
+        self.skips: list[int] = []  # publisher sequence numbers of padding left out, oldest first
         self.ts_offset = 0
         self.picture_id_offset = 0
         self.tl0_offset = 0
@@ -141,6 +145,13 @@ class DownTrack:
         pt = self.pt_map[p.payload_type]
         if pt < 0:
             return
+        skips = self.skips
+        if skips and (p.sequence - skips[-1]) & 0xFFFF >= 0x8000:
+            seq = self._out_seq(p.sequence)  # late, from before a padding packet left out
+            if seq < 0:
+                return
+        else:
+            seq = (p.sequence + self.seq_offset) & 0xFFFF
         rewriter = self.rewriter
         if rewriter.stamp != p.stamp:  # once per packet per extension mapping, not per subscriber
             (rewriter.first_byte, rewriter.prefix, rewriter.tail, rewriter.payload_offset) = (
@@ -148,7 +159,6 @@ class DownTrack:
             )
             rewriter.tw_struct = tw_struct(len(rewriter.prefix))
             rewriter.stamp = p.stamp
-        seq = (p.sequence + self.seq_offset) & 0xFFFF
         ts = (p.timestamp + self.ts_offset) & 0xFFFFFFFF
         tw = self.tw
         if tw is None:
@@ -186,7 +196,7 @@ class DownTrack:
         """`forward`'s rewrite without its bookkeeping (NACK retransmissions): the packet and
         where its payload starts."""
         first_byte, prefix, tail, payload_offset = self.rewriter.rewrite_split(p.packet, p.header)
-        seq = (p.sequence + self.seq_offset) & 0xFFFF
+        seq = self._out_seq(p.sequence)
         ts = (p.timestamp + self.ts_offset) & 0xFFFFFFFF
         data = self.assemble(first_byte, p.marker | pt, seq, ts, prefix, tail, now)
         if (self.picture_id_offset or self.tl0_offset) and p.vp8.header_size:
@@ -204,9 +214,10 @@ class DownTrack:
             return _FIXED_HEADER.pack(first_byte, marker_pt, seq, ts, self.ssrc) + prefix + tail
         size = 12 + len(prefix) + 2 + len(tail)
         number = tw.take(now, size)
-        return tw_struct(len(prefix)).pack(
-            first_byte, marker_pt, seq, ts, self.ssrc, prefix, number
-        ) + tail
+        return (
+            tw_struct(len(prefix)).pack(first_byte, marker_pt, seq, ts, self.ssrc, prefix, number)
+            + tail
+        )
 
     def send_repair(self, data: bytes, payload_offset: int, pt: int) -> None:
         """Resend `data` (a packet as first sent): in an RTX packet (RFC 4588 §4: our RTX SSRC
@@ -261,6 +272,42 @@ class DownTrack:
             out[vp8.tl0picidx_offset + shift] = (vp8.tl0picidx + self.tl0_offset) & 0xFF
         return bytes(out)
 
+    def skip(self, layer: int, sequence: int) -> None:
+        """A padding-only packet of the publisher: not forwarded, and its number not used, so
+        the subscriber sees no gap. Only in-order ones of the forwarded layer matter (a late
+        one is forwarded as usual: it fills the number kept for it)."""
+        delta = (sequence - self.max_seq) & 0xFFFF
+        if layer != self.current or delta == 0 or delta >= 0x8000:
+            return
+        self.seq_offset = (self.seq_offset - 1) & 0xFFFF
+        self.max_seq = sequence
+        self.skips.append(sequence)
+        if len(self.skips) > MAX_SKIPS:
+            del self.skips[0]
+
+    def _out_seq(self, sequence: int) -> int:
+        """Our number for a publisher sequence number of this epoch, -1 for a padding packet
+        left out (or one from before the padding we still remember)."""
+        later = 0
+        for skipped in self.skips:
+            delta = (skipped - sequence) & 0xFFFF
+            if delta == 0:
+                return -1
+            if delta < 0x8000:
+                later += 1
+        if later == MAX_SKIPS:
+            return -1  # older than what we remember: its number is unknown
+        return (sequence + self.seq_offset + later) & 0xFFFF
+
+    def _in_seq(self, out_seq: int) -> int | None:
+        """The publisher sequence number we sent as `out_seq` in this epoch, if any."""
+        base = out_seq - self.seq_offset
+        for later in range(len(self.skips) + 1):
+            sequence = (base - later) & 0xFFFF
+            if self._out_seq(sequence) == out_seq:
+                return sequence
+        return None
+
     def _start_epoch(self, p: PacketInfo) -> None:
         vp8 = p.vp8
         if not self.started:  # RFC 3550 §5.1: random initial sequence number and timestamp
@@ -277,6 +324,7 @@ class DownTrack:
             if vp8.tl0picidx >= 0 and self.last_tl0 >= 0:
                 self.tl0_offset = (self.last_tl0 + 1 - vp8.tl0picidx) & 0xFF
         self.seq_offset = (seq - p.sequence) & 0xFFFF
+        self.skips = []
         self.ts_offset = (ts - p.timestamp) & 0xFFFFFFFF
         self.epoch_seq = self.max_seq = p.sequence
         self.current = self.epoch_layer = p.layer
@@ -352,7 +400,9 @@ class DownTrack:
             if self._nack_tokens < 1:
                 self.nacks_dropped += 1
                 continue
-            seq = (out_seq - self.seq_offset) & 0xFFFF
+            seq = (out_seq - self.seq_offset) & 0xFFFF if not self.skips else self._in_seq(out_seq)
+            if seq is None:
+                continue
             if (seq - self.epoch_seq) & 0xFFFF >= 0x8000 or (self.max_seq - seq) & 0xFFFF >= 0x8000:
                 continue  # not sent in this epoch
             info = self.uptrack.parse_cached(self.current, seq, now)

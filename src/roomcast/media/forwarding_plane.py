@@ -484,8 +484,11 @@ class ForwardingPlane:
             self._last_quality = now
             for track in self._uptracks.values():
                 score_uptrack(track, now)
-            for downtrack in self._downtracks.values():
-                score_downtrack(downtrack)
+            for subscriber, by_ssrc in self._by_subscriber.items():
+                link = self._downlinks.get(subscriber)
+                loss = link.take_loss() if link is not None else 0.0
+                for downtrack in by_ssrc.values():
+                    score_downtrack(downtrack, loss)
 
     def _send_receiver_reports(self, pub: _Publisher, now: float) -> None:
         blocks = []

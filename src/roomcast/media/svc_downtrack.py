@@ -181,6 +181,11 @@ class SvcDownTrack(DownTrack):
             self.last_ts = ts
             self.last_time = p.now
 
+    def skip(self, layer: int, sequence: int) -> None:
+        """A padding-only packet of the publisher: not forwarded, its number not used."""
+        if self.current is not None:
+            self.munger.number(sequence, False)
+
     def _tail(
         self, p: PacketInfo, marker: int, descriptor: bytes | None
     ) -> tuple[int, bytes, bytes, int]:

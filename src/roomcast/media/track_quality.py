@@ -10,19 +10,20 @@ from .uptrack import LAYER_TIMEOUT, UpTrack
 
 
 def score_uptrack(track: UpTrack, now: float) -> None:
-    """Loss from the sequence numbers of every layer (what NACK recovered is not lost), jitter
-    from RFC 3550 §A.8; no round trip (a publisher sends no receiver reports)."""
+    """Loss as the network caused it: the sequence numbers that were missing when a later
+    one arrived, recovered by NACK or not (a lossy link is a poor one, even when the
+    retransmissions hide it); jitter from RFC 3550 §A.8; no round trip (a publisher sends no
+    receiver reports)."""
     packets = lost = 0
     jitter_ms = 0.0
-    sender_report = None
+    sender_report: float | None = None
     for layer in track.layers:
         expected = layer.cycles + layer.max_seq - layer.base_seq + 1 if layer.packets else 0
-        received = layer.packets
         expected_delta = expected - layer.quality_expected
-        received_delta = received - layer.quality_received
-        layer.quality_expected, layer.quality_received = expected, received
-        packets += received_delta
-        lost += max(0, expected_delta - received_delta)
+        gaps_delta = layer.gaps - layer.quality_gaps
+        layer.quality_expected, layer.quality_gaps = expected, layer.gaps
+        packets += max(0, expected_delta)
+        lost += max(0, gaps_delta)
         jitter_ms = max(jitter_ms, layer.jitter * 1000 / track.clock_rate)
         if layer.sr_arrival is not None:
             sender_report = max(sender_report or layer.sr_arrival, layer.sr_arrival)
@@ -37,13 +38,15 @@ def score_uptrack(track: UpTrack, now: float) -> None:
         track.quality.update(None)
 
 
-def score_downtrack(downtrack: DownTrack) -> None:
-    """Loss, jitter and round trip from the subscriber's receiver reports, and how far below
-    what the subscriber asked for the forwarded layer stayed."""
+def score_downtrack(downtrack: DownTrack, transport_loss: float = 0.0) -> None:
+    """Loss (the subscriber's receiver reports, or the share of the subscriber's transport-wide
+    feedback that reported packets lost, whichever is worse: NACK hides the first), jitter and
+    round trip from the receiver reports, and how far below what the subscriber asked for the
+    forwarded layer stayed."""
     sent = downtrack.packets_sent - downtrack.quality_sent
     downtrack.quality_sent = downtrack.packets_sent
     lost_total = max(0, downtrack.packets_lost)
-    lost = max(0, lost_total - downtrack.quality_lost)
+    lost = max(0, lost_total - downtrack.quality_lost, round(transport_loss * sent))
     downtrack.quality_lost = lost_total
     samples = downtrack.distance_samples
     distance = downtrack.distance_sum / samples if samples else 0.0

@@ -63,6 +63,9 @@ class TrackSender(Protocol):
     def forward(self, p: PacketInfo) -> None:
         """Hot path: one received packet, parsed once for every sender of the track."""
 
+    def skip(self, layer: int, sequence: int) -> None:
+        """A padding-only packet of `layer` arrived: not forwarded, numbers close over it."""
+
     def set_target(self, layer: int | None) -> None: ...
 
     def restart(self) -> None:

@@ -245,9 +245,7 @@ class TwccRecorder:
             while times and times[-1] is None:
                 times.pop()
                 stop -= 1
-            self._send(
-                build_twcc(self.sender_ssrc, self.media_ssrc, base, self._count, times)
-            )
+            self._send(build_twcc(self.sender_ssrc, self.media_ssrc, base, self._count, times))
             self._count = (self._count + 1) & 0xFF
             base = stop
         self._next_base = self._highest + 1

@@ -39,8 +39,10 @@ LAYER_TIMEOUT = 1.0  # s without packets after which a simulcast layer counts as
 CACHE_SIZE_VIDEO = 512  # packets kept for NACKs (LiveKit: 500 video / 200 audio)
 CACHE_SIZE_AUDIO = 256
 RATE_WINDOW = 2.0  # s over which a layer's bitrate is measured
+MAX_GAP = 1000  # a larger jump in sequence numbers is a restarted sender, not loss
 # bps assumed for a simulcast layer never measured nor declared (LiveKit's 180p/360p/720p).
 DEFAULT_LAYER_BPS = (160_000.0, 450_000.0, 1_700_000.0)
+DECLARED_MARGIN = 1.25  # a layer costs at most this times the bitrate its publisher announced
 
 
 class ReceiveLayer:
@@ -76,10 +78,16 @@ class ReceiveLayer:
         self.bitrate = 0.0
         self.known_bitrate = 0.0
         self.declared_bitrate = 0.0  # what the publisher announced (TrackInfo layers)
+        self.padding_bytes = 0  # of `bytes`, in padding-only packets
+        self.gaps = 0  # sequence numbers missing when a later one arrived: the network's loss
+        self.quality_gaps = 0
         self.quality_expected = 0  # counters at the last quality window (track_quality.py)
-        self.quality_received = 0
 
-    def on_packet(self, seq: int, timestamp: int, now: float, size: int, rate: int) -> None:
+    def on_packet(
+        self, seq: int, timestamp: int, now: float, size: int, rate: int, padding: bool = False
+    ) -> None:
+        """Receive statistics and loss tracking; `padding`: a padding-only packet (a sender's
+        bandwidth probe), which says nothing of the layer's media, its rate or its timing."""
         late = False
         if self.packets == 0:
             self.base_seq = self.max_seq = seq
@@ -88,8 +96,11 @@ class ReceiveLayer:
             if 0 < delta < 0x8000:
                 if seq < self.max_seq:  # wrapped around
                     self.cycles += 0x10000
-                if delta > 1 and self.nacker is not None:
-                    self.nacker.on_gap((self.max_seq + 1) & 0xFFFF, delta - 1, now)
+                if delta > 1:
+                    if delta <= MAX_GAP:
+                        self.gaps += delta - 1
+                    if self.nacker is not None:
+                        self.nacker.on_gap((self.max_seq + 1) & 0xFFFF, delta - 1, now)
                 self.max_seq = seq
             elif delta:
                 late = True  # a retransmission, or reordered: not a transit time to go by
@@ -97,6 +108,9 @@ class ReceiveLayer:
                     self.nacker.on_late(seq)
         self.packets += 1
         self.bytes += size
+        if padding:
+            self.padding_bytes += size
+            return
         if late:
             return
         # RFC 3550 §A.8 interarrival jitter, in timestamp units.
@@ -140,12 +154,16 @@ class ReceiveLayer:
     def measure(self, now: float, live: bool) -> None:
         """Update `bitrate` from the bytes received over the last RATE_WINDOW (media tick)."""
         samples = self.rate_samples
-        samples.append((now, self.bytes))
+        media = self.bytes - self.padding_bytes
+        samples.append((now, media))
         while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
             del samples[0]
         span = now - samples[0][0]
-        self.bitrate = 8 * (self.bytes - samples[0][1]) / span if span > 0 else 0.0
-        if live and span >= RATE_WINDOW / 2:
+        if span < RATE_WINDOW / 2:
+            self.bitrate = 0.0  # too short to tell (one keyframe would look like a flood)
+            return
+        self.bitrate = 8 * (media - samples[0][1]) / span
+        if live:
             self.known_bitrate = self.bitrate
 
     def cached(self, seq: int) -> bytes | None:
@@ -292,16 +310,22 @@ class UpTrack:
         if not self._parse_into(info, layer, packet, now):
             return
         first = not layer.packets
-        layer.on_packet(info.sequence, info.timestamp, now, len(packet), info.clock_rate)
+        header = info.header
+        padding = header.payload_end == header.payload_offset
+        layer.on_packet(info.sequence, info.timestamp, now, len(packet), info.clock_rate, padding)
         layer.cache[info.sequence & layer.cache_mask] = packet
         if self.twcc_ext:
-            found = find_extension(packet, info.header, self.twcc_ext)
+            found = find_extension(packet, header, self.twcc_ext)
             if found is not None and found[1] == 2:
                 assert self.twcc is not None
-                self.twcc.record(packet[found[0]] << 8 | packet[found[0] + 1], info.header.ssrc, now)
+                self.twcc.record(packet[found[0]] << 8 | packet[found[0] + 1], header.ssrc, now)
         nacker = layer.nacker
         if nacker is not None and now >= nacker.next_due:
             self._send_nacks(layer, nacker, now)
+        if padding:  # a publisher's bandwidth probe: nothing to forward (RFC 3550 §5.1 P bit)
+            for downtrack in self.downtracks:
+                downtrack.skip(layer.index, info.sequence)
+            return
         if self.audio_level_ext:
             self._observe_level(packet, info, now)
         if first:  # a layer started: re-choose layers, send a deferred keyframe request
@@ -332,7 +356,10 @@ class UpTrack:
         info.marker = 0x80 if header.marker else 0
         info.clock_rate = codec[1]
         info.now = now
-        if kind == VP8:
+        if header.payload_end == header.payload_offset:  # padding only: no payload to read
+            info.vp8.clear()
+            info.keyframe = False
+        elif kind == VP8:
             vp8 = info.vp8
             vp8.parse(packet, header.payload_offset, header.payload_end)
             info.keyframe = vp8.keyframe
@@ -506,8 +533,9 @@ class UpTrack:
         costs = []
         for layer in self.layers:
             cost = layer.bitrate if layer.bitrate > 0 else layer.known_bitrate
-            if cost <= 0:
-                cost = layer.declared_bitrate
+            declared = layer.declared_bitrate
+            if declared > 0:  # a layer (re)starting overshoots for a moment: not its cost
+                cost = min(cost, DECLARED_MARGIN * declared) if cost > 0 else declared
             if cost <= 0:
                 cost = DEFAULT_LAYER_BPS[min(layer.index, len(DEFAULT_LAYER_BPS) - 1)]
             costs.append(cost)
