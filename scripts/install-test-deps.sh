@@ -8,7 +8,9 @@
 #   - gcc and libsrtp2's headers: bench/compare.py (and its smoke test) builds the C baseline
 #     relay, bench/baselines/c_relay.c;
 #   - iproute2 (ip, tc) and iptables: the network lab of tests/lab (docs/network-lab.md), which
-#     runs as root and is skipped elsewhere.
+#     runs as root and is skipped elsewhere;
+#   - coturn (turnserver): the lab's external-TURN tests start their own coturn on free ports
+#     (the package's own service is not used).
 # Idempotent: apt runs only when something is missing (as root, or through sudo), and npm ci
 # only when tests/node/package-lock.json changed since the last install.
 set -euo pipefail
@@ -34,6 +36,8 @@ installed libsrtp2-dev || missing+=(libsrtp2-dev) # the C relay in bench/baselin
 # random loss (iptables).
 installed iproute2 || missing+=(iproute2)
 installed iptables || missing+=(iptables)
+# External TURN in the lab (tests/lab/test_turn_paths.py): a real coturn.
+[ -x /usr/bin/turnserver ] || missing+=(coturn)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   # Always refresh the lists first: a fresh machine has none, an old one may have stale ones.

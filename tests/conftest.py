@@ -39,6 +39,18 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_and_tcp_port() -> int:
+    """A port number free for UDP and TCP (TURN serves both on turn.udp_port)."""
+    while True:
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 def free_tcp_ports(count: int) -> int:
     """The first of `count` consecutive free TCP ports (`roomcast serve --workers N` gives
     worker i the ICE-TCP port rtc.tcp_port + i)."""

@@ -187,6 +187,20 @@ def serve(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     setup_logging(config.effective_log_level, config.logging.json)
+    if config.rtc.use_external_ip and not config.rtc.node_ip:
+        from roomcast.external_ip import ExternalIpError, discover
+
+        try:
+            address, server = discover(config.rtc.stun_servers, media_bind(config))
+        except ExternalIpError as exc:
+            logging.getLogger("roomcast").error("cannot start: %s", exc)
+            return 1
+        logging.getLogger("roomcast").info(
+            "rtc.use_external_ip: STUN server %s sees this node as %s: advertising it",
+            server,
+            address,
+        )
+        config.rtc.node_ip = address
     if args.workers < 1:
         print("roomcast: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -219,6 +233,13 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("roomcast").error("cannot start: %s", exc)
         return 1
     return 0
+
+
+def media_bind(config: Config) -> str:
+    """Where the media socket binds: ask STUN from there, so a multi-homed host answers with
+    the address its media uses."""
+    addresses = config.bind_addresses
+    return addresses[0] if len(addresses) == 1 else "0.0.0.0"
 
 
 def _serve_workers(config: Config, count: int) -> int:

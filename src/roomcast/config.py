@@ -22,6 +22,14 @@ from typing import Any
 import yaml
 
 from roomcast.config_keys import accepted_unknown, ignored_keys
+from roomcast.config_turn import (
+    TURNConfig,
+    TurnConfigError,
+    TURNServerConfig,
+    read_turn_secrets,
+    validate_turn,
+    validate_turn_server,
+)
 from roomcast.durations import parse_duration
 
 DEV_KEYS = {"devkey": "secret"}
@@ -71,6 +79,7 @@ class RTCConfig:
     # much of the track's data (rooms/data_track_gate.py); "0s" leaves it unbounded.
     datachannel_data_track_target_latency: str = "100ms"
     ips: IPFilterConfig = field(default_factory=IPFilterConfig)
+    turn_servers: list[TURNServerConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -227,6 +236,7 @@ class Config:
     prometheus_port: int = 0
     limit: LimitConfig = field(default_factory=LimitConfig)
     playground: PlaygroundConfig = field(default_factory=PlaygroundConfig)
+    turn: TURNConfig = field(default_factory=TURNConfig)
     # Data tracks on (livekit-server's default since 1.11): publishing them, and the
     # `_data_track` channel on the subscriber PeerConnection.
     enable_data_tracks: bool = True
@@ -236,6 +246,9 @@ class Config:
     shutdown_flush_timeout: float = 5.0
     # Keys of the user's config that do nothing here, with why (not a YAML key: computed).
     ignored_keys: list[tuple[str, str]] = field(default_factory=list, init=False)
+    # The IP in this node's ICE candidates and TURN URLs: rtc.node_ip, else what the server
+    # chose at start-up (server.py); not a YAML key.
+    node_address: str = field(default="", init=False)
 
     @property
     def dev_mode(self) -> bool:
@@ -415,6 +428,10 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
     config.ignored_keys = ignored_keys(raw, udp_port_set=bool(config.rtc.udp_port))
     if config.key_file:
         config.keys = {**_read_key_file(config.key_file), **config.keys}
+    try:
+        read_turn_secrets(config.rtc.turn_servers)
+    except TurnConfigError as exc:
+        raise ConfigError(str(exc)) from None
     if config.development:
         if not config.keys:
             config.keys = dict(DEV_KEYS)
@@ -500,6 +517,20 @@ def validate(config: Config) -> None:
         parse_duration(config.rtc.datachannel_data_track_target_latency)
     except ValueError as exc:
         raise ConfigError(f"rtc.datachannel_data_track_target_latency: {exc}") from exc
+    try:
+        validate_turn(config.turn, _ports_in_use(config))
+        for index, server in enumerate(config.rtc.turn_servers):
+            validate_turn_server(server, f"rtc.turn_servers[{index}]")
+    except TurnConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _ports_in_use(config: Config) -> dict[tuple[str, int], str]:
+    """(protocol, port) → the key that takes it, for the TURN ports to be checked against."""
+    ports = {("udp", config.effective_udp_port): "rtc.udp_port", ("tcp", config.port): "port"}
+    if config.rtc.tcp_port:
+        ports[("tcp", config.rtc.tcp_port)] = "rtc.tcp_port"
+    return ports
 
 
 def candidate_allowed(address: str, ips: IPFilterConfig) -> bool:

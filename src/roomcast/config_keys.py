@@ -12,18 +12,17 @@ from typing import Any
 
 _NOT_YET = "not supported yet"
 
-# Dotted key → why it does nothing here, and what to use instead. A section name (e.g. "turn")
+# Dotted key → why it does nothing here, and what to use instead. A section name (e.g. "audio")
 # covers everything under it.
 IGNORED: dict[str, str] = {
     # Features Roomcast does not have.
-    "turn": f"{_NOT_YET}: no embedded TURN server; clients whose UDP is blocked cannot connect",
-    "rtc.turn_servers": f"{_NOT_YET}: external TURN servers are not handed to clients",
+    "turn.allow_restricted_peer_cidrs": "Roomcast's TURN relays only to its own media port",
+    "turn.deny_peer_cidrs": "Roomcast's TURN relays only to its own media port",
     "rtc.allow_tcp_fallback": "clients fall back to ICE over TCP on their own: libwebrtc "
     "tries the TCP candidate when UDP fails",
     "rtc.force_tcp": f"{_NOT_YET}: UDP and TCP candidates are always both offered",
     "rtc.tcp_fallback_rtt_threshold": f"{_NOT_YET}: no server-driven TCP fallback",
     "rtc.allow_udp_unstable_fallback": f"{_NOT_YET}: no server-driven TCP fallback",
-    "rtc.use_external_ip": f"{_NOT_YET}: set rtc.node_ip to the public address instead",
     "rtc.external_ip_only": f"{_NOT_YET}: set rtc.node_ip to the public address instead",
     "rtc.congestion_control": f"{_NOT_YET}: publishers get a fixed REMB, subscribers every "
     "layer they ask for",

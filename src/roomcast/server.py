@@ -22,7 +22,15 @@ from roomcast.edge.client_address import ClientAddresses
 from roomcast.edge.http import create_app
 from roomcast.edge.listener import EdgeRunner, ListenerLimits
 from roomcast.edge.metrics_endpoint import metrics_app, metrics_handler
-from roomcast.edge.ports import HTTP, ICE_TCP, MEDIA, PROMETHEUS, bind_failure, media_host
+from roomcast.edge.ports import (
+    HTTP,
+    ICE_TCP,
+    MEDIA,
+    PROMETHEUS,
+    Listener,
+    bind_failure,
+    media_host,
+)
 from roomcast.edge.rtc import RtcEndpoint
 from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
@@ -43,6 +51,8 @@ from roomcast.routing.registry import NodeRecord, NodeStats
 from roomcast.routing.router import Router
 from roomcast.supervisor import worker_index
 from roomcast.telemetry import Metrics, RateSampler
+from roomcast.turn.metrics import TurnCollector
+from roomcast.turn.service import MediaSocket, TurnPortError, TurnServer
 from roomcast.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
@@ -61,6 +71,16 @@ def describe_redis(config: RedisConfig) -> str:
     return config.address
 
 
+def offset_turn_ports(config: Config) -> None:
+    """With --workers, each worker serves TURN on the configured ports + its index (as
+    rtc.udp_port and rtc.tcp_port): its TURN relays to its own media port only."""
+    index = worker_index() or 0
+    turn = config.turn
+    if index and turn.enabled:
+        turn.udp_port += index if turn.udp_port else 0
+        turn.tls_port += index if turn.tls_port else 0
+
+
 class Server:
     def __init__(self, config: Config, node_id: str | None = None) -> None:
         self.config = config
@@ -73,10 +93,15 @@ class Server:
         self.admin = RoomAdmin(config, self.rooms, DataExchange(config.limit.max_data_packet_size))
         self.node_id = node_id or new_sid(NODE_PREFIX, 8)
         self.agents = AgentService(self.verifier, self.admin)
+        # The IP of our candidates and TURN URLs (join_response.py reads it from the config).
+        advertise_ip = self._advertise_ip()
+        config.node_address = advertise_ip or self._rtc_host()
+        offset_turn_ports(config)
+        self.turn: TurnServer | None = None
         self.mux = UdpMux(
             self._rtc_host(),
             config.effective_udp_port,
-            advertise_ip=self._advertise_ip(),
+            advertise_ip=advertise_ip,
             data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
             tcp_port=self._ice_tcp_port(),
         )
@@ -313,6 +338,7 @@ class Server:
         except OSError as exc:
             port = self.config.effective_udp_port
             raise bind_failure(MEDIA, self._rtc_host(), port, exc) from exc
+        await self._start_turn()
         self._runner = EdgeRunner(
             self.app,
             self._listener_limits(),
@@ -335,12 +361,29 @@ class Server:
         self.ports = [address[1] for address in self._runner.addresses]
         await self._start_prometheus()
 
+    async def _start_turn(self) -> None:
+        """The embedded TURN server, when turn.enabled: after the media socket it relays to."""
+        if not self.config.turn.enabled:
+            return
+        media = MediaSocket(self.mux.host, self.mux.port, self.config.node_address)
+        turn = TurnServer(self.config, media, self.metrics.count_limit_hit)
+        try:
+            await turn.start()
+        except TurnPortError as exc:
+            purpose = f"TURN over {'UDP' if exc.protocol == 'UDP' else 'TCP/TLS'}"
+            listener = Listener(exc.protocol, purpose, f"{exc.key} in the YAML config")
+            raise bind_failure(listener, exc.host, exc.port, exc) from exc
+        self.metrics.registry.register(TurnCollector(turn))
+        self.turn = turn
+
     async def _unbind(self) -> None:
         """Release what ``_bind`` had bound before it failed."""
         for runner in (self._runner, self._prometheus_runner):
             if runner is not None:
                 await runner.cleanup()
         self._runner = self._prometheus_runner = None
+        if self.turn is not None:
+            await self.turn.stop()
         await self.mux.close()
 
     async def _run_media_clock(self) -> None:
@@ -414,6 +457,8 @@ class Server:
                 await runner.cleanup()
         log.debug("shutdown: HTTP closed")
         self._runner = self._prometheus_runner = None
+        if self.turn is not None:
+            await self.turn.stop()
         await self.mux.close()
         log.info("roomcast stopped")
 

@@ -13,7 +13,7 @@ import aiohttp
 from livekit import api
 
 from roomcast.auth import TokenVerifier
-from tests.conftest import free_port, free_tcp_ports
+from tests.conftest import free_port, free_tcp_ports, free_udp_and_tcp_port
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout: float = 60) -> None:
@@ -122,15 +122,17 @@ async def test_token_create() -> None:
 
 
 async def test_serve_names_the_livekit_keys_it_ignores_in_one_warning() -> None:
-    """A livekit.yaml with TURN and an external-IP lookup loads, and the log says those do
-    nothing here."""
+    """A livekit.yaml with TURN, peer filters and an ingress section loads, and the log says
+    which of those do nothing here (TURN itself is served, roomcast/turn)."""
     port = free_port()
     body = (
         f"port: {port}\nbind_addresses: [127.0.0.1]\n"
         "keys:\n  APIkey: a-secret-of-at-least-thirty-two-characters\n"
         f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 0\n"
-        "  use_external_ip: true\n"
-        "turn:\n  enabled: true\n  domain: turn.example.com\n"
+        "ingress:\n  rtmp_base_url: rtmp://example.com/live\n"
+        f"turn:\n  enabled: true\n  udp_port: {free_udp_and_tcp_port()}\n"
+        "  deny_peer_cidrs: [10.0.0.0/8]\n"
+        "audio:\n  active_level: 30\n"
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "roomcast", "serve", "--config-body", body,
@@ -144,10 +146,11 @@ async def test_serve_names_the_livekit_keys_it_ignores_in_one_warning() -> None:
     log = stderr.decode()
     warnings = [line for line in log.splitlines() if "do nothing here" in line]
     assert len(warnings) == 1, log
-    assert "  rtc.use_external_ip: not supported yet" in log
+    assert "  ingress: not supported yet: no ingress" in log
     assert "rtc.tcp_port" not in log
-    assert "  turn: not supported yet: no embedded TURN server" in log
-    assert "turn.domain" not in log  # a whole section is named once
+    assert "  turn.deny_peer_cidrs: Roomcast's TURN relays only to its own media port" in log
+    assert "  turn:" not in log and "TURN on 127.0.0.1" in log  # served
+    assert "  audio: " in log and "audio.active_level" not in log  # a section is named once
 
 
 async def test_dev_mode_serves_metrics_on_the_main_port_and_says_which_mode() -> None:

@@ -11,7 +11,7 @@ that needs no server reachable from the namespace.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from tests.lab.netlab import LabHost
 PAGE_ORIGIN = "http://localhost:7357"
 
 # The selected ICE candidate pair of the PeerConnection behind each local and remote track:
-# {publisher: {protocol, port, address, candidateType, tcpType} | null, subscriber: …}.
+# {publisher: {protocol, port, address, candidateType, tcpType} | null, subscriber: …}, with
+# the local candidate's type, and for a relay its TURN leg (relayProtocol, url).
 SELECTED_PATHS_JS = """
 async () => {
   async function pathOf(report) {
@@ -31,9 +32,13 @@ async () => {
       if (s.type !== 'transport' || !s.selectedCandidatePairId) continue;
       const pair = byId.get(s.selectedCandidatePairId);
       const remote = pair && byId.get(pair.remoteCandidateId);
+      const local = pair && byId.get(pair.localCandidateId);
       if (remote) {
         return { protocol: remote.protocol, port: remote.port, address: remote.address,
-                 candidateType: remote.candidateType, tcpType: remote.tcpType || null };
+                 candidateType: remote.candidateType, tcpType: remote.tcpType || null,
+                 localType: local ? local.candidateType : null,
+                 relayProtocol: (local && local.relayProtocol) || null,
+                 url: (local && local.url) || null };
       }
     }
     return null;
@@ -70,7 +75,9 @@ async def _serve(route: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def chromium_in(host: LabHost, workdir: Path) -> AsyncIterator[Any]:
+async def chromium_in(
+    host: LabHost, workdir: Path, extra_args: Sequence[str] = ()
+) -> AsyncIterator[Any]:
     """A persistent Chromium context running in `host`'s namespace (closed at the end)."""
     from playwright.async_api import async_playwright
 
@@ -85,7 +92,7 @@ async def chromium_in(host: LabHost, workdir: Path) -> AsyncIterator[Any]:
             workdir / "chromium-profile",
             executable_path=str(wrapper),
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, *extra_args],
             permissions=["camera", "microphone"],
         )
         try:

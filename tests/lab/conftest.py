@@ -11,6 +11,7 @@ The tests run on uvloop, as `roomcast serve` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
@@ -54,22 +55,31 @@ def free_port_on(ip: str, kind: int) -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-async def lab_server(lab: NetworkLab) -> AsyncIterator[Server]:
-    """Roomcast on the lab's server address: HTTP, WebRTC UDP and ICE-TCP on free ports."""
+@contextlib.asynccontextmanager
+async def running_server(
+    lab: NetworkLab, extra_yaml: str = "", rtc_yaml: str = ""
+) -> AsyncIterator[Server]:
+    """Roomcast on the lab's server address: HTTP, WebRTC UDP and ICE-TCP on free ports;
+    `extra_yaml`: more top-level sections (`turn:`), `rtc_yaml`: more of `rtc:`, indented."""
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)  # as in production
     ip = lab.server_ip
     body = (
         f"port: 0\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [{ip}]\n"
         f"rtc:\n  udp_port: {free_port_on(ip, socket.SOCK_DGRAM)}\n"
-        f"  tcp_port: {free_port_on(ip, socket.SOCK_STREAM)}\n"
+        f"  tcp_port: {free_port_on(ip, socket.SOCK_STREAM)}\n{rtc_yaml}"
     )
-    server = Server(load_config(Overrides(config_body=body), environ={}))
+    server = Server(load_config(Overrides(config_body=body + extra_yaml), environ={}))
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def lab_server(lab: NetworkLab) -> AsyncIterator[Server]:
+    async with running_server(lab) as server:
+        yield server
 
 
 @pytest.fixture

@@ -376,6 +376,13 @@ def selected_pair(stats: list[Any]) -> dict[str, Any]:
                         if c.protocol == "tcp"
                         else ""
                     ),
+                    # a relay candidate's leg to its TURN server: TRANSPORT_UDP/TCP/TLS
+                    "relay_protocol": (
+                        rtc.stats.IceServerTransportProtocol.Name(c.relay_protocol)
+                        if c.HasField("relay_protocol")
+                        else ""
+                    ),
+                    "url": c.url,
                 }
         return out
     return {}

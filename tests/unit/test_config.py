@@ -136,15 +136,15 @@ def test_livekit_keys_that_do_nothing_are_named_with_the_reason() -> None:
     config = load_config(Overrides(config_body=LIVEKIT_YAML), environ={})
     ignored = dict(config.ignored_keys)
     assert "rtc.tcp_port" not in ignored  # ICE over TCP is served
+    assert "turn" not in ignored  # and TURN (roomcast/turn)
     assert list(ignored) == [
         "rtc.port_range_start",
         "rtc.port_range_end",
-        "rtc.use_external_ip",
         "rtc.congestion_control",
-        "turn",
         "audio",
     ]
-    assert ignored["turn"] == IGNORED["turn"] and "TURN" in ignored["turn"]
+    assert ignored["audio"] == IGNORED["audio"]
+    assert config.turn.enabled and config.turn.udp_port == 3478
     assert "one UDP port" in ignored["rtc.port_range_start"]
     assert config.effective_udp_port == 50000  # the range's first port, as the note says
     assert config.room.empty_timeout == 60  # what is supported still applies
