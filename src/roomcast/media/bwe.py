@@ -7,8 +7,10 @@ lost) and the time; no I/O, so unit tests drive it with synthetic feedback on a 
 - Delay: packets are grouped into bursts (5 ms of send time); the growth of the one-way delay
   between groups is smoothed and its trend over the last 20 groups compared with an adaptive
   threshold (gcc-02 §5.3-5.4). A rising trend means a queue is building: *overuse*.
-- Loss: over 10 % lost in the last second bounds the estimate too, 2-10 % holds that bound,
-  less lifts it (gcc-02 §6): the lower of the two counts.
+- Loss: the share lost is measured over every 20 or more packets reported; over 10 % bounds the
+  estimate too, 2-10 % holds that bound, less lifts it (gcc-02 §6): the lower of the two counts.
+  Packets sent before a decrease do not count towards the next one (the queue that dropped them
+  was already answered).
 - The estimate starts unknown (nothing is held back), drops to 85 % of the rate that got
   through when congestion shows, creeps up again while the link is calm (at most to 1.5 times
   what is actually sent: an idle link proves nothing), and jumps up when a probe, padding sent
@@ -31,7 +33,7 @@ MIN_THRESHOLD, MAX_THRESHOLD = 6.0, 600.0
 OVERUSE_TIME = 0.01  # s the trend must stay above the threshold
 BETA = 0.85  # decrease to this share of the received rate (gcc-02 §5.5)
 ACKED_WINDOW = 0.5  # s of arrivals the received rate is measured over
-LOSS_WINDOW = 1.0  # s of feedback the loss share is measured over
+LOSS_MIN_PACKETS = 20  # packets reported before the loss share is judged
 LOSS_HIGH, LOSS_LOW = 0.10, 0.02  # gcc-02 §6
 MULTIPLICATIVE = 0.08  # increase per second far from the last congestion point
 APP_LIMIT = 1.2  # the estimate grows to at most this times what is sent (+ APP_LIMIT_BPS)
@@ -206,27 +208,51 @@ class Probe:
 
 
 class LossControl:
-    """The loss-based bound (gcc-02 §6): none while loss stays low; over 10 % lost, the rate
-    times (1 - loss/2); between 2 and 10 % it holds; under 2 % it grows 8 % a second and goes
-    once it no longer binds."""
+    """The loss-based bound (gcc-02 §6): none while loss stays low; over 10 % lost, the estimate
+    times (1 - loss/2), at most once per 300 ms plus a round trip; between 2 and 10 % it holds;
+    under 2 % it grows 8 % a second, and goes once it is far above what gets through.
 
-    __slots__ = ("bound", "last_change")
+    The share is judged over at least LOSS_MIN_PACKETS packets, then counting starts over; the
+    packets sent before the last decrease are left out (`epoch`)."""
+
+    __slots__ = ("bound", "epoch", "fraction", "last_change", "lost", "total")
 
     def __init__(self) -> None:
         self.bound: float | None = None
         self.last_change = -math.inf
+        self.epoch = -math.inf  # send time of the last decrease
+        self.lost = self.total = 0  # packets in the current measurement
+        self.fraction = 0.0  # the last share judged
 
-    def update(self, loss: float, rate: float, rtt: float, now: float) -> None:
+    def add(self, result: PacketResult) -> None:
+        if result.send_time < self.epoch:
+            return
+        self.total += 1
+        if result.arrival is None:
+            self.lost += 1
+
+    def forget(self) -> None:
+        """Drop the current measurement (a probe's losses say nothing about the media)."""
+        self.lost = self.total = 0
+
+    def share(self) -> float | None:
+        """The share lost in the current measurement, once it holds enough packets."""
+        return self.lost / self.total if self.total >= LOSS_MIN_PACKETS else None
+
+    def judge(self, loss: float, estimate: float, acked: float, rtt: float, now: float) -> None:
+        """Act on a measured loss share (`estimate`: what the bound falls from; `acked`: what
+        gets through)."""
+        self.fraction = loss
         if loss > LOSS_HIGH:
-            if now - self.last_change >= 0.3 + rtt and rate > 0:
-                self.bound = max(MIN_ESTIMATE, rate * (1 - 0.5 * loss))
-                self.last_change = now
+            if now - self.last_change >= 0.3 + rtt and estimate > 0:
+                self.bound = max(MIN_ESTIMATE, estimate * (1 - 0.5 * loss))
+                self.last_change = self.epoch = now
         elif loss < LOSS_LOW and self.bound is not None:
             elapsed = min(now - self.last_change, 1.0)
             self.bound *= (1 + MULTIPLICATIVE) ** max(0.0, elapsed)
             self.last_change = now
-            if self.bound > 2 * rate:
-                self.bound = None  # far above what is sent: no longer a bound
+            if self.bound > 2 * acked:
+                self.bound = None  # far above what gets through: no longer a bound
         else:
             self.last_change = max(self.last_change, now - 1.0)
 
@@ -242,7 +268,6 @@ class BandwidthEstimator:
         self.rtt = 0.1
         self._arrivals: collections.deque[tuple[float, int]] = collections.deque()
         self._acked_bytes = 0
-        self._losses: collections.deque[tuple[float, int, int]] = collections.deque()
         self._last_decrease = -math.inf
         self._last_increase: float | None = None
         self._congestion_rate: float | None = None  # what got through at the last congestion
@@ -264,21 +289,18 @@ class BandwidthEstimator:
         if not results:
             return
         self.feedbacks += 1
-        lost = 0
         probe = self.probe
+        loss_control = self.loss_control
         for result in sorted(results, key=lambda r: r.sequence):
             if probe is not None:
                 probe.add(result)
+            loss_control.add(result)
             if result.arrival is None:
-                lost += 1
                 continue
             self._arrivals.append((result.arrival, result.size))
             self._acked_bytes += result.size
             self.detector.add(result.send_time, result.arrival)
         self._trim_arrivals()
-        self._losses.append((now, lost, len(results)))
-        while self._losses and now - self._losses[0][0] > LOSS_WINDOW:
-            self._losses.popleft()
         self._control(now)
 
     def on_rtt(self, rtt: float) -> None:
@@ -293,7 +315,8 @@ class BandwidthEstimator:
         """The loss a receiver report gives (RFC 3550 §6.4.1), for a subscriber that sends no
         transport-cc feedback."""
         if self.feedbacks == 0:
-            self.loss_control.update(fraction, sent_bps, self.rtt, now)
+            estimate = self.estimate or sent_bps
+            self.loss_control.judge(fraction, estimate, sent_bps, self.rtt, now)
 
     # -- reading -----------------------------------------------------------------------------
     def acked_rate(self) -> float:
@@ -304,8 +327,8 @@ class BandwidthEstimator:
         return self._acked_bytes * 8 / span
 
     def loss(self) -> float:
-        total = sum(t for _, _, t in self._losses)
-        return sum(lost for _, lost, _ in self._losses) / total if total else 0.0
+        """The share lost in the last loss measurement."""
+        return self.loss_control.fraction
 
     @property
     def state(self) -> int:
@@ -324,7 +347,7 @@ class BandwidthEstimator:
             return None
         self.probe = None
         self.last_probe = probe
-        self._losses.clear()  # what the probe lost says nothing about the media
+        self.loss_control.forget()  # what the probe lost says nothing about the media
         total = probe.received + probe.lost
         rate = probe.rate()
         if probe.congested or (total and probe.lost / total > LOSS_HIGH) or rate <= 0:
@@ -349,14 +372,18 @@ class BandwidthEstimator:
     def _control(self, now: float) -> None:
         acked = self.acked_rate()
         state = self.detector.state
-        loss = self.loss()
+        loss_control = self.loss_control
+        loss = loss_control.share()
         probe = self.probe
-        if state == OVERUSE or loss > LOSS_HIGH:
+        if state == OVERUSE or (loss is not None and loss > LOSS_HIGH):
             self.congested_at = now
             if probe is not None and probe.start <= now:
                 probe.congested = True  # the probe's own queue: keep the estimate as it was
+                loss_control.forget()
                 return
-        self.loss_control.update(loss, self.estimate or acked, self.rtt, now)
+        if loss is not None:
+            loss_control.forget()
+            loss_control.judge(loss, self.estimate or acked, acked, self.rtt, now)
         if state == OVERUSE:
             if now - self._last_decrease >= 0.2 + self.rtt and acked > 0:
                 target = BETA * acked
