@@ -3,6 +3,8 @@ asking a publisher again for what it lost, as negotiated."""
 
 from __future__ import annotations
 
+import itertools
+
 from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.nack import MAX_AGE, MAX_INTERVAL, MAX_TRIES, MIN_INTERVAL, NackGenerator
 from roomcast.media.rtcp import Nack
@@ -27,7 +29,7 @@ def test_a_gap_is_asked_for_after_a_moment_then_again_backing_off() -> None:
         if nacker.due(now):
             waits.append(round(now, 4))
     assert len(waits) == MAX_TRIES - 2  # five requests in all, then it gives up
-    gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(waits)]
     assert all(MIN_INTERVAL <= gap <= MAX_INTERVAL for gap in gaps)
     assert gaps == sorted(gaps)  # backing off
     assert nacker.given_up == 2 and nacker.requested == 3 + 3 + 2 * (MAX_TRIES - 2)
