@@ -105,7 +105,11 @@ class Server:
             data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
             tcp_port=self._ice_tcp_port(),
         )
-        self.plane = ForwardingPlane(unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second)
+        self.plane = ForwardingPlane(
+            unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second,
+            congestion_control=config.rtc.congestion_control.enabled,
+            allow_pause=config.rtc.congestion_control.allow_pause,
+        )
         self.metrics = Metrics()
         self.metrics.attach(
             self.rooms,

@@ -20,6 +20,8 @@ Commands come on stdin, one JSON object a line, each with an "id" for its reply:
                             many frames were decoded since "mark", or an error after "within" s
     {"cmd": "size", "size": "1280x720", "frames": 10, "within": 20}   reply (with "stats") once
                             that many video frames of that size were decoded from now on
+    {"cmd": "still", "seconds": 1, "within": 10}   reply (with "stats") once no video frame was
+                            decoded for that long
     {"cmd": "data", "payload": "…"}        publish_data, reliable, topic "lab"
     {"cmd": "simulate", "scenario": "SIMULATE_SIGNAL_RECONNECT"}   Room.simulate_scenario
     {"cmd": "quit"}
@@ -33,6 +35,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -109,27 +112,45 @@ class Peer:
             await source.capture_frame(frame)
 
     async def feed_video(self, source: rtc.VideoSource) -> None:
+        """Frames at `fps`, on a schedule (a late frame does not delay the next ones)."""
+        width, height = self.width, self.height
+        frames = self.smooth_frames() if self.pattern == "smooth" else self.stripe_frames()
+        period = 1 / self.fps
+        due = time.monotonic()
+        for buffer_type, data in frames:
+            source.capture_frame(rtc.VideoFrame(width, height, buffer_type, data))
+            due += period
+            delay = due - time.monotonic()
+            if delay < -period:
+                due = time.monotonic()  # more than a frame behind: drop the backlog
+            await asyncio.sleep(max(0.0, delay))
+
+    def stripe_frames(self) -> Iterator[tuple[int, bytes]]:
+        """Stripes that keep moving (RGBA): every layer encodes at its ceiling."""
         width, height = self.width, self.height
         frame = np.zeros((height, width, 4), dtype=np.uint8)
         frame[..., 3] = 255
         step = 0
-        # "smooth": a soft ramp, its top eighth sliding by a pixel a frame: cheap to encode (each
-        # simulcast layer well below its ceiling); else stripes that keep moving.
-        ramp = (np.abs((np.arange(2 * width) % 512) - 256) // 2).astype(np.uint8)
-        if self.pattern == "smooth":
-            frame[..., 0] = ramp[:width]
-            frame[..., 1] = 96
         while True:
-            if self.pattern == "smooth":
-                frame[: height // 8, :, 0] = ramp[step % width : step % width + width]
-            else:
-                frame[..., 0] = (np.arange(width) + step) % 256
-                frame[..., 1] = (np.arange(height)[:, None] + 2 * step) % 256
-            source.capture_frame(
-                rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, frame.tobytes())
-            )
-            step += 1 if self.pattern == "smooth" else 4
-            await asyncio.sleep(1 / self.fps)
+            frame[..., 0] = (np.arange(width) + step) % 256
+            frame[..., 1] = (np.arange(height)[:, None] + 2 * step) % 256
+            yield rtc.VideoBufferType.RGBA, frame.tobytes()
+            step += 4
+
+    def smooth_frames(self) -> Iterator[tuple[int, bytes]]:
+        """A soft ramp whose top eighth slides by a pixel a frame, in I420 (no conversion):
+        cheap to make and to encode, each simulcast layer well below its ceiling."""
+        width, height = self.width, self.height
+        ramp = (np.abs((np.arange(2 * width) % 512) - 256) // 8 + 64).astype(np.uint8)
+        luma = np.empty((height, width), dtype=np.uint8)
+        luma[:] = ramp[:width]
+        chroma = bytes([96]) * ((width // 2) * (height // 2))
+        top = height // 8
+        step = 0
+        while True:
+            luma[:top] = ramp[step % width : step % width + width]
+            yield rtc.VideoBufferType.I420, luma.tobytes() + chroma + chroma
+            step += 1
 
     # -- receiving ---------------------------------------------------------------------------
     def on_track(self, track: rtc.Track, _: Any, participant: rtc.RemoteParticipant) -> None:
@@ -189,6 +210,8 @@ class Peer:
             "since_mark": since_mark,
             "seconds_since_mark": time.monotonic() - self.marked_at,
             "worst_video_gap": self.worst_video_gap,
+            # how long the picture has stood still now (a freeze not over yet is no gap yet)
+            "video_stalled": time.monotonic() - self.last_video if self.last_video else None,
             "video_size": list(self.video_size),
             "video_sizes": dict(self.video_sizes),
             "video_gaps": list(self.video_gaps),
@@ -222,6 +245,25 @@ class Peer:
         except TimeoutError:
             raise TimeoutError(f"{self.all_sizes} frames by size after {timeout} s") from None
 
+    async def await_still(self, seconds: float, timeout: float) -> None:
+        """Until no video frame was decoded for `seconds`."""
+
+        async def still() -> None:
+            while True:
+                quiet = time.monotonic() - self.last_video if self.last_video else seconds
+                if quiet >= seconds:
+                    return
+                self.progress.clear()
+                try:  # woken by a frame, or when the quiet time would be reached
+                    await asyncio.wait_for(self.progress.wait(), seconds - quiet)
+                except TimeoutError:
+                    pass
+
+        try:
+            await asyncio.wait_for(still(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"video still decoding after {timeout} s") from None
+
     def mark(self) -> None:
         self.marked_at = time.monotonic()
         self.marked_frames = dict(self.frames)
@@ -250,6 +292,9 @@ class Peer:
                 elif name == "size":
                     frames = int(command.get("frames", 10))
                     await self.await_size(command["size"], frames, float(command["within"]))
+                    emit("reply", id=ident, **await self.stats())
+                elif name == "still":
+                    await self.await_still(float(command["seconds"]), float(command["within"]))
                     emit("reply", id=ident, **await self.stats())
                 elif name == "mark":
                     self.mark()

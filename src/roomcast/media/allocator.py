@@ -6,7 +6,9 @@ order (screen shares, then active speakers, then the rest) one layer at a time: 
 gets its lowest layer before any gets a second one, so as many tracks as possible keep moving;
 a track whose lowest layer does not fit is paused. Each track's ceiling is what its subscriber
 asked for (quality, dimensions, adaptive stream), never more. To keep layers from flapping, an
-upgrade needs 10 % of headroom, a downgrade happens as soon as the allocation no longer fits.
+upgrade needs 10 % of headroom, and the allocation stays as it is while it costs no more than
+the estimate without headroom (a layer's measured rate swings with its keyframes, and every
+switch asks for one); beyond that it drops at once.
 
 The allocator chooses; the downtracks carry the choice out (`DownTrack.set_allowed`). No I/O,
 no clock: the caller passes the estimate and the tracks' demands.
@@ -146,20 +148,17 @@ class StreamAllocator:
         fitting = allocate(budget, demands, allow_pause=self.allow_pause, pause_budget=pause_budget)
         current = summarize({d.key: self.last.layers.get(d.key) for d in demands}, demands)
         complete = all(_still_valid(current.layers[d.key], d) for d in demands)
-        if fitting.cost <= current.cost or not complete:
-            chosen = fitting  # less (or new tracks): at once
-        else:
+        if not complete or current.cost > budget / UPGRADE_MARGIN:
+            chosen = fitting  # new tracks, changed requests, or no longer fitting: at once
+        elif fitting.cost > current.cost:
             cautious = allocate(
                 budget * UPGRADE_MARGIN,
                 demands,
                 allow_pause=self.allow_pause,
                 pause_budget=budget * UPGRADE_MARGIN,
             )
-            if cautious.cost > current.cost:
-                chosen = cautious
-            elif current.cost <= budget:
-                chosen = current  # an upgrade would leave too little headroom: stay
-            else:
-                chosen = fitting
+            chosen = cautious if cautious.cost > current.cost else current
+        else:
+            chosen = current  # still fits: no switch (each costs a keyframe)
         self.last = chosen
         return chosen

@@ -6,15 +6,19 @@ lost) and the time; no I/O, so unit tests drive it with synthetic feedback on a 
 
 - Delay: packets are grouped into bursts (5 ms of send time); the growth of the one-way delay
   between groups is smoothed and its trend over the last 20 groups compared with an adaptive
-  threshold (gcc-02 §5.3-5.4). A rising trend means a queue is building: *overuse*.
+  threshold (gcc-02 §5.3-5.4). A rising trend means a queue is building: *overuse*, acted on
+  only when the one-way delay is also QUEUE_GATE above the lowest of the last 20 s (a receiver
+  stamping arrivals late for a moment is no queue).
 - Loss: the share lost is measured over every 20 or more packets reported; over 10 % bounds the
   estimate too, 2-10 % holds that bound, less lifts it (gcc-02 §6): the lower of the two counts.
   Packets sent before a decrease do not count towards the next one (the queue that dropped them
   was already answered).
 - The estimate starts unknown (nothing is held back), drops to 85 % of the rate that got
-  through when congestion shows, creeps up again while the link is calm (at most to 1.5 times
-  what is actually sent: an idle link proves nothing), and jumps up when a probe, padding sent
-  on top of the media for a moment, got through without congestion (`start_probe`).
+  through when congestion shows (the busiest 250 ms of the last half second: while a queue
+  drains, the link delivers at its full rate, even when it carries less on average), creeps
+  up again while the link is calm (to at most 1.2 times what is actually sent: an idle link
+  proves nothing), and jumps up when a probe, padding sent on top of the media for a moment,
+  got through without congestion (`start_probe`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ MIN_THRESHOLD, MAX_THRESHOLD = 6.0, 600.0
 OVERUSE_TIME = 0.01  # s the trend must stay above the threshold
 BETA = 0.85  # decrease to this share of the received rate (gcc-02 §5.5)
 ACKED_WINDOW = 0.5  # s of arrivals the received rate is measured over
+PEAK_WINDOW = 0.25  # s: a decrease starts from the busiest such stretch of those arrivals
+BASE_WINDOW = 20.0  # s over which the lowest one-way delay is the queue-free one
+QUEUE_GATE = 0.02  # s of queueing (over that lowest delay) an overuse must show to count
+REACTION = 0.3  # s after a decrease before what is sent reflects it (a layer switch waits for
+# a keyframe): losses of packets sent until then do not lower the estimate again
 LOSS_MIN_PACKETS = 20  # packets reported before the loss share is judged
 LOSS_HIGH, LOSS_LOW = 0.10, 0.02  # gcc-02 §6
 MULTIPLICATIVE = 0.08  # increase per second far from the last congestion point
@@ -59,6 +68,7 @@ class TrendlineDetector:
 
     __slots__ = (
         "accumulated",
+        "base",
         "deltas",
         "first_arrival",
         "group",
@@ -67,6 +77,7 @@ class TrendlineDetector:
         "over_since",
         "overuse_count",
         "previous_trend",
+        "queue",
         "samples",
         "smoothed",
         "state",
@@ -90,6 +101,10 @@ class TrendlineDetector:
         self.overuse_count = 0
         self.previous_trend = 0.0
         self.state = NORMAL
+        # (arrival, one-way delay) of groups, rising delays only: the front is the lowest of
+        # the last BASE_WINDOW (a sliding minimum). The clocks differ: only differences count.
+        self.base: collections.deque[tuple[float, float]] = collections.deque()
+        self.queue = 0.0  # s the last group waited over that lowest delay
 
     def add(self, send_time: float, arrival: float) -> None:
         group = self.group
@@ -102,12 +117,22 @@ class TrendlineDetector:
             group[1] = max(group[1], send_time)
             group[2] = max(group[2], arrival)
             return
+        self._measure_queue(group[2], group[2] - group[1])
         if self.last_group is not None:
             send_delta = group[1] - self.last_group[1]
             arrival_delta = group[2] - self.last_group[2]
             self._update(arrival_delta - send_delta, group[2])
         self.last_group = group
         self.group = [send_time, send_time, arrival]
+
+    def _measure_queue(self, arrival: float, delay: float) -> None:
+        base = self.base
+        while base and base[-1][1] >= delay:
+            base.pop()
+        base.append((arrival, delay))
+        while base[0][0] < arrival - BASE_WINDOW:
+            base.popleft()
+        self.queue = delay - base[0][1]
 
     def _update(self, delay_delta: float, arrival: float) -> None:
         self.deltas = min(self.deltas + 1, 1000)
@@ -213,14 +238,14 @@ class LossControl:
     under 2 % it grows 8 % a second, and goes once it is far above what gets through.
 
     The share is judged over at least LOSS_MIN_PACKETS packets, then counting starts over; the
-    packets sent before the last decrease are left out (`epoch`)."""
+    packets sent before a decrease took effect are left out (`epoch`)."""
 
     __slots__ = ("bound", "epoch", "fraction", "last_change", "lost", "total")
 
     def __init__(self) -> None:
         self.bound: float | None = None
         self.last_change = -math.inf
-        self.epoch = -math.inf  # send time of the last decrease
+        self.epoch = -math.inf  # packets sent before this do not count (set by decreases)
         self.lost = self.total = 0  # packets in the current measurement
         self.fraction = 0.0  # the last share judged
 
@@ -246,7 +271,8 @@ class LossControl:
         if loss > LOSS_HIGH:
             if now - self.last_change >= 0.3 + rtt and estimate > 0:
                 self.bound = max(MIN_ESTIMATE, estimate * (1 - 0.5 * loss))
-                self.last_change = self.epoch = now
+                self.last_change = now
+                self.epoch = now + REACTION
         elif loss < LOSS_LOW and self.bound is not None:
             elapsed = min(now - self.last_change, 1.0)
             self.bound *= (1 + MULTIPLICATIVE) ** max(0.0, elapsed)
@@ -274,6 +300,7 @@ class BandwidthEstimator:
         self.probe: Probe | None = None
         self.last_probe: Probe | None = None  # the last one finished (diagnostics)
         self.congested_at = -math.inf  # when congestion was last seen
+        self.cause = ""  # what lowered the estimate last (diagnostics)
         self.feedbacks = 0
 
     @property
@@ -326,6 +353,23 @@ class BandwidthEstimator:
         span = max(self._arrivals[-1][0] - self._arrivals[0][0], ACKED_WINDOW / 2)
         return self._acked_bytes * 8 / span
 
+    def peak_rate(self) -> float:
+        """bps delivered in the busiest PEAK_WINDOW of the last ACKED_WINDOW of arrivals (the
+        average over all of them when they span less)."""
+        arrivals = list(self._arrivals)
+        if len(arrivals) < 2 or arrivals[-1][0] - arrivals[0][0] < PEAK_WINDOW:
+            return self.acked_rate()
+        best = total = 0
+        start = 0
+        for arrival, size in arrivals:
+            total += size
+            while arrival - arrivals[start][0] > PEAK_WINDOW:
+                total -= arrivals[start][1]
+                start += 1
+            if arrival - arrivals[0][0] >= PEAK_WINDOW:
+                best = max(best, total - arrivals[start][1])  # the first one took no time
+        return max(self.acked_rate(), best * 8 / PEAK_WINDOW)
+
     def loss(self) -> float:
         """The share lost in the last loss measurement."""
         return self.loss_control.fraction
@@ -372,6 +416,8 @@ class BandwidthEstimator:
     def _control(self, now: float) -> None:
         acked = self.acked_rate()
         state = self.detector.state
+        if state == OVERUSE and self.detector.queue < QUEUE_GATE:
+            state = NORMAL if self.delay_based is None else UNDERUSE  # hold: no queue to speak of
         loss_control = self.loss_control
         loss = loss_control.share()
         probe = self.probe
@@ -383,13 +429,19 @@ class BandwidthEstimator:
                 return
         if loss is not None:
             loss_control.forget()
+            bound = loss_control.bound
             loss_control.judge(loss, self.estimate or acked, acked, self.rtt, now)
+            if loss_control.bound is not None and (bound is None or loss_control.bound < bound):
+                self.cause = f"loss {loss:.2f}"
         if state == OVERUSE:
             if now - self._last_decrease >= 0.2 + self.rtt and acked > 0:
-                target = BETA * acked
+                delivered = self.peak_rate()
+                target = BETA * delivered
                 if self.delay_based is None or target < self.delay_based:
                     self.delay_based = max(MIN_ESTIMATE, target)
-                    self._congestion_rate = acked
+                    self._congestion_rate = delivered
+                    self.cause = "delay"
+                    loss_control.epoch = now + REACTION  # the same congestion, answered
                 self._last_decrease = now
             self._last_increase = now
         elif state == NORMAL and self.delay_based is not None:

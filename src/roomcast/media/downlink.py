@@ -16,6 +16,7 @@ estimate; one that makes a queue grow is stopped at once and the next one waits 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from .allocator import HEADROOM, PAUSED, UPGRADE_MARGIN, Demand, StreamAllocator
@@ -27,12 +28,15 @@ from .twcc import TransportWide, parse_twcc
 
 PROBE_MIN_BPS = 100_000  # a probe asks for at least this much more than is sent
 PROBE_OVERAGE = 1.1  # and 10 % more than the next layer needs
+PROBE_OVER_ESTIMATE = 1.25  # and at least this times the estimate
 PROBE_DURATION = 0.6  # s of padding
 PROBE_WAIT_MIN, PROBE_WAIT_MAX = 2.0, 8.0  # s between probes: doubled after each failure
 CALM = 1.0  # s without congestion before probing
 PAUSE_AFTER = 2.0  # s a track must not fit at all before it is paused (the lowest layer until)
 MAX_PADDING_BURST = 4  # padding packets sent after one media packet
 PADDING_PACKET = 12 + 8 + PADDING_SIZE
+
+log = logging.getLogger(__name__)
 
 
 class Downlink:
@@ -42,7 +46,7 @@ class Downlink:
         downtracks: dict[int, DownTrack],
         *,
         enabled: bool = True,
-        allow_pause: bool = True,
+        allow_pause: bool = False,
     ) -> None:
         self.subscriber = subscriber
         self.downtracks = downtracks  # the plane's map of this subscriber's tracks (by SSRC)
@@ -63,9 +67,10 @@ class Downlink:
         self._pausing: dict[DownTrack, float] = {}  # since when a track does not fit at all
         self._last_bytes: dict[int, int] = {}
         self._pad_from: DownTrack | None = None
-        self._pad_rate = 0.0
+        self._pad_goal = 0.0  # bps the probe sends in all, media and padding
         self._pad_start = self._pad_end = 0.0
-        self._pad_sent = 0
+        self._pad_counted = 0  # transport-wide number up to which the probe's bytes are counted
+        self._pad_bytes = 0  # bytes sent since the probe started, media and padding
 
     # -- feedback ----------------------------------------------------------------------------
     def on_transport_feedback(self, fci: bytes, now: float) -> None:
@@ -108,6 +113,7 @@ class Downlink:
             self.estimator.on_report_loss(fraction, self.sent_bps, now)
         outcome = self.estimator.finish_probe(now)
         if outcome is not None:
+            self._log("probe %s", "won" if outcome else "lost")
             self._stop_padding()
             if outcome:
                 self.probes_won += 1
@@ -163,6 +169,8 @@ class Downlink:
 
     def _apply(self, downtrack: DownTrack, allowed: int) -> None:
         was_paused = downtrack.allowed == TRACK_PAUSED
+        if allowed != downtrack.allowed:
+            self._log("%s allowed %s → %s", downtrack.track_sid, downtrack.allowed, allowed)
         downtrack.set_allowed(allowed)
         paused = allowed == TRACK_PAUSED
         if paused != was_paused:
@@ -183,38 +191,73 @@ class Downlink:
         if pad_from is None:
             return
         needed = wanted_video / (HEADROOM * UPGRADE_MARGIN) + self.audio_bps
-        goal = max(needed * PROBE_OVERAGE, self.sent_bps + PROBE_MIN_BPS)
+        goal = max(
+            needed * PROBE_OVERAGE,
+            self.sent_bps + PROBE_MIN_BPS,
+            estimator.estimate * PROBE_OVER_ESTIMATE,
+        )
         estimator.start_probe(goal, now, PROBE_DURATION)
+        self._log("probe for %d kbit/s", goal / 1000)
         self.probes += 1
         self.next_probe = now + self.probe_wait
         self._pad_from = pad_from
-        self._pad_rate = max(0.0, goal - self.sent_bps)
+        self._pad_goal = goal
         self._pad_start, self._pad_end = now, now + PROBE_DURATION
-        self._pad_sent = 0
+        self._pad_counted = self.tw.next
+        self._pad_bytes = 0
         self.tw.padding = True
 
     def pad(self, now: float) -> None:
-        """Padding owed by the running probe (called after media packets, and on the tick)."""
+        """Padding owed by the running probe (called after media packets, and on the tick):
+        whatever the media leaves short of the probe's goal since it started."""
         pad_from = self._pad_from
         if pad_from is None:
             return
         if now >= self._pad_end:
             self._stop_padding()
             return
-        owed = self._pad_rate / 8 * (now - self._pad_start) - self._pad_sent
+        self._count_sent()
+        owed = self._pad_goal / 8 * (now - self._pad_start) - self._pad_bytes
         burst = 0
         while owed >= PADDING_PACKET and burst < MAX_PADDING_BURST:
             size = pad_from.send_padding(now)
             if not size:
                 self._stop_padding()
                 return
-            self._pad_sent += size
+            self._pad_bytes += size
+            self._pad_counted += 1
             owed -= size
             burst += 1
+
+    def _count_sent(self) -> None:
+        """Add up what was sent (any track, retransmissions too) since the last call."""
+        tw = self.tw
+        for number in range(self._pad_counted, tw.next):
+            entry = tw.lookup(number)
+            if entry is not None:
+                self._pad_bytes += entry[2]
+        self._pad_counted = tw.next
 
     def _stop_padding(self) -> None:
         self._pad_from = None
         self.tw.padding = False
+
+    def _log(self, message: str, *args: object) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            estimator = self.estimator
+            estimate = estimator.estimate
+            log.debug(
+                "%s: " + message + " (estimate %s after %s, acked %d, sent %d kbit/s, loss %.2f,"
+                " state %d)",
+                self.subscriber,
+                *args,
+                "none" if estimate is None else f"{estimate / 1000:.0f}",
+                estimator.cause or "-",
+                estimator.acked_rate() / 1000,
+                self.sent_bps / 1000,
+                estimator.loss(),
+                estimator.state,
+            )
 
     def probing(self) -> bool:
         return self._pad_from is not None

@@ -143,7 +143,7 @@ class ForwardingPlane:
         clock: Callable[[], float] = time.monotonic,
         unknown_ssrc_rate: float = UNKNOWN_SSRC_RATE,
         congestion_control: bool = True,
-        allow_pause: bool = True,
+        allow_pause: bool = False,
     ) -> None:
         self._clock = clock
         # Per-subscriber stream allocation (rtc.congestion_control.enabled / allow_pause).
@@ -160,6 +160,7 @@ class ForwardingPlane:
         self._downtracks: dict[tuple[str, str], DownTrack] = {}
         # Subscribers that read LiveKit's packet trailer (ClientInfo CAP_PACKET_TRAILER).
         self._reads_trailer: set[str] = set()
+        self._allow_pause: dict[str, bool] = {}  # subscribers' own word on pauses
         self._by_subscriber: dict[str, dict[int, DownTrack]] = {}  # subscriber -> our SSRC -> dt
         self._downlinks: dict[str, Downlink] = {}  # subscriber -> its downlink, while it is here
         self._last_rr = -1e18
@@ -282,7 +283,10 @@ class ForwardingPlane:
         downlink = self._downlinks.get(subscriber)
         if downlink is None:
             downlink = self._downlinks[subscriber] = Downlink(
-                subscriber, by_ssrc, enabled=self.congestion_control, allow_pause=self.allow_pause
+                subscriber,
+                by_ssrc,
+                enabled=self.congestion_control,
+                allow_pause=self._allow_pause.get(subscriber, self.allow_pause),
             )
         kind = SvcDownTrack if track.svc_codec else DownTrack
         downtrack = kind(
@@ -322,6 +326,7 @@ class ForwardingPlane:
                 self.remove_downtrack(track_sid, subscriber)
         self._by_subscriber.pop(subscriber, None)
         self._downlinks.pop(subscriber, None)
+        self._allow_pause.pop(subscriber, None)
 
     def downlink(self, subscriber: str) -> Downlink | None:
         return self._downlinks.get(subscriber)
@@ -361,6 +366,17 @@ class ForwardingPlane:
             self._reads_trailer.add(subscriber)
         else:
             self._reads_trailer.discard(subscriber)
+
+    def set_allow_pause(self, subscriber: str, allow: bool | None) -> None:
+        """The subscriber's own choice on congestion pauses (ConnectionSettings
+        subscriber_allow_pause); None: the plane's default."""
+        if allow is None:
+            self._allow_pause.pop(subscriber, None)
+        else:
+            self._allow_pause[subscriber] = allow
+        downlink = self._downlinks.get(subscriber)
+        if downlink is not None:
+            downlink.allocator.allow_pause = self._allow_pause.get(subscriber, self.allow_pause)
 
     def downtrack(self, track_sid: str, subscriber: str) -> DownTrack | None:
         return self._downtracks.get((track_sid, subscriber))

@@ -200,6 +200,7 @@ class SubscriptionManager:
             participant.sid,
             models.ClientInfo.Capability.CAP_PACKET_TRAILER in participant.capabilities,
         )
+        self.plane.set_allow_pause(participant.sid, session.options.subscriber_allow_pause)
         session.subscriber.subscribe(publication)
 
     @staticmethod
