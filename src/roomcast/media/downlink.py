@@ -29,11 +29,12 @@ from .twcc import TransportWide, parse_twcc
 PROBE_MIN_BPS = 100_000  # a probe asks for at least this much more than is sent
 PROBE_OVERAGE = 1.1  # and 10 % more than the next layer needs
 PROBE_OVER_ESTIMATE = 1.25  # and at least this times the estimate
+PROBE_MAX_STEP = 2.0  # but at most this times the estimate: a big gap is probed in steps
 PROBE_DURATION = 0.6  # s of padding
 PROBE_WAIT_MIN, PROBE_WAIT_MAX = 2.0, 8.0  # s between probes: doubled after each failure
 CALM = 1.0  # s without congestion before probing
 PAUSE_AFTER = 2.0  # s a track must not fit at all before it is paused (the lowest layer until)
-MAX_PADDING_BURST = 4  # padding packets sent after one media packet
+MAX_PADDING_BURST = 8  # padding packets sent after one media packet
 PADDING_PACKET = 12 + 8 + PADDING_SIZE
 
 log = logging.getLogger(__name__)
@@ -191,10 +192,11 @@ class Downlink:
         if pad_from is None:
             return
         needed = wanted_video / (HEADROOM * UPGRADE_MARGIN) + self.audio_bps
+        estimate = estimator.estimate
         goal = max(
-            needed * PROBE_OVERAGE,
+            min(needed * PROBE_OVERAGE, estimate * PROBE_MAX_STEP),
             self.sent_bps + PROBE_MIN_BPS,
-            estimator.estimate * PROBE_OVER_ESTIMATE,
+            estimate * PROBE_OVER_ESTIMATE,
         )
         estimator.start_probe(goal, now, PROBE_DURATION)
         self._log("probe for %d kbit/s", goal / 1000)
