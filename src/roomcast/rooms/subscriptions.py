@@ -365,6 +365,7 @@ class SubscriptionManager:
             quality, score = self.plane.connection_quality(participant.sid)
             changed = changed or quality != participant.connection_quality
             participant.connection_quality = quality
+            participant.connection_score = score
             infos[participant.sid] = rtc.ConnectionQualityInfo(
                 participant_sid=participant.sid,
                 quality=models.ConnectionQuality.Name(quality),
