@@ -198,3 +198,21 @@ def test_a_probe_that_queues_up_stops_at_once_and_the_next_waits_longer() -> Non
     wait = downlink.next_probe - t
     downlink.tick(probe.end + 0.5)
     assert downlink.probes_won == 0 and downlink.next_probe - t > wait
+
+
+def test_a_subscriber_may_allow_pauses_where_the_server_does_not() -> None:
+    """ConnectionSettings.subscriber_allow_pause overrides rtc.congestion_control.allow_pause
+    for that subscriber, before or after its first track."""
+    from roomcast.media.forwarding_plane import ForwardingPlane
+    from tests.unit.test_dynacast import video_track, viewer
+
+    plane = ForwardingPlane(allow_pause=False)
+    video_track(plane, 3)
+    plane.set_allow_pause("PA_a", True)
+    viewer(plane, "PA_a")
+    viewer(plane, "PA_b")
+    downlink_a, downlink_b = plane.downlink("PA_a"), plane.downlink("PA_b")
+    assert downlink_a is not None and downlink_b is not None
+    assert downlink_a.allocator.allow_pause and not downlink_b.allocator.allow_pause
+    plane.set_allow_pause("PA_a", None)
+    assert not downlink_a.allocator.allow_pause
