@@ -6,9 +6,9 @@ Chromium decodes.
 The publisher, "near", is an official Python SDK participant next to the server (no cap) that
 publishes 1280x720 in three simulcast layers of a pattern cheap enough that each layer stays
 well below its ceiling. Measured here (tests/lab/sdk_peer.py "smooth", the Python SDK's own
-layers): q 320x180 at 15 fps ≈ 45 kbit/s, h 640x360 at 20 fps ≈ 200 kbit/s, f 1280x720 at 20
-fps ≈ 550 kbit/s, plus ≈ 100 kbit/s of audio (opus in RED). So at 500 kbit/s h fits and f does
-not, and at 150 kbit/s not even q fits next to the audio.
+layers): q 320x180 at 15 fps ≈ 45 kbit/s, h 640x360 at 20 fps ≈ 180 kbit/s, f 1280x720 at 20
+fps ≈ 940 kbit/s, plus ≈ 100 kbit/s of audio (opus in RED). So at 500 kbit/s h fits and f is
+far from fitting, and at 150 kbit/s not even q fits next to the audio.
 """
 
 from __future__ import annotations
