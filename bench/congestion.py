@@ -1,7 +1,7 @@
 """Congestion control on a capped link, with stream allocation on and off (issue 16, item 7).
 
-    sudo .venv/bin/python -m bench.congestion                # 500 kbit/s, ~2 minutes
-    sudo .venv/bin/python -m bench.congestion --cap 300 --trace
+    .venv/bin/python -m bench.congestion                # as root; 500 kbit/s, ~2 minutes
+    .venv/bin/python -m bench.congestion --cap 300 --trace
 
 The scenario of tests/lab/test_congestion.py in the network lab (docs/network-lab.md): "near",
 an official Python SDK participant next to the server, publishes 1280x720 in three simulcast
@@ -71,11 +71,14 @@ async def lab_server(allocation: bool) -> AsyncIterator[tuple[NetworkLab, Server
 
 
 def downlink_line(server: Server, elapsed: float) -> str:
-    """What the server thinks of far's downlink, for --trace."""
+    """What the server thinks of each subscriber's downlink, for --trace."""
     parts = [f"{elapsed:6.1f}s"]
-    for subscriber, by_ssrc in list(server.plane._by_subscriber.items()):
+    by_subscriber: dict[str, list[Any]] = {}
+    for downtrack in server.plane.downtracks():
+        by_subscriber.setdefault(downtrack.subscriber, []).append(downtrack)
+    for subscriber, downtracks in by_subscriber.items():
         downlink = server.plane.downlink(subscriber)
-        if downlink is None or not by_ssrc:
+        if downlink is None:
             continue
         estimator = downlink.estimator
         estimate = estimator.estimate
@@ -86,7 +89,7 @@ def downlink_line(server: Server, elapsed: float) -> str:
             f" probes={downlink.probes_won}/{downlink.probes}"
             f"{' PROBING' if downlink.probing() else ''}"
         )
-        for downtrack in by_ssrc.values():
+        for downtrack in downtracks:
             if downtrack.kind == "video":
                 parts.append(
                     f"allowed={downtrack.allowed} target={downtrack.target}"
