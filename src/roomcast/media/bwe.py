@@ -18,7 +18,8 @@ lost) and the time; no I/O, so unit tests drive it with synthetic feedback on a 
   drains, the link delivers at its full rate, even when it carries less on average), creeps
   up again while the link is calm (to at most 1.2 times what is actually sent: an idle link
   proves nothing), and jumps up when a probe, padding sent on top of the media for a moment,
-  got through without congestion (`start_probe`).
+  got through without congestion (`start_probe`); a probe that makes the queue grow by 50 ms
+  is stopped at once, before a link with a short buffer drops anything.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ ACKED_WINDOW = 0.5  # s of arrivals the received rate is measured over
 PEAK_WINDOW = 0.25  # s: a decrease starts from the busiest such stretch of those arrivals
 BASE_WINDOW = 20.0  # s over which the lowest one-way delay is the queue-free one
 QUEUE_GATE = 0.02  # s of queueing (over that lowest delay) an overuse must show to count
+PROBE_QUEUE = 0.05  # s of queueing that stops a probe at once (before the link drops packets)
 REACTION = 0.3  # s after a decrease before what is sent reflects it (a layer switch waits for
 # a keyframe): losses of packets sent until then do not lower the estimate again
 LOSS_MIN_PACKETS = 20  # packets reported before the loss share is judged
@@ -421,9 +423,14 @@ class BandwidthEstimator:
         loss_control = self.loss_control
         loss = loss_control.share()
         probe = self.probe
-        if state == OVERUSE or (loss is not None and loss > LOSS_HIGH):
+        probing = probe is not None and probe.start <= now
+        if (
+            state == OVERUSE
+            or (loss is not None and loss > LOSS_HIGH)
+            or (probing and self.detector.queue > PROBE_QUEUE)
+        ):
             self.congested_at = now
-            if probe is not None and probe.start <= now:
+            if probe is not None and probing:
                 probe.congested = True  # the probe's own queue: keep the estimate as it was
                 loss_control.forget()
                 return

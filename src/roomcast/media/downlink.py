@@ -29,7 +29,7 @@ from .twcc import TransportWide, parse_twcc
 PROBE_MIN_BPS = 100_000  # a probe asks for at least this much more than is sent
 PROBE_OVERAGE = 1.1  # and 10 % more than the next layer needs
 PROBE_OVER_ESTIMATE = 1.25  # and at least this times the estimate
-PROBE_MAX_STEP = 2.0  # but at most this times the estimate: a big gap is probed in steps
+PROBE_MAX_STEP = 1.5  # but at most this times the estimate: a big gap is probed in steps
 PROBE_DURATION = 0.6  # s of padding
 PROBE_WAIT_MIN, PROBE_WAIT_MAX = 2.0, 8.0  # s between probes: doubled after each failure
 CALM = 1.0  # s without congestion before probing
