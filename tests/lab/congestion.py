@@ -129,14 +129,17 @@ VIDEO_SAMPLER_JS = """
       const last = rc.video.samples[rc.video.samples.length - 1];
       if (!last || frames > last.frames) rc.video.lastNew = t;
       rc.video.samples.push({ t, frames, size: `${s.frameWidth || 0}x${s.frameHeight || 0}`,
-        lost: s.packetsLost || 0, received: s.packetsReceived || 0 });
+        lost: s.packetsLost || 0, received: s.packetsReceived || 0,
+        framesReceived: s.framesReceived || 0, dropped: s.framesDropped || 0,
+        freezes: s.freezeCount || 0 });
     });
   }, 100);
 }
 """
 
 # Since the mark: frames decoded, seconds, the worst gap between two samples that saw new frames
-# (and the time since the last one), frames per size, packets lost and received.
+# (and the time since the last one), frames per size, packets lost and received; for failures,
+# frames received and dropped (before decoding) and Chrome's own freeze count.
 VIDEO_SUMMARY_JS = """
 () => {
   const v = window.rc.video;
@@ -160,6 +163,9 @@ VIDEO_SUMMARY_JS = """
   out.stalled = (now - lastNew) / 1000;
   out.lost = last.lost - samples[0].lost;
   out.received = last.received - samples[0].received;
+  out.frames_received = last.framesReceived - samples[0].framesReceived;
+  out.frames_dropped = last.dropped - samples[0].dropped;
+  out.chrome_freezes = last.freezes - samples[0].freezes;
   out.size = last.size;
   return out;
 }

@@ -119,8 +119,9 @@ async def test_chromium_capped_settles_below_the_cap_then_climbs_back(
 
 
 async def test_chromium_cap_below_the_lowest_layer_pauses_video_and_tells_the_client(
-    lab: NetworkLab, peers: Peers, tmp_path: Path
+    lab: NetworkLab, peers: Peers, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, "roomcast.media.downlink")  # the allocation, on failure
     async with pausing_server(lab) as server, chromium_in(lab.host, tmp_path) as context:
         await publish_near(server, peers, "cc-pause-b")
         page = await open_page(context, "far")

@@ -42,6 +42,7 @@ PEAK_WINDOW = 0.25  # s: a decrease starts from the busiest such stretch of thos
 BASE_WINDOW = 20.0  # s over which the lowest one-way delay is the queue-free one
 QUEUE_GATE = 0.02  # s of queueing (over that lowest delay) an overuse must show to count
 PROBE_QUEUE = 0.05  # s of queueing that stops a probe at once (before the link drops packets)
+PROBE_DRAIN = 0.5  # s after a probe's end during which the queue it built is its own doing
 REACTION = 0.3  # s after a decrease before what is sent reflects it (a layer switch waits for
 # a keyframe): losses of packets sent until then do not lower the estimate again
 LOSS_MIN_PACKETS = 20  # packets reported before the loss share is judged
@@ -75,6 +76,7 @@ class TrendlineDetector:
         "first_arrival",
         "group",
         "last_group",
+        "last_send",
         "last_update",
         "over_since",
         "overuse_count",
@@ -107,6 +109,7 @@ class TrendlineDetector:
         # the last BASE_WINDOW (a sliding minimum). The clocks differ: only differences count.
         self.base: collections.deque[tuple[float, float]] = collections.deque()
         self.queue = 0.0  # s the last group waited over that lowest delay
+        self.last_send = -math.inf  # when the last group measured was sent
 
     def add(self, send_time: float, arrival: float) -> None:
         group = self.group
@@ -120,6 +123,7 @@ class TrendlineDetector:
             group[2] = max(group[2], arrival)
             return
         self._measure_queue(group[2], group[2] - group[1])
+        self.last_send = group[1]
         if self.last_group is not None:
             send_delta = group[1] - self.last_group[1]
             arrival_delta = group[2] - self.last_group[2]
@@ -301,6 +305,7 @@ class BandwidthEstimator:
         self._congestion_rate: float | None = None  # what got through at the last congestion
         self.probe: Probe | None = None
         self.last_probe: Probe | None = None  # the last one finished (diagnostics)
+        self._probe_shadow = -math.inf  # packets sent before this: a probe's queue delays them
         self.congested_at = -math.inf  # when congestion was last seen
         self.cause = ""  # what lowered the estimate last (diagnostics)
         self.feedbacks = 0
@@ -383,6 +388,7 @@ class BandwidthEstimator:
     # -- probes ------------------------------------------------------------------------------
     def start_probe(self, goal: float, now: float, duration: float) -> Probe:
         self.probe = Probe(goal, now, now + duration)
+        self._probe_shadow = now + duration + PROBE_DRAIN
         return self.probe
 
     def finish_probe(self, now: float) -> bool | None:
@@ -393,7 +399,9 @@ class BandwidthEstimator:
             return None
         self.probe = None
         self.last_probe = probe
-        self.loss_control.forget()  # what the probe lost says nothing about the media
+        loss_control = self.loss_control
+        loss_control.forget()  # what the probe lost says nothing about the media
+        loss_control.epoch = max(loss_control.epoch, probe.end + REACTION)
         total = probe.received + probe.lost
         rate = probe.rate()
         if probe.congested or (total and probe.lost / total > LOSS_HIGH) or rate <= 0:
@@ -417,17 +425,20 @@ class BandwidthEstimator:
 
     def _control(self, now: float) -> None:
         acked = self.acked_rate()
-        state = self.detector.state
-        if state == OVERUSE and self.detector.queue < QUEUE_GATE:
-            state = NORMAL if self.delay_based is None else UNDERUSE  # hold: no queue to speak of
+        detector = self.detector
+        state = detector.state
         loss_control = self.loss_control
         loss = loss_control.share()
         probe = self.probe
         probing = probe is not None and probe.start <= now
+        probes_queue = not probing and detector.last_send <= self._probe_shadow
+        if state == OVERUSE and (detector.queue < QUEUE_GATE or probes_queue):
+            # Hold: no queue to speak of, or the one the last probe built, draining.
+            state = NORMAL if self.delay_based is None else UNDERUSE
         if (
             state == OVERUSE
             or (loss is not None and loss > LOSS_HIGH)
-            or (probing and self.detector.queue > PROBE_QUEUE)
+            or (probing and detector.queue > PROBE_QUEUE)
         ):
             self.congested_at = now
             if probe is not None and probing:
