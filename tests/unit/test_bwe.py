@@ -183,9 +183,7 @@ def test_the_trend_detector_sees_a_growing_queue_and_ignores_jitter() -> None:
     assert growing.state == OVERUSE
 
 
-def feed_queue(
-    estimator: BandwidthEstimator, start: float, seconds: float, growth: float
-) -> float:
+def feed_queue(estimator: BandwidthEstimator, start: float, seconds: float, growth: float) -> float:
     """600 kbit/s of packets every 10 ms from `start`, each waiting `growth` s longer than the
     one before (a queue building up), reported every 100 ms; returns the end."""
     t, queue, batch = start, 0.0, []
@@ -215,3 +213,24 @@ def test_the_queue_a_probe_leaves_behind_lowers_nothing_a_later_one_does() -> No
     # Later, a queue of the media's own: the estimate falls.
     feed_queue(estimator, t, 0.5, 0.004)
     assert (estimator.delay_based or 0) < 500_000 and estimator.cause == "delay"
+
+
+def test_a_receiver_that_stamps_arrivals_late_now_and_then_is_no_queue() -> None:
+    """A busy receiver reads its socket late for 60 ms every 300 ms: the packets that waited
+    get one late timestamp, those after them are on time. No queue, so no decrease."""
+    estimator = BandwidthEstimator()
+    t = feed_queue(estimator, 0.0, 2.0, 0.0)
+    estimator.delay_based = 500_000
+    sequence, batch = 10_000, []
+    for i in range(300):  # 3 s
+        send = t + i * 0.01
+        phase = (i * 0.01) % 0.3
+        arrival = send + 0.02
+        if phase < 0.06:
+            arrival = send - phase + 0.06 + 0.02  # read at the end of the stall
+        sequence += 1
+        batch.append(PacketResult(sequence, send, 750, arrival))
+        if len(batch) == 10:
+            estimator.on_feedback(batch, send + 0.05)
+            batch = []
+    assert (estimator.delay_based or 0) >= 500_000 and estimator.cause != "delay"

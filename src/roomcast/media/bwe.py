@@ -7,8 +7,8 @@ lost) and the time; no I/O, so unit tests drive it with synthetic feedback on a 
 - Delay: packets are grouped into bursts (5 ms of send time); the growth of the one-way delay
   between groups is smoothed and its trend over the last 20 groups compared with an adaptive
   threshold (gcc-02 §5.3-5.4). A rising trend means a queue is building: *overuse*, acted on
-  only when the one-way delay is also QUEUE_GATE above the lowest of the last 20 s (a receiver
-  stamping arrivals late for a moment is no queue).
+  only when every packet of the last 100 ms was also delayed 20 ms more than the lowest
+  one-way delay of the last 20 s (a receiver stamping arrivals late for a moment is no queue).
 - Loss: the share lost is measured over every 20 or more packets reported; over 10 % bounds the
   estimate too, 2-10 % holds that bound, less lifts it (gcc-02 §6): the lower of the two counts.
   Packets sent before a decrease do not count towards the next one (the queue that dropped them
@@ -41,6 +41,9 @@ ACKED_WINDOW = 0.5  # s of arrivals the received rate is measured over
 PEAK_WINDOW = 0.25  # s: a decrease starts from the busiest such stretch of those arrivals
 BASE_WINDOW = 20.0  # s over which the lowest one-way delay is the queue-free one
 QUEUE_GATE = 0.02  # s of queueing (over that lowest delay) an overuse must show to count
+# s of arrivals whose lowest delay is the queue: a queue delays them all, whereas a receiver
+# that stamps arrivals late for a moment (a busy machine) delays the first of a burst only
+QUEUE_WINDOW = 0.1
 PROBE_QUEUE = 0.05  # s of queueing that stops a probe at once (before the link drops packets)
 PROBE_DRAIN = 0.5  # s after a probe's end during which the queue it built is its own doing
 REACTION = 0.3  # s after a decrease before what is sent reflects it (a layer switch waits for
@@ -82,6 +85,7 @@ class TrendlineDetector:
         "overuse_count",
         "previous_trend",
         "queue",
+        "recent",
         "samples",
         "smoothed",
         "state",
@@ -108,7 +112,8 @@ class TrendlineDetector:
         # (arrival, one-way delay) of groups, rising delays only: the front is the lowest of
         # the last BASE_WINDOW (a sliding minimum). The clocks differ: only differences count.
         self.base: collections.deque[tuple[float, float]] = collections.deque()
-        self.queue = 0.0  # s the last group waited over that lowest delay
+        self.recent: collections.deque[tuple[float, float]] = collections.deque()  # likewise
+        self.queue = 0.0  # s the groups of the last QUEUE_WINDOW waited at least
         self.last_send = -math.inf  # when the last group measured was sent
 
     def add(self, send_time: float, arrival: float) -> None:
@@ -132,13 +137,14 @@ class TrendlineDetector:
         self.group = [send_time, send_time, arrival]
 
     def _measure_queue(self, arrival: float, delay: float) -> None:
-        base = self.base
-        while base and base[-1][1] >= delay:
-            base.pop()
-        base.append((arrival, delay))
-        while base[0][0] < arrival - BASE_WINDOW:
-            base.popleft()
-        self.queue = delay - base[0][1]
+        base, recent = self.base, self.recent
+        for window, span in ((base, BASE_WINDOW), (recent, QUEUE_WINDOW)):
+            while window and window[-1][1] >= delay:
+                window.pop()
+            window.append((arrival, delay))
+            while window[0][0] < arrival - span:
+                window.popleft()
+        self.queue = recent[0][1] - base[0][1]
 
     def _update(self, delay_delta: float, arrival: float) -> None:
         self.deltas = min(self.deltas + 1, 1000)
