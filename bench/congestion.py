@@ -36,7 +36,7 @@ from typing import Any
 from tests.integration.sdk import join_token
 from tests.lab import netlab
 from tests.lab.conftest import running_server, ws_url
-from tests.lab.congestion import PUBLISHER, SIZE_OF_RID, sent_fps
+from tests.lab.congestion import SIZE_OF_RID, publish_near, sent_fps
 from tests.lab.netlab import NetworkLab
 from tests.lab.peers import Peers
 
@@ -104,8 +104,7 @@ async def run(allocation: bool, cap: int, settle: float, seconds: float, trace: 
         peers = Peers()
         try:
             url = ws_url(server)
-            near = await peers.start("near", url, join_token("bench", "near"), (), *PUBLISHER)
-            await near.wait("published", timeout=30)
+            near = await publish_near(server, peers, "bench")  # its top layer at full rate
             lab.host.cap(cap, "down")
             far = await peers.start(
                 "far", url, join_token("bench", "far"), lab.host.command(), "--publish", "none"

@@ -45,9 +45,18 @@ async def pausing_server(lab: NetworkLab) -> AsyncIterator[Server]:
         yield s
 
 
+TOP_WARM = 700_000  # bps the top layer sends once the publisher's own estimate has ramped up
+
+
 async def publish_near(server: Server, peers: Peers, room: str) -> PeerProcess:
+    """near, publishing; returned once its top layer runs at its full rate (libwebrtc ramps a
+    new sender's estimate up over seconds, and the top layer gets bits last: before that it
+    might fit a capped link)."""
     near = await peers.start("near", ws_url(server), join_token(room, "near"), (), *PUBLISHER)
     await near.wait("published")
+    await until(lambda: any(len(t.layers) == 3 for t in server.plane.uptracks()), timeout=20)
+    uptrack = next(t for t in server.plane.uptracks() if len(t.layers) == 3)
+    await until(lambda: uptrack.layers[2].bitrate > TOP_WARM, timeout=30)
     return near
 
 

@@ -46,6 +46,7 @@ from tests.lab.congestion import (
     pausing_server,
     publish_near,
     sent_fps,
+    settled_below_top,
     video_since_mark,
     wait_video_frames,
     wait_video_size,
@@ -93,7 +94,7 @@ async def test_chromium_capped_settles_below_the_cap_then_climbs_back(
         started = time.monotonic()
         await page.page.evaluate(VIDEO_SAMPLER_JS)
         downtrack = await one_downtrack(lab_server, "far")
-        await until(lambda: downtrack.current is not None and downtrack.current < 2, timeout=SETTLE)
+        await until(lambda: settled_below_top(downtrack), timeout=SETTLE)
         settled = time.monotonic() - started
         await mark_video(page)
         await wait_video_frames(page, 10, timeout=10)  # what was on its way

@@ -48,6 +48,7 @@ from tests.lab.congestion import (
     pausing_server,
     publish_near,
     sent_fps,
+    settled_below_top,
     stream_states_sent,
 )
 from tests.lab.netlab import NetworkLab
@@ -77,7 +78,7 @@ async def test_capped_subscriber_settles_below_the_cap_then_climbs_back(
     # Within SETTLE s the allocation is below the top layer; from then on video decodes every
     # frame the publisher sends of that layer, with no freeze.
     downtrack = await one_downtrack(lab_server, "far")
-    await until(lambda: downtrack.current is not None and downtrack.current < 2, timeout=SETTLE)
+    await until(lambda: settled_below_top(downtrack), timeout=SETTLE)
     settled = time.monotonic() - started
     await far.command("mark")
     await far.command("frames", video=10, within=10, timeout=15)  # what was on its way
