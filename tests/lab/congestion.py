@@ -77,6 +77,12 @@ async def one_downtrack(server: Server, identity: str, kind: str = "video") -> A
     return downtracks_of(server, identity, kind)[0]
 
 
+def settled_below_top(downtrack: Any) -> bool:
+    """The allocation caps the track below its top layer, and that layer is what is sent."""
+    allowed, current = downtrack.allowed, downtrack.current
+    return 0 <= allowed < 2 and current is not None and current <= allowed
+
+
 def sent_fps(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, float]:
     """Frames per second near sent on each simulcast layer between two of its stats."""
     return {
