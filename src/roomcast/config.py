@@ -58,6 +58,17 @@ class IPFilterConfig:
 
 
 @dataclass
+class CongestionControlConfig:
+    """Per-subscriber stream allocation (media/downlink.py), as livekit-server's
+    rtc.congestion_control: `enabled` fits each subscriber's layers to its downlink estimate;
+    `allow_pause` lets it pause video that fits at no layer (a client's
+    `subscriber_allow_pause` overrides it). Off, every subscriber gets the layers it asks for."""
+
+    enabled: bool = True
+    allow_pause: bool = False  # livekit-server's default too
+
+
+@dataclass
 class RTCConfig:
     udp_port: int = 0  # 0: use the port range (production) or 7882 in dev mode
     tcp_port: int = 7881  # ICE over TCP (media/tcp_mux.py); 0 turns it off, as in livekit
@@ -84,6 +95,7 @@ class RTCConfig:
     forwarding_plane: str = "auto"
     ips: IPFilterConfig = field(default_factory=IPFilterConfig)
     turn_servers: list[TURNServerConfig] = field(default_factory=list)
+    congestion_control: CongestionControlConfig = field(default_factory=CongestionControlConfig)
 
 
 @dataclass

@@ -24,8 +24,24 @@ IGNORED: dict[str, str] = {
     "rtc.tcp_fallback_rtt_threshold": f"{_NOT_YET}: no server-driven TCP fallback",
     "rtc.allow_udp_unstable_fallback": f"{_NOT_YET}: no server-driven TCP fallback",
     "rtc.external_ip_only": f"{_NOT_YET}: set rtc.node_ip to the public address instead",
-    "rtc.congestion_control": f"{_NOT_YET}: publishers get a fixed REMB, subscribers every "
-    "layer they ask for",
+    **{
+        f"rtc.congestion_control.{key}": "Roomcast estimates each subscriber's downlink from "
+        "its transport-cc feedback (REMB without it) with fixed settings"
+        for key in (
+            "use_send_side_bwe",
+            "use_send_side_bwe_interceptor",
+            "send_side_bwe",
+            "remote_bwe",
+            "stream_allocator",
+            "probe_mode",
+            "min_channel_capacity",
+            "nack_ratio_attenuator",
+            "expected_usage_threshold",
+            "channel_observer_probe_config",
+            "channel_observer_non_probe_config",
+            "disable_estimation_unmanaged_tracks",
+        )
+    },
     "rtc.interfaces": "Roomcast advertises one address: rtc.node_ip, or the bound address",
     "rtc.use_mdns": "Roomcast advertises one address: rtc.node_ip, or the bound address",
     "rtc.use_ice_lite": "Roomcast is always an ICE-lite server",

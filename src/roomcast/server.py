@@ -108,12 +108,22 @@ class Server:
             native=choose_plane(config.rtc.forwarding_plane) == "native",
         )
         unknown_rate = config.limit.unknown_ssrc_packets_per_second
+        congestion = config.rtc.congestion_control
         if self.mux.native:
-            native = NativeForwardingPlane(lambda: self.mux.engine, unknown_ssrc_rate=unknown_rate)
+            native = NativeForwardingPlane(
+                lambda: self.mux.engine,
+                unknown_ssrc_rate=unknown_rate,
+                congestion_control=congestion.enabled,
+                allow_pause=congestion.allow_pause,
+            )
             self.mux.on_engine_event = native.on_engine_event
             self.plane: ForwardingPlane = native
         else:
-            self.plane = ForwardingPlane(unknown_ssrc_rate=unknown_rate)
+            self.plane = ForwardingPlane(
+                unknown_ssrc_rate=unknown_rate,
+                congestion_control=congestion.enabled,
+                allow_pause=congestion.allow_pause,
+            )
         self.metrics = Metrics()
         self.metrics.attach(
             self.rooms,

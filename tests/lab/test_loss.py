@@ -1,6 +1,7 @@
 """5 % random packet loss on the client network (issue 15, 5e): audio and video keep decoding
 and data flows, both ways, over UDP (NACK: the server resends from its cache what a subscriber
-lost) and over ICE-TCP (TCP resends).
+lost, and asks the publisher again for what it lost on its uplink, media/nack.py) and over
+ICE-TCP (TCP resends).
 
 Loss is on UDP only, `iptables -m statistic` in the client's namespace; signalling stays on TCP
 (on the TCP path, TCP is the media path and loses too). The far peer both publishes and
@@ -23,21 +24,9 @@ WINDOW = {"video": 100, "audible": 200}  # 5 s of 20 fps video; 2 s of audio (10
 WORST_GAP = 1.0  # s between two decoded frames: lost packets recovered, no frozen picture
 MIN_FPS = 10.0  # of the 20 sent (on a busy machine the sender makes 16-19)
 
-UPSTREAM_NACK_MISSING = pytest.mark.xfail(
-    reason="Roomcast does not NACK publishers yet (media/uptrack.py keeps a cache for "
-    "subscribers' NACKs but requests nothing upstream): a packet lost on a publisher's uplink "
-    "freezes that video for every subscriber until the next keyframe (measured: 3 s)",
-    strict=False,
-)
-
 
 @pytest.mark.parametrize(
-    ("protocol", "direction"),
-    [
-        ("udp", "down"),
-        pytest.param("udp", "up", marks=UPSTREAM_NACK_MISSING),
-        ("tcp", "both"),
-    ],
+    ("protocol", "direction"), [("udp", "down"), ("udp", "up"), ("tcp", "both")]
 )
 async def test_five_percent_loss_keeps_media_decoding(
     lab: NetworkLab, lab_server: Server, peers: Peers, protocol: str, direction: str
@@ -49,6 +38,7 @@ async def test_five_percent_loss_keeps_media_decoding(
     await media_and_data_flow(near, far, "before")
     await check_path(lab_server, lab, far, protocol)
     nacks_before = sum(d.nacks for d in lab_server.plane.downtracks())
+    upstream_before = sum(t.nacks_sent for t in lab_server.plane.uptracks())
 
     lab.host.drop(LOSS, direction, protocol=protocol)
     for peer in (near, far):
@@ -70,4 +60,6 @@ async def test_five_percent_loss_keeps_media_decoding(
     assert sum(int(n) for n in dropped) > 0
     if protocol == "udp" and direction == "down":
         assert sum(d.nacks for d in lab_server.plane.downtracks()) > nacks_before
+    if protocol == "udp" and direction == "up":  # far's losses were asked for again
+        assert sum(t.nacks_sent for t in lab_server.plane.uptracks()) > upstream_before
     await media_and_data_flow(near, far, "lossy")

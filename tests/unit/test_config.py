@@ -120,6 +120,7 @@ rtc:
   use_external_ip: true
   congestion_control:
     enabled: true
+    use_send_side_bwe: true
 turn:
   enabled: true
   udp_port: 3478
@@ -140,7 +141,7 @@ def test_livekit_keys_that_do_nothing_are_named_with_the_reason() -> None:
     assert list(ignored) == [
         "rtc.port_range_start",
         "rtc.port_range_end",
-        "rtc.congestion_control",
+        "rtc.congestion_control.use_send_side_bwe",  # enabled is read, the tuning is not
         "audio",
     ]
     assert ignored["audio"] == IGNORED["audio"]
@@ -200,3 +201,18 @@ limit:
 """
     limits = DataTrackLimits.from_config(load_config(Overrides(config_body=body), environ={}))
     assert limits == DataTrackLimits(False, 3, 20000, 8, 0.25)
+
+
+def test_congestion_control_keys() -> None:
+    """rtc.congestion_control as livekit-server: allocation on, pausing off by default; the
+    join's subscriber_allow_pause overrides the latter per subscriber."""
+    from roomcast.edge.rtc import join_options_from
+
+    default = load_config(Overrides(dev=True), environ={}).rtc.congestion_control
+    assert default.enabled and not default.allow_pause
+    body = "rtc:\n  congestion_control:\n    enabled: false\n    allow_pause: true\n"
+    config = load_config(Overrides(dev=True, config_body=body), environ={})
+    assert not config.rtc.congestion_control.enabled and config.rtc.congestion_control.allow_pause
+    assert join_options_from({}, "").subscriber_allow_pause is None
+    assert join_options_from({"subscriber_allow_pause": "1"}, "").subscriber_allow_pause is True
+    assert join_options_from({"subscriber_allow_pause": "0"}, "").subscriber_allow_pause is False

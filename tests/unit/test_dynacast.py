@@ -74,3 +74,25 @@ def test_nobody_watching_pauses_everything_and_a_dip_is_forgiven() -> None:
     dynacast.tick(5.0, {}, [])  # unpublished: its state is forgotten
     dynacast.tick(5.1, tracks, [])
     assert len(sent) == 1  # a fresh state starts from "all on" again, and waits
+
+
+def test_layers_no_subscriber_link_carries_are_turned_off_and_back_on() -> None:
+    """The allocation's ceiling counts (DownTrack.goal): a layer every viewer wants but no
+    viewer's downlink carries is disabled; once one carries it again, enabled at once."""
+    plane, sent = ForwardingPlane(), []
+    video_track(plane, 3)
+    slow, paused = viewer(plane, "PA_slow"), viewer(plane, "PA_paused")
+    slow.set_allowed(1)  # media/allocator.py: h fits its estimate, f does not
+    paused.set_allowed(-1)  # nothing fits
+    dynacast = Dynacast(pause_delay=2.0)
+    tracks = {"TR_V": (sent.append, "vp8", 3)}
+    dynacast.tick(0.0, tracks, plane.downtracks())
+    dynacast.tick(2.0, tracks, plane.downtracks())
+    assert enabled(sent[-1]) == [True, True, False]
+    slow.set_allowed(-1)
+    dynacast.tick(2.5, tracks, plane.downtracks())
+    dynacast.tick(4.5, tracks, plane.downtracks())
+    assert enabled(sent[-1]) == [False, False, False]
+    paused.set_allowed(1 << 16)  # its probe found room: everything it asks for
+    dynacast.tick(4.75, tracks, plane.downtracks())
+    assert enabled(sent[-1]) == [True, True, True]

@@ -439,3 +439,32 @@ def test_garbage_through_svc_tracks_never_raises(
                 PUB, rtp(first.ssrc, seq, seq * 90, pt=first.payload_type, payload=payload, ext=ext)
             )
         svc.plane.tick()
+
+
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+def test_the_allocations_ceiling_limits_the_spatial_layers_and_a_pause_stops_all(
+    codec: str,
+) -> None:
+    """The stream allocation (media/allocator.py) caps what a subscriber asked for: HIGH asked,
+    MEDIUM allowed gives S0-S1; PAUSED sends nothing more; the spatial costs it allocates
+    with grow layer by layer."""
+    svc = Svc(codec)
+    viewer = svc.subscribe("viewer", HIGH)
+    viewer.set_allowed(MEDIUM)
+    assert viewer.goal == MEDIUM
+    svc.feed(VP9_KEYFRAMES[2] if codec == "vp9" else AV1_KEYFRAMES[2])  # whole pictures
+    out = svc.sinks["viewer"].packets
+    check_stream(out)
+    if codec == "vp9":
+        assert {len(p) for p in vp9_pictures(out)} == {MEDIUM + 1}
+    else:
+        assert {f.spatial for f in av1_frames(out)} <= {LOW, MEDIUM}
+    sent = len(out)
+    viewer.set_allowed(-1)  # PAUSED
+    assert viewer.goal is None
+    svc.feed()
+    assert len(svc.sinks["viewer"].packets) == sent
+    svc.clock.t += 2.1  # a measuring window
+    svc.uptrack.tick(svc.clock.t)
+    costs = svc.uptrack.layer_costs()
+    assert len(costs) == 3 and costs == sorted(costs) and costs[0] > 0

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from livekit.protocol import models, rtc
 
-from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, URI_TRANSPORT_CC
 from roomcast.media.sdp import Codec, MediaSection, SessionDescription
 from roomcast.media.subscriber_offer import (
     DEPENDENCY_DESCRIPTOR_ID,
+    TRANSPORT_CC_ID,
     OutgoingTrack,
     build_subscriber_offer,
 )
@@ -67,9 +68,10 @@ def test_subscribers_are_offered_the_descriptor_with_av1_tracks() -> None:
     offer = SessionDescription.parse(build_subscriber_offer(ICE, "9", 2, tracks))
     av1_section, vp9_section = offer.media[1:]
     assert [(e.id, e.uri) for e in av1_section.extmaps] == [
-        (DEPENDENCY_DESCRIPTOR_ID, URI_DEPENDENCY_DESCRIPTOR)
+        (TRANSPORT_CC_ID, URI_TRANSPORT_CC),
+        (DEPENDENCY_DESCRIPTOR_ID, URI_DEPENDENCY_DESCRIPTOR),
     ]
-    assert vp9_section.extmaps == []
+    assert [e.uri for e in vp9_section.extmaps] == [URI_TRANSPORT_CC]
 
 
 def vp9_svc_section(cid: str) -> MediaSection:

@@ -123,6 +123,9 @@ def join_options_from(q: Mapping[str, str], remote: str) -> JoinOptions:
         client_info=info,
         auto_subscribe=_flag(q.get("auto_subscribe"), True),
         adaptive_stream=_flag(q.get("adaptive_stream"), False),
+        subscriber_allow_pause=(
+            None if "subscriber_allow_pause" not in q else _flag(q["subscriber_allow_pause"], False)
+        ),
         reconnect=_flag(q.get("reconnect"), False),
         reconnect_sid=q.get("sid", ""),
     )

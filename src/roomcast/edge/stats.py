@@ -8,8 +8,9 @@ counts. Participants (hidden ones included) are listed only for the room the tok
 
 For the dashboard's charts every room also carries its totals (``bitrate_bps``,
 ``packets_per_s``: what its publishers send; ``loss``: its worst track's), so rooms whose
-participants are not listed still chart; each participant has a ``connection_quality`` slot
-(ConnectionQuality's name, lower-case; null until the server computes one).
+participants are not listed still chart; each participant has its ``connection_quality``
+(ConnectionQuality's name, lower-case) and ``connection_score`` (the MOS, 1.0-4.5) as last
+sent to the room (rooms/subscriptions.py, every 5 s; null until the first time).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class StatsEndpoint:
             "state": models.ParticipantInfo.State.Name(participant.state),
             "hidden": participant.hidden,
             "connection_quality": connection_quality(participant),
+            "connection_score": participant.connection_score,
             "tracks": [
                 {
                     "sid": track.sid,
@@ -145,9 +147,9 @@ class StatsEndpoint:
 
 
 def connection_quality(participant: Participant) -> str | None:
-    """The participant's ConnectionQuality (livekit_models.proto) when the rooms layer keeps
-    one as ``connection_quality``; None until then, which the dashboard shows as unknown."""
-    quality = getattr(participant, "connection_quality", None)
+    """The participant's ConnectionQuality (livekit_models.proto) as last sent to the room
+    (rooms/subscriptions.py, every few seconds); None until then, shown as unknown."""
+    quality = participant.connection_quality
     if quality is None:
         return None
     return str(models.ConnectionQuality.Name(quality)).lower()

@@ -33,6 +33,21 @@ native/ into `_native`) runs the per-packet path of eligible tracks without the 
   native_tracks.py   `NativeUpTrack` / `NativeDownTrack`: Python's decisions pushed, counters pulled
   native_srtp.py     a transport's SRTP keyed in the engine while connected over UDP
 
+Congestion control and connection quality, I/O-free (fed feedback and the time):
+  twcc.py           transport-cc feedback codec; `TwccRecorder` (publishers get feedback);
+                    `TransportWide` (a subscriber's transport-wide numbers and what was sent)
+  nack.py           NACKs towards publishers: what is missing, when to ask again
+  bwe.py            a subscriber's downlink estimate (delay trend, loss, probes)
+  allocator.py      which layer of each of a subscriber's video tracks fits the estimate
+  downlink.py       one subscriber: feedback in, estimate, allocation, probe padding
+  quality.py, track_quality.py   connection quality scores of tracks and participants
+The allocator decides; the per-packet path only carries out `DownTrack.allowed` (a ceiling on
+the layer, or PAUSED) and, for every packet it sends a subscriber, takes the next transport-wide
+number from the subscriber's `TransportWide` and records (number, send time, size) under it,
+then calls `TransportWide.pad(now)` while `padding` is set (a probe runs). Retransmissions
+(from the uptrack's cache) and probe padding go on the subscriber's RTX stream when it
+negotiated one (RFC 4588), numbered the same way.
+
 Offer/answer: `sdp` parses and writes descriptions (values in `sdp_fields`, attribute parsers
 in `sdp_attributes`); `jsep` holds what the server and the client (roomcast.client.sdp) share;
 `publisher_answer` and `subscriber_offer` are the server's two role policies.

@@ -49,7 +49,7 @@ class DdPacket:
         # Per packet, shared by the subscribers: rewritten descriptors by (frame number, mask),
         # and the rewritten packet tails by (extension mapping, descriptor) (svc_downtrack.py).
         self.descriptors: dict[tuple[int, int | None], bytes] = {}
-        self.tails: dict[tuple[object, ...], tuple[int, bytes, int]] = {}
+        self.tails: dict[tuple[object, ...], tuple[int, bytes, bytes, int]] = {}
 
 
 class DdReader:

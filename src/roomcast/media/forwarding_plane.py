@@ -6,6 +6,11 @@ Hot path (`handle_rtp`): publisher → SSRC lookup → parse once (`UpTrack`) �
 rewrite and send (`DownTrack`). Everything else (learning SSRCs from sdes:mid/rid, RTCP,
 `tick`) is the slow path. Facts this follows: docs/protocol/13-media.md §13.4 and
 docs/protocol/16-media-interop.md §5-§7.
+
+Congestion control: publishers that negotiated transport-wide sequence numbers get their
+feedback (`twcc.TwccRecorder`), the others a REMB; each subscriber has a `downlink.Downlink`
+that estimates its bandwidth from its feedback and allocates it among its tracks on `tick`.
+Connection quality is scored per track every `quality.UPDATE_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .downlink import Downlink
 from .downtrack import DownTrack
+from .quality import UPDATE_INTERVAL, worst
 from .rtcp import (
     MAX_REPORT_BLOCKS,
     Fir,
@@ -27,12 +34,15 @@ from .rtcp import (
     Remb,
     RtcpError,
     SenderReport,
+    TransportCC,
     build_remb,
     build_rr,
     parse_rtcp,
 )
 from .rtp import RtpError, parse_rtp
 from .svc_downtrack import SvcDownTrack
+from .track_quality import sample_distance, score_downtrack, score_uptrack
+from .twcc import TwccRecorder
 from .uptrack import ReceiveLayer, UpTrack
 
 __all__ = ["DownTrack", "ForwardingPlane", "UpTrack"]
@@ -55,6 +65,7 @@ class _Publisher:
         "key",
         "on_bind",
         "send_rtcp",
+        "twcc",
         "unknown_last",
         "unknown_tokens",
         "uptracks",
@@ -66,16 +77,22 @@ class _Publisher:
         send_rtcp: Callable[[bytes], None],
         burst: float,
         on_bind: Callable[[ReceiveLayer, int], None],
+        rtcp_ssrc: int,
     ) -> None:
         self.key = key
         self.on_bind = on_bind  # the plane's `_layer_bound`
         self.send_rtcp = send_rtcp
         self.uptracks: list[UpTrack] = []
         self.by_ssrc: dict[int, ReceiveLayer] = {}
+        # Transport-wide feedback for the whole PeerConnection (its tracks share the numbers).
+        self.twcc = TwccRecorder(rtcp_ssrc, self._send_feedback)
         # Token bucket for packets from SSRCs we do not know yet (each costs a parse and a
         # match against every track): a flood of random SSRCs is dropped after one check.
         self.unknown_tokens = burst
         self.unknown_last = 0.0
+
+    def _send_feedback(self, packet: bytes) -> None:
+        self.send_rtcp(packet)
 
     def allow_unknown(self, now: float, rate: float, burst: float) -> bool:
         if rate <= 0:
@@ -134,8 +151,13 @@ class ForwardingPlane:
         *,
         clock: Callable[[], float] = time.monotonic,
         unknown_ssrc_rate: float = UNKNOWN_SSRC_RATE,
+        congestion_control: bool = True,
+        allow_pause: bool = False,
     ) -> None:
         self._clock = clock
+        # Per-subscriber stream allocation (rtc.congestion_control.enabled / allow_pause).
+        self.congestion_control = congestion_control
+        self.allow_pause = allow_pause
         self._unknown_rate = unknown_ssrc_rate
         self._unknown_burst = max(1.0, 2 * unknown_ssrc_rate)
         # Wall clock for NTP timestamps, anchored once so the injected clock drives it.
@@ -147,9 +169,12 @@ class ForwardingPlane:
         self._downtracks: dict[tuple[str, str], DownTrack] = {}
         # Subscribers that read LiveKit's packet trailer (ClientInfo CAP_PACKET_TRAILER).
         self._reads_trailer: set[str] = set()
+        self._allow_pause: dict[str, bool] = {}  # subscribers' own word on pauses
         self._by_subscriber: dict[str, dict[int, DownTrack]] = {}  # subscriber -> our SSRC -> dt
+        self._downlinks: dict[str, Downlink] = {}  # subscriber -> its downlink, while it is here
         self._last_rr = -1e18
         self._last_sr = -1e18
+        self._last_quality = clock()
         # Counts of removed tracks, so totals() only ever grows (Prometheus counters).
         self._retired: collections.Counter[str] = collections.Counter()
 
@@ -167,15 +192,19 @@ class ForwardingPlane:
         send_rtcp: Callable[[bytes], None],
         publisher: object,
         packet_trailer: bool = False,
+        nack: bool = False,
+        layer_bitrates: list[int] | None = None,
     ) -> UpTrack:
         """Publish a track; `publisher` identifies the peer connection its RTP arrives on (the
-        key later given to `handle_rtp`); several uptracks share one publisher."""
+        key later given to `handle_rtp`); several uptracks share one publisher. `nack`: the
+        publisher negotiated NACK, so its losses are requested again; `layer_bitrates`: what
+        it announced per layer, lowest first (a guess until measured)."""
         if track_sid in self._uptracks:
             self.remove_uptrack(track_sid)
         pub = self._publishers.get(publisher)
         if pub is None:
             pub = self._publishers[publisher] = _Publisher(
-                publisher, send_rtcp, self._unknown_burst, self._layer_bound
+                publisher, send_rtcp, self._unknown_burst, self._layer_bound, self._rtcp_ssrc
             )
         pub.send_rtcp = send_rtcp
         track = self._new_uptrack(
@@ -189,7 +218,11 @@ class ForwardingPlane:
             clock=self._clock,
             rtcp_ssrc=self._rtcp_ssrc,
             packet_trailer=packet_trailer,
+            nack=nack,
+            twcc=pub.twcc,
         )
+        for layer, bitrate in zip(track.layers, layer_bitrates or [], strict=False):
+            layer.declared_bitrate = float(bitrate)
         for ssrc, rid in ssrcs.items():
             if rid is None:
                 index = 0 if len(track.layers) == 1 else -1
@@ -245,12 +278,25 @@ class ForwardingPlane:
         extensions: dict[str, int],
         send_rtp: Callable[[bytes], None],
         send_rtcp: Callable[[bytes], None],
+        rtx: dict[int, int] | None = None,
+        rtx_ssrc: int = 0,
     ) -> DownTrack:
-        """Subscribe; video starts at the next keyframe, requested upstream right away."""
+        """Subscribe; video starts at the next keyframe, requested upstream right away.
+        `rtx`: the subscriber's RTX payload types by the payload type they repair (apt, RFC
+        4588 §8.6), sent with SSRC `rtx_ssrc`."""
         track = self._uptracks.get(track_sid)
         if track is None:
             raise KeyError(f"no published track {track_sid}")
         self.remove_downtrack(track_sid, subscriber)
+        by_ssrc = self._by_subscriber.setdefault(subscriber, {})
+        downlink = self._downlinks.get(subscriber)
+        if downlink is None:
+            downlink = self._downlinks[subscriber] = Downlink(
+                subscriber,
+                by_ssrc,
+                enabled=self.congestion_control,
+                allow_pause=self._allow_pause.get(subscriber, self.allow_pause),
+            )
         downtrack = self._new_downtrack(
             track,
             subscriber,
@@ -260,9 +306,14 @@ class ForwardingPlane:
             send_rtp=send_rtp,
             send_rtcp=send_rtcp,
             strip_trailer=subscriber not in self._reads_trailer,
+            rtx=rtx,
+            rtx_ssrc=rtx_ssrc,
+            transport_wide=downlink.tw,
         )
+        if track.kind == "video" and downlink.enabled and downlink.estimator.estimate is not None:
+            downtrack.set_allowed(0)  # a constrained link: start low, the next tick allocates
         self._downtracks[(track_sid, subscriber)] = downtrack
-        self._by_subscriber.setdefault(subscriber, {})[ssrc] = downtrack
+        by_ssrc[ssrc] = downtrack
         track.add_downtrack(downtrack)  # chooses the layer and requests its keyframe (PLI)
         return downtrack
 
@@ -285,9 +336,46 @@ class ForwardingPlane:
         downtrack.uptrack.remove_downtrack(downtrack)
         by_ssrc = self._by_subscriber.get(subscriber)
         if by_ssrc is not None and by_ssrc.get(downtrack.ssrc) is downtrack:
-            del by_ssrc[downtrack.ssrc]
-            if not by_ssrc:
-                del self._by_subscriber[subscriber]
+            del by_ssrc[downtrack.ssrc]  # the downlink keeps the (emptied) map
+
+    def remove_subscriber(self, subscriber: str) -> None:
+        """The subscriber left: its downtracks and its downlink go."""
+        for track_sid, sub in list(self._downtracks):
+            if sub == subscriber:
+                self.remove_downtrack(track_sid, subscriber)
+        self._by_subscriber.pop(subscriber, None)
+        self._downlinks.pop(subscriber, None)
+        self._allow_pause.pop(subscriber, None)
+
+    def downlink(self, subscriber: str) -> Downlink | None:
+        return self._downlinks.get(subscriber)
+
+    def set_priority(self, track_sid: str, priority: int) -> None:
+        """Where the track comes in its subscribers' allocations (higher first)."""
+        track = self._uptracks.get(track_sid)
+        if track is not None:
+            track.priority = priority
+
+    def take_stream_states(self) -> list[tuple[str, str, bool]]:
+        """(subscriber, track sid, paused) for every track the allocator paused or resumed
+        since the last call: the subscribers are told (StreamStateUpdate)."""
+        changes = []
+        for subscriber, downlink in self._downlinks.items():
+            changes += [(subscriber, sid, paused) for sid, paused in downlink.changes]
+            downlink.changes.clear()
+        return changes
+
+    def connection_quality(self, participant: str) -> tuple[int, float]:
+        """A participant's quality (media/quality.py values) and MOS: the worst of the tracks
+        it publishes and receives."""
+        scores = []
+        pub = self._publishers.get(participant)
+        if pub is not None:
+            scores += [track.quality.score for track in pub.uptracks]
+        by_ssrc = self._by_subscriber.get(participant)
+        if by_ssrc is not None:
+            scores += [downtrack.quality.score for downtrack in by_ssrc.values()]
+        return worst(scores)
 
     def set_reads_packet_trailer(self, subscriber: str, reads: bool) -> None:
         """Whether this subscriber's SDK parses LiveKit's packet trailer; without it the
@@ -297,6 +385,17 @@ class ForwardingPlane:
             self._reads_trailer.add(subscriber)
         else:
             self._reads_trailer.discard(subscriber)
+
+    def set_allow_pause(self, subscriber: str, allow: bool | None) -> None:
+        """The subscriber's own choice on congestion pauses (ConnectionSettings
+        subscriber_allow_pause); None: the plane's default."""
+        if allow is None:
+            self._allow_pause.pop(subscriber, None)
+        else:
+            self._allow_pause[subscriber] = allow
+        downlink = self._downlinks.get(subscriber)
+        if downlink is not None:
+            downlink.allocator.allow_pause = self._allow_pause.get(subscriber, self.allow_pause)
 
     def downtrack(self, track_sid: str, subscriber: str) -> DownTrack | None:
         return self._downtracks.get((track_sid, subscriber))
@@ -386,12 +485,19 @@ class ForwardingPlane:
                     downtrack = by_ssrc.get(ssrc)
                     if downtrack is not None:
                         downtrack.remb_bitrate = p.bitrate
+            elif isinstance(p, TransportCC):
+                downlink = self._downlinks.get(subscriber)
+                if downlink is not None:
+                    downlink.on_transport_feedback(p.fci, now)
 
     # -- timers ------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Call every ~250 ms: RR + REMB upstream every 500 ms, SR downstream every 1 s,
-        layer re-selection and pending keyframe requests."""
+        """Call every ~250 ms: RR (+ REMB) upstream every 500 ms, SR downstream every 1 s,
+        layer re-selection, pending keyframe requests and NACKs, each subscriber's
+        allocation, connection quality every UPDATE_INTERVAL."""
         now = self._clock()
+        for pub in self._publishers.values():
+            pub.twcc.flush(now)
         if now - self._last_rr >= RR_INTERVAL:
             self._last_rr = now
             for pub in self._publishers.values():
@@ -405,6 +511,19 @@ class ForwardingPlane:
                     downtrack.send_rtcp(report)
         for track in self._uptracks.values():
             track.tick(now)
+        for downlink in self._downlinks.values():
+            downlink.tick(now)
+        for downtrack in self._downtracks.values():
+            sample_distance(downtrack, now)
+        if now - self._last_quality >= UPDATE_INTERVAL:
+            self._last_quality = now
+            for track in self._uptracks.values():
+                score_uptrack(track, now)
+            for subscriber, by_ssrc in self._by_subscriber.items():
+                link = self._downlinks.get(subscriber)
+                loss = link.take_loss() if link is not None else 0.0
+                for downtrack in by_ssrc.values():
+                    score_downtrack(downtrack, loss)
 
     def _send_receiver_reports(self, pub: _Publisher, now: float) -> None:
         blocks = []
@@ -414,8 +533,8 @@ class ForwardingPlane:
                 block = layer.report_block(now)
                 if block is not None:
                     blocks.append(block)
-                    if track.kind == "video":
-                        video_ssrcs.append(block.ssrc)
+                    if track.kind == "video" and not track.twcc_ext:
+                        video_ssrcs.append(block.ssrc)  # REMB only without transport-cc
         if not blocks:
             return
         for start in range(0, len(blocks), MAX_REPORT_BLOCKS):
@@ -435,6 +554,7 @@ def _uptrack_counts(track: UpTrack) -> dict[str, int]:
         "bytes_in": sum(layer.bytes for layer in track.layers),
         "plis_sent": track.plis_sent,
         "malformed_in": track.malformed,
+        "nacks_sent": track.nacks_sent,
     }
 
 
@@ -447,4 +567,5 @@ def _downtrack_counts(downtrack: DownTrack) -> dict[str, int]:
         "nacks_dropped": downtrack.nacks_dropped,
         "plis_received": downtrack.plis,
         "packets_lost": max(0, downtrack.packets_lost),
+        "padding_bytes": downtrack.padding_sent,
     }

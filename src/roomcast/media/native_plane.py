@@ -10,7 +10,12 @@ and every track the engine does not take (`native_tracks.offloadable`): those ru
 the Python plane, on plain packets the engine hands up. The two talk through events (see
 `UdpMux.native_events`) and the calls of `native_tracks.Engine`.
 
-Room left for congestion control (issue 16): every RTP packet to a keyed transport already goes
+Congestion control (rtc.congestion_control, on by default) is not in the engine yet: with it
+on, no track is offloaded (the engine still does the socket batching and SRTP of every packet,
+Python the rest), because transport-cc needs each publisher packet's arrival time and a
+transport-wide number on each packet to a subscriber. Turn it off to offload VP8 tracks.
+
+What the engine needs for it: every RTP packet to a keyed transport already goes
 out through the engine (`Engine.send_rtp` for Python's own tracks), so the engine is where
 transport-wide sequence numbers get written, one counter per subscriber transport, with the
 send time and size of each kept for Python's estimator to match with the feedback; RTX (the
@@ -118,6 +123,7 @@ class NativeForwardingPlane(ForwardingPlane):
         if (
             engine is None
             or transport < 0
+            or self.congestion_control  # transport-cc is Python's alone so far: see above
             or not offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"])
         ):
             return super()._new_uptrack(track_sid, kind, **kwargs)

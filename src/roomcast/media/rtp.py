@@ -263,9 +263,12 @@ class ExtensionRewriter:
         "key",
         "maps",
         "payload_offset",
+        "prefix",
         "stamp",
         "strip_trailer",
         "tail",
+        "tw_id",
+        "tw_struct",
     )
 
     def __init__(
@@ -276,6 +279,10 @@ class ExtensionRewriter:
         strip_trailer: bool = False,
         rewritten: frozenset[str] = frozenset(),
     ) -> None:
+        # The subscriber's transport-wide sequence number id: every packet gets one, written
+        # per subscriber (`prefix` ends where its value goes).
+        tw_id = subscriber.get(URI_TRANSPORT_CC, 0)
+        self.tw_id = tw_id if 0 < tw_id < 256 else 0
         ids = [0] * 256  # publisher id -> subscriber id (0 = drop)
         for pub_id, uri in publisher.items():
             sub_id = subscriber.get(uri, 0)
@@ -293,14 +300,17 @@ class ExtensionRewriter:
         self.key: tuple[object, ...] = (
             *((i, s) for i, s in enumerate(ids) if s),
             *(("strip",) if strip_trailer else ()),
+            *(("tw", self.tw_id) if self.tw_id else ()),
         )
         # Per-packet cache, filled by the plane: packet stamp, first header byte, the bytes
         # after the 12-byte fixed header (CSRCs, rewritten extensions, payload, padding), and
         # where the payload starts in the rewritten packet.
         self.stamp = -1
         self.first_byte = 0
-        self.tail = b""
+        self.prefix = b""  # with tw_id: the bytes between the fixed header and its value
+        self.tail = b""  # with tw_id: what follows its value
         self.payload_offset = 0
+        self.tw_struct = tw_struct(0)
 
     @property
     def empty(self) -> bool:
@@ -316,7 +326,26 @@ class ExtensionRewriter:
     ) -> tuple[int, bytes, int]:
         """(first byte, bytes after the fixed header, payload offset) of the rewritten packet;
         `extra` is one more (subscriber id, value) element to write; `frame_end` says whether
-        the packet ends a frame as sent (default: its marker)."""
+        the packet ends a frame as sent (default: its marker). A transport-wide sequence
+        number, if any, is left 0."""
+        first_byte, prefix, tail, payload_offset = self.rewrite_split(
+            data, header, extra, frame_end=frame_end
+        )
+        if self.tw_id:
+            return first_byte, prefix + b"\x00\x00" + tail, payload_offset
+        return first_byte, tail, payload_offset
+
+    def rewrite_split(
+        self,
+        data: bytes,
+        header: RtpHeader,
+        extra: tuple[int, bytes] | None = None,
+        *,
+        frame_end: bool | None = None,
+    ) -> tuple[int, bytes, bytes, int]:
+        """As `rewrite`, with the bytes after the fixed header split around the transport-wide
+        sequence number's value: (first byte, before it, after it, payload offset). Without
+        tw_id the first part is empty."""
         if frame_end is None:
             frame_end = header.marker
         if self.strip_trailer and frame_end and not header.padding:
@@ -324,10 +353,11 @@ class ExtensionRewriter:
             if cut:
                 data = data[: header.payload_end - cut]
         b0 = data[0]
-        if not header.extension_profile and extra is None:
-            return b0, data[RTP_HEADER_SIZE:], header.payload_offset
-        block = b""
-        if self.maps or extra is not None:
+        tw_id = self.tw_id
+        if not header.extension_profile and extra is None and not tw_id:
+            return b0, b"", data[RTP_HEADER_SIZE:], header.payload_offset
+        kept: list[tuple[int, bytes]] = [(tw_id, b"\x00\x00")] if tw_id else []
+        if (self.maps or extra is not None) and header.extension_profile:
             try:
                 elements = extension_elements(
                     data, header.extension_profile, header.extension_start, header.extension_end
@@ -335,20 +365,34 @@ class ExtensionRewriter:
             except RtpError:
                 elements = []
             ids = self.ids
-            kept = [
+            kept += [
                 (ids[i], bytes(data[offset : offset + length]))
                 for i, offset, length in elements
                 if ids[i] and length
             ]
-            if extra is not None:
-                kept.append(extra)
-            block = build_extension_block(kept)
+        if extra is not None:
+            kept.append(extra)
+        block = build_extension_block(kept)
         csrc_end = RTP_HEADER_SIZE + 4 * header.csrc_count
         payload = data[header.payload_offset :]
+        csrcs = data[RTP_HEADER_SIZE:csrc_end] if csrc_end > RTP_HEADER_SIZE else b""
         if not block:
-            tail = data[RTP_HEADER_SIZE:csrc_end] + payload if csrc_end > 12 else payload
-            return b0 & 0xEF, tail, csrc_end
-        return b0 | 0x10, data[RTP_HEADER_SIZE:csrc_end] + block + payload, csrc_end + len(block)
+            return b0 & 0xEF, b"", csrcs + payload, csrc_end
+        if tw_id:  # its element is first: after the profile and length, its id (and length)
+            at = 5 if block[0] == 0xBE else 6
+            return b0 | 0x10, csrcs + block[:at], block[at + 2 :] + payload, csrc_end + len(block)
+        return b0 | 0x10, b"", csrcs + block + payload, csrc_end + len(block)
+
+
+_TW_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def tw_struct(prefix_length: int) -> struct.Struct:
+    """The fixed header, `prefix_length` bytes, a transport-wide sequence number: one pack."""
+    packer = _TW_STRUCTS.get(prefix_length)
+    if packer is None:
+        packer = _TW_STRUCTS[prefix_length] = struct.Struct(f"!BBHII{prefix_length}sH")
+    return packer
 
 
 def rewrite_header(

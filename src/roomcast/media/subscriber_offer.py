@@ -4,6 +4,11 @@ per subscribed track (docs/protocol/04-subscribing.md §4.2, docs/protocol/16-me
 Sections are never reordered: the application section is mid "0", each subscription appends a
 section, and an ended subscription keeps its place with port 0 (RFC 3264 §8.2, JSEP §5.2.2).
 The pieces both roles share (transport, data section, send section) are in media/jsep.py.
+
+Congestion control needs two things of every section: transport-wide sequence numbers with
+their feedback (the extension and `a=rtcp-fb:* transport-cc`, draft-holmer-rmcat-transport-wide-
+cc-extensions-01 §4), and for video an RTX stream (RFC 4588 §8.6: an `rtx` payload type per
+codec, `apt` naming it, and its SSRC in an `a=ssrc-group:FID`) for retransmissions and probes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from roomcast.media.jsep import (
     rejected_section,
     send_section,
 )
-from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, URI_TRANSPORT_CC
 from roomcast.media.sdp import (
     Attribute,
     Codec,
@@ -31,10 +36,13 @@ from roomcast.media.sdp import (
     Origin,
     SessionDescription,
     Ssrc,
+    SsrcGroup,
 )
 
 DATA_MID = "0"
+TRANSPORT_CC_ID = 3
 DEPENDENCY_DESCRIPTOR_ID = 12
+_NOT_REPAIRED = ("rtx", "red", "ulpfec", "flexfec-03")  # codecs that get no RTX of their own
 
 
 @dataclass(slots=True)
@@ -50,6 +58,7 @@ class OutgoingTrack:
     codecs: list[Codec]
     extmaps: list[Extmap] = field(default_factory=list)
     active: bool = True  # False once unsubscribed: the section stays, with port 0
+    rtx_ssrc: int = 0  # video: the SSRC of its RTX stream (RFC 4588), 0 for none
 
     @property
     def msid(self) -> str:
@@ -88,25 +97,67 @@ def build_subscriber_offer(
 def _track_section(track: OutgoingTrack, ice: TransportParams) -> MediaSection:
     msid = Msid(track.stream_id, track.track_id)
     extmaps = track.extmaps or default_extmaps(track.kind, track.codecs)
-    section = send_section(ice, track.kind, track.mid, track.codecs, extmaps, msid)
+    codecs = with_congestion_feedback(track.codecs)
+    if track.rtx_ssrc:
+        codecs = with_rtx(codecs)
+    section = send_section(ice, track.kind, track.mid, codecs, extmaps, msid)
     section.extmap_allow_mixed = True
     # a=ssrc with cname and msid (RFC 5576 §4.1): libwebrtc maps the SSRC to the track at once.
-    section.ssrcs = [
-        Ssrc(
-            track.ssrc,
-            [Attribute("cname", track.cname), Attribute("msid", track.msid)],
-        )
-    ]
+    attributes = [Attribute("cname", track.cname), Attribute("msid", track.msid)]
+    section.ssrcs = [Ssrc(track.ssrc, attributes)]
+    if track.rtx_ssrc and any(c.name.lower() == "rtx" for c in codecs):
+        section.ssrc_groups = [SsrcGroup("FID", [track.ssrc, track.rtx_ssrc])]
+        section.ssrcs.append(Ssrc(track.rtx_ssrc, list(attributes)))
     return section
 
 
 def default_extmaps(kind: str, codecs: list[Codec]) -> list[Extmap]:
-    """Header extensions offered with a track: AV1's Dependency Descriptor, which the plane
-    rewrites for each subscriber's layers (AV1 RTP specification, appendix A). One id for it in
-    every section: a BUNDLE group is one RTP session (RFC 8843 §9.1)."""
+    """Header extensions offered with a track: transport-wide sequence numbers (the
+    subscriber's feedback on them drives its stream allocation), and AV1's Dependency
+    Descriptor, which the plane rewrites for each subscriber's layers (AV1 RTP specification,
+    appendix A). One id for each in every section: a BUNDLE group is one RTP session (RFC 8843
+    §9.1)."""
+    extmaps = [Extmap(TRANSPORT_CC_ID, URI_TRANSPORT_CC)]
     if kind == "video" and any(c.name.lower() == "av1" for c in codecs):
-        return [Extmap(DEPENDENCY_DESCRIPTOR_ID, URI_DEPENDENCY_DESCRIPTOR)]
-    return []
+        extmaps.append(Extmap(DEPENDENCY_DESCRIPTOR_ID, URI_DEPENDENCY_DESCRIPTOR))
+    return extmaps
+
+
+def with_congestion_feedback(codecs: list[Codec]) -> list[Codec]:
+    """`transport-cc` feedback on every codec (audio too: every packet counts)."""
+    return [
+        Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp,
+              [*c.rtcp_fb, *(["transport-cc"] if "transport-cc" not in c.rtcp_fb else [])])
+        for c in codecs
+    ]  # fmt: skip
+
+
+def with_rtx(codecs: list[Codec]) -> list[Codec]:
+    """An RTX payload type for each codec that can be repaired (RFC 4588 §8.6), right after
+    it: the next payload type when free (libwebrtc's habit, so bundled sections agree), else
+    the lowest free dynamic one."""
+    used = {c.payload_type for c in codecs}
+    out: list[Codec] = []
+    for codec in codecs:
+        out.append(codec)
+        if codec.name.lower() in _NOT_REPAIRED:
+            continue
+        free = [pt for pt in (codec.payload_type + 1, *range(96, 128)) if pt < 128]
+        rtx_pt = next((pt for pt in free if pt not in used), None)
+        if rtx_pt is None:
+            continue
+        used.add(rtx_pt)
+        out.append(Codec(rtx_pt, "rtx", codec.clock_rate, fmtp=f"apt={codec.payload_type}"))
+    return out
+
+
+def rtx_payload_types(section: MediaSection) -> dict[int, int]:
+    """An answered section's RTX payload types, by the payload type each repairs (apt)."""
+    return {
+        apt: codec.payload_type
+        for codec in section.codecs
+        if codec.name.lower() == "rtx" and (apt := codec.associated_payload_type) is not None
+    }
 
 
 def _stopped(track: OutgoingTrack) -> MediaSection:

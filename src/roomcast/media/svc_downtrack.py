@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 from .av1 import DdSelector
 from .codecs import AV1
-from .downtrack import _FIXED_HEADER, NACK_BURST, NACK_RATE, DownTrack
-from .rtp import URI_DEPENDENCY_DESCRIPTOR, RtpHeader, parse_rtp
+from .downtrack import _FIXED_HEADER, _TW_MASK, NACK_BURST, NACK_RATE, DownTrack
+from .rtp import URI_DEPENDENCY_DESCRIPTOR, RtpHeader, parse_rtp, tw_struct
 from .track_sender import PacketInfo
+from .twcc import TransportWide
 from .uptrack import UpTrack
 from .vp9 import Vp9Selector
 
@@ -84,6 +85,9 @@ class SvcDownTrack(DownTrack):
         send_rtp: Callable[[bytes], None],
         send_rtcp: Callable[[bytes], None],
         strip_trailer: bool = False,
+        rtx: dict[int, int] | None = None,
+        rtx_ssrc: int = 0,
+        transport_wide: TransportWide | None = None,
     ) -> None:
         super().__init__(
             uptrack,
@@ -94,6 +98,9 @@ class SvcDownTrack(DownTrack):
             send_rtp=send_rtp,
             send_rtcp=send_rtcp,
             strip_trailer=strip_trailer,
+            rtx=rtx,
+            rtx_ssrc=rtx_ssrc,
+            transport_wide=transport_wide,
         )
         self.dd_selector: DdSelector | None = None
         self.vp9_selector: Vp9Selector | None = None
@@ -111,7 +118,7 @@ class SvcDownTrack(DownTrack):
         else:
             self.vp9_selector = selector = Vp9Selector()
         self.selector = selector
-        self.wanted = DEFAULT_SPATIAL
+        self.wanted = self.goal = DEFAULT_SPATIAL
         self.wanted_fps = 0.0
         self.munger = SequenceMunger()
         # Per number sent (slot = number mod SENT_HISTORY): the number itself, the publisher's
@@ -144,9 +151,18 @@ class SvcDownTrack(DownTrack):
             self.dropped += 1
             return
         descriptor = dd_selector.descriptor_bytes(p.dd) if dd_selector and self.dd_ext else None
-        first_byte, tail, payload_offset = self._tail(p, marker, descriptor)
+        first_byte, prefix, tail, payload_offset = self._tail(p, marker, descriptor)
         ts = (p.timestamp + self.ts_offset) & 0xFFFFFFFF
-        data = _FIXED_HEADER.pack(first_byte, marker | pt, seq, ts, self.ssrc) + tail
+        tw = self.tw
+        if tw is None:
+            data = _FIXED_HEADER.pack(first_byte, marker | pt, seq, ts, self.ssrc) + tail
+        else:
+            n = tw.next
+            tw.next = n + 1
+            packer = tw_struct(len(prefix))
+            data = packer.pack(first_byte, marker | pt, seq, ts, self.ssrc, prefix, n & 0xFFFF)
+            data += tail
+            tw.sent[n & _TW_MASK] = (n, p.now, len(data))
         slot = seq & (SENT_HISTORY - 1)  # what NACKs need to send it again
         self.sent_seq[slot] = seq
         self.sent_from[slot] = p.sequence
@@ -154,6 +170,8 @@ class SvcDownTrack(DownTrack):
         self.sent_marker[slot] = marker
         self.sent_descriptor[slot] = descriptor
         self.send_rtp(data)
+        if tw is not None and tw.padding:
+            tw.pad(p.now)
         self.packets_sent += 1
         size = len(data)
         self.bytes_sent += size
@@ -163,29 +181,38 @@ class SvcDownTrack(DownTrack):
             self.last_ts = ts
             self.last_time = p.now
 
-    def _tail(self, p: PacketInfo, marker: int, descriptor: bytes | None) -> tuple[int, bytes, int]:
-        """First byte, bytes after the fixed header and payload offset of the packet as this
+    def skip(self, layer: int, sequence: int) -> None:
+        """A padding-only packet of the publisher: not forwarded, its number not used."""
+        if self.current is not None:
+            self.munger.number(sequence, False)
+
+    def _tail(
+        self, p: PacketInfo, marker: int, descriptor: bytes | None
+    ) -> tuple[int, bytes, bytes, int]:
+        """First byte, bytes after the fixed header (split around the transport-wide sequence
+        number: `ExtensionRewriter.rewrite_split`) and payload offset of the packet as this
         subscriber gets it, shared with the others when they get the same."""
         rewriter = self.rewriter
         if marker and not p.marker and rewriter.strip_trailer:
             # This subscriber's frame ends here: its trailer goes too (media/packet_trailer.py).
             extra = None if descriptor is None else (self.dd_ext, descriptor)
-            return rewriter.rewrite(p.packet, p.header, extra, frame_end=True)
+            return rewriter.rewrite_split(p.packet, p.header, extra, frame_end=True)
         if descriptor is not None:
             tails = p.dd.tails
             key = (rewriter.key, self.dd_ext, descriptor)
             rewritten = tails.get(key)
             if rewritten is None:  # once per packet per (mapping, descriptor)
-                rewritten = tails[key] = rewriter.rewrite(
+                rewritten = tails[key] = rewriter.rewrite_split(
                     p.packet, p.header, (self.dd_ext, descriptor)
                 )
             return rewritten
         if rewriter.stamp != p.stamp:  # once per packet per extension mapping
-            rewriter.first_byte, rewriter.tail, rewriter.payload_offset = rewriter.rewrite(
-                p.packet, p.header
+            (rewriter.first_byte, rewriter.prefix, rewriter.tail, rewriter.payload_offset) = (
+                rewriter.rewrite_split(p.packet, p.header)
             )
+            rewriter.tw_struct = tw_struct(len(rewriter.prefix))
             rewriter.stamp = p.stamp
-        return rewriter.first_byte, rewriter.tail, rewriter.payload_offset
+        return rewriter.first_byte, rewriter.prefix, rewriter.tail, rewriter.payload_offset
 
     def _start_svc_epoch(self, p: PacketInfo) -> None:
         """A keyframe (re)starts the stream: sequence numbers and timestamps continue from the
@@ -210,7 +237,12 @@ class SvcDownTrack(DownTrack):
         (0: all; UpdateTrackSettings.fps), which picks the temporal layer."""
         self.wanted = index
         self.wanted_fps = fps
-        self.set_target(None if index is None else 0)
+        self._update_goal()
+
+    def _update_goal(self) -> None:
+        wanted, allowed = self.wanted, self.allowed
+        self.goal = None if wanted is None or allowed < 0 else min(wanted, allowed)
+        self.set_target(None if self.goal is None else 0)
 
     def set_target(self, layer: int | None) -> None:
         """Stream 0 or None (paused); also re-chooses the spatial layer among those the
@@ -227,11 +259,11 @@ class SvcDownTrack(DownTrack):
     def _update_selector(self, now: float) -> bool:
         """Point the selector at the best spatial layer ≤ wanted; True if that changed it and
         the new layer waits for a keyframe."""
-        if self.wanted is None:
+        if self.goal is None:
             return False
         layers = self.uptrack.svc
         assert layers is not None
-        spatial = layers.best_spatial(self.wanted, now)
+        spatial = layers.best_spatial(self.goal, now)
         was = self.selector.target_spatial
         self.selector.set_target(spatial, layers.temporal_for_fps(self.wanted_fps))
         return spatial != was and self.selector.needs_keyframe()
@@ -282,10 +314,12 @@ class SvcDownTrack(DownTrack):
             marker, descriptor = self.sent_marker[slot], self.sent_descriptor[slot]
             extra = None if descriptor is None else (self.dd_ext, descriptor)
             frame_end = bool(marker) if self.rewriter.strip_trailer else None
-            first_byte, tail, _ = self.rewriter.rewrite(packet, header, extra, frame_end=frame_end)
+            first_byte, prefix, tail, payload_offset = self.rewriter.rewrite_split(
+                packet, header, extra, frame_end=frame_end
+            )
             self._nack_tokens -= 1
             self.retransmits += 1
-            self.send_rtp(
-                _FIXED_HEADER.pack(first_byte, marker | pt, seq, self.sent_ts[slot], self.ssrc)
-                + tail
+            data = self.assemble(
+                first_byte, marker | pt, seq, self.sent_ts[slot], prefix, tail, now
             )
+            self.send_repair(data, payload_offset, pt)

@@ -26,6 +26,8 @@ class SvcLayers:
         "dd_reader",
         "fps",
         "frames",
+        "spatial_bps",
+        "spatial_bytes",
         "spatial_seen",
         "started",
         "window_start",
@@ -38,6 +40,8 @@ class SvcLayers:
         self.spatial_seen = [-math.inf] * MAX_LAYERS  # when each spatial layer last arrived
         self.frames = [0] * MAX_LAYERS  # frames of each temporal layer in the current window
         self.fps: list[float] = []  # per temporal layer: frames/s of it and the ones below
+        self.spatial_bytes = [0] * MAX_LAYERS  # bytes of each spatial layer in the window
+        self.spatial_bps = [0.0] * MAX_LAYERS  # last measured (kept when a layer stops)
         self.window_start: float | None = None
         self.started: float | None = None  # the first packet's arrival
 
@@ -66,6 +70,7 @@ class SvcLayers:
         if self.started is None:
             self.started = now
         self.spatial_seen[spatial] = now
+        self.spatial_bytes[spatial] += len(packet)
         if starts and spatial == 0:
             self.frames[temporal] += 1
         return keyframe
@@ -84,7 +89,23 @@ class SvcLayers:
             fps.append(total / elapsed)
         self.fps = fps if total else []
         self.frames = [0] * MAX_LAYERS
+        for spatial, size in enumerate(self.spatial_bytes):
+            if size:
+                self.spatial_bps[spatial] = 8 * size / elapsed
+        self.spatial_bytes = [0] * MAX_LAYERS
         self.window_start = now
+
+    def spatial_costs(self) -> list[float]:
+        """bps to forward each spatial layer with those below it (each one needs them), up to
+        the highest one seen; a layer not measured yet counts as twice the one below."""
+        top = max((s for s in range(MAX_LAYERS) if self.spatial_seen[s] > -math.inf), default=0)
+        costs: list[float] = []
+        total = 0.0
+        for spatial in range(top + 1):
+            rate = self.spatial_bps[spatial] or (2 * costs[-1] if costs else 150_000.0)
+            total += rate
+            costs.append(total)
+        return costs
 
     def best_spatial(self, wanted: int, now: float) -> int:
         """The highest spatial layer ≤ wanted seen lately, else the lowest above it, else

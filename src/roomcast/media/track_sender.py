@@ -56,11 +56,15 @@ class TrackSender(Protocol):
 
     subscriber: str  # who receives it
     wanted: int | None  # the layer the subscriber asked for (None = paused)
-    target: int | None  # the best live layer ≤ wanted, switched to on its next keyframe
+    goal: int | None  # wanted, within what the subscriber's allocation allows (None = paused)
+    target: int | None  # the best live layer ≤ goal, switched to on its next keyframe
     current: int | None  # the layer being forwarded; None = waiting for a keyframe / paused
 
     def forward(self, p: PacketInfo) -> None:
         """Hot path: one received packet, parsed once for every sender of the track."""
+
+    def skip(self, layer: int, sequence: int) -> None:
+        """A padding-only packet of `layer` arrived: not forwarded, numbers close over it."""
 
     def set_target(self, layer: int | None) -> None: ...
 

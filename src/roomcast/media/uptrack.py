@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .codecs import AUDIO, AV1, RTX, VP8, VP9, clock_rate, codec_kind, is_keyframe_start
-from .rtcp import ReportBlock, build_pli, ntp_middle32
+from .nack import NackGenerator
+from .quality import QualityScorer
+from .rtcp import ReportBlock, build_nack, build_pli, ntp_middle32
 from .rtp import (
     URI_AUDIO_LEVEL,
     URI_DEPENDENCY_DESCRIPTOR,
     URI_MID,
     URI_REPAIRED_RID,
     URI_RID,
+    URI_TRANSPORT_CC,
     ExtensionRewriter,
     RtpError,
     RtpHeader,
@@ -29,11 +32,17 @@ from .rtp import (
 )
 from .svc_layers import SvcLayers
 from .track_sender import PacketInfo, TrackSender
+from .twcc import TwccRecorder
 
 PLI_INTERVAL = 0.5  # s between keyframe requests per layer (LiveKit rtc.pli_throttle, low)
 LAYER_TIMEOUT = 1.0  # s without packets after which a simulcast layer counts as stopped
 CACHE_SIZE_VIDEO = 512  # packets kept for NACKs (LiveKit: 500 video / 200 audio)
 CACHE_SIZE_AUDIO = 256
+RATE_WINDOW = 2.0  # s over which a layer's bitrate is measured
+MAX_GAP = 1000  # a larger jump in sequence numbers is a restarted sender, not loss
+# bps assumed for a simulcast layer never measured nor declared (LiveKit's 180p/360p/720p).
+DEFAULT_LAYER_BPS = (160_000.0, 450_000.0, 1_700_000.0)
+DECLARED_MARGIN = 1.25  # a layer costs at most this times the bitrate its publisher announced
 
 
 class ReceiveLayer:
@@ -62,8 +71,24 @@ class ReceiveLayer:
         self.cache_mask = cache_size - 1
         self.last_pli = -math.inf
         self.pli_pending = False
+        # NACKs to the publisher, when it negotiated them (media/nack.py).
+        self.nacker: NackGenerator | None = None
+        # Bitrate: (time, bytes) samples over RATE_WINDOW; the last rate measured while live.
+        self.rate_samples: list[tuple[float, int]] = []
+        self.bitrate = 0.0
+        self.known_bitrate = 0.0
+        self.declared_bitrate = 0.0  # what the publisher announced (TrackInfo layers)
+        self.padding_bytes = 0  # of `bytes`, in padding-only packets
+        self.gaps = 0  # sequence numbers missing when a later one arrived: the network's loss
+        self.quality_gaps = 0
+        self.quality_expected = 0  # counters at the last quality window (track_quality.py)
 
-    def on_packet(self, seq: int, timestamp: int, now: float, size: int, rate: int) -> None:
+    def on_packet(
+        self, seq: int, timestamp: int, now: float, size: int, rate: int, padding: bool = False
+    ) -> None:
+        """Receive statistics and loss tracking; `padding`: a padding-only packet (a sender's
+        bandwidth probe), which says nothing of the layer's media, its rate or its timing."""
+        late = False
         if self.packets == 0:
             self.base_seq = self.max_seq = seq
         else:
@@ -71,9 +96,23 @@ class ReceiveLayer:
             if 0 < delta < 0x8000:
                 if seq < self.max_seq:  # wrapped around
                     self.cycles += 0x10000
+                if delta > 1:
+                    if delta <= MAX_GAP:
+                        self.gaps += delta - 1
+                    if self.nacker is not None:
+                        self.nacker.on_gap((self.max_seq + 1) & 0xFFFF, delta - 1, now)
                 self.max_seq = seq
+            elif delta:
+                late = True  # a retransmission, or reordered: not a transit time to go by
+                if self.nacker is not None:
+                    self.nacker.on_late(seq)
         self.packets += 1
         self.bytes += size
+        if padding:
+            self.padding_bytes += size
+            return
+        if late:
+            return
         # RFC 3550 §A.8 interarrival jitter, in timestamp units.
         transit = int(now * rate) - timestamp
         last = self.last_transit
@@ -111,6 +150,21 @@ class ReceiveLayer:
             lsr,
             dlsr,
         )
+
+    def measure(self, now: float, live: bool) -> None:
+        """Update `bitrate` from the bytes received over the last RATE_WINDOW (media tick)."""
+        samples = self.rate_samples
+        media = self.bytes - self.padding_bytes
+        samples.append((now, media))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            del samples[0]
+        span = now - samples[0][0]
+        if span < RATE_WINDOW / 2:
+            self.bitrate = 0.0  # too short to tell (one keyframe would look like a flood)
+            return
+        self.bitrate = 8 * (media - samples[0][1]) / span
+        if live:
+            self.known_bitrate = self.bitrate
 
     def cached(self, seq: int) -> bytes | None:
         packet = self.cache[seq & self.cache_mask]
@@ -186,6 +240,8 @@ class UpTrack:
         clock: Callable[[], float],
         rtcp_ssrc: int,
         packet_trailer: bool = False,
+        nack: bool = False,
+        twcc: TwccRecorder | None = None,
     ) -> None:
         self.track_sid = track_sid
         # Frames carry LiveKit's packet trailer (TrackInfo.packet_trailer_features).
@@ -211,10 +267,21 @@ class UpTrack:
         self.rid_ext = by_uri.get(URI_RID, 0)
         self.repaired_rid_ext = by_uri.get(URI_REPAIRED_RID, 0)
         self.audio_level_ext = by_uri.get(URI_AUDIO_LEVEL, 0) if kind == "audio" else 0
+        # Transport-wide sequence numbers: their arrival goes back as feedback (media/twcc.py).
+        self.twcc_ext = by_uri.get(URI_TRANSPORT_CC, 0) if twcc is not None else 0
+        self.twcc = twcc
         size = CACHE_SIZE_AUDIO if kind == "audio" else CACHE_SIZE_VIDEO
         self.layers = [
             ReceiveLayer(self, i, rid, size) for i, rid in enumerate(self.rids or [None])
         ]
+        if nack:  # the publisher negotiated generic NACK (RFC 4585 §4.2): recover its losses
+            for layer in self.layers:
+                layer.nacker = NackGenerator()
+        self.nacks_sent = 0
+        # Stream allocation order (media/allocator.py): screen shares and speakers first.
+        self.priority = 0
+        self.mime = next(iter(self.mime_by_pt.values()), f"{kind}/unknown")
+        self.quality = QualityScorer(self.mime)  # the publisher's side of this track
         # Scalable video in one stream (VP9, or AV1 with its Dependency Descriptor): each
         # subscriber gets its own spatial/temporal layers (svc_downtrack.py).
         dd_ext = by_uri.get(URI_DEPENDENCY_DESCRIPTOR, 0)
@@ -243,8 +310,22 @@ class UpTrack:
         if not self._parse_into(info, layer, packet, now):
             return
         first = not layer.packets
-        layer.on_packet(info.sequence, info.timestamp, now, len(packet), info.clock_rate)
+        header = info.header
+        padding = header.payload_end == header.payload_offset
+        layer.on_packet(info.sequence, info.timestamp, now, len(packet), info.clock_rate, padding)
         layer.cache[info.sequence & layer.cache_mask] = packet
+        if self.twcc_ext:
+            found = find_extension(packet, header, self.twcc_ext)
+            if found is not None and found[1] == 2:
+                assert self.twcc is not None
+                self.twcc.record(packet[found[0]] << 8 | packet[found[0] + 1], header.ssrc, now)
+        nacker = layer.nacker
+        if nacker is not None and now >= nacker.next_due:
+            self._send_nacks(layer, nacker, now)
+        if padding:  # a publisher's bandwidth probe: nothing to forward (RFC 3550 §5.1 P bit)
+            for downtrack in self.downtracks:
+                downtrack.skip(layer.index, info.sequence)
+            return
         if self.audio_level_ext:
             self._observe_level(packet, info, now)
         if first:  # a layer started: re-choose layers, send a deferred keyframe request
@@ -275,7 +356,10 @@ class UpTrack:
         info.marker = 0x80 if header.marker else 0
         info.clock_rate = codec[1]
         info.now = now
-        if kind == VP8:
+        if header.payload_end == header.payload_offset:  # padding only: no payload to read
+            info.vp8.clear()
+            info.keyframe = False
+        elif kind == VP8:
             vp8 = info.vp8
             vp8.parse(packet, header.payload_offset, header.payload_end)
             info.keyframe = vp8.keyframe
@@ -291,6 +375,13 @@ class UpTrack:
                 kind, packet, header.payload_offset, header.payload_end
             )
         return True
+
+    def _send_nacks(self, layer: ReceiveLayer, nacker: NackGenerator, now: float) -> None:
+        """RFC 4585 §6.2.1: ask the publisher again for what is still missing."""
+        lost = nacker.due(now)
+        if lost and layer.ssrc is not None:
+            self.nacks_sent += len(lost)
+            self.send_rtcp(build_nack(self._rtcp_ssrc, layer.ssrc, lost))
 
     def _observe_level(self, packet: bytes, info: PacketInfo, now: float) -> None:
         found = find_extension(packet, info.header, self.audio_level_ext)
@@ -352,7 +443,7 @@ class UpTrack:
 
     def add_downtrack(self, downtrack: TrackSender) -> None:
         self.downtracks = (*self.downtracks, downtrack)
-        downtrack.set_target(self.best_layer(downtrack.wanted, self.clock()))
+        downtrack.set_target(self.best_layer(downtrack.goal, self.clock()))
 
     def remove_downtrack(self, downtrack: TrackSender) -> None:
         self.downtracks = tuple(d for d in self.downtracks if d is not downtrack)
@@ -375,15 +466,19 @@ class UpTrack:
     def _layers_changed(self, now: float) -> None:
         if len(self.layers) > 1:
             for downtrack in self.downtracks:
-                downtrack.set_target(self.best_layer(downtrack.wanted, now))
+                downtrack.set_target(self.best_layer(downtrack.goal, now))
         self.flush_keyframe_requests(now)
 
     def tick(self, now: float) -> None:
         if self.svc is not None:
             self.svc.tick(now)
+        for layer in self.layers:
+            layer.measure(now, now - layer.last_arrival < LAYER_TIMEOUT)
+            if layer.nacker is not None and now >= layer.nacker.next_due:
+                self._send_nacks(layer, layer.nacker, now)
         if len(self.layers) > 1 or self.svc_codec:
             for downtrack in self.downtracks:
-                downtrack.set_target(self.best_layer(downtrack.wanted, now))
+                downtrack.set_target(self.best_layer(downtrack.goal, now))
         if self.kind == "video":
             for downtrack in self.downtracks:  # still waiting for a keyframe: ask again
                 if downtrack.waiting_for_keyframe():
@@ -430,6 +525,22 @@ class UpTrack:
                 self.send_rtcp(build_pli(self._rtcp_ssrc, layer.ssrc))
 
     # -- reading -----------------------------------------------------------------------------
+    def layer_costs(self) -> list[float]:
+        """bps to forward each layer (simulcast) or each spatial layer with those below it
+        (SVC): measured, else last measured, else announced, else LiveKit's preset rates."""
+        if self.svc is not None:
+            return self.svc.spatial_costs()
+        costs = []
+        for layer in self.layers:
+            cost = layer.bitrate if layer.bitrate > 0 else layer.known_bitrate
+            declared = layer.declared_bitrate
+            if declared > 0:  # a layer (re)starting overshoots for a moment: not its cost
+                cost = min(cost, DECLARED_MARGIN * declared) if cost > 0 else declared
+            if cost <= 0:
+                cost = DEFAULT_LAYER_BPS[min(layer.index, len(DEFAULT_LAYER_BPS) - 1)]
+            costs.append(cost)
+        return costs
+
     def audio_level(self) -> float:
         """0..1 (1 loudest), LiveKit's smoothed level; 0 when silent, stale or not audio."""
         return self._audio.level(self.clock())

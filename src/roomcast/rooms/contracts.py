@@ -49,6 +49,8 @@ class JoinOptions:
     client_info: models.ClientInfo = field(default_factory=models.ClientInfo)
     auto_subscribe: bool = True
     adaptive_stream: bool = False
+    # The client's word on congestion pauses of its video (None: the server's config decides).
+    subscriber_allow_pause: bool | None = None
     reconnect: bool = False
     reconnect_sid: str = ""
 

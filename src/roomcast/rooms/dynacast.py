@@ -1,8 +1,10 @@
 """Dynacast: tell publishers which simulcast layers someone watches
 (docs/protocol/04-subscribing.md §4.7).
 
-For every simulcast video track the highest layer any subscriber wants is the top enabled
-quality; layers above it (all of them when nobody watches) are disabled with a
+For every simulcast video track the highest layer any subscriber receives or will receive is
+the top enabled quality: what it asked for, within what its stream allocation allows
+(`DownTrack.goal`, media/allocator.py); layers above it (all of them when nobody watches, or
+when every subscriber's link is too slow for any) are disabled with a
 ``SubscribedQualityUpdate``, so the publisher stops encoding and sending them. Enabling is sent
 at once (a new viewer must not wait); disabling only after the need has been gone for
 ``PAUSE_DELAY`` seconds (livekit-server's ``dynacast_pause_delay``), so brief changes such as a
@@ -42,7 +44,7 @@ class Dynacast:
     ) -> None:
         wanted: dict[str, int] = {}
         for downtrack in downtracks:
-            layer = downtrack.wanted
+            layer = downtrack.goal
             if layer is not None and downtrack.track_sid in tracks:
                 wanted[downtrack.track_sid] = max(wanted.get(downtrack.track_sid, -1), layer)
         for sid in [sid for sid in self._states if sid not in tracks]:

@@ -47,6 +47,9 @@ class Participant:
     # What the participant asked for by track sid (UpdateSubscription / UpdateTrackSettings).
     desired_subscriptions: dict[str, bool] = field(default_factory=dict)
     subscription_permission: rtc.SubscriptionPermission | None = None
+    # The last ConnectionQuality sent for this participant (None: not computed yet).
+    connection_quality: int | None = None
+    connection_score: float | None = None  # its MOS, 1.0-4.5 (ConnectionQualityInfo.score)
     # Highest reliable DataPacket.sequence received from this participant (resume de-dup).
     last_data_sequence: int = 0
     session: ParticipantSession | None = None

@@ -21,7 +21,7 @@ from livekit.protocol import models, rtc
 
 from roomcast.media.jsep import TransportParams, application_mid, candidate_init
 from roomcast.media.publisher_answer import MediaAnswerPlan, build_answer, plan_recv_media
-from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, URI_TRANSPORT_CC
 from roomcast.media.sdp import MediaSection, SessionDescription
 from roomcast.media.transport import PeerTransport
 from roomcast.rooms.participant import Participant
@@ -35,6 +35,7 @@ HEADER_EXTENSIONS = (
     "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    URI_TRANSPORT_CC,  # feedback to the publisher's estimator; REMB only without it
 )
 # AV1's spatial and temporal layers are selected from its Dependency Descriptor (AV1 RTP
 # specification, appendix A); VP9's from its payload descriptor, so only AV1 asks for it.
@@ -44,8 +45,8 @@ DEPENDENCY_DESCRIPTOR_CODECS = ("av1",)
 # kind, so a narrower answer would leave the client's next published track without them.
 RECEIVE_EXTENSIONS = (*HEADER_EXTENSIONS, URI_DEPENDENCY_DESCRIPTOR)
 # goog-remb: Chrome only sends its top simulcast layer once it gets a bandwidth estimate.
-VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
-AUDIO_FEEDBACK = ("nack",)
+VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb", "transport-cc")
+AUDIO_FEEDBACK = ("nack", "transport-cc")
 _KIND = {"audio": models.TrackType.AUDIO, "video": models.TrackType.VIDEO}
 
 

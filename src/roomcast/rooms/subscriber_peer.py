@@ -25,7 +25,12 @@ from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.jsep import TransportParams, candidate_init, new_session_id
 from roomcast.media.publisher_answer import MediaAnswerPlan
 from roomcast.media.sdp import Codec, MediaSection, Msid, SessionDescription
-from roomcast.media.subscriber_offer import DATA_MID, OutgoingTrack, build_subscriber_offer
+from roomcast.media.subscriber_offer import (
+    DATA_MID,
+    OutgoingTrack,
+    build_subscriber_offer,
+    rtx_payload_types,
+)
 from roomcast.media.transport import PeerTransport
 from roomcast.rooms.contracts import Cancellable, Publication, Scheduler
 from roomcast.rooms.receive_slots import ReceiveSlots, idle_plan, offered_sections, send_plan
@@ -81,6 +86,7 @@ class SubscriberPeer:
             ssrc=self._new_ssrc(),
             cname=self._cname,
             codecs=_subscriber_codecs(publication),
+            rtx_ssrc=self._new_ssrc() if publication.kind == "video" else 0,
         )
         self._tracks.append(track)
         self._by_track[publication.track_sid] = track
@@ -173,6 +179,8 @@ class SubscriberPeer:
                 extensions=extensions,
                 send_rtp=self.transport.send_rtp,
                 send_rtcp=self.transport.send_rtcp,
+                rtx=rtx_payload_types(section),
+                rtx_ssrc=track.rtx_ssrc,
             )
             self._downtracks.add(track.track_id)
         if self._renegotiate:

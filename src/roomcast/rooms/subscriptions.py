@@ -5,6 +5,12 @@ A publication exists once the publisher's media section is matched; others are s
 they are ACTIVE and auto-subscribe (or asked with UpdateSubscription), may subscribe, and the
 publisher's subscription permission allows it. The publisher's updated ParticipantInfo is
 broadcast before any subscriber offer carries the track (docs/protocol/04-subscribing.md §4.1).
+
+On the media tick it also tells the media layer which tracks come first in its subscribers'
+stream allocation (screen shares, then active speakers' video), tells subscribers which of
+their tracks the allocation paused or resumed (`StreamStateUpdate`), and every few seconds
+sends each participant the connection quality of itself and of those it receives
+(`ConnectionQualityUpdate`) when any changed, as livekit-server does.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 from livekit.protocol import models, rtc
 
 from roomcast.media.forwarding_plane import ForwardingPlane
+from roomcast.media.quality import LOST, POOR, UPDATE_INTERVAL
 from roomcast.rooms.contracts import Publication, TrackPublisher
 from roomcast.rooms.dynacast import Dynacast, TrackTarget
 from roomcast.rooms.participant import Participant, State
@@ -35,6 +42,13 @@ _QUALITY_LAYER: dict[int, int] = {
 
 _RID_ORDER = {"q": 0, "h": 1, "f": 2}
 
+# Stream allocation order (media/allocator.py): screen shares, then who is speaking.
+SCREEN_SHARE_PRIORITY = 2
+SPEAKER_PRIORITY = 1
+_SCREEN_SHARES = (models.TrackSource.SCREEN_SHARE, models.TrackSource.SCREEN_SHARE_AUDIO)
+# Clients of protocol 10 and older know no LOST quality (livekit-server sends POOR instead).
+_LOST_SINCE_PROTOCOL = 11
+
 
 class SubscriptionManager:
     def __init__(self, plane: ForwardingPlane, tracks: TrackManager) -> None:
@@ -43,6 +57,7 @@ class SubscriptionManager:
         self.publications: dict[str, Publication] = {}
         self.speakers = SpeakerDetector(self._speaking_level)
         self.dynacast = Dynacast()
+        self._last_quality: float | None = None
 
     def _speaking_level(self, track_sid: str) -> float:
         uptrack = self.plane.uptrack(track_sid)
@@ -77,6 +92,7 @@ class SubscriptionManager:
         # rids name their quality (q=LOW, h=MEDIUM, f=HIGH); other rids keep the SDP order.
         rids.sort(key=lambda rid: _RID_ORDER.get(rid, len(_RID_ORDER)))
         ssrcs = _media_ssrcs(section)
+        declared = sorted(info.layers, key=lambda layer: layer.quality)
         uptrack = self.plane.add_uptrack(
             info.sid,
             section.kind,
@@ -88,7 +104,11 @@ class SubscriptionManager:
             publisher=participant.sid,
             send_rtcp=publisher.send_rtcp,
             packet_trailer=bool(info.packet_trailer_features),
+            nack=any("nack" in codec.rtcp_fb for codec in codecs),
+            layer_bitrates=[layer.bitrate for layer in declared],
         )
+        if info.source in _SCREEN_SHARES:
+            self.plane.set_priority(info.sid, SCREEN_SHARE_PRIORITY)
         publication = Publication(
             track_sid=info.sid,
             publisher_sid=participant.sid,
@@ -180,6 +200,7 @@ class SubscriptionManager:
             participant.sid,
             models.ClientInfo.Capability.CAP_PACKET_TRAILER in participant.capabilities,
         )
+        self.plane.set_allow_pause(participant.sid, session.options.subscriber_allow_pause)
         session.subscriber.subscribe(publication)
 
     @staticmethod
@@ -283,9 +304,92 @@ class SubscriptionManager:
 
     def tick(self, rooms: list[Room], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        self._prioritise_speakers(rooms)
         self.plane.tick()
         self.speakers.tick(rooms, self.is_subscribed, now)
         self._tick_dynacast(rooms, now)
+        self._send_stream_states(rooms)
+        if self._last_quality is None or now - self._last_quality >= UPDATE_INTERVAL:
+            self._last_quality = now
+            for room in rooms:
+                self._send_connection_quality(room)
+
+    def _prioritise_speakers(self, rooms: list[Room]) -> None:
+        """Active speakers' video comes before the rest in every subscriber's allocation."""
+        for room in rooms:
+            for participant in room.participants.values():
+                speaking = any(
+                    self._speaking_level(sid) > 0
+                    for sid, info in participant.tracks.items()
+                    if info.type == models.TrackType.AUDIO
+                )
+                for sid, info in participant.tracks.items():
+                    if info.type == models.TrackType.VIDEO and info.source not in _SCREEN_SHARES:
+                        self.plane.set_priority(sid, SPEAKER_PRIORITY if speaking else 0)
+
+    def _send_stream_states(self, rooms: list[Room]) -> None:
+        """StreamStateUpdate: the allocation paused a subscriber's track, or resumed it."""
+        changes = self.plane.take_stream_states()
+        if not changes:
+            return
+        by_sid = {p.sid: p for room in rooms for p in room.participants.values()}
+        states: dict[str, list[rtc.StreamStateInfo]] = {}
+        for subscriber, track_sid, paused in changes:
+            publication = self.publications.get(track_sid)
+            if publication is None:
+                continue
+            states.setdefault(subscriber, []).append(
+                rtc.StreamStateInfo(
+                    participant_sid=publication.publisher_sid,
+                    track_sid=track_sid,
+                    state=rtc.StreamState.PAUSED if paused else rtc.StreamState.ACTIVE,
+                )
+            )
+        for subscriber, infos in states.items():
+            participant = by_sid.get(subscriber)
+            if participant is not None and participant.session is not None:
+                participant.session.send_signal(
+                    rtc.SignalResponse(
+                        stream_state_update=rtc.StreamStateUpdate(stream_states=infos)
+                    )
+                )
+
+    def _send_connection_quality(self, room: Room) -> None:
+        """ConnectionQualityUpdate to every active participant: its own quality and that of the
+        participants it receives, when one changed or someone new is scored."""
+        infos: dict[str, rtc.ConnectionQualityInfo] = {}
+        changed = False
+        for participant in room.participants.values():
+            if participant.state != State.ACTIVE:
+                continue
+            quality, score = self.plane.connection_quality(participant.sid)
+            changed = changed or quality != participant.connection_quality
+            participant.connection_quality = quality
+            participant.connection_score = score
+            infos[participant.sid] = rtc.ConnectionQualityInfo(
+                participant_sid=participant.sid,
+                quality=models.ConnectionQuality.Name(quality),
+                score=score,
+            )
+        if not changed:
+            return
+        for participant in room.participants.values():
+            session = participant.session
+            if participant.state != State.ACTIVE or session is None or not session.joined:
+                continue
+            updates = [
+                info
+                for sid, info in infos.items()
+                if sid == participant.sid or self.is_subscribed(participant.sid, sid)
+            ]
+            if participant.client_protocol < _LOST_SINCE_PROTOCOL:
+                updates = [_lost_as_poor(info) for info in updates]
+            if updates:
+                session.send_signal(
+                    rtc.SignalResponse(
+                        connection_quality=rtc.ConnectionQualityUpdate(updates=updates)
+                    )
+                )
 
     def _tick_dynacast(self, rooms: list[Room], now: float) -> None:
         simulcast: dict[str, TrackTarget] = {}
@@ -308,6 +412,17 @@ class SubscriptionManager:
         if participant.session is not None:
             participant.session.subscriber.close()
         self.plane.set_reads_packet_trailer(participant.sid, False)
+        self.plane.remove_subscriber(participant.sid)
+
+
+def _lost_as_poor(info: rtc.ConnectionQualityInfo) -> rtc.ConnectionQualityInfo:
+    if info.quality != LOST:
+        return info
+    return rtc.ConnectionQualityInfo(
+        participant_sid=info.participant_sid,
+        quality=models.ConnectionQuality.Name(POOR),
+        score=info.score,
+    )
 
 
 def _layer_for_quality(room: Room, publication: Publication, quality: int) -> int:

@@ -193,8 +193,8 @@ function latestText(metric, keys, data) {
   return metric.fmt(sum(() => true));
 }
 
-// Each participant's connection quality: a chip (unknown until the server reports it, which
-// this server does not yet do) and, once reported, a small step chart of the last minutes.
+// Each participant's connection quality: a chip (unknown until the server has scored it, within
+// 5 s of joining; its title gives the MOS) and a small step chart of the last minutes.
 function drawQuality(data) {
   const live = new Set();
   for (const room of data.rooms || []) {
@@ -209,7 +209,10 @@ function drawQuality(data) {
       }
       const quality = p.connection_quality;
       chip.textContent = quality ? `quality: ${quality}` : 'quality –';
-      chip.title = quality ? 'Connection quality reported by the server' : 'The server does not report connection quality yet';
+      const score = typeof p.connection_score === 'number' ? `, MOS ${p.connection_score.toFixed(1)}` : '';
+      chip.title = quality
+        ? `Connection quality sent to the room by the server${score} (loss, jitter, round trip, layers below what was asked for)`
+        : 'Not scored yet (the server scores every 5 s)';
       chip.className = `chip p-quality q-${quality || 'unknown'}`;
       chip.dataset.quality = quality || '';
       if (quality) drawSpark(block, p.sid);
