@@ -35,8 +35,7 @@ from roomcast.edge.rtc import RtcEndpoint
 from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
-from roomcast.media.forwarding_plane import ForwardingPlane
-from roomcast.media.native_plane import NativeForwardingPlane, choose_plane
+from roomcast.media.native_plane import choose_plane, new_forwarding_plane
 from roomcast.media.tcp_mux import IceTcpPortError
 from roomcast.media.udp_mux import UdpMux
 from roomcast.rooms.admin import RoomAdmin
@@ -107,23 +106,13 @@ class Server:
             tcp_port=self._ice_tcp_port(),
             native=choose_plane(config.rtc.forwarding_plane) == "native",
         )
-        unknown_rate = config.limit.unknown_ssrc_packets_per_second
         congestion = config.rtc.congestion_control
-        if self.mux.native:
-            native = NativeForwardingPlane(
-                lambda: self.mux.engine,
-                unknown_ssrc_rate=unknown_rate,
-                congestion_control=congestion.enabled,
-                allow_pause=congestion.allow_pause,
-            )
-            self.mux.on_engine_event = native.on_engine_event
-            self.plane: ForwardingPlane = native
-        else:
-            self.plane = ForwardingPlane(
-                unknown_ssrc_rate=unknown_rate,
-                congestion_control=congestion.enabled,
-                allow_pause=congestion.allow_pause,
-            )
+        self.plane = new_forwarding_plane(
+            self.mux,
+            unknown_ssrc_rate=config.limit.unknown_ssrc_packets_per_second,
+            congestion_control=congestion.enabled,
+            allow_pause=congestion.allow_pause,
+        )
         self.metrics = Metrics()
         self.metrics.attach(
             self.rooms,

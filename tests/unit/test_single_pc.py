@@ -12,7 +12,13 @@ from typing import Any
 
 from livekit.protocol import rtc
 
-from roomcast.media.rtp import URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID
+from roomcast.media.rtp import (
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_REPAIRED_RID,
+    URI_RID,
+    URI_TRANSPORT_CC,
+)
 from roomcast.media.sdp import Codec, SessionDescription
 from roomcast.rooms.contracts import Publication
 from roomcast.rooms.participant import Participant
@@ -116,8 +122,13 @@ def test_idle_receive_sections_are_inactive_with_their_extensions() -> None:
     answer = sections(pc.offer())
     assert [answer[mid].direction for mid in "012345"] == ["inactive"] * 6
     assert not any(answer[mid].rejected for mid in "0123456")
-    assert [e.uri for e in answer["0"].extmaps] == [URI_AUDIO_LEVEL, URI_MID]
-    assert [e.uri for e in answer["3"].extmaps] == [URI_MID, URI_RID, URI_REPAIRED_RID]
+    assert [e.uri for e in answer["0"].extmaps] == [URI_AUDIO_LEVEL, URI_TRANSPORT_CC, URI_MID]
+    assert [e.uri for e in answer["3"].extmaps] == [
+        URI_TRANSPORT_CC,
+        URI_MID,
+        URI_RID,
+        URI_REPAIRED_RID,
+    ]
     assert answer["6"].kind == "application"
     assert pc.settle() == []  # nothing to ask for
 
@@ -148,7 +159,7 @@ def test_subscriptions_ask_for_an_offer_and_go_out_in_its_answer() -> None:
     down = pc.plane.downtracks
     assert set(down) == {"TR_a", "TR_v"}
     assert down["TR_a"]["ssrc"] == ssrc.ssrc and down["TR_a"]["codecs"] == {"audio/opus": 111}
-    assert down["TR_a"]["extensions"] == {URI_AUDIO_LEVEL: 1, URI_MID: 4}
+    assert down["TR_a"]["extensions"] == {URI_AUDIO_LEVEL: 1, URI_TRANSPORT_CC: 3, URI_MID: 4}
     assert down["TR_v"]["codecs"] == {"video/vp8": 96}
     assert pc.settle() == []
 

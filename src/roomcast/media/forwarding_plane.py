@@ -155,8 +155,7 @@ class ForwardingPlane:
         allow_pause: bool = False,
     ) -> None:
         self._clock = clock
-        # Per-subscriber stream allocation (rtc.congestion_control.enabled / allow_pause).
-        self.congestion_control = congestion_control
+        self.congestion_control = congestion_control  # rtc.congestion_control.enabled
         self.allow_pause = allow_pause
         self._unknown_rate = unknown_ssrc_rate
         self._unknown_burst = max(1.0, 2 * unknown_ssrc_rate)

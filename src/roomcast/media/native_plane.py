@@ -33,7 +33,7 @@ import logging
 import os
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from .downtrack import DownTrack
 from .forwarding_plane import UNKNOWN_SSRC_RATE, ForwardingPlane
@@ -191,3 +191,35 @@ class NativeForwardingPlane(ForwardingPlane):
             track = self._native_up.get(native_id)
             if track is not None:
                 track.started_layer(self._clock())
+
+
+class EngineHost(Protocol):
+    """What the native plane needs of the UDP mux (media/udp_mux.py `UdpMux`)."""
+
+    native: bool
+    engine: Engine | None
+    on_engine_event: Callable[[int, int, int, bytes], None]
+
+
+def new_forwarding_plane(
+    mux: EngineHost,
+    *,
+    unknown_ssrc_rate: float,
+    congestion_control: bool,
+    allow_pause: bool,
+) -> ForwardingPlane:
+    """The plane for `mux`: the native one when the mux runs the engine, else Python's."""
+    if not mux.native:
+        return ForwardingPlane(
+            unknown_ssrc_rate=unknown_ssrc_rate,
+            congestion_control=congestion_control,
+            allow_pause=allow_pause,
+        )
+    native = NativeForwardingPlane(
+        lambda: mux.engine,
+        unknown_ssrc_rate=unknown_ssrc_rate,
+        congestion_control=congestion_control,
+        allow_pause=allow_pause,
+    )
+    mux.on_engine_event = native.on_engine_event
+    return native

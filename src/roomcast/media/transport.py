@@ -83,8 +83,8 @@ class MuxPort(Protocol):
 class PeerTransport:
     """ICE-lite + DTLS (server role) + SRTP + SCTP data channels for one PeerConnection.
 
-    Created before the remote description is known: a lite agent needs no remote candidates,
-    and the remote ufrag/pwd only to check a nominated address before sending there. States
+    Created before the remote description is known (a lite agent needs no remote candidates;
+    the remote ufrag/pwd serve only to check a nominated address before sending there). States
     (`TransportState`): new → connecting (first authenticated check) → connected (DTLS done,
     remote certificate verified against a=fingerprint, SRTP keyed) → failed | closed.
     """
@@ -103,8 +103,7 @@ class PeerTransport:
         self.on_channel_open: Callable[[str], None] | None = None
         self.on_rtp: Callable[[bytes], None] | None = None
         self.on_rtcp: Callable[[bytes], None] | None = None
-        # Where we send: the first checked address, then a nominated one that answered our own
-        # check (ice_lite.py: consent is per address).
+        # Where we send: the first checked address, then a nominated one that answered our check.
         self.remote_address: Address | None = None
         self.stats: collections.Counter[str] = collections.Counter()
         self._mux = mux
@@ -253,12 +252,11 @@ class PeerTransport:
 
     def send_rtcp(self, packet: bytes) -> None:
         protect, addr = self._protect_rtcp, self.remote_address
-        if protect is None or addr is None:
-            return
-        try:
-            self._mux.send_media(protect(packet), addr)
-        except pylibsrtp.Error:
-            self.stats["srtp_protect_failed"] += 1
+        if protect is not None and addr is not None:
+            try:
+                self._mux.send_media(protect(packet), addr)
+            except pylibsrtp.Error:
+                self.stats["srtp_protect_failed"] += 1
 
     async def close(self) -> None:
         if self._closed:
@@ -459,9 +457,8 @@ class PeerTransport:
                 slice_end = clock() + SCTP_PUMP_SLICE
 
     def _data_channel_limit(self, limit: str, fatal: bool) -> None:
-        """A data-channel limit was applied: count it, log it once per transport and limit,
-        and when it aborted the association fail the transport (its owner then removes the
-        participant, as on any transport failure)."""
+        """A data-channel limit was applied: count it, log it once per transport and limit; when
+        it aborted the association, fail the transport (its owner removes the participant)."""
         self._mux.on_limit(f"data_channel_{limit}")
         if limit not in self._limits_logged:
             self._limits_logged.add(limit)
