@@ -148,7 +148,11 @@ def test_subscriptions_ask_for_an_offer_and_go_out_in_its_answer() -> None:
     audio, video = desc["0"], desc["3"]
     assert (audio.direction, video.direction) == ("sendonly", "sendonly")
     assert [(c.payload_type, c.name) for c in audio.codecs] == [(111, "opus")]
-    assert [(c.payload_type, c.name) for c in video.codecs] == [(96, "VP8")]
+    # Video with the RTX the client offered for VP8 (retransmissions and probes, RFC 4588).
+    assert [(c.payload_type, c.name) for c in video.codecs] == [(96, "VP8"), (97, "rtx")]
+    (fid,) = video.ssrc_groups
+    assert fid.semantics == "FID" and fid.ssrcs[0] == video.ssrcs[0].ssrc
+    assert all("transport-cc" in c.rtcp_fb for c in [*audio.codecs, video.codecs[0]])
     assert audio.msid is not None and (audio.msid.stream_id, audio.msid.track_id) == (
         "PA_pub|TR_a",
         "TR_a",
@@ -160,7 +164,9 @@ def test_subscriptions_ask_for_an_offer_and_go_out_in_its_answer() -> None:
     assert set(down) == {"TR_a", "TR_v"}
     assert down["TR_a"]["ssrc"] == ssrc.ssrc and down["TR_a"]["codecs"] == {"audio/opus": 111}
     assert down["TR_a"]["extensions"] == {URI_AUDIO_LEVEL: 1, URI_TRANSPORT_CC: 3, URI_MID: 4}
-    assert down["TR_v"]["codecs"] == {"video/vp8": 96}
+    assert down["TR_v"]["codecs"] == {"video/vp8": 96, "video/rtx": 97}
+    assert down["TR_v"]["rtx"] == {96: 97} and down["TR_v"]["rtx_ssrc"] == fid.ssrcs[1]
+    assert down["TR_a"]["rtx"] == {} and down["TR_a"]["rtx_ssrc"] == 0
     assert pc.settle() == []
 
     # The same offer again: the same answer for the tracks, no second downtrack.

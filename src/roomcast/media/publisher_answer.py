@@ -39,6 +39,7 @@ from roomcast.media.sdp import (
     Simulcast,
     SimulcastRid,
     Ssrc,
+    SsrcGroup,
 )
 
 
@@ -56,6 +57,7 @@ class MediaAnswerPlan:
     # (RFC 8830 §2) and a=ssrc lines (RFC 5576 §4.1).
     msid: Msid | None = None
     ssrcs: list[Ssrc] = field(default_factory=list)
+    ssrc_groups: list[SsrcGroup] = field(default_factory=list)  # FID: RTX (RFC 4588 §8.6)
 
 
 AcceptMedia = Callable[[MediaSection], MediaAnswerPlan | None]
@@ -167,6 +169,7 @@ def _media_section(
     if plan.msid is not None and direction in ("sendonly", "sendrecv"):
         section.msids = [plan.msid]
         section.ssrcs = [replace(s, attributes=list(s.attributes)) for s in plan.ssrcs]
+        section.ssrc_groups = [replace(g, ssrcs=list(g.ssrcs)) for g in plan.ssrc_groups]
     return section
 
 

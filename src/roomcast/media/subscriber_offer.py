@@ -151,11 +151,11 @@ def with_rtx(codecs: list[Codec]) -> list[Codec]:
     return out
 
 
-def rtx_payload_types(section: MediaSection) -> dict[int, int]:
+def rtx_payload_types(codecs: list[Codec]) -> dict[int, int]:
     """An answered section's RTX payload types, by the payload type each repairs (apt)."""
     return {
         apt: codec.payload_type
-        for codec in section.codecs
+        for codec in codecs
         if codec.name.lower() == "rtx" and (apt := codec.associated_payload_type) is not None
     }
 

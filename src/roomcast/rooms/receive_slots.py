@@ -28,7 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from roomcast.media.publisher_answer import MediaAnswerPlan
-from roomcast.media.sdp import Attribute, Codec, MediaSection, Msid, SessionDescription, Ssrc
+from roomcast.media.sdp import (
+    Attribute,
+    Codec,
+    MediaSection,
+    Msid,
+    SessionDescription,
+    Ssrc,
+    SsrcGroup,
+)
 
 KINDS = ("audio", "video")
 
@@ -216,6 +224,7 @@ def send_plan(
     cname: str,
     feedback: tuple[str, ...],
     extensions: tuple[str, ...],
+    rtx_ssrc: int = 0,
 ) -> MediaAnswerPlan | None:
     """Answer a receive section `sendonly` with a track sent in `codecs` (the publisher's,
     RED first when it sends RED): the offer's payload types for them with its own fmtp (a
@@ -224,7 +233,8 @@ def send_plan(
     None when the section offers none of the track's codecs. A RED track offered no RED is
     answered with its inner codec, but the plane forwards RED packets only where RED was
     negotiated (media/downtrack.py `pt_map`): such a subscriber gets no audio, as on `/rtc`
-    when its answer leaves RED out."""
+    when its answer leaves RED out. With `rtx_ssrc`, each chosen codec's RTX payload type
+    the offer pairs with it (apt) is answered too, sent with that SSRC (RFC 4588 §8.6: FID)."""
     chosen: list[Codec] = []
     for codec in codecs:
         match = matching_codec(offered, codec)
@@ -234,14 +244,31 @@ def send_plan(
     if not primary:
         return None
     attributes = [Attribute("cname", cname), Attribute("msid", f"{msid.stream_id} {msid.track_id}")]
+    ssrcs, groups = [Ssrc(ssrc, attributes)], []
+    repairs = rtx_for(offered, primary) if rtx_ssrc else []
+    if repairs:
+        chosen += repairs
+        ssrcs.append(Ssrc(rtx_ssrc, list(attributes)))
+        groups.append(SsrcGroup("FID", [ssrc, rtx_ssrc]))
     return MediaAnswerPlan(
         codecs=chosen,
         extmaps=[replace(e) for e in offered.extmaps if e.uri in extensions],
         direction="sendonly",
         simulcast=False,
         msid=msid,
-        ssrcs=[Ssrc(ssrc, attributes)],
+        ssrcs=ssrcs,
+        ssrc_groups=groups,
     )
+
+
+def rtx_for(offered: MediaSection, codecs: list[Codec]) -> list[Codec]:
+    """The offer's RTX payload types repairing one of `codecs` (a=fmtp apt=, RFC 4588 §8.6)."""
+    repaired = {c.payload_type for c in codecs}
+    return [
+        c
+        for c in offered.codecs
+        if c.name.lower() == "rtx" and c.associated_payload_type in repaired
+    ]
 
 
 def idle_plan(offered: MediaSection, extensions: tuple[str, ...]) -> MediaAnswerPlan | None:

@@ -179,7 +179,7 @@ class SubscriberPeer:
                 extensions=extensions,
                 send_rtp=self.transport.send_rtp,
                 send_rtcp=self.transport.send_rtcp,
-                rtx=rtx_payload_types(section),
+                rtx=rtx_payload_types(section.codecs),
                 rtx_ssrc=track.rtx_ssrc,
             )
             self._downtracks.add(track.track_id)
@@ -211,7 +211,11 @@ def _subscriber_codecs(publication: Publication) -> list[Codec]:
 
 # The feedback a subscriber's sections are answered with on /rtc/v1, as `_subscriber_codecs`
 # offers it on /rtc.
-SEND_FEEDBACK = {"video": ("nack", "nack pli", "ccm fir", "goog-remb"), "audio": ()}
+# transport-cc on every codec, audio too (every packet counts in the downlink estimate).
+SEND_FEEDBACK = {
+    "video": ("nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"),
+    "audio": ("transport-cc",),
+}
 
 
 class SinglePcSubscriber:
@@ -235,7 +239,7 @@ class SinglePcSubscriber:
         self._tracks: dict[str, OutgoingTrack] = {}  # subscribed tracks by sid
         self._publications: dict[str, Publication] = {}
         # Track sid → (codecs, header extensions) as this answer sends it, until it is sent.
-        self._planned: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        self._planned: dict[str, tuple[dict[str, int], dict[str, int], dict[int, int]]] = {}
         self._downtracks: set[str] = set()
         self._cname = secrets.token_hex(8)
         self._used_ssrcs: set[int] = set()
@@ -261,6 +265,7 @@ class SinglePcSubscriber:
             ssrc=self._new_ssrc(),
             cname=self._cname,
             codecs=list(publication.codecs),
+            rtx_ssrc=self._new_ssrc() if publication.kind == "video" else 0,
         )
         self._publications[sid] = publication
         publication.subscribers.add(self._participant_sid)
@@ -330,13 +335,15 @@ class SinglePcSubscriber:
             cname=track.cname,
             feedback=SEND_FEEDBACK[track.kind],
             extensions=extensions,
+            rtx_ssrc=track.rtx_ssrc,
         )
         if plan is None:
             log.info("subscriber offers no codec of track %s", track.track_id)
             self._slots.unassign(track.track_id)
             return idle_plan(section, extensions)
         codecs = {f"{track.kind}/{c.name}".lower(): c.payload_type for c in plan.codecs}
-        self._planned[track.track_id] = (codecs, {e.uri: e.id for e in plan.extmaps})
+        extension_ids = {e.uri: e.id for e in plan.extmaps}
+        self._planned[track.track_id] = (codecs, extension_ids, rtx_payload_types(plan.codecs))
         return plan
 
     def mid_to_track_id(self) -> dict[str, str]:
@@ -344,7 +351,7 @@ class SinglePcSubscriber:
 
     def answered(self) -> None:
         """The answer is out: tracks it carries for the first time start flowing."""
-        for track_sid, (codecs, extensions) in self._planned.items():
+        for track_sid, (codecs, extensions, rtx) in self._planned.items():
             track = self._tracks.get(track_sid)
             if track is None or track_sid in self._downtracks:
                 continue
@@ -357,6 +364,8 @@ class SinglePcSubscriber:
                     extensions=extensions,
                     send_rtp=self.transport.send_rtp,
                     send_rtcp=self.transport.send_rtcp,
+                    rtx=rtx,
+                    rtx_ssrc=track.rtx_ssrc if rtx else 0,
                 )
             except KeyError:  # unpublished meanwhile: the unsubscription is on its way
                 continue
