@@ -1,0 +1,174 @@
+"""The servers under attack: `roomcast serve` subprocesses (one, or two on a private
+redis-server), and what is read from them: RSS from /proc, limit hits from /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from tests.conftest import API_KEY, API_SECRET, free_port
+from tests.integration.cluster import REDIS_SERVER, RedisServer
+
+from bench.hostile.framework import NodeAddress
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    address: NodeAddress
+    proc: asyncio.subprocess.Process
+    log: Path
+
+    def rss_mib(self) -> float:
+        """Resident memory now, from /proc (0 once the process is gone)."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far, from /proc (0 once the process is gone)."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass
+class Cluster:
+    nodes: list[ServerProcess]
+    redis: RedisServer | None = None
+    logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hostile-")))
+    control_url: str = ""  # bench/hostile/control.py: an idle server, probed like the nodes
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None or Path(REDIS_SERVER).exists()
+
+
+def node_config(port: int, metrics_port: int, redis: RedisServer | None, extra: str) -> str:
+    config = (
+        f"port: {port}\nbind_addresses: [127.0.0.1]\nkeys:\n  {API_KEY}: {API_SECRET}\n"
+        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
+        f"prometheus:\n  port: {metrics_port}\n"
+        "logging:\n  level: warn\n"
+    )
+    if redis is not None:
+        # Ties go to the local node: the honest room, created first through node 0, lives there.
+        config += f"redis:\n  address: {redis.address}\nnode_selector:\n  sort_by: rooms\n"
+    return config + extra
+
+
+async def start_node(name: str, redis: RedisServer | None, extra: str, logs: Path) -> ServerProcess:
+    address = NodeAddress(free_port(), free_port())
+    log = logs / f"{name}.log"
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "roomcast",
+            "serve",
+            "--config-body",
+            node_config(address.port, address.metrics_port, redis, extra),
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            if proc.returncode is not None:
+                break
+            with suppress(aiohttp.ClientError):
+                async with http.get(address.http + "/") as resp:
+                    if resp.status == 200:
+                        return ServerProcess(name, address, proc, log)
+            await asyncio.sleep(0.1)
+    with suppress(ProcessLookupError):
+        proc.kill()
+    raise RuntimeError(f"node {name} did not start:\n{log.read_text()[-3000:]}")
+
+
+async def stop_node(node: ServerProcess) -> None:
+    if node.proc.returncode is None:
+        node.proc.terminate()
+        try:
+            await asyncio.wait_for(node.proc.wait(), 15)
+        except TimeoutError:
+            node.proc.kill()
+            await node.proc.wait()
+
+
+async def start_control(port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.hostile.control", str(port), cwd=REPO
+    )
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            with suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/") as resp:
+                    if resp.status == 200:
+                        return proc
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the control server did not start")
+
+
+@asynccontextmanager
+async def cluster(multinode: bool, extra_config: str) -> AsyncIterator[Cluster]:
+    """One node, or two nodes on a private redis-server, and the control server; all stopped
+    at the end."""
+    redis = RedisServer() if multinode else None
+    running = Cluster(nodes=[], redis=redis)
+    control: asyncio.subprocess.Process | None = None
+    try:
+        if redis is not None:
+            await redis.start()
+        names = ["node-a", "node-b"] if multinode else ["node"]
+        for name in names:
+            running.nodes.append(await start_node(name, redis, extra_config, running.logs))
+        port = free_port()
+        control = await start_control(port)
+        running.control_url = f"http://127.0.0.1:{port}/"
+        yield running
+    finally:
+        if control is not None and control.returncode is None:
+            control.terminate()
+            await control.wait()
+        await asyncio.gather(*(stop_node(node) for node in running.nodes))
+        if redis is not None:
+            await redis.stop()
+
+
+async def limit_hits(http: aiohttp.ClientSession, nodes: list[ServerProcess]) -> dict[str, float]:
+    """roomcast_limit_hits_total by limit, summed over the nodes."""
+    totals: dict[str, float] = {}
+    for node in nodes:
+        try:
+            async with http.get(f"http://127.0.0.1:{node.address.metrics_port}/metrics") as r:
+                text = await r.text()
+        except aiohttp.ClientError:
+            continue
+        for line in text.splitlines():
+            if line.startswith('roomcast_limit_hits_total{limit="'):
+                labels, _, value = line.rpartition(" ")
+                limit = labels.split('"')[1]
+                totals[limit] = totals.get(limit, 0.0) + float(value)
+    return totals
