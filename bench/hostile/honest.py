@@ -1,6 +1,12 @@
 """The honest participants, on the official Python SDK: one publishes audio and 640x360 video
-(tests/integration/test_media_python.py `publishing`), two watch the video (the arrival time
-of every decoded frame) and play data ping-pong over the reliable channel (round-trip times).
+(tests/integration/test_media_python.py `publishing`), two watch the video and play data
+ping-pong over the reliable channel (round-trip times).
+
+The publisher's capture times are recorded (this process, on a loaded machine, may itself
+capture late), and each decoded frame twice: its render time (`VideoFrameEvent.timestamp_us`, which
+libwebrtc's jitter buffer sets on the monotonic clock that `time.monotonic()` reads: what a
+viewer would see) and the time this process got it (which also counts this process's own
+delays on a loaded machine).
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ READY_TIMEOUT = 30.0
 
 @dataclass
 class Honest:
-    frames: dict[str, list[float]] = field(default_factory=dict)  # watcher -> arrival times
+    frames: dict[str, list[float]] = field(default_factory=dict)  # watcher -> render times
+    arrivals: dict[str, list[float]] = field(default_factory=dict)  # watcher -> arrival times
+    captures: list[float] = field(default_factory=list)  # when the publisher captured each
     sizes: collections.Counter[tuple[int, int]] = field(default_factory=collections.Counter)
     sent: dict[int, float] = field(default_factory=dict)  # ping number -> sent at
     rtts: list[tuple[float, float]] = field(default_factory=list)  # (sent at, seconds)
@@ -37,12 +45,15 @@ class Honest:
 
 
 async def read_frames(
-    track: rtc.RemoteTrack, times: list[float], honest: Honest, first: asyncio.Event
+    track: rtc.RemoteTrack, watcher: str, honest: Honest, first: asyncio.Event
 ) -> None:
+    renders = honest.frames.setdefault(watcher, [])
+    arrivals = honest.arrivals.setdefault(watcher, [])
     stream = rtc.VideoStream(track)
     try:
         async for event in stream:
-            times.append(time.monotonic())
+            arrivals.append(time.monotonic())
+            renders.append(event.timestamp_us / 1e6 if event.timestamp_us else arrivals[-1])
             honest.sizes[(event.frame.width, event.frame.height)] += 1
             first.set()
     finally:
@@ -70,15 +81,16 @@ async def honest_room(ws_url: str, room_name: str) -> AsyncIterator[Honest]:
             watch_connection(room, identity, honest)
             await room.connect(ws_url, join_token(room_name, identity))
             stack.push_async_callback(room.disconnect)
-        await stack.enter_async_context(publishing(rooms[PUBLISHER], WIDTH, HEIGHT))
+        await stack.enter_async_context(
+            publishing(
+                rooms[PUBLISHER], WIDTH, HEIGHT, lambda: honest.captures.append(time.monotonic())
+            )
+        )
         firsts = []
         for name in WATCHERS:
             track = await subscribed_track(events[name], rtc.TrackKind.KIND_VIDEO, PUBLISHER)
-            honest.frames[name] = []
             firsts.append(asyncio.Event())
-            tasks.append(
-                asyncio.ensure_future(read_frames(track, honest.frames[name], honest, firsts[-1]))
-            )
+            tasks.append(asyncio.ensure_future(read_frames(track, name, honest, firsts[-1])))
         first_pong = asyncio.Event()
         pinger, ponger = rooms[WATCHERS[0]], rooms[WATCHERS[1]]
 

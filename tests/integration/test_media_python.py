@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
 import numpy as np
@@ -53,10 +53,13 @@ async def sine_audio(room: rtc.Room) -> AsyncIterator[rtc.LocalAudioTrack]:
 
 @asynccontextmanager
 async def gradient_video(
-    room: rtc.Room, width: int = WIDTH, height: int = HEIGHT
+    room: rtc.Room,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    on_frame: Callable[[], None] | None = None,
 ) -> AsyncIterator[rtc.LocalVideoTrack]:
     """Publish a moving gradient as the camera (30 frames/s, no simulcast) until the block
-    ends."""
+    ends; ``on_frame`` is called after each frame is captured."""
     video_source = rtc.VideoSource(width, height)
     video = rtc.LocalVideoTrack.create_video_track("gradient", video_source)
     await room.local_participant.publish_track(
@@ -74,6 +77,8 @@ async def gradient_video(
             video_source.capture_frame(
                 rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, frame.tobytes())
             )
+            if on_frame is not None:
+                on_frame()
             step += 4
             await asyncio.sleep(1 / 30)
 
@@ -88,10 +93,16 @@ async def gradient_video(
 
 @asynccontextmanager
 async def publishing(
-    room: rtc.Room, width: int = WIDTH, height: int = HEIGHT
+    room: rtc.Room,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    on_frame: Callable[[], None] | None = None,
 ) -> AsyncIterator[tuple[rtc.LocalAudioTrack, rtc.LocalVideoTrack]]:
     """Publish a 440 Hz sine (microphone) and a moving gradient (camera) until the block ends."""
-    async with sine_audio(room) as audio, gradient_video(room, width, height) as video:
+    async with (
+        sine_audio(room) as audio,
+        gradient_video(room, width, height, on_frame) as video,
+    ):
         yield audio, video
 
 
