@@ -5,6 +5,7 @@ servers' memory (RSS from /proc, Redis's used_memory) once a second."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.hostile.servers import Cluster
+from bench.hostile.servers import Cluster, schedstat
+
+BENCH = "bench"  # this process (the honest participants' event loop)
 
 INTERVAL = 0.05
 REQUEST_TIMEOUT = 5.0
@@ -72,6 +75,9 @@ class MemorySample:
     at: float
     mib: dict[str, float] = field(default_factory=dict)  # node name (or "redis") -> MiB
     cpu: dict[str, float] = field(default_factory=dict)  # node name -> CPU seconds so far
+    # node name (and "bench", this process's main thread) -> (seconds its event loop thread
+    # ran, seconds it was runnable but waited for a CPU), so far
+    loop: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 async def sample_memory(running: Cluster, samples: list[MemorySample]) -> None:
@@ -87,6 +93,8 @@ async def sample_memory(running: Cluster, samples: list[MemorySample]) -> None:
             for node in running.nodes:
                 sample.mib[node.name] = round(node.rss_mib(), 1)
                 sample.cpu[node.name] = node.cpu_seconds()
+                sample.loop[node.name] = node.loop_schedstat()
+            sample.loop[BENCH] = schedstat(os.getpid())
             if store is not None:
                 info = await store.info("memory")
                 sample.mib["redis"] = round(int(info["used_memory"]) / 2**20, 1)

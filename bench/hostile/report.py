@@ -22,6 +22,7 @@ HEALTH_P99_MS = 100.0
 FRAME_GAP_MS = 500.0
 FLAT_MIB = 16.0
 CONTROL = "control"  # the idle server (bench/hostile/control.py): the machine's own noise
+CONTENDED_PERCENT = 10.0  # a loop thread waiting for a CPU longer than this: noted
 SLOWEST = 5  # health checks listed with the attacks in progress at the time
 ANSWER_GRACE = 2.0  # s: a ping sent this close to the end of a phase may still be answered
 
@@ -81,6 +82,8 @@ class Phase:
     data: Data
     incidents: list[str]
     cpu: dict[str, float]  # node -> share of one core used, %
+    # node (or "bench") -> % of the phase its event loop thread ran, and waited for a CPU
+    loop: dict[str, tuple[float, float]]
     slowest: list[tuple[str, Check]]  # (node, check), slowest first
     control: list[Check]  # the idle control server's checks
 
@@ -114,13 +117,23 @@ def data_of(honest: Honest, window: Window) -> Data:
     return Data(percentile(rtts, 50), percentile(rtts, 99), len(rtts), lost)
 
 
-def cpu_of(samples: list[MemorySample], window: Window) -> dict[str, float]:
+def cpu_of(
+    samples: list[MemorySample], window: Window
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     inside = [s for s in samples if s.at in window]
     if len(inside) < 2:
-        return {}
+        return {}, {}
     first, last = inside[0], inside[-1]
-    wall = last.at - first.at
-    return {name: 100 * (last.cpu[name] - first.cpu[name]) / wall for name in first.cpu}
+    share = 100 / (last.at - first.at)
+    cpu = {name: share * (last.cpu[name] - first.cpu[name]) for name in first.cpu}
+    loop = {
+        name: (
+            share * (last.loop[name][0] - first.loop[name][0]),
+            share * (last.loop[name][1] - first.loop[name][1]),
+        )
+        for name in first.loop
+    }
+    return cpu, loop
 
 
 def phase_of(
@@ -141,7 +154,7 @@ def phase_of(
         {name: video_of(renders, honest.arrivals[name], window) for name, renders in frames},
         data_of(honest, window),
         [what for at, what in honest.incidents if at in window],
-        cpu_of(samples, window),
+        *cpu_of(samples, window),
         slowest[:SLOWEST],
         [c for c in checks.get(CONTROL, []) if c.at in window],
     )
@@ -191,6 +204,7 @@ class Report:
     tallies: list[Tally]
     limit_hits: dict[str, float]
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -214,6 +228,13 @@ def judge(report: Report) -> None:
         if trend.growth > FLAT_MIB:
             failures.append(
                 f"memory of {name} not flat: +{trend.growth:.1f} MiB in the second half"
+            )
+    for name, (_, waited) in report.attacks.loop.items():
+        if waited > CONTENDED_PERCENT:
+            report.notes.append(
+                f"{name}'s event loop thread was runnable but waiting for a CPU {waited:.0f}% "
+                "of the attack phase: the machine is oversubscribed, latencies and gaps "
+                "include that wait"
             )
     if not report.tallies:
         failures.append("the attacker process reported nothing")
@@ -268,6 +289,13 @@ def render(report: Report) -> str:
     row("honest reconnects/disconnects", str(len(b.incidents)), str(len(a.incidents)))
     for node in a.cpu:
         row(f"CPU of {node} (% of one core)", f"{b.cpu.get(node, 0):.0f}", f"{a.cpu[node]:.0f}")
+    for name, (ran, waited) in a.loop.items():
+        before = b.loop.get(name, (0.0, 0.0))
+        row(
+            f"{name} loop thread: ran, waited for CPU (%)",
+            f"{before[0]:.0f}, {before[1]:.0f}",
+            f"{ran:.0f}, {waited:.0f}",
+        )
     lines.append("")
     lines.append("slowest health checks during the attacks (attacks in progress):")
     for node, check in a.slowest:
@@ -309,6 +337,7 @@ def render(report: Report) -> str:
         f"/{sum(t.tested for t in correctness)}; all attacks blocked "
         f"{sum(t.blocked for t in report.tallies)}/{sum(t.tested for t in report.tallies)}"
     )
+    lines += [f"NOTE: {note}" for note in report.notes]
     if report.failures:
         lines += [f"FAILED: {failure}" for failure in report.failures]
     else:

@@ -24,6 +24,16 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parents[2]
 
 
+def schedstat(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a thread, from
+    /proc/PID/task/TID/schedstat; (0, 0) when it is gone or the kernel does not keep them."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0.0
+
+
 @dataclass
 class ServerProcess:
     name: str
@@ -41,6 +51,10 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return 0.0
+
+    def loop_schedstat(self) -> tuple[float, float]:
+        """Seconds the main (event loop) thread has run, and waited for a CPU while runnable."""
+        return schedstat(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far, from /proc (0 once the process is gone)."""
