@@ -2,11 +2,11 @@
 servers are, which room is the honest one) and the tally of each attack.
 
 An `Attack` is one cycle of one attack from the security review of issue 20 (findings H1-H4,
-M1-M7, L1-L8). `run_attack` repeats the
-cycle every `period` seconds until told to stop, always finishing the cycle it is in (each is
-bounded by `timeout`), so a short run still performs every attack at least once. A cycle ends
-in one of three ways: the server held (it returns), the attack worked (`AttackSucceeded`), or
-the attacker could not carry it out (any other exception: reported, not counted either way).
+M1-M7, L1-L8). `run_attack` repeats the cycle every `period` seconds until told to stop, always
+finishing the cycle it is in (each is bounded by `timeout`), so a short run still performs every
+attack at least once. A cycle ends in one of three ways: the server held (it returns), the
+attack worked (`AttackSucceeded`), or the attacker could not carry it out (any other exception:
+reported, not counted either way).
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ class HealthProbe:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(REQUEST_TIMEOUT + 5)
+        if self._thread.is_alive():
+            self._thread.join(REQUEST_TIMEOUT + 5)
 
     def _main(self) -> None:
         asyncio.run(self._run())

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,8 @@ async def run(options: Options) -> Report:
         finally:
             probe.stop()
             sampler.cancel()
+            with suppress(asyncio.CancelledError):
+                await sampler
     attacks = Window("attacks", attacked.started, attacked.ended)
     title = (
         f"hostile: {'two nodes on a private redis-server' if multinode else 'one node'}, "
