@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -139,7 +139,7 @@ async def run(options: Options) -> Report:
         f"baseline {baseline.seconds:.0f} s, attacks {attacks.seconds:.0f} s, on "
         f"{platform.node()} ({os.cpu_count()} CPUs, shared; load average {load_at_start:.2f} "
         f"at start, {os.getloadavg()[0]:.2f} at end), Python {platform.python_version()}; "
-        f"logs in {running.logs}"
+        f"logs and samples.json in {running.logs}"
     )
     report = Report(
         title=title,
@@ -153,4 +153,15 @@ async def run(options: Options) -> Report:
     judge(report)
     if attacked.problem is not None:
         report.failures.append(attacked.problem)
+    raw = {
+        "windows": {w.name: [w.start, w.end] for w in (baseline, attacks)},
+        "memory": [asdict(s) for s in samples],
+        "checks": {node: [asdict(c) for c in checks] for node, checks in probe.checks.items()},
+        "renders": honest.frames,
+        "arrivals": honest.arrivals,
+        "captures": honest.captures,
+        "rtts": honest.rtts,
+        "tallies": [asdict(t) for t in attacked.tallies],
+    }
+    (running.logs / "samples.json").write_text(json.dumps(raw))
     return report
