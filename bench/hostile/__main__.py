@@ -29,9 +29,16 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", default=[], help="run only attacks named so (H1, M, ...)"
     )
+    parser.add_argument("--skip", action="append", default=[], help="leave these attacks out")
     args = parser.parse_args()
     options = Options(
-        args.minutes, args.baseline, args.warmup, args.multinode, args.idle_timeout, args.only
+        args.minutes,
+        args.baseline,
+        args.warmup,
+        args.multinode,
+        args.idle_timeout,
+        args.only,
+        args.skip,
     )
     report = asyncio.run(run(options))
     print(render(report), flush=True)

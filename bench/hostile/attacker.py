@@ -34,7 +34,7 @@ def attacks_for(plan: Plan) -> list[Attack]:
         attacks += cluster_attacks.ATTACKS
     if plan.only:
         attacks = [a for a in attacks if a.name.startswith(tuple(plan.only))]
-    return attacks
+    return [a for a in attacks if not a.name.startswith(tuple(plan.skip))]
 
 
 async def attack(plan: Plan) -> list[Tally]:

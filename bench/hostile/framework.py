@@ -50,6 +50,7 @@ class Plan:
     idle_timeout: float  # the nodes' limit.http_idle_timeout (slowloris)
     redis_port: int = 0  # 0: a single node, no multi-node attacks
     only: list[str] = field(default_factory=list)  # attack name prefixes ("H1", "M"); []: all
+    skip: list[str] = field(default_factory=list)  # attack name prefixes left out
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -39,6 +39,7 @@ class Options:
     multinode: bool | None = None  # two nodes on a private redis-server; None: if installed
     idle_timeout: float | None = None  # the nodes' limit.http_idle_timeout; None: default
     only: list[str] = field(default_factory=list)  # attack name prefixes; []: every attack
+    skip: list[str] = field(default_factory=list)  # attack name prefixes left out
 
 
 @dataclass
@@ -125,6 +126,7 @@ async def run(options: Options) -> Report:
                     idle_timeout=idle_timeout,
                     redis_port=running.redis.port if running.redis is not None else 0,
                     only=options.only,
+                    skip=options.skip,
                 )
                 attacked = await attack(plan, running.logs / "attacker.log")
                 hits_after = await limit_hits(http, running.nodes)
