@@ -69,7 +69,8 @@ async def start_server(port: int, metrics_port: int) -> asyncio.subprocess.Proce
     body = (
         f"port: {port}\nkeys:\n  devkey: secret\nbind_addresses: [127.0.0.1]\n"
         f"prometheus:\n  port: {metrics_port}\n"
-        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\nroom:\n  departure_timeout: 1\n"
+        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 0\n"
+        "room:\n  departure_timeout: 1\n"
         "limit:\n  joins_per_second_per_ip: 0\nlogging:\n  level: warn\n"
     )
     proc = await asyncio.create_subprocess_exec(

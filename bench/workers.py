@@ -72,7 +72,8 @@ class WorkersResult:
 async def start_tree(workers: int, port: int) -> asyncio.subprocess.Process:
     body = (
         f"port: {port}\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [127.0.0.1]\n"
-        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\nroom:\n  departure_timeout: 1\n"
+        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: 0\n"
+        "room:\n  departure_timeout: 1\n"
         "limit:\n  joins_per_second_per_ip: 0\nlogging:\n  level: warn\n"
         "node_selector:\n  sort_by: rooms\n"
     )

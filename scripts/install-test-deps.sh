@@ -6,7 +6,11 @@
 #   - Node.js with npm, then `npm ci` in tests/node: the official Node SDKs and the npm
 #     livekit-client whose dist/ bundle the browser test page loads;
 #   - gcc and libsrtp2's headers: bench/compare.py (and its smoke test) builds the C baseline
-#     relay, bench/baselines/c_relay.c.
+#     relay, bench/baselines/c_relay.c;
+#   - iproute2 (ip, tc) and iptables: the network lab of tests/lab (docs/network-lab.md), which
+#     runs as root and is skipped elsewhere;
+#   - coturn (turnserver): the lab's external-TURN tests start their own coturn on free ports
+#     (the package's own service is not used).
 # Idempotent: apt runs only when something is missing (as root, or through sudo), and npm ci
 # only when tests/node/package-lock.json changed since the last install.
 set -euo pipefail
@@ -28,6 +32,12 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 installed libsrtp2-dev || missing+=(libsrtp2-dev) # the C relay in bench/baselines
 # A real Redis for the multi-node tests (tests/integration/test_multinode.py starts its own).
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+# The network lab (tests/lab): namespaces and veth (ip), bandwidth caps (tc), firewalls and
+# random loss (iptables).
+installed iproute2 || missing+=(iproute2)
+installed iptables || missing+=(iptables)
+# External TURN in the lab (tests/lab/test_turn_paths.py): a real coturn.
+[ -x /usr/bin/turnserver ] || missing+=(coturn)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   # Always refresh the lists first: a fresh machine has none, an old one may have stale ones.

@@ -157,6 +157,9 @@ class FakeSession:
     subscription_requests: list[tuple[list[str], bool]] = field(default_factory=list)
     resumed: int = 0
     self_changes: int = 0
+    data_track_packets: list[bytes] = field(default_factory=list)
+    data_track_backlog: int = 0  # what the `_data_track` channel holds unsent
+    data_track_open: bool = True
 
     def __post_init__(self) -> None:
         self.subscriber.participant_sid = self.participant_sid
@@ -173,6 +176,15 @@ class FakeSession:
 
     def send_data(self, packet: bytes, reliable: bool) -> bool:
         self.data.append((models.DataPacket.FromString(packet), reliable))
+        return True
+
+    def send_data_track(self, packet: bytes, *, max_backlog: int | None = None) -> bool:
+        """Records the packet; refused while `data_track_backlog` exceeds `max_backlog`."""
+        if max_backlog is not None and self.data_track_backlog > max_backlog:
+            return False
+        if not self.data_track_open:
+            return False
+        self.data_track_packets.append(packet)
         return True
 
     def resume(self, sink: SignalSink, options: JoinOptions) -> None:
@@ -200,6 +212,7 @@ class FakeTransports:
         self.offers = 0
         self.ice_restarts = 0
         self.data: list[tuple[bytes, bool]] = []
+        self.data_track: list[bytes] = []
         self.closed = False
         self._send_signal: Callable[[rtc.SignalResponse], None] | None = None
         self._on_primary_state: Callable[[str], None] | None = None
@@ -232,6 +245,12 @@ class FakeTransports:
         if self.closed or (not reliable and not lossy_allowed):
             return False
         self.data.append((packet, reliable))
+        return True
+
+    def send_data_track(self, packet: bytes, *, max_backlog: int | None) -> bool:
+        if self.closed:
+            return False
+        self.data_track.append(packet)
         return True
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ VP8 = Codec(96, "VP8", 90000, rtcp_fb=["goog-remb", "ccm fir", "nack", "nack pli
 # Info logs (as in production), no join rate limit for 150 joins from one address.
 CONFIG = """
 logging: {level: warn}
+rtc: {tcp_port: 0}
 limit: {joins_per_second_per_ip: 10000, join_burst_per_ip: 10000}
 """
 

@@ -1,7 +1,8 @@
 """roomcast: a LiveKit-compatible realtime audio/video/data server.
 
-Commands: serve (run the server), token create (mint access tokens), generate-keys (a new API
-key and secret), list-nodes (the nodes of a Redis cluster), load-test (simulated participants).
+Commands: serve (run the server), token create (mint access tokens), room (lk-style room
+commands against a running server), generate-keys (a new API key and secret), list-nodes (the
+nodes of a Redis cluster), load-test (simulated participants).
 `roomcast COMMAND --help` describes each."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from roomcast import __version__
 from roomcast.auth import VideoGrant, create_token
 from roomcast.config import Config, ConfigError, Overrides, load_config
 from roomcast.durations import parse_duration
-from roomcast.logs import setup_logging
+from roomcast.logs import set_context, setup_logging
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +53,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--node-ip", help="IP advertised in ICE candidates (env NODE_IP; default: bind address)"
     )
     p.add_argument("--udp-port", type=int, help="WebRTC UDP port (env UDP_PORT; default 7882)")
+    p.add_argument(
+        "--tcp-port",
+        type=int,
+        help="ICE over TCP port for clients without UDP (YAML rtc.tcp_port; default 7881, 0: off)",
+    )
     p.add_argument("--redis-host", help="host:port of Redis: multi-node mode (env REDIS_HOST)")
     p.add_argument("--redis-password", help="Redis password (env REDIS_PASSWORD)")
     p.add_argument(
@@ -123,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _token_parser(sub)
+    from roomcast.cli_room import add_parser as add_room_parser
+
+    add_room_parser(sub)
     sub.add_parser(
         "generate-keys",
         help="print a new random API key and secret",
@@ -170,6 +179,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         node_ip=args.node_ip,
         udp_port=args.udp_port,
+        tcp_port=args.tcp_port,
         redis_host=args.redis_host,
         redis_password=args.redis_password,
     )
@@ -177,36 +187,72 @@ def serve(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     setup_logging(config.effective_log_level, config.logging.json)
+    if config.rtc.use_external_ip and not config.rtc.node_ip:
+        from roomcast.external_ip import ExternalIpError, discover
+
+        try:
+            address, server = discover(config.rtc.stun_servers, media_bind(config))
+        except ExternalIpError as exc:
+            logging.getLogger("roomcast").error("cannot start: %s", exc)
+            return 1
+        logging.getLogger("roomcast").info(
+            "rtc.use_external_ip: STUN server %s sees this node as %s: advertising it",
+            server,
+            address,
+        )
+        config.rtc.node_ip = address
     if args.workers < 1:
         print("roomcast: --workers must be at least 1", file=sys.stderr)
         return 2
     if args.workers > 1:
+        set_context(process="supervisor")
         return _serve_workers(config, args.workers)
+    from roomcast.edge.ports import BindError
+    from roomcast.ids import NODE_PREFIX, new_sid
     from roomcast.server import Server
+    from roomcast.supervisor import STARTUP_FAILED, worker_index
+
+    node_id = new_sid(NODE_PREFIX, 8)
+    set_context(node=node_id, worker=worker_index())
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = Server(config)
+        server = Server(config, node_id=node_id)
         await server.run_until(stop)
 
     _install_uvloop()
     try:
         asyncio.run(run())
+    except BindError as exc:
+        logging.getLogger("roomcast").error("cannot start: %s", exc)
+        return STARTUP_FAILED if worker_index() is not None else 1
     except OSError as exc:
         logging.getLogger("roomcast").error("cannot start: %s", exc)
         return 1
     return 0
 
 
+def media_bind(config: Config) -> str:
+    """Where the media socket binds: ask STUN from there, so a multi-homed host answers with
+    the address its media uses."""
+    addresses = config.bind_addresses
+    return addresses[0] if len(addresses) == 1 else "0.0.0.0"
+
+
 def _serve_workers(config: Config, count: int) -> int:
+    from roomcast.edge.ports import BindError, check_ports
     from roomcast.supervisor import WorkersError, supervise
 
     _install_uvloop()
     try:
+        check_ports(config, count)
         return asyncio.run(supervise(config, count, sys.argv[1:]))
+    except BindError as exc:
+        logging.getLogger("roomcast").error("cannot start: %s", exc)
+        return 1
     except WorkersError as exc:
         print(f"roomcast: {exc}", file=sys.stderr)
         return 2
@@ -319,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "token":
         return token_create(args)
+    if args.command == "room":
+        from roomcast.cli_room import main as room
+
+        return room(args)
     if args.command == "list-nodes":
         return list_nodes(args)
     if args.command == "load-test":

@@ -4,7 +4,7 @@
 Each section is a dataclass; its field names are the YAML keys. Parsing is strict, as
 livekit-server's is: an unknown key or a value of the wrong type is a ``ConfigError`` naming
 the key path. A few livekit-server keys that Roomcast accepts but does not act on are listed in
-``_ACCEPTED_UNUSED`` so existing livekit.yaml files load.
+``config_keys.py`` so existing livekit.yaml files load (and are named in a start-up warning).
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from roomcast.config_keys import accepted_unknown, ignored_keys
+from roomcast.config_turn import (
+    TURNConfig,
+    TurnConfigError,
+    TURNServerConfig,
+    read_turn_secrets,
+    validate_turn,
+    validate_turn_server,
+)
+from roomcast.durations import parse_duration
 
 DEV_KEYS = {"devkey": "secret"}
 MIN_SECRET_LENGTH = 32  # characters, as livekit-server checks
@@ -39,9 +50,17 @@ class LoggingConfig:
 
 
 @dataclass
+class IPFilterConfig:
+    """Which local addresses may become ICE candidates (CIDRs), as livekit-server's rtc.ips."""
+
+    includes: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RTCConfig:
     udp_port: int = 0  # 0: use the port range (production) or 7882 in dev mode
-    tcp_port: int = 7881
+    tcp_port: int = 7881  # ICE over TCP (media/tcp_mux.py); 0 turns it off, as in livekit
     port_range_start: int = 0
     port_range_end: int = 0
     node_ip: str = ""
@@ -56,6 +75,11 @@ class RTCConfig:
     # this is dropped, as livekit-server does; 0 (LiveKit's default) keeps the disconnect
     # policy of media/sctp_backlog.py
     datachannel_slow_threshold: int = 0
+    # A data-track frame starts to a subscriber only while its channel holds less than this
+    # much of the track's data (rooms/data_track_gate.py); "0s" leaves it unbounded.
+    datachannel_data_track_target_latency: str = "100ms"
+    ips: IPFilterConfig = field(default_factory=IPFilterConfig)
+    turn_servers: list[TURNServerConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +202,12 @@ class LimitConfig:
     signal_queue_bytes: int = 8 * 1024 * 1024
     # Per publisher PeerConnection; burst twice that; 0 disables (media/forwarding_plane.py).
     unknown_ssrc_packets_per_second: float = 200.0
+    # Data tracks (docs/protocol/17-data-tracks.md): LiveKit's bound on a custom frame or
+    # schema encoding name, and Roomcast's own bounds on tracks per participant and on one
+    # packet (clients send at most 16 000 bytes; livekit-server reads at most 65 535).
+    max_data_track_custom_encoding_length: int = 32
+    max_data_tracks_per_participant: int = 64
+    max_data_track_packet_size: int = 65535
 
 
 @dataclass
@@ -206,10 +236,19 @@ class Config:
     prometheus_port: int = 0
     limit: LimitConfig = field(default_factory=LimitConfig)
     playground: PlaygroundConfig = field(default_factory=PlaygroundConfig)
+    turn: TURNConfig = field(default_factory=TURNConfig)
+    # Data tracks on (livekit-server's default since 1.11): publishing them, and the
+    # `_data_track` channel on the subscriber PeerConnection.
+    enable_data_tracks: bool = True
     # Roomcast-specific: proxies (addresses or networks) whose X-Forwarded-For names the client.
     trusted_proxies: list[str] = field(default_factory=list)
     # Seconds the webhook queue gets to drain on shutdown (Roomcast-specific).
     shutdown_flush_timeout: float = 5.0
+    # Keys of the user's config that do nothing here, with why (not a YAML key: computed).
+    ignored_keys: list[tuple[str, str]] = field(default_factory=list, init=False)
+    # The IP in this node's ICE candidates and TURN URLs: rtc.node_ip, else what the server
+    # chose at start-up (server.py); not a YAML key.
+    node_address: str = field(default="", init=False)
 
     @property
     def dev_mode(self) -> bool:
@@ -226,55 +265,6 @@ class Config:
     @property
     def effective_log_level(self) -> str:
         return self.log_level or self.logging.level
-
-
-# livekit-server keys that load without error but that Roomcast does not act on (yet).
-_ACCEPTED_UNUSED: dict[str, set[str]] = {
-    "": {
-        "turn",
-        "audio",
-        "video",
-        "signal_relay",
-        "psrpc",
-        "ingress",
-        "sip",
-        "agents",
-        "metric",
-        "trace",
-        "node_stats",
-        "api",
-        "debug_handler",
-        "enable_data_tracks",
-        "enable_participant_data_blob",
-    },
-    "rtc": {
-        "interfaces",
-        "ips",
-        "use_mdns",
-        "external_ip_only",
-        "turn_servers",
-        "congestion_control",
-        "force_tcp",
-        "batch_io",
-        "tcp_fallback_rtt_threshold",
-        "allow_udp_unstable_fallback",
-        "pli_throttle",
-        "reconnect_on_publication_error",
-        "reconnect_on_subscription_error",
-        "reconnect_on_data_channel_error",
-        "use_stun_port_as_ice",
-    },
-    "room": {
-        "create_room_timeout",
-        "create_room_attempts",
-        "update_batch_target_size",
-        "room_configurations",
-        "max_metadata_size",
-    },
-    "webhook": {"url_notifier", "resource_url_notifier", "filter_params"},
-    "redis": {"cluster_addresses", "max_redirects"},
-    "node_selector": {"algorithm", "regions"},
-}
 
 
 def _coerce(value: Any, annotation: Any, path: str) -> Any:
@@ -324,15 +314,14 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
 
 def _build(cls: Any, raw: dict[str, Any], path: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    section = path.split(".")[-1] if path else ""
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         full = f"{path}.{key}" if path else str(key)
         if key in known:
             kwargs[key] = _coerce(value, hints[key], full)
-        elif key in _ACCEPTED_UNUSED.get(section, set()):
-            continue
+        elif accepted_unknown(path, str(key)):
+            continue  # a livekit-server key Roomcast does not act on (config_keys.py)
         else:
             raise ConfigError(f"unknown config key {full!r}")
     return cls(**kwargs)
@@ -387,6 +376,7 @@ class Overrides:
     port: int | None = None
     node_ip: str | None = None
     udp_port: int | None = None
+    tcp_port: int | None = None
     redis_host: str | None = None
     redis_password: str | None = None
 
@@ -422,6 +412,8 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
     udp_port = overrides.udp_port or (int(env["UDP_PORT"]) if env.get("UDP_PORT") else None)
     if udp_port:
         flag_layer.setdefault("rtc", {})["udp_port"] = udp_port
+    if overrides.tcp_port is not None:
+        flag_layer.setdefault("rtc", {})["tcp_port"] = overrides.tcp_port
     redis_host = overrides.redis_host or env.get("REDIS_HOST")
     if redis_host:
         flag_layer.setdefault("redis", {})["address"] = redis_host
@@ -433,8 +425,13 @@ def load_config(overrides: Overrides, environ: typing.Mapping[str, str] | None =
 
     merged = _merge(raw, flag_layer)
     config: Config = _build(Config, merged)
+    config.ignored_keys = ignored_keys(raw, udp_port_set=bool(config.rtc.udp_port))
     if config.key_file:
         config.keys = {**_read_key_file(config.key_file), **config.keys}
+    try:
+        read_turn_secrets(config.rtc.turn_servers)
+    except TurnConfigError as exc:
+        raise ConfigError(str(exc)) from None
     if config.development:
         if not config.keys:
             config.keys = dict(DEV_KEYS)
@@ -458,6 +455,24 @@ def validate(config: Config) -> None:
         raise ConfigError(f"port: {config.port} is not a TCP port")
     if not 0 <= config.rtc.udp_port <= 65535:
         raise ConfigError(f"rtc.udp_port: {config.rtc.udp_port} is not a UDP port")
+    rtc = config.rtc
+    if rtc.port_range_start or rtc.port_range_end:
+        if not 0 < rtc.port_range_start <= rtc.port_range_end <= 65535:
+            raise ConfigError(
+                "rtc.port_range_start/port_range_end: need 0 < start <= end <= 65535, got "
+                f"{rtc.port_range_start}-{rtc.port_range_end}"
+            )
+    for kind in ("includes", "excludes"):
+        for network in getattr(rtc.ips, kind):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"rtc.ips.{kind}: {network!r} is not a network") from exc
+    tcp_port = config.rtc.tcp_port
+    if not 0 <= tcp_port <= 65535:
+        raise ConfigError(f"rtc.tcp_port: {tcp_port} is not a TCP port (0 turns ICE/TCP off)")
+    if tcp_port and tcp_port == config.port:
+        raise ConfigError(f"rtc.tcp_port: {tcp_port} is also the HTTP port (port)")
     for address in config.bind_addresses:
         try:
             ipaddress.ip_address(address)
@@ -495,6 +510,39 @@ def validate(config: Config) -> None:
     for name in ("http_idle_timeout", "connections_per_ip", "signal_queue_bytes"):
         if getattr(config.limit, name) < 0:
             raise ConfigError(f"limit.{name} must not be negative")
+    for name in ("max_data_tracks_per_participant", "max_data_track_packet_size"):
+        if getattr(config.limit, name) < 1:
+            raise ConfigError(f"limit.{name} must be at least 1")
+    try:
+        parse_duration(config.rtc.datachannel_data_track_target_latency)
+    except ValueError as exc:
+        raise ConfigError(f"rtc.datachannel_data_track_target_latency: {exc}") from exc
+    try:
+        validate_turn(config.turn, _ports_in_use(config))
+        for index, server in enumerate(config.rtc.turn_servers):
+            validate_turn_server(server, f"rtc.turn_servers[{index}]")
+    except TurnConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _ports_in_use(config: Config) -> dict[tuple[str, int], str]:
+    """(protocol, port) → the key that takes it, for the TURN ports to be checked against."""
+    ports = {("udp", config.effective_udp_port): "rtc.udp_port", ("tcp", config.port): "port"}
+    if config.rtc.tcp_port:
+        ports[("tcp", config.rtc.tcp_port)] = "rtc.tcp_port"
+    return ports
+
+
+def candidate_allowed(address: str, ips: IPFilterConfig) -> bool:
+    """May this local address be advertised (rtc.ips: includes first, then excludes)?"""
+    ip = ipaddress.ip_address(address)
+
+    def within(networks: list[str]) -> bool:
+        return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+    if ips.includes and not within(ips.includes):
+        return False
+    return not within(ips.excludes)
 
 
 def short_secrets(config: Config) -> list[str]:

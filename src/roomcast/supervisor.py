@@ -5,7 +5,8 @@ so the kernel spreads WebSockets and API calls across them), each has its own We
 (``udp_port + i``), and rooms are pinned to one worker by the same Redis placement that spreads
 rooms over machines. Without a configured Redis a private ``redis-server`` is started on a
 Unix socket (Debian package ``redis-server``). A worker that dies is restarted; its rooms are
-placed again when their participants reconnect.
+placed again when their participants reconnect. A worker that cannot bind its ports exits with
+``STARTUP_FAILED`` after saying why: that is not retried, the supervisor stops the others.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger("roomcast.supervisor")
 
 WORKER_ENV = "ROOMCAST_WORKER_INDEX"  # set in each worker: its index (0 serves Prometheus)
 RESTART_DELAY = 1.0
+STARTUP_FAILED = 3  # a worker's exit status when its ports cannot be bound (cli.py)
 STOP_TIMEOUT = 30.0  # seconds workers get to drain after SIGTERM before SIGKILL
 
 
@@ -89,6 +91,9 @@ class PrivateRedis:
             "--appendonly", "no",
             stdout=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group)
+            # must not stop Redis before the workers have left their rooms through it.
+            start_new_session=True,
         )  # fmt: skip
         for _ in range(200):
             try:
@@ -115,12 +120,18 @@ async def supervise(config: Config, count: int, argv: Sequence[str]) -> int:
     private = None if config.redis.enabled else PrivateRedis()
     if private is not None:
         await private.start()
+        log.info(
+            "private Redis on unix://%s (roomcast list-nodes --redis-host unix://%s)",
+            private.socket,
+            private.socket,
+        )
     base_args = strip_workers_flag(argv)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     children: dict[int, asyncio.subprocess.Process] = {}
+    startup_failed = asyncio.Event()
 
     async def run_worker(index: int) -> None:
         args = [*base_args, "--udp-port", str(config.effective_udp_port + index)]
@@ -135,11 +146,23 @@ async def supervise(config: Config, count: int, argv: Sequence[str]) -> int:
             code = await proc.wait()
             if stop.is_set():
                 return
+            if code == STARTUP_FAILED:  # it said why; restarting would fail the same way
+                log.error("worker %d could not start; stopping the other workers", index)
+                startup_failed.set()
+                stop.set()
+                return
             log.error("worker %d exited with %s; restarting it", index, code)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RESTART_DELAY)
 
-    log.info("starting %d workers on port %d", count, config.port)
+    first_udp = config.effective_udp_port
+    log.info(
+        "starting %d workers on port %d (WebRTC UDP %d-%d)",
+        count,
+        config.port,
+        first_udp,
+        first_udp + count - 1,
+    )
     tasks = [loop.create_task(run_worker(i)) for i in range(count)]
     await stop.wait()
     for proc in children.values():
@@ -156,4 +179,4 @@ async def supervise(config: Config, count: int, argv: Sequence[str]) -> int:
     if private is not None:
         await private.stop()
     failed = [p.returncode for p in children.values() if p.returncode not in (0, None)]
-    return 1 if failed else 0
+    return 1 if failed or startup_failed.is_set() else 0

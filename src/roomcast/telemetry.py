@@ -89,6 +89,12 @@ class Metrics:
         )
         self._logged_offenders: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._sample = 0
+        # Data-track packets (rooms/data_tracks.py): plain counters on the hot path, read by
+        # the collector at scrape time.
+        self.data_track_packets: dict[str, int] = {"in": 0, "out": 0}
+        self.data_track_bytes: dict[str, int] = {"in": 0, "out": 0}
+        self.data_track_drops: dict[str, int] = {}
+        self.registry.register(_DataTrackCollector(self))
 
     def limit_hit(self, limit: str, offender: str, detail: str = "") -> None:
         """``count_limit_hit``, and a log line the first time ``offender`` hits ``limit``.
@@ -121,6 +127,13 @@ class Metrics:
 
     def count_signal_request(self, kind: str) -> None:
         self.signal_requests.labels(kind).inc()
+
+    def count_data_track_packets(self, direction: str, packets: int, size: int) -> None:
+        self.data_track_packets[direction] = self.data_track_packets.get(direction, 0) + packets
+        self.data_track_bytes[direction] = self.data_track_bytes.get(direction, 0) + size
+
+    def count_data_track_drops(self, reason: str, packets: int) -> None:
+        self.data_track_drops[reason] = self.data_track_drops.get(reason, 0) + packets
 
     def timed_forward(
         self, forward: Callable[[object, bytes], None]
@@ -193,6 +206,37 @@ class _StateCollector(Collector):
         deliveries.add_metric(["failed"], self._webhooks.failed)
         deliveries.add_metric(["dropped"], self._webhooks.dropped)
         yield deliveries
+
+
+class _DataTrackCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        packets = CounterMetricFamily(
+            "roomcast_data_track_packets",
+            "data-track packets received from publishers (in) and forwarded (out)",
+            labels=["direction"],
+        )
+        sizes = CounterMetricFamily(
+            "roomcast_data_track_bytes",
+            "data-track bytes received from publishers (in) and forwarded (out)",
+            labels=["direction"],
+        )
+        for direction, count in sorted(metrics.data_track_packets.items()):
+            packets.add_metric([direction], count)
+            sizes.add_metric([direction], metrics.data_track_bytes.get(direction, 0))
+        drops = CounterMetricFamily(
+            "roomcast_data_track_packets_dropped",
+            "data-track packets not forwarded, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(metrics.data_track_drops.items()):
+            drops.add_metric([reason], count)
+        yield packets
+        yield sizes
+        yield drops
 
 
 def _task_count() -> int:

@@ -19,6 +19,7 @@ from tests.browser.test_playground import (
     wait_for,
 )
 from tests.conftest import ServerFactory, token, url_of
+from tests.integration.data_track_sdk import dt_joined
 from tests.integration.sdk import joined
 
 __all__ = ["playground_server"]  # the fixture, re-used from the playground tests
@@ -172,3 +173,26 @@ async def test_dashboard_refuses_tokens_without_admin_grants(
         await dashboard.click(f'{row("team", "py")} [data-action="remove"]')
         await events.wait("disconnected")
         await wait_for(dashboard, "(s) => !document.querySelector(s)", row("team", "py"))
+
+
+async def test_dashboard_lists_data_tracks(start_server: ServerFactory, browser: Any) -> None:
+    server = await start_server("playground:\n  enabled: true\n")
+    async with dt_joined(server, "sensors", "robot") as (robot, _):
+        dashboard = await open_app(browser, url_of(server) + "/dashboard")
+        await sign_in(dashboard, admin_token("sensors"))
+        participant = row("sensors", "robot")
+        await wait_for(dashboard, "(s) => !!document.querySelector(s)", participant)
+        assert await dashboard.is_visible(f"{participant} .no-tracks")
+        track = await robot.local_participant.publish_data_track(name="lidar")
+        cells = f"{participant} tr[data-data-track='{track.info.sid}'] td"
+        await wait_for(dashboard, "(s) => !!document.querySelector(s)", cells)
+        texts = await dashboard.evaluate(
+            "(s) => Array.from(document.querySelectorAll(s)).map((c) => c.textContent)", cells
+        )
+        assert texts == ["lidar", track.info.sid, "1", "none"], texts
+        assert await dashboard.is_hidden(f"{participant} .no-tracks")
+        assert await dashboard.is_hidden(f"{participant} .tracks:not(.data-tracks)")
+        await track.unpublish()
+        await wait_for(dashboard, "(s) => !document.querySelector(s)", cells)
+        assert await dashboard.is_visible(f"{participant} .no-tracks")
+        assert not page_problems(dashboard)

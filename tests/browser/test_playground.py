@@ -415,10 +415,10 @@ async def test_clear_errors_with_pasted_tokens(start_server: ServerFactory, brow
     await screenshot(page, "playground-bad-token")
     closed = f"ws://127.0.0.1:{free_port()}"
     await attempt(mint("demo", "eve"), "Cannot reach the server", server_url=closed)
-    first = rtc.Room()  # the room's one seat is taken
+    first = rtc.Room()  # the room's one seat is taken: refused before the upgrade (HTTP 403)
     await first.connect(url_of(server, "ws"), mint("full", "first"))
     try:
-        await attempt(mint("full", "eve"), "room is full")
+        await attempt(mint("full", "eve"), "room has exceeded its max participants (1)")
     finally:
         await first.disconnect()
     await attempt(mint("demo", "eve"), "")  # a good token joins

@@ -146,7 +146,7 @@ class Node:
             f"port: {self.port}\n"
             f"bind_addresses: [127.0.0.1]\n"
             f"keys:\n  {API_KEY}: {API_SECRET}\n"
-            f"rtc:\n  udp_port: {self.udp_port}\n"
+            f"rtc:\n  udp_port: {self.udp_port}\n  tcp_port: {free_port()}\n"
             f"{redis}"
             "node_selector:\n  sort_by: rooms\n"
             "limit:\n  joins_per_second_per_ip: 0\n"

@@ -64,7 +64,7 @@ async def sink() -> AsyncIterator[WebhookSink]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(sink: WebhookSink) -> AsyncIterator[Server]:
     body = f"port: 0\nkeys:\n  {API_KEY}: {API_SECRET}\nbind_addresses: [127.0.0.1]\n"
-    body += f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
+    body += f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: {free_port()}\n"
     body += "room:\n  departure_timeout: 2\n"
     body += f"webhook:\n  api_key: {API_KEY}\n  urls: [{sink.url}]\n"
     instance = Server(load_config(Overrides(config_body=body), environ={}))

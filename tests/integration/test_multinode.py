@@ -9,11 +9,13 @@ a room created through node A lives on A.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 from livekit import api, rtc
 from livekit.protocol import room as room_pb
@@ -221,6 +223,36 @@ async def test_participants_on_different_nodes_share_a_room() -> None:
     await hooks.stop()
 
 
+async def test_full_room_on_another_node_is_refused_before_the_upgrade() -> None:
+    """The edge asks the room's node (over the bus) whether the room is full, so the SDK
+    connected to another node gets the same HTTP 403 and reason as on the room's node."""
+    full = "room has exceeded its max participants (1)"
+    async with cluster(2) as (_, (a, b)):
+        async with lkapi(a) as api_a:
+            await api_a.room.create_room(api.CreateRoomRequest(name="solo", max_participants=1))
+        alice, _ = await join(a, "solo", "alice")  # the room and its one seat are on A
+        try:
+            async with aiohttp.ClientSession() as http:
+                validate = f"{b.http_url}/rtc/validate?access_token={join_token('solo', 'bob')}"
+                async with http.get(validate) as resp:
+                    assert (resp.status, await resp.text()) == (403, full)
+            with pytest.raises(rtc.ConnectError) as refused:
+                await rtc.Room().connect(b.ws_url, join_token("solo", "bob"))
+            assert full in str(refused.value), refused.value
+        finally:
+            await leave(alice)
+        # The seat is free again once A has seen alice leave.
+        async with aiohttp.ClientSession() as http:
+
+            async def seat_free() -> bool:
+                async with http.get(validate) as resp:
+                    return resp.status == 200
+
+            await until_async(seat_free)
+        bob, _ = await join(b, "solo", "bob")  # relayed to A
+        await leave(bob)
+
+
 async def test_killed_node_participants_reconnect_to_a_live_node() -> None:
     async with cluster(3) as (_, (a, b, c)):
         async with lkapi(a) as api_a:
@@ -312,7 +344,23 @@ async def test_serve_workers_share_one_port() -> None:
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0, stderr.decode()[-3000:]
-    assert stderr.decode().count("roomcast started") == 2
+    log = stderr.decode()
+    # Where the private Redis is, for `roomcast list-nodes --redis-host unix://…`.
+    socket_path = re.search(r"\[supervisor\] .*private Redis on (unix://\S+/redis\.sock)", log)
+    assert socket_path is not None, log[-3000:]
+    # Each worker's lines carry its node id and index; its start-up line says where Redis is.
+    started = [line for line in log.splitlines() if "roomcast started" in line]
+    assert len(started) == 2
+    tags = set()
+    for line in started:
+        tag = re.search(r"\[(ND_\w+) w([01])\] roomcast\.server:", line)
+        assert tag is not None, line
+        assert line.endswith(
+            f"via Redis at {socket_path.group(1)}, node id {tag.group(1)}, worker {tag.group(2)}"
+        )
+        tags.add(tag.group(2))
+    assert tags == {"0", "1"}
+    assert log.count("playground: open") == 1  # announced once, not once per worker
 
 
 async def join_url(url: str, room: str, identity: str) -> tuple[rtc.Room, Events]:

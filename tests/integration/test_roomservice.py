@@ -146,17 +146,27 @@ async def test_json_requests_as_node_sends_them(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    ("auth", "expected_status"),
+    ("auth", "message"),
     [
-        ("Bearer not-a-jwt", 401),
-        ("Bearer " + token(ADMIN).rsplit(".", 1)[0] + ".c2lnbmF0dXJl", 401),
+        ("Bearer not-a-jwt", "invalid token: "),
+        ("Bearer " + token(ADMIN).rsplit(".", 1)[0] + ".c2lnbmF0dXJl", "invalid token: "),
+        ("Basic ZGV2a2V5OnNlY3JldA==", "invalid authorization header: it must start with Bearer"),
+        ("Bearer ", "permissions denied: no authorization token"),
     ],
 )
-async def test_bad_tokens_are_plain_401(server: Server, auth: str, expected_status: int) -> None:
+async def test_refused_tokens_get_twirp_json_errors(
+    server: Server, auth: str, message: str
+) -> None:
+    """Every refusal is a Twirp error body, so the server SDKs can show its message
+    (livekit-server answers a bad token in plain text; tests/integration/test_client_errors.py
+    shows what the SDKs make of it)."""
     status, text, headers = await post_json(server, "ListRooms", {}, None, auth=auth)
-    assert status == expected_status
-    assert not headers["Content-Type"].startswith("application/json")
-    assert text
+    assert status == 401
+    assert headers["Content-Type"] == "application/json"
+    body = json.loads(text)
+    assert body["code"] == "unauthenticated" and body["msg"].startswith(message), body
+    sent = auth.split(" ", 1)[1]
+    assert not sent or sent not in body["msg"]  # never echoes the token
 
 
 async def test_token_validity_rules(server: Server) -> None:
@@ -170,12 +180,25 @@ async def test_token_validity_rules(server: Server) -> None:
         ),
         "not yet valid": create_token(API_KEY, API_SECRET, video=ADMIN, now=time.time() + 600),
     }
+    messages = {}
     for label, bad in cases.items():
         status, text, _ = await post_json(server, "ListRooms", {}, None, auth=f"Bearer {bad}")
         assert status == 401, label
+        body = json.loads(text)
+        assert body["code"] == "unauthenticated", label
+        messages[label] = body["msg"]
+    assert messages == {
+        "unknown key": "invalid API key",
+        "wrong secret": "invalid token: Signature verification failed",
+        "expired": "token is expired",
+        "not yet valid": "token is not valid yet",
+    }
     status, text, _ = await post_json(server, "ListRooms", {}, None)  # no token at all
     assert status == 401
-    assert json.loads(text)["code"] == "unauthenticated"
+    assert json.loads(text) == {
+        "code": "unauthenticated",
+        "msg": "permissions denied: no authorization token",
+    }
 
 
 async def test_missing_grants_are_denied(server: Server) -> None:
@@ -235,7 +258,7 @@ async def test_bad_input_gets_twirp_errors_and_server_keeps_serving(server: Serv
         grant=ADMIN,
     )
     await expect(
-        "",
+        "resource_exhausted",
         413,
         method="CreateRoom",
         body=None,

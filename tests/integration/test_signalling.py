@@ -11,8 +11,10 @@ import pytest
 from livekit.protocol import models, rtc
 
 from roomcast.auth import VideoGrant
+from roomcast.rooms.contracts import JoinOptions
 from roomcast.server import Server
 from tests.conftest import ServerFactory, token, url_of
+from tests.fakes import FakeSink
 from tests.integration.sdk import join_token, until
 
 
@@ -230,14 +232,32 @@ async def test_bad_frames_close_only_that_participant(server: Server) -> None:
         assert (await receive_until(good, "pong")).pong > 0
 
 
-async def test_room_full_gets_join_failure_leave(start_server: ServerFactory) -> None:
+async def test_room_full_is_refused_at_the_upgrade(start_server: ServerFactory) -> None:
     server = await start_server("room:\n  max_participants: 1\n")
     async with raw_signal(server, "full", "first") as first:
         assert (await receive(first)).WhichOneof("message") == "join"
-        async with raw_signal(server, "full", "second") as second:
-            response = await receive(second)
-            assert response.WhichOneof("message") == "leave"
-            assert response.leave.reason == models.DisconnectReason.JOIN_FAILURE
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with raw_signal(server, "full", "second"):
+                pass
+        assert refused.value.status == 403
+
+
+async def test_room_filled_after_the_check_gets_a_join_failure_leave(
+    start_server: ServerFactory,
+) -> None:
+    """The race the check before the upgrade cannot close: a join that passed it while the
+    room still had a seat, admitted after another took the seat. It gets
+    LeaveRequest{JOIN_FAILURE}, as livekit-server sends for a full room."""
+    server = await start_server("room:\n  max_participants: 1\n")
+    async with raw_signal(server, "full", "first") as first:
+        assert (await receive(first)).WhichOneof("message") == "join"
+        late = FakeSink()  # the WebSocket of the join that was checked before "first" came
+        claims = server.verifier.verify(join_token("full", "second"))
+        assert await server.sessions.connect(claims, JoinOptions(), late) is None
+        (leave,) = late.of("leave")
+        assert leave.leave.reason == models.DisconnectReason.JOIN_FAILURE
+        assert late.closed
+        assert list(server.rooms.get("full").participants) == ["first"]  # type: ignore[union-attr]
 
 
 async def test_resume_of_unknown_session_asks_for_full_reconnect(server: Server) -> None:

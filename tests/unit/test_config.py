@@ -44,6 +44,12 @@ turn:
     assert config.keys == {"k1": "s1"}
     assert config.room.empty_timeout == 10 and config.room.max_participants == 4
     assert config.effective_udp_port == 9999
+    assert config.rtc.tcp_port == 9998
+
+
+def test_ice_tcp_port_is_livekits_7881_and_0_turns_it_off() -> None:
+    assert load("keys: {a: b}\n").rtc.tcp_port == 7881  # type: ignore[attr-defined]
+    assert load("keys: {a: b}\nrtc:\n  tcp_port: 0\n").rtc.tcp_port == 0  # type: ignore[attr-defined]
 
 
 def test_env_variables() -> None:
@@ -67,7 +73,18 @@ def test_env_variables() -> None:
         ("[unclosed", "invalid YAML"),
         ("- a\n- b\n", "the top level must be a mapping"),
         ("keys: {a: b}\nport: 70000\n", "is not a TCP port"),
+        ("keys: {a: b}\nrtc:\n  tcp_port: 70000\n", r"rtc.tcp_port: 70000 is not a TCP port"),
+        ("keys: {a: b}\nport: 7881\n", r"rtc.tcp_port: 7881 is also the HTTP port"),
         ("keys: {a: b}\nlogging:\n  level: chatty\n", "unknown level"),
+        ("keys: {a: b}\nenable_data_tracks: 1\n", "enable_data_tracks: expected true or false"),
+        (
+            "keys: {a: b}\nrtc:\n  datachannel_data_track_target_latency: soon\n",
+            "rtc.datachannel_data_track_target_latency: invalid duration",
+        ),
+        (
+            "keys: {a: b}\nlimit:\n  max_data_tracks_per_participant: 0\n",
+            "limit.max_data_tracks_per_participant must be at least 1",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(body: str, message: str) -> None:
@@ -91,3 +108,95 @@ def test_config_file(tmp_path: Path) -> None:
     assert load_config(Overrides(config_file=str(path)), environ={}).port == 7999
     with pytest.raises(ConfigError, match="config file"):
         load_config(Overrides(config_file=str(tmp_path / "missing.yaml")), environ={})
+
+
+LIVEKIT_YAML = """
+keys:
+  devkey: a-secret-of-at-least-thirty-two-characters
+rtc:
+  tcp_port: 7881
+  port_range_start: 50000
+  port_range_end: 60000
+  use_external_ip: true
+  congestion_control:
+    enabled: true
+turn:
+  enabled: true
+  udp_port: 3478
+audio:
+  active_level: 30
+room:
+  empty_timeout: 60
+"""
+
+
+def test_livekit_keys_that_do_nothing_are_named_with_the_reason() -> None:
+    from roomcast.config_keys import IGNORED
+
+    config = load_config(Overrides(config_body=LIVEKIT_YAML), environ={})
+    ignored = dict(config.ignored_keys)
+    assert "rtc.tcp_port" not in ignored  # ICE over TCP is served
+    assert "turn" not in ignored  # and TURN (roomcast/turn)
+    assert list(ignored) == [
+        "rtc.port_range_start",
+        "rtc.port_range_end",
+        "rtc.congestion_control",
+        "audio",
+    ]
+    assert ignored["audio"] == IGNORED["audio"]
+    assert config.turn.enabled and config.turn.udp_port == 3478
+    assert "one UDP port" in ignored["rtc.port_range_start"]
+    assert config.effective_udp_port == 50000  # the range's first port, as the note says
+    assert config.room.empty_timeout == 60  # what is supported still applies
+
+
+def test_a_plain_config_has_nothing_to_warn_about_and_unknown_keys_still_fail() -> None:
+    body = "keys:\n  k: a-secret-of-at-least-thirty-two-characters\nrtc:\n  udp_port: 7882\n"
+    assert load_config(Overrides(config_body=body), environ={}).ignored_keys == []
+    with pytest.raises(ConfigError, match=r"unknown config key 'rtc\.tcp_prot'"):
+        load_config(Overrides(config_body=body + "  tcp_prot: 1\n"), environ={})
+    with pytest.raises(ConfigError, match="unknown config key 'ignored_keys'"):
+        load_config(Overrides(config_body=body + "ignored_keys: []\n"), environ={})
+
+
+def test_port_range_must_be_a_range_and_ip_filters_must_be_networks() -> None:
+    base = "keys:\n  k: s\nrtc:\n"
+    with pytest.raises(ConfigError, match="port_range_start/port_range_end"):
+        load_config(
+            Overrides(config_body=base + "  port_range_start: 60000\n  port_range_end: 50000\n"),
+            environ={},
+        )
+    with pytest.raises(ConfigError, match=r"rtc.ips.includes: 'ten' is not a network"):
+        load_config(Overrides(config_body=base + "  ips:\n    includes: [ten]\n"), environ={})
+
+
+def test_ip_filters_choose_the_candidate_address() -> None:
+    from roomcast.config import IPFilterConfig, candidate_allowed
+
+    only_lab = IPFilterConfig(includes=["198.18.0.0/15"])
+    assert candidate_allowed("198.18.0.2", only_lab)
+    assert not candidate_allowed("10.0.0.2", only_lab)
+    no_docker = IPFilterConfig(excludes=["172.17.0.0/16"])
+    assert not candidate_allowed("172.17.0.1", no_docker)
+    assert candidate_allowed("10.0.0.2", no_docker)
+    both = IPFilterConfig(includes=["10.0.0.0/8"], excludes=["10.9.0.0/16"])
+    assert candidate_allowed("10.1.2.3", both) and not candidate_allowed("10.9.1.1", both)
+
+
+def test_data_track_keys() -> None:
+    from roomcast.rooms.data_tracks import DataTrackLimits
+
+    defaults = DataTrackLimits.from_config(load_config(Overrides(dev=True), environ={}))
+    assert defaults == DataTrackLimits(True, 64, 65535, 32, 0.1)  # data tracks on, as LiveKit
+    body = """
+keys: {a: b}
+enable_data_tracks: false
+rtc:
+  datachannel_data_track_target_latency: 250ms
+limit:
+  max_data_track_custom_encoding_length: 8
+  max_data_tracks_per_participant: 3
+  max_data_track_packet_size: 20000
+"""
+    limits = DataTrackLimits.from_config(load_config(Overrides(config_body=body), environ={}))
+    assert limits == DataTrackLimits(False, 3, 20000, 8, 0.25)

@@ -11,6 +11,7 @@ from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.rooms.admin import RoomAdmin
 from roomcast.rooms.contracts import JoinOptions, Publication
 from roomcast.rooms.data import DataExchange
+from roomcast.rooms.data_tracks import DataTrackLimits, DataTrackManager
 from roomcast.rooms.manager import RoomManager
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room, RoomEvent
@@ -39,14 +40,16 @@ class Node:
         self.events: list[RoomEvent] = []
         self.rooms = RoomManager(self.config.room, self.config.limit, self.events.append)
         data = DataExchange()
+        metrics = Metrics()
         self.services = SessionServices(
             config=self.config,
             node_id="ND_test",
-            metrics=Metrics(),
+            metrics=metrics,
             subscriptions=SubscriptionManager(ForwardingPlane(clock=lambda: 0.0), TrackManager()),
             tracks=TrackManager(),
             data=data,
             admin=RoomAdmin(self.config, self.rooms, data),
+            data_tracks=DataTrackManager(DataTrackLimits(), metrics),
             refresh_token=lambda claims, participant: f"token-for-{participant.identity}",
         )
         self.clock = FakeScheduler()

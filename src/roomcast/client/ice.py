@@ -52,10 +52,12 @@ class IceEvents:
 class IceAgent:
     """Full-agent checks for one component, towards an ICE-lite or a full remote agent."""
 
-    def __init__(self, *, controlling: bool = True) -> None:
+    def __init__(self, *, controlling: bool = True, protocol: str = "udp") -> None:
+        """`protocol`: "udp", or "tcp" for the remote's passive TCP candidates (RFC 6544)."""
         self.local_ufrag = random_ice_string(UFRAG_LENGTH)
         self.local_pwd = random_ice_string(PWD_LENGTH)
         self.controlling = controlling
+        self.protocol = protocol
         self.tie_breaker = int.from_bytes(os.urandom(8), "big")
         self.remote_ufrag: str | None = None
         self.remote_pwd: str | None = None
@@ -75,11 +77,13 @@ class IceAgent:
         self._remote_key = pwd.encode("utf8")  # RFC 8489 §9.2.2 short-term credential
 
     def add_remote_candidate(self, candidate: str) -> bool:
-        """Add a UDP IPv4/IPv6 candidate ("candidate:…" with or without "a="); False if not
-        usable (TCP, empty, malformed)."""
+        """Add a candidate of our protocol ("candidate:…" with or without "a="): UDP, or a
+        passive TCP one; False if not usable (the other protocol, empty, malformed)."""
         fields = candidate.strip().removeprefix("a=").removeprefix("candidate:").split()
-        if len(fields) < 8 or fields[2].lower() != "udp" or fields[6] != "typ":
+        if len(fields) < 8 or fields[2].lower() != self.protocol or fields[6] != "typ":
             return False
+        if self.protocol == "tcp" and _tcp_type(fields) != "passive":
+            return False  # we dial, so only passive candidates (RFC 6544 §3)
         try:
             address = (fields[4], int(fields[5]))
         except ValueError:
@@ -189,6 +193,14 @@ class IceAgent:
             for old in list(self._pending)[:-64]:
                 del self._pending[old]
         return bytes(request), addr
+
+
+def _tcp_type(fields: list[str]) -> str | None:
+    """The value of a candidate's "tcptype" extension (RFC 6544 §4.5), if any."""
+    for name, value in zip(fields[8::2], fields[9::2], strict=False):
+        if name == "tcptype":
+            return value
+    return None
 
 
 def is_stun(data: bytes) -> bool:

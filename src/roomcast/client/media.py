@@ -214,16 +214,22 @@ class AudioSender(Sender):
         mid: str,
         simulate_speaker: bool = False,
         payload_size: int = 40,
+        payloads: list[bytes] | None = None,
+        level: int | None = None,
     ) -> None:
+        """``payloads``: real opus packets of 20 ms to send in a loop (client/tone_opus.py)
+        instead of noise; ``level``: an RFC 6464 level (dBov below 0) sent with every packet
+        (voice activity on) when not ``simulate_speaker``."""
         super().__init__(send_rtp, send_rtcp)
         self.mid = mid
         self.simulate_speaker = simulate_speaker
+        self.level = level
         extensions = [(EXT_MID, mid.encode())]
         self.stream = RtpStream(OPUS_PT, 48000, extensions)
         self.streams = [self.stream]
         # RFC 6716 §3.1 TOC: config 31 (CELT fullband 20 ms), mono, one frame per packet.
         toc = bytes([31 << 3])
-        self._payloads = [toc + random.randbytes(payload_size - 1) for _ in range(16)]
+        self._payloads = payloads or [toc + random.randbytes(payload_size - 1) for _ in range(16)]
         self._index = 0
         self._speaking = False
         self._switch_at = 0.0
@@ -250,8 +256,10 @@ class AudioSender(Sender):
                 )
             level = random.randint(20, 35) if self._speaking else 127
             extra = self._level_block(stream.announce, level)
+        elif self.level is not None:
+            extra = self._level_block(stream.announce, self.level)
         payload = self._payloads[self._index]
-        self._index = (self._index + 1) & 15
+        self._index = (self._index + 1) % len(self._payloads)
         stream.last_wall = time.time()
         self.send_rtp(stream.packet(payload, False, extra))
         stream.timestamp = (stream.timestamp + self.SAMPLES) & 0xFFFFFFFF
@@ -286,13 +294,13 @@ class VideoSender(Sender):
         super().__init__(send_rtp, send_rtcp)
         self.layers = layers
         self.keyframe_interval = keyframe_interval
-        self.layer_state: list[_LayerState] = []
+        self.layer_state: list[LayerState] = []
         for layer in layers:
             extensions = [(EXT_MID, mid.encode())]
             if simulcast:
                 extensions.append((EXT_RID, layer.rid.encode()))
             stream = RtpStream(VP8_PT, 90000, extensions)
-            self.layer_state.append(_LayerState(layer, stream))
+            self.layer_state.append(LayerState(layer, stream))
             self.streams.append(stream)
 
     def tick(self, now: float) -> None:
@@ -316,14 +324,20 @@ class VideoSender(Sender):
             if state.stream is stream and time.monotonic() - state.last_key >= KEYFRAME_MIN_GAP:
                 state.force_key = True
 
-    def _send_frame(self, state: _LayerState, key: bool) -> None:
-        layer, stream = state.layer, state.stream
+    def frame_data(self, state: LayerState, key: bool) -> bytes:
+        """The next VP8 frame of a layer: flat grey, padded to the layer's bitrate."""
+        layer = state.layer
         size = state.frame_bytes * (3 if key else 1)
         data = state.frames.get((key, size))
         if data is None:
             data = state.frames[(key, size)] = vp8.frame(
                 layer.width, layer.height, key=key, size=size
             )
+        return data
+
+    def _send_frame(self, state: LayerState, key: bool) -> None:
+        layer, stream = state.layer, state.stream
+        data = self.frame_data(state, key)
         chunks = max(1, math.ceil(len(data) / MAX_VP8_CHUNK))
         picture_id = state.picture_id
         stream.last_wall = time.time()
@@ -337,7 +351,7 @@ class VideoSender(Sender):
         stream.timestamp = (stream.timestamp + 90000 // layer.fps) & 0xFFFFFFFF
 
 
-class _LayerState:
+class LayerState:
     __slots__ = (
         "force_key",
         "frame_bytes",

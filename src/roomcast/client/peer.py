@@ -7,7 +7,7 @@ PC) but SCTP is never started, and incoming SCTP records are counted and dropped
 
 API (stable; bench/compare.py uses it):
 
-    peer = ClientPeer(host="127.0.0.1")          # certificate=, accept_data= optional
+    peer = ClientPeer(host="127.0.0.1")          # certificate=, accept_data=, ice_tcp= optional
     await peer.start()                           # binds the UDP socket
     # publisher side: we offer
     sdp = peer.create_offer([LocalTrack(kind="video", track_id="cid", stream_id="s",
@@ -23,9 +23,11 @@ API (stable; bench/compare.py uses it):
     peer.close()
 
 `peer.state` (a `TransportState`) is new → checking → connecting → connected, or failed /
-closed; `on_state` is called on each change. Call everything from the event loop the peer was
-started on. The DTLS-SRTP part is `media.secure_channel.SecureChannel`, the same one the server
-transport drives; this class is the socket and the timer around it and the ICE agent.
+closed; `on_state` is called on each change. With `ice_tcp=True` the peer uses only the
+remote's passive TCP candidates (RFC 6544), over `client.tcp.TcpDialer` instead of a UDP socket.
+Call everything from the event loop the peer was started on. The DTLS-SRTP part is
+`media.secure_channel.SecureChannel`, the same one the server transport drives; this class is the
+socket and the timer around it and the ICE agent.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import pylibsrtp
 
@@ -48,6 +51,7 @@ from roomcast.media.transport import HOST_PRIORITY
 
 from .ice import Address, IceAgent
 from .sdp import LocalTrack, RemoteTrack, build_answer, build_offer
+from .tcp import TcpDialer
 
 __all__ = [
     "ClientPeer",
@@ -74,6 +78,14 @@ def shared_certificate() -> DtlsCertificate:
     return _certificate
 
 
+class _Wire(Protocol):
+    """Where the peer's packets go: its UDP socket, or a `TcpDialer`."""
+
+    def sendto(self, data: bytes, addr: Address) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class PeerError(Exception):
     """The peer could not connect (ICE or DTLS failed, fingerprint mismatch, timeout)."""
 
@@ -86,12 +98,14 @@ class ClientPeer(asyncio.DatagramProtocol):
         advertise_ip: str | None = None,
         certificate: DtlsCertificate | None = None,
         accept_data: bool = True,
+        ice_tcp: bool = False,
     ) -> None:
         self.host = host
         self.advertise_ip = advertise_ip or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
         self.port = 0
         self.certificate = certificate or shared_certificate()
         self.accept_data = accept_data
+        self.ice_tcp = ice_tcp
         self.state = TransportState.NEW
         self.error: str | None = None
         self.on_state: Callable[[TransportState], None] | None = None
@@ -99,7 +113,7 @@ class ClientPeer(asyncio.DatagramProtocol):
         self.on_rtcp: Callable[[bytes], None] | None = None
         self.remote_tracks: dict[str, RemoteTrack] = {}
         self.stats: collections.Counter[str] = collections.Counter()
-        self.ice = IceAgent(controlling=True)
+        self.ice = IceAgent(controlling=True, protocol="tcp" if ice_tcp else "udp")
         self._session_id = new_session_id()
         self._version = 0
         self._remote: TransportParams | None = None
@@ -109,7 +123,7 @@ class ClientPeer(asyncio.DatagramProtocol):
         self._protect_rtp: Protect | None = None
         self._protect_rtcp: Protect | None = None
         self._unprotect: Unprotect | None = None
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: _Wire | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Future[None] | None = None
@@ -119,6 +133,10 @@ class ClientPeer(asyncio.DatagramProtocol):
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._connected = loop.create_future()
+        if self.ice_tcp:
+            self._udp = TcpDialer(self.datagram_received)
+            self.port = 9  # RFC 6544 §4.5: the port of an active candidate
+            return
         udp, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, 0))
         self._udp = udp
         self.port = udp.get_extra_info("sockname")[1]
@@ -148,7 +166,11 @@ class ClientPeer(asyncio.DatagramProtocol):
 
     # -- signalling --------------------------------------------------------------------------
     def local_ice(self) -> TransportParams:
-        candidate = f"candidate:1 1 udp {HOST_PRIORITY} {self.advertise_ip} {self.port} typ host"
+        protocol, extension = ("tcp", " tcptype active") if self.ice_tcp else ("udp", "")
+        candidate = (
+            f"candidate:1 1 {protocol} {HOST_PRIORITY} {self.advertise_ip} {self.port} typ host"
+            + extension
+        )
         return TransportParams(
             self.ice.local_ufrag, self.ice.local_pwd, self.certificate.fingerprint(), [candidate]
         )

@@ -10,6 +10,7 @@ subscribers (browsers, the official SDKs) decode without errors.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from functools import cache
 
 # RFC 6386 §13.4: probabilities of the coefficient-probability update flags, [4][8][3][11].
@@ -188,8 +189,16 @@ class BoolEncoder:
         return bytes(self.output)
 
 
-def _frame_header(enc: BoolEncoder, *, key: bool) -> None:
-    """§19.2 frame_header() with every optional feature off."""
+def frame_header(
+    enc: BoolEncoder,
+    *,
+    key: bool,
+    quantizer: int = QUANTIZER,
+    coeff_probs: Mapping[int, int] | None = None,
+) -> None:
+    """§19.2 frame_header() with every optional feature off. ``coeff_probs`` updates token
+    probabilities (§13.4): flat index ((type * 8 + band) * 3 + context) * 11 + branch → prob."""
+    updates = coeff_probs or {}
     if key:
         enc.write_literal(0, 1)  # color_space
         enc.write_literal(0, 1)  # clamping_type
@@ -199,7 +208,7 @@ def _frame_header(enc: BoolEncoder, *, key: bool) -> None:
     enc.write_literal(0, 3)  # sharpness_level
     enc.write_literal(0, 1)  # loop_filter_adj_enable
     enc.write_literal(0, 2)  # log2_nbr_of_dct_partitions: one token partition
-    enc.write_literal(QUANTIZER, 7)  # y_ac_qi
+    enc.write_literal(quantizer, 7)  # y_ac_qi
     enc.write_literal(0, 5)  # no y_dc, y2_dc, y2_ac, uv_dc, uv_ac deltas
     if key:
         enc.write_literal(1, 1)  # refresh_entropy_probs
@@ -212,8 +221,11 @@ def _frame_header(enc: BoolEncoder, *, key: bool) -> None:
         enc.write_literal(0, 1)  # sign_bias_alternate
         enc.write_literal(0, 1)  # refresh_entropy_probs: our updates last one frame
         enc.write_literal(1, 1)  # refresh_last
-    for prob in COEFF_UPDATE_PROBS:  # §13.4 token_prob_update(): no updates
-        enc.write_bool(prob, False)
+    for index, prob in enumerate(COEFF_UPDATE_PROBS):  # §13.4 token_prob_update()
+        new_prob = updates.get(index)
+        enc.write_bool(prob, new_prob is not None)
+        if new_prob is not None:
+            enc.write_literal(new_prob, 8)
     enc.write_literal(1, 1)  # mb_no_skip_coeff
     enc.write_literal(1, 8)  # prob_skip_false = 1: "skip" costs almost nothing
     if not key:
@@ -233,7 +245,7 @@ def _frame_header(enc: BoolEncoder, *, key: bool) -> None:
 
 def _first_partition(mb_count: int, *, key: bool) -> bytes:
     enc = BoolEncoder()
-    _frame_header(enc, key=key)
+    frame_header(enc, key=key)
     for _ in range(mb_count):  # §19.3 macroblock_header()
         enc.write_bool(1, True)  # mb_skip_coeff: no residual
         if key:
@@ -255,13 +267,17 @@ def frame_prefix(width: int, height: int, *, key: bool) -> bytes:
     if not (0 < width < 1 << 14 and 0 < height < 1 << 14):
         raise ValueError(f"VP8 frame size {width}x{height} out of range")
     mb_count = ((width + 15) // 16) * ((height + 15) // 16)
-    partition = _first_partition(mb_count, key=key)
-    # §9.1 frame tag: key frame flag (0 = key), version 0, show_frame, first partition size.
-    tag = (0 if key else 1) | (1 << 4) | (len(partition) << 5)
+    return frame_start(width, height, _first_partition(mb_count, key=key), key=key)
+
+
+def frame_start(width: int, height: int, first_partition: bytes, *, key: bool) -> bytes:
+    """§9.1 frame tag (key frame flag, version 0, show_frame, partition size), the key frame's
+    start code and size, then the first partition."""
+    tag = (0 if key else 1) | (1 << 4) | (len(first_partition) << 5)
     header = struct.pack("<I", tag)[:3]
     if key:
         header += START_CODE + struct.pack("<HH", width, height)  # scale bits 0
-    return header + partition
+    return header + first_partition
 
 
 def frame(width: int, height: int, *, key: bool, size: int = 0) -> bytes:

@@ -37,6 +37,15 @@ def bearer_token(request: web.Request) -> str:
     return request.query.get("access_token", "")
 
 
+def unauthenticated(error: AuthError) -> twirp.TwirpError:
+    """A refused token (bad signature, unknown key, expired…) as Twirp's ``unauthenticated``."""
+    return twirp.TwirpError("unauthenticated", str(error))
+
+
+def _body_of(response: web.Response) -> bytes:
+    return response.body if isinstance(response.body, bytes) else b""
+
+
 def holds_api_grant(video: VideoGrant) -> bool:
     """Whether a token could pass some Twirp method's grant check: every method needs
     roomCreate, roomList or roomAdmin of a named room (docs/protocol/08-server-api.md), and
@@ -127,24 +136,39 @@ class TwirpEndpoint:
 
     def _admit(self, request: web.Request) -> Claims | web.Response:
         """The claims of a caller whose body may be read, or the refusal: a body declared too
-        large (413), a bad token (a plain 401, as LiveKit's auth middleware answers), or no
-        token or one without any API grant, such as a join token (the `unauthenticated` error
-        every method would give)."""
+        large (413), a bad token, no token, or one without any API grant such as a join token
+        (401 ``unauthenticated``). Every refusal is a Twirp JSON error, so the server SDKs show
+        its message (livekit-server answers a bad token in plain text, which they show as an
+        empty ``unknown`` error)."""
         declared = request.content_length
         if self._max_body_size and declared is not None and declared > self._max_body_size:
             # Refused on its declared size before anything is read, as LiveKit does.
             self._metrics.limit_hit("max_api_request_body_size", client_address(request))
-            return web.Response(status=413, text="request body too large")
+            return self._too_large().to_response()
         token = bearer_token(request)
         if not token:
-            return twirp.TwirpError.from_domain(PermissionDeniedError()).to_response()
+            header = request.headers.get("Authorization")
+            problem = (
+                "invalid authorization header: it must start with Bearer"
+                if header and header.split(" ", 1)[0].lower() != "bearer"
+                else "permissions denied: no authorization token"
+            )
+            return twirp.TwirpError("unauthenticated", problem).to_response()
         try:
             claims = self._verifier.verify(token)
         except AuthError as exc:
-            return web.Response(status=401, text=str(exc))
+            return unauthenticated(exc).to_response()
         if not holds_api_grant(claims.video):
             return twirp.TwirpError.from_domain(PermissionDeniedError()).to_response()
         return claims
+
+    def _too_large(self) -> twirp.TwirpError:
+        return twirp.TwirpError(
+            "resource_exhausted",
+            f"request body too large (limit.max_api_request_body_size: {self._max_body_size} "
+            "bytes)",
+            status=413,
+        )
 
     async def _read_body(self, request: web.Request) -> bytes | web.Response:
         try:
@@ -157,7 +181,9 @@ class TwirpEndpoint:
             return response
         except web.HTTPRequestEntityTooLarge:  # no Content-Length, or a wrong one
             self._metrics.limit_hit("max_api_request_body_size", client_address(request))
-            raise
+            response = self._too_large().to_response()
+            response.force_close()
+            return response
 
     async def execute_local(
         self, service: str, method_name: str, content_type: str, body: bytes, token: str
@@ -170,7 +196,8 @@ class TwirpEndpoint:
             try:
                 claims = self._verifier.verify(token)
             except AuthError as exc:
-                return ApiResult(401, "text/plain", str(exc).encode())
+                response = unauthenticated(exc).to_response()
+                return ApiResult(response.status, twirp.JSON, _body_of(response))
             message = method.request_type()
             try:
                 await decode_off_loop(
@@ -182,8 +209,7 @@ class TwirpEndpoint:
                 response = await self._execute(
                     service, method_name, method, message, content_type, claims
                 )
-        payload = response.body if isinstance(response.body, bytes) else b""
-        return ApiResult(response.status, response.content_type, payload)
+        return ApiResult(response.status, response.content_type, _body_of(response))
 
     async def _execute(
         self,

@@ -1,6 +1,7 @@
-"""``GET /metrics`` for Prometheus, on its own port only (``prometheus.port``), as livekit-server
+"""``GET /metrics`` for Prometheus, on its own port (``prometheus.port``) as livekit-server
 serves it; behind HTTP Basic authentication (RFC 7617) when ``prometheus.username`` and
-``prometheus.password`` are set."""
+``prometheus.password`` are set. In dev mode it is also on the main HTTP port, for convenience
+(server.py); never there otherwise."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import binascii
 import hmac
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 REALM = 'Basic realm="roomcast metrics", charset="UTF-8"'
@@ -27,30 +28,32 @@ def _credentials(header: str) -> tuple[bytes, bytes] | None:
     return (username, password) if sep else None
 
 
-def basic_auth(username: str, password: str) -> Middleware:
-    expected_user, expected_password = username.encode(), password.encode()
+def _authorized(request: web.Request, expected_user: bytes, expected_password: bytes) -> bool:
+    given = _credentials(request.headers.get("Authorization", ""))
+    # Both compared in constant time, and both always compared.
+    user_ok = hmac.compare_digest(given[0] if given else b"", expected_user)
+    password_ok = hmac.compare_digest(given[1] if given else b"", expected_password)
+    return given is not None and user_ok and password_ok
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = _credentials(request.headers.get("Authorization", ""))
-        # Both compared in constant time, and both always compared.
-        user_ok = hmac.compare_digest(given[0] if given else b"", expected_user)
-        password_ok = hmac.compare_digest(given[1] if given else b"", expected_password)
-        if given is None or not (user_ok and password_ok):
+
+def metrics_handler(registry: CollectorRegistry, username: str, password: str) -> Handler:
+    """The ``/metrics`` handler, asking for Basic credentials when both are configured."""
+    expected_user, expected_password = username.encode(), password.encode()
+    protected = bool(username and password)
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        if protected and not _authorized(request, expected_user, expected_password):
             return web.Response(
                 status=401, text="unauthorized", headers={"WWW-Authenticate": REALM}
             )
-        return await handler(request)
-
-    return middleware
-
-
-def metrics_app(registry: CollectorRegistry, username: str, password: str) -> web.Application:
-    async def serve(request: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    middlewares = [basic_auth(username, password)] if username and password else []
-    app = web.Application(middlewares=middlewares)
-    app.router.add_get("/metrics", serve)
+    return serve
+
+
+def metrics_app(registry: CollectorRegistry, username: str, password: str) -> web.Application:
+    """The application of the Prometheus port: ``/metrics`` only."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(registry, username, password))
     return app

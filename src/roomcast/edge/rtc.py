@@ -1,7 +1,15 @@
 """Signalling endpoints: ``/rtc`` (two-PeerConnection protocol) and ``/rtc/validate``.
 
 Everything is validated before the WebSocket upgrade and errors are plain HTTP statuses, which
-SDKs re-fetch through ``…/validate`` (docs/protocol/01-signalling-connection.md §1.1-1.2).
+SDKs re-fetch through ``…/validate`` (docs/protocol/01-signalling-connection.md §1.1-1.2) and
+show: a bad token, a missing room, and a full room (``room.max_participants``, or the room's own
+``max_participants``; asked of the room's node in multi-node mode). livekit-server admits a
+newcomer to a full room as far as the upgrade and then sends ``LeaveRequest{JOIN_FAILURE}``,
+which SDKs report as "transport closed" or a bare leave; Roomcast refuses it before the upgrade
+with HTTP 403 and livekit-server's wording instead: for a 403 the Python SDK shows the text and
+does not retry, and livekit-client shows it (for a 429 the first retries three times and the
+second drops the text). A room that fills between this check and the join still gets the
+JOIN_FAILURE leave (rooms/session_manager.py).
 ``/rtc/v1`` answers 404 so current SDKs fall back to ``/rtc`` (the 404 on ``/rtc/v1/validate``
 carries CORS headers, or browsers never fall back: docs/protocol/15-interop-findings.md §3).
 """
@@ -27,8 +35,9 @@ from roomcast.edge.offload import decode_off_loop
 from roomcast.edge.rate_limit import RateLimiter
 from roomcast.edge.signal_sink import WebSocketSignalSink
 from roomcast.edge.twirp import http_status_for
-from roomcast.errors import RoomcastError
+from roomcast.errors import RoomcastError, RoomFullError
 from roomcast.rooms.contracts import JoinOptions, SignalSink
+from roomcast.rooms.participant import Participant
 from roomcast.rooms.session_manager import SessionManager
 from roomcast.routing.router import Router, RoutingUnavailable
 from roomcast.telemetry import Metrics
@@ -40,6 +49,22 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 # WebSocket PINGs, as livekit-server (docs/protocol/01-signalling-connection.md §1.1)
 WS_HEARTBEAT = 10.0
+# A full room: refused before the upgrade (see the module docstring), in livekit-server's words.
+ROOM_FULL_STATUS = 403
+ROOM_FULL_TEXT = "room has exceeded its max participants"
+
+
+def capacity_refusal(sessions: SessionManager, claims: Claims) -> str | None:
+    """Why this node's copy of the token's room cannot take the newcomer, or None (no such
+    room here, or a free seat: the same rule as the join, rooms/room.py ``check_capacity``)."""
+    room = sessions.rooms.get(claims.video.room)
+    if room is None:
+        return None
+    try:
+        room.check_capacity(Participant.from_claims(claims))
+    except RoomFullError as exc:
+        return f"{ROOM_FULL_TEXT} ({exc.max_participants})"
+    return None
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -137,7 +162,7 @@ class RtcEndpoint:
         return web.Response(status=404, text="not found", headers=CORS_HEADERS)
 
     async def _check(
-        self, request: web.Request
+        self, request: web.Request, joining: bool = False
     ) -> tuple[web.Response | None, Claims | None, str | None]:
         """Validate the join: an error response, or None, the claims and the room's node.
 
@@ -170,7 +195,30 @@ class RtcEndpoint:
             self._sessions.validate_join(claims, room_exists=room_exists)
         except RoomcastError as exc:
             return web.Response(status=http_status_for(exc), text=str(exc)), None, None
+        full = await self._room_full(claims, node, bearer_token(request))
+        if full is not None:
+            if joining:  # logged once per join, not again for the SDK's validate request
+                who = {"room": claims.video.room, "identity": claims.identity}
+                log.info("join refused before the upgrade: %s", full, extra=who)
+            return web.Response(status=ROOM_FULL_STATUS, text=full), None, None
         return None, claims, node
+
+    async def _room_full(self, claims: Claims, node: str | None, token: str) -> str | None:
+        """The room-full refusal, from this node's rooms or the room's node."""
+        if self._router is None or node == self._router.node_id:
+            return capacity_refusal(self._sessions, claims)
+        if node is None:
+            return None  # not hosted anywhere yet: empty
+        return await self._router.join_refusal(node, token)
+
+    async def answer_join_check(self, request: Mapping[str, Any]) -> dict[str, str]:
+        """Another node's edge asks whether a join to a room hosted here would be refused."""
+        try:
+            claims = self._verifier.verify(str(request.get("token", "")))
+        except AuthError:
+            return {}  # that edge verified it; a token expiring meanwhile is the join's business
+        refusal = capacity_refusal(self._sessions, claims)
+        return {"refusal": refusal} if refusal else {}
 
     async def handle_validate(self, request: web.Request) -> web.Response:
         error, _, _ = await self._check(request)
@@ -182,7 +230,7 @@ class RtcEndpoint:
     async def handle_rtc(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=404)
-        error, claims, node = await self._check(request)
+        error, claims, node = await self._check(request, joining=True)
         if error is not None or claims is None:
             if error is not None and error.status == 401:
                 client = client_address(request)

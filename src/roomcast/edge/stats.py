@@ -5,10 +5,16 @@ Needs a token with ``roomList``, which shows what ListRooms shows: rooms and the
 counts. Participants (hidden ones included) are listed only for the room the token is
 ``roomAdmin`` of, as ListParticipants requires (docs/protocol/08-server-api.md).
 ``?room=NAME`` limits the answer to one room.
+
+For the dashboard's charts every room also carries its totals (``bitrate_bps``,
+``packets_per_s``: what its publishers send; ``loss``: its worst track's), so rooms whose
+participants are not listed still chart; each participant has a ``connection_quality`` slot
+(ConnectionQuality's name, lower-case; null until the server computes one).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +45,7 @@ class StatsEndpoint:
         self._rates = rates
         self._node_id = node_id
         self._gather = gather
+        self._packets = PacketRates()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/stats", self.handle)
@@ -71,27 +78,36 @@ class StatsEndpoint:
         return {"node": self._node_id, "server": self._rates.server(), "rooms": rooms}
 
     def _rooms_view(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "sid": room.sid,
-                "name": room.name,
-                "metadata": room.metadata,
-                "created_at": int(room.created_at),
-                "max_participants": room.settings.max_participants,
-                "num_participants": room.num_participants,
-                "participants_listed": True,
-                "participants": [self._participant(p) for p in room.live_participants()],
-            }
-            for room in self._rooms.list()
-        ]
+        packets = self._packets.sample(self._rates)
+        rooms = []
+        for room in self._rooms.list():
+            participants = [self._participant(p, packets) for p in room.live_participants()]
+            tracks = [t for p in participants for t in p["tracks"]]
+            rooms.append(
+                {
+                    "sid": room.sid,
+                    "name": room.name,
+                    "metadata": room.metadata,
+                    "created_at": int(room.created_at),
+                    "max_participants": room.settings.max_participants,
+                    "num_participants": room.num_participants,
+                    "bitrate_bps": sum(t["bitrate_bps"] for t in tracks),
+                    "packets_per_s": round(sum(t["packets_per_s"] for t in tracks), 1),
+                    "loss": max((t["loss"] for t in tracks), default=0.0),
+                    "participants_listed": True,
+                    "participants": participants,
+                }
+            )
+        return rooms
 
-    def _participant(self, participant: Participant) -> dict[str, Any]:
+    def _participant(self, participant: Participant, packets: dict[str, float]) -> dict[str, Any]:
         return {
             "sid": participant.sid,
             "identity": participant.identity,
             "name": participant.name,
             "state": models.ParticipantInfo.State.Name(participant.state),
             "hidden": participant.hidden,
+            "connection_quality": connection_quality(participant),
             "tracks": [
                 {
                     "sid": track.sid,
@@ -111,11 +127,59 @@ class StatsEndpoint:
                     "width": track.width,
                     "height": track.height,
                     "bitrate_bps": round(self._rates.track_bps.get(track.sid, 0.0)),
+                    "packets_per_s": round(packets.get(track.sid, 0.0), 1),
                     "loss": round(self._rates.track_loss.get(track.sid, 0.0), 4),
                 }
                 for track in participant.tracks.values()
             ],
+            "data_tracks": [
+                {
+                    "sid": info.sid,
+                    "name": info.name,
+                    "pub_handle": info.pub_handle,
+                    "encryption": models.Encryption.Type.Name(info.encryption).lower(),
+                }
+                for info in participant.data_tracks.values()
+            ],
         }
+
+
+def connection_quality(participant: Participant) -> str | None:
+    """The participant's ConnectionQuality (livekit_models.proto) when the rooms layer keeps
+    one as ``connection_quality``; None until then, which the dashboard shows as unknown."""
+    quality = getattr(participant, "connection_quality", None)
+    if quality is None:
+        return None
+    return str(models.ConnectionQuality.Name(quality)).lower()
+
+
+class PacketRates:
+    """Packets per second of each published track, from the plane's receive counters, over
+    the time between two /stats answers (at least MIN_WINDOW: callers in between reuse it)."""
+
+    MIN_WINDOW = 1.0
+
+    def __init__(self) -> None:
+        self._at = 0.0
+        self._counts: dict[str, int] = {}
+        self._rates: dict[str, float] = {}
+
+    def sample(self, rates: RateSampler) -> dict[str, float]:
+        now = time.monotonic()
+        if now - self._at < self.MIN_WINDOW:
+            return self._rates
+        counts = {
+            track.track_sid: sum(layer.packets for layer in track.layers)
+            for track in rates.plane.uptracks()
+        }
+        if self._at:
+            elapsed = now - self._at
+            self._rates = {
+                sid: max(0, count - self._counts.get(sid, count)) / elapsed
+                for sid, count in counts.items()
+            }
+        self._at, self._counts = now, counts
+        return self._rates
 
 
 def merge(views: list[dict[str, Any]]) -> dict[str, Any]:

@@ -44,11 +44,22 @@ def http_status_for(error: RoomcastError) -> int:
 
 
 class TwirpError(Exception):
-    def __init__(self, code: str, msg: str, meta: Mapping[str, str] | None = None) -> None:
+    """A Twirp error: every API failure, authentication included, answers with its JSON body
+    (``{"code", "msg"}``), which is what the server SDKs turn into their error's message."""
+
+    def __init__(
+        self,
+        code: str,
+        msg: str,
+        meta: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.meta = dict(meta or {})
+        # The HTTP status when it is not the code's own (413 for a body refused on its size).
+        self.status = status or STATUS_BY_CODE.get(code, 500)
 
     @classmethod
     def from_domain(cls, error: RoomcastError) -> TwirpError:
@@ -60,7 +71,7 @@ class TwirpError(Exception):
             body["meta"] = self.meta
         # Node only parses the error when Content-Type is exactly application/json.
         return web.Response(
-            status=STATUS_BY_CODE.get(self.code, 500),
+            status=self.status,
             body=json.dumps(body).encode(),
             headers={"Content-Type": JSON},
         )

@@ -82,11 +82,10 @@ class WebEndpoint:
             app.router.add_get("/playground/token", self.handle_token)
             app.router.add_get("/playground/admin-token", self.handle_admin_token)
         app.router.add_static("/static/", self._static, follow_symlinks=False)
-        app.on_startup.append(self._announce)
 
-    async def _announce(self, _: web.Application) -> None:
-        port = self._config.port
-        if not port:
+    def announce(self, port: int) -> None:
+        """Log the playground's URL; called once every port is bound (server.py)."""
+        if not self.enabled:
             return
         host = (self._config.bind_addresses or ["127.0.0.1"])[0]
         if host in ("0.0.0.0", "::"):

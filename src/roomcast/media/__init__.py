@@ -14,8 +14,18 @@
   sctp_guard.py      receive limits checked before aiortc sees a packet (window, held bytes)
   sctp_backlog.py    send backlog policy: drop lossy, disconnect a reader that never drains
   transport.py       `PeerTransport`, the asyncio adapter of one PeerConnection
+  tcp_framing.py     ICE over TCP: RFC 4571 framing and the per-connection send policy
+  tcp_mux.py         the ICE-TCP port (RFC 6544 passive candidates); connections are addresses
 The forwarding plane (`forwarding_plane.ForwardingPlane`) feeds each published `uptrack.UpTrack`
 to its subscribers' `downtrack.DownTrack`s, which the uptrack sees as `track_sender.TrackSender`.
+Scalable video in one stream (VP9 SVC, AV1 with Dependency Descriptors) goes to
+`svc_downtrack.SvcDownTrack`s instead, which keep each subscriber's layers:
+  codecs.py              keyframes and the VP8 descriptor for every codec kind
+  vp9.py                 VP9 payload descriptor and the per-subscriber layer choice
+  dependency_descriptor.py  AV1's Dependency Descriptor extension: parse and write
+  av1.py                 the descriptor reader of a stream and the per-subscriber decode target
+  svc_layers.py          a stream's live spatial layers and temporal frame rates
+  packet_trailer.py      LiveKit's frame metadata trailer, cut for subscribers that cannot read it
 
 Offer/answer: `sdp` parses and writes descriptions (values in `sdp_fields`, attribute parsers
 in `sdp_attributes`); `jsep` holds what the server and the client (roomcast.client.sdp) share;

@@ -41,6 +41,7 @@ class DownTrack:
         extensions: dict[str, int],
         send_rtp: Callable[[bytes], None],
         send_rtcp: Callable[[bytes], None],
+        strip_trailer: bool = False,
     ) -> None:
         self.uptrack = uptrack
         self.track_sid = uptrack.track_sid
@@ -55,7 +56,7 @@ class DownTrack:
         for pt, mime in uptrack.mime_by_pt.items():
             sub_pt = lowered.get(mime, -1)
             self.pt_map[pt] = sub_pt if 0 <= sub_pt < 128 else -1
-        self.rewriter: ExtensionRewriter = uptrack.rewriter(extensions)
+        self.rewriter: ExtensionRewriter = uptrack.rewriter(extensions, strip_trailer=strip_trailer)
         self.wanted: int | None = len(uptrack.layers) - 1  # highest layer until told otherwise
         self.target: int | None = None
         self.current: int | None = None  # layer being forwarded; None = waiting / paused
@@ -183,9 +184,10 @@ class DownTrack:
         self.current = self.epoch_layer = p.layer
 
     # -- control -----------------------------------------------------------------------------
-    def set_target_layer(self, index: int | None) -> None:
+    def set_target_layer(self, index: int | None, fps: float = 0.0) -> None:
         """The layer the subscriber wants (None = paused). The layer actually forwarded is the
-        best live one ≤ index; a switch happens on a keyframe of that layer."""
+        best live one ≤ index; a switch happens on a keyframe of that layer. (`fps` picks
+        temporal layers of SVC streams only: svc_downtrack.py.)"""
         self.wanted = index
         self.set_target(self.uptrack.best_layer(index, self.uptrack.clock()))
 

@@ -31,6 +31,7 @@ from .rtcp import (
     parse_rtcp,
 )
 from .rtp import RtpError, parse_rtp
+from .svc_downtrack import SvcDownTrack
 from .uptrack import ReceiveLayer, UpTrack
 
 __all__ = ["DownTrack", "ForwardingPlane", "UpTrack"]
@@ -127,6 +128,8 @@ class ForwardingPlane:
         self._uptracks: dict[str, UpTrack] = {}
         self._publisher_of: dict[str, _Publisher] = {}
         self._downtracks: dict[tuple[str, str], DownTrack] = {}
+        # Subscribers that read LiveKit's packet trailer (ClientInfo CAP_PACKET_TRAILER).
+        self._reads_trailer: set[str] = set()
         self._by_subscriber: dict[str, dict[int, DownTrack]] = {}  # subscriber -> our SSRC -> dt
         self._last_rr = -1e18
         self._last_sr = -1e18
@@ -146,6 +149,7 @@ class ForwardingPlane:
         mid: str,
         send_rtcp: Callable[[bytes], None],
         publisher: object,
+        packet_trailer: bool = False,
     ) -> UpTrack:
         """Publish a track; `publisher` identifies the peer connection its RTP arrives on (the
         key later given to `handle_rtp`); several uptracks share one publisher."""
@@ -167,6 +171,7 @@ class ForwardingPlane:
             send_rtcp=send_rtcp,
             clock=self._clock,
             rtcp_ssrc=self._rtcp_ssrc,
+            packet_trailer=packet_trailer,
         )
         for ssrc, rid in ssrcs.items():
             if rid is None:
@@ -229,7 +234,8 @@ class ForwardingPlane:
         if track is None:
             raise KeyError(f"no published track {track_sid}")
         self.remove_downtrack(track_sid, subscriber)
-        downtrack = DownTrack(
+        kind = SvcDownTrack if track.svc_codec else DownTrack
+        downtrack = kind(
             track,
             subscriber,
             ssrc=ssrc,
@@ -237,6 +243,7 @@ class ForwardingPlane:
             extensions=extensions,
             send_rtp=send_rtp,
             send_rtcp=send_rtcp,
+            strip_trailer=subscriber not in self._reads_trailer,
         )
         self._downtracks[(track_sid, subscriber)] = downtrack
         self._by_subscriber.setdefault(subscriber, {})[ssrc] = downtrack
@@ -255,13 +262,25 @@ class ForwardingPlane:
             if not by_ssrc:
                 del self._by_subscriber[subscriber]
 
+    def set_reads_packet_trailer(self, subscriber: str, reads: bool) -> None:
+        """Whether this subscriber's SDK parses LiveKit's packet trailer; without it the
+        trailer is cut off the frames it receives (media/packet_trailer.py). Applies to
+        downtracks added afterwards."""
+        if reads:
+            self._reads_trailer.add(subscriber)
+        else:
+            self._reads_trailer.discard(subscriber)
+
     def downtrack(self, track_sid: str, subscriber: str) -> DownTrack | None:
         return self._downtracks.get((track_sid, subscriber))
 
-    def set_target_layer(self, track_sid: str, subscriber: str, layer: int | None) -> None:
+    def set_target_layer(
+        self, track_sid: str, subscriber: str, layer: int | None, fps: float = 0.0
+    ) -> None:
+        """A subscriber's wanted layer (None = paused) and frame rate (0 = all)."""
         downtrack = self._downtracks.get((track_sid, subscriber))
         if downtrack is not None:
-            downtrack.set_target_layer(layer)
+            downtrack.set_target_layer(layer, fps)
 
     def set_muted(self, track_sid: str, muted: bool) -> None:
         """The publisher muted/unmuted its track (MuteTrackRequest)."""

@@ -15,6 +15,9 @@ Consent is per address, never per transport (RFC 7675 §5.1):
   so a client that spoofed the nomination from someone else's address cannot answer for it.
 - Only checks from the address we send to are consent to keep sending there (`IceCheck.consent`);
   the owner reports those to its `SecureChannel`, which expires consent.
+
+An address is a UDP (ip, port) tuple or a `TcpAddress`, one ICE-TCP connection (RFC 6544): the
+same ip and port over TCP is a different address, so all of the above holds per connection.
 """
 
 from __future__ import annotations
@@ -26,7 +29,33 @@ from aioice import stun
 
 from .stun import IceLiteResponder, local_ufrag_of
 
-Address = tuple[str, int]
+
+@dataclass(frozen=True, slots=True)
+class TcpAddress:
+    """The remote end of one ICE-TCP connection (RFC 6544 §3): never equal to a UDP address,
+    so consent and nominations stay per connection."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"tcp:{self.host}:{self.port}"
+
+
+# A UDP source address as asyncio gives it, or one TCP connection.
+Address = tuple[str, int] | TcpAddress
+
+
+def mapped_address(addr: Address) -> tuple[str, int]:
+    """The transport address a Binding response reflects (RFC 8489 §14.2); for TCP, the
+    remote end of the connection the request came on."""
+    return (addr.host, addr.port) if isinstance(addr, TcpAddress) else addr
+
+
+def describe(addr: Address) -> str:
+    """For logs: "udp:1.2.3.4:5678" or "tcp:1.2.3.4:5678"."""
+    return str(addr) if isinstance(addr, TcpAddress) else f"udp:{addr[0]}:{addr[1]}"
+
 
 # RFC 8445 §7.1.1: PRIORITY of our request is that of the peer-reflexive candidate it would
 # create (§5.1.2.1: type preference 110, local preference 65535, component 1).
@@ -119,7 +148,7 @@ class IceLiteAgent:
         responder, previous = self._responder, self._previous
         if previous is not None and local_ufrag_of(message) == previous.ufrag:
             responder = previous  # a check still using the credentials before the restart
-        result = responder.handle(message, addr)
+        result = responder.handle(message, mapped_address(addr))
         if not result.authenticated:
             return IceCheck(result.response, False) if result.response else _UNAUTHENTICATED
         retired = None

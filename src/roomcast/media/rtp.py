@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+from .packet_trailer import trailer_length
+
 RTP_VERSION = 2
 RTP_HEADER_SIZE = 12
 EXT_PROFILE_ONE_BYTE = 0xBEDE  # RFC 8285 §4.2
@@ -255,16 +257,43 @@ class ExtensionRewriter:
     per packet for the group (see `DownTrack`), not once per subscriber.
     """
 
-    __slots__ = ("first_byte", "ids", "key", "payload_offset", "stamp", "tail")
+    __slots__ = (
+        "first_byte",
+        "ids",
+        "key",
+        "maps",
+        "payload_offset",
+        "stamp",
+        "strip_trailer",
+        "tail",
+    )
 
-    def __init__(self, publisher: dict[int, str], subscriber: dict[str, int]) -> None:
+    def __init__(
+        self,
+        publisher: dict[int, str],
+        subscriber: dict[str, int],
+        *,
+        strip_trailer: bool = False,
+        rewritten: frozenset[str] = frozenset(),
+    ) -> None:
         ids = [0] * 256  # publisher id -> subscriber id (0 = drop)
         for pub_id, uri in publisher.items():
             sub_id = subscriber.get(uri, 0)
-            if 0 < pub_id < 256 and 0 < sub_id < 256 and uri not in NOT_FORWARDED:
+            if (
+                0 < pub_id < 256
+                and 0 < sub_id < 256
+                and uri not in NOT_FORWARDED
+                and uri not in rewritten  # the downtrack writes its own value
+            ):
                 ids[pub_id] = sub_id
         self.ids = ids
-        self.key = tuple((i, s) for i, s in enumerate(ids) if s)
+        self.maps = any(ids)
+        # Cut LiveKit's packet trailer off frame ends (media/packet_trailer.py).
+        self.strip_trailer = strip_trailer
+        self.key: tuple[object, ...] = (
+            *((i, s) for i, s in enumerate(ids) if s),
+            *(("strip",) if strip_trailer else ()),
+        )
         # Per-packet cache, filled by the plane: packet stamp, first header byte, the bytes
         # after the 12-byte fixed header (CSRCs, rewritten extensions, payload, padding), and
         # where the payload starts in the rewritten packet.
@@ -275,15 +304,30 @@ class ExtensionRewriter:
 
     @property
     def empty(self) -> bool:
-        return not self.key
+        return not self.maps
 
-    def rewrite(self, data: bytes, header: RtpHeader) -> tuple[int, bytes, int]:
-        """(first byte, bytes after the fixed header, payload offset) of the rewritten packet."""
+    def rewrite(
+        self,
+        data: bytes,
+        header: RtpHeader,
+        extra: tuple[int, bytes] | None = None,
+        *,
+        frame_end: bool | None = None,
+    ) -> tuple[int, bytes, int]:
+        """(first byte, bytes after the fixed header, payload offset) of the rewritten packet;
+        `extra` is one more (subscriber id, value) element to write; `frame_end` says whether
+        the packet ends a frame as sent (default: its marker)."""
+        if frame_end is None:
+            frame_end = header.marker
+        if self.strip_trailer and frame_end and not header.padding:
+            cut = trailer_length(data, header.payload_offset, header.payload_end)
+            if cut:
+                data = data[: header.payload_end - cut]
         b0 = data[0]
-        if not header.extension_profile:
+        if not header.extension_profile and extra is None:
             return b0, data[RTP_HEADER_SIZE:], header.payload_offset
         block = b""
-        if self.key:
+        if self.maps or extra is not None:
             try:
                 elements = extension_elements(
                     data, header.extension_profile, header.extension_start, header.extension_end
@@ -296,6 +340,8 @@ class ExtensionRewriter:
                 for i, offset, length in elements
                 if ids[i] and length
             ]
+            if extra is not None:
+                kept.append(extra)
             block = build_extension_block(kept)
         csrc_end = RTP_HEADER_SIZE + 4 * header.csrc_count
         payload = data[header.payload_offset :]

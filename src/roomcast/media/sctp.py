@@ -129,14 +129,27 @@ class DataChannels:
         self._backlog = backlog or SendBacklog()
         self._clock = clock
         self._channels: dict[str, RTCDataChannel] = {}
+        self._max_backlog: dict[str, int] = {}  # channels with their own backlog bound
         self._on_open = on_open
         self._on_message = on_message
         self.started = False
         self.aborted: str | None = None  # the limit that aborted the association
         self._aborting = False
 
-    def create(self, label: str, *, ordered: bool, max_retransmits: int | None) -> None:
-        """Open a channel from our side (in-band DCEP, RFC 8832 §5)."""
+    def create(
+        self,
+        label: str,
+        *,
+        ordered: bool,
+        max_retransmits: int | None,
+        max_backlog: int | None = None,
+    ) -> None:
+        """Open a channel from our side (in-band DCEP, RFC 8832 §5). With `max_backlog`, a
+        message is dropped when the association would then hold more than that many bytes,
+        instead of the `SendBacklog` policy (for partially reliable channels whose owner
+        decides what to drop, such as `_data_track`)."""
+        if max_backlog is not None:
+            self._max_backlog[label] = max_backlog
         channel = RTCDataChannel(
             self._sctp,
             RTCDataChannelParameters(label=label, ordered=ordered, maxRetransmits=max_retransmits),
@@ -173,6 +186,12 @@ class DataChannels:
         if channel is None or channel.readyState != "open" or self.aborted is not None:
             return False
         reliable = channel.maxRetransmits is None and channel.maxPacketLifeTime is None
+        max_backlog = self._max_backlog.get(label)
+        if max_backlog is not None and not reliable:
+            if self.buffered + len(payload) > max_backlog:
+                self._on_limit("channel_backlog", False)
+                return False
+            return self._send(channel, payload)
         decision = self._backlog.decide(
             reliable=reliable, size=len(payload), buffered=self.buffered, now=self._clock()
         )
@@ -184,6 +203,9 @@ class DataChannels:
             asyncio.get_running_loop().create_task(self.abort("reliable_backlog"))
             self.aborted = "reliable_backlog"
             return False
+        return self._send(channel, payload)
+
+    def _send(self, channel: RTCDataChannel, payload: bytes) -> bool:
         try:
             channel.send(payload)
         except ValueError:  # larger than the peer's max-message-size

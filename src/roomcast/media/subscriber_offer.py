@@ -19,6 +19,7 @@ from roomcast.media.jsep import (
     rejected_section,
     send_section,
 )
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
 from roomcast.media.sdp import (
     Attribute,
     Codec,
@@ -33,6 +34,7 @@ from roomcast.media.sdp import (
 )
 
 DATA_MID = "0"
+DEPENDENCY_DESCRIPTOR_ID = 12
 
 
 @dataclass(slots=True)
@@ -85,7 +87,8 @@ def build_subscriber_offer(
 
 def _track_section(track: OutgoingTrack, ice: TransportParams) -> MediaSection:
     msid = Msid(track.stream_id, track.track_id)
-    section = send_section(ice, track.kind, track.mid, track.codecs, track.extmaps, msid)
+    extmaps = track.extmaps or default_extmaps(track.kind, track.codecs)
+    section = send_section(ice, track.kind, track.mid, track.codecs, extmaps, msid)
     section.extmap_allow_mixed = True
     # a=ssrc with cname and msid (RFC 5576 §4.1): libwebrtc maps the SSRC to the track at once.
     section.ssrcs = [
@@ -95,6 +98,15 @@ def _track_section(track: OutgoingTrack, ice: TransportParams) -> MediaSection:
         )
     ]
     return section
+
+
+def default_extmaps(kind: str, codecs: list[Codec]) -> list[Extmap]:
+    """Header extensions offered with a track: AV1's Dependency Descriptor, which the plane
+    rewrites for each subscriber's layers (AV1 RTP specification, appendix A). One id for it in
+    every section: a BUNDLE group is one RTP session (RFC 8843 §9.1)."""
+    if kind == "video" and any(c.name.lower() == "av1" for c in codecs):
+        return [Extmap(DEPENDENCY_DESCRIPTOR_ID, URI_DEPENDENCY_DESCRIPTOR)]
+    return []
 
 
 def _stopped(track: OutgoingTrack) -> MediaSection:

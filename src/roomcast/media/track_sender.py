@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .av1 import DdPacket
 from .codecs import Vp8Descriptor
 from .rtp import RtpHeader
+from .vp9 import Vp9Descriptor
 
 
 class PacketInfo:
@@ -17,6 +19,7 @@ class PacketInfo:
 
     __slots__ = (
         "clock_rate",
+        "dd",
         "header",
         "keyframe",
         "layer",
@@ -28,11 +31,14 @@ class PacketInfo:
         "stamp",
         "timestamp",
         "vp8",
+        "vp9",
     )
 
     def __init__(self) -> None:
         self.header = RtpHeader()
         self.vp8 = Vp8Descriptor()
+        self.vp9 = Vp9Descriptor()  # parsed for VP9 SVC tracks only
+        self.dd = DdPacket()  # AV1 Dependency Descriptor, for AV1 SVC tracks only
         self.packet = b""
         self.stamp = 0  # unique per parsed packet: keys the per-group rewrite cache
         self.layer = 0

@@ -17,7 +17,7 @@ import pylibsrtp
 from aioice import stun
 
 from .dtls import DtlsCertificate
-from .ice_lite import Address, IceLiteAgent
+from .ice_lite import Address, IceLiteAgent, describe
 from .sctp import MAX_MESSAGE_SIZE, SCTP_PORT, DataChannels
 from .sctp_backlog import SendBacklog
 from .sctp_guard import RECEIVE_WINDOW_BYTES
@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: 30 s after the last check from where we send
 HOST_PRIORITY = 2130706431  # RFC 8445 §5.1.2.1: (126 << 24) | (65535 << 8) | (256 - 1)
+# A passive TCP host candidate, priced as livekit-server's are so that UDP wins wherever it
+# works: type preference 126 - 27 (livekit's TCP offset), and RFC 6544 §4.2's local preference
+# (2^13 * direction-pref 4 for passive host candidates + other-pref 8191).
+TCP_PASSIVE_PRIORITY = ((126 - 27) << 24) | (((4 << 13) + 8191) << 8) | (256 - 1)
 # Decrypted SCTP packets waiting for the association: one receive window (a sender that
 # respects it has no more new data in flight); beyond it records are dropped and SCTP resends.
 MAX_SCTP_INBOX_BYTES = RECEIVE_WINDOW_BYTES
@@ -45,7 +49,12 @@ class MuxPort(Protocol):
     udp: asyncio.DatagramTransport | None
     on_limit: Callable[[str], None]
 
+    @property
+    def tcp_port(self) -> int: ...  # 0: no ICE-TCP port
+
     def sendto(self, data: bytes, addr: Address) -> None: ...
+
+    def send_media(self, data: bytes, addr: Address) -> None: ...
 
     def new_credentials(self) -> tuple[str, str]: ...
 
@@ -127,8 +136,17 @@ class PeerTransport:
     # -- signalling-facing API --
 
     def local_candidates(self) -> list[str]:
-        ip, port = self._mux.advertise_ip, self._mux.port
-        return [f"candidate:1 1 udp {HOST_PRIORITY} {ip} {port} typ host generation 0"]
+        """Our host candidates (RFC 8839 §5.1): UDP, and a passive TCP one (RFC 6544 §4.5) when
+        the node has an ICE-TCP port. Foundations differ by protocol (RFC 8445 §5.1.1.3)."""
+        mux = self._mux
+        ip = mux.advertise_ip
+        candidates = [f"candidate:1 1 udp {HOST_PRIORITY} {ip} {mux.port} typ host generation 0"]
+        if mux.tcp_port:
+            candidates.append(
+                f"candidate:2 1 tcp {TCP_PASSIVE_PRIORITY} {ip} {mux.tcp_port} typ host"
+                " tcptype passive generation 0"
+            )
+        return candidates
 
     def set_remote_ice(self, ufrag: str, pwd: str) -> bool:
         """The remote's credentials. New ones in a remote offer are an ICE restart, which the
@@ -166,12 +184,24 @@ class PeerTransport:
         self._sctp_max_message_size = max_message_size
 
     def create_data_channel(
-        self, label: str, *, ordered: bool = True, max_retransmits: int | None = None
+        self,
+        label: str,
+        *,
+        ordered: bool = True,
+        max_retransmits: int | None = None,
+        max_backlog: int | None = None,
     ) -> None:
-        self._channels.create(label, ordered=ordered, max_retransmits=max_retransmits)
+        self._channels.create(
+            label, ordered=ordered, max_retransmits=max_retransmits, max_backlog=max_backlog
+        )
 
     def send_data(self, label: str, payload: bytes) -> bool:
         return self._channels.send(label, payload)
+
+    @property
+    def data_buffered(self) -> int:
+        """Bytes our data channels hold and have not handed to SCTP yet."""
+        return self._channels.buffered
 
     def has_channel(self, label: str) -> bool:
         return self._channels.is_open(label)
@@ -186,16 +216,19 @@ class PeerTransport:
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
             return
-        udp = self._mux.udp
-        if udp is not None:
-            udp.sendto(data, addr)
+        if isinstance(addr, tuple):  # UDP, the common case: straight to the socket
+            udp = self._mux.udp
+            if udp is not None:
+                udp.sendto(data, addr)
+        else:
+            self._mux.send_media(data, addr)
 
     def send_rtcp(self, packet: bytes) -> None:
         protect, addr = self._protect_rtcp, self.remote_address
         if protect is None or addr is None:
             return
         try:
-            self._mux.sendto(protect(packet), addr)
+            self._mux.send_media(protect(packet), addr)
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
 
@@ -248,7 +281,7 @@ class PeerTransport:
         self.remote_address = addr
         self._channel.refresh_consent(self._loop.time())  # the answer is consent (RFC 7675)
         self.stats["ice_address_changes"] += 1
-        logger.debug("transport %s now sends to %s:%d", self.ice_ufrag, addr[0], addr[1])
+        logger.debug("transport %s now sends to %s", self.ice_ufrag, describe(addr))
 
     def receive_dtls(self, data: bytes) -> None:
         records = self._channel.receive(data, self._loop.time())

@@ -1,5 +1,9 @@
 """The one UDP socket every `PeerTransport` shares, and the routing of its datagrams.
 
+The ICE-TCP port (`tcp_mux.IceTcpListener`, when `tcp_port` is set) feeds its connections'
+frames to the same routing, each connection one `ice_lite.TcpAddress`: everything above sees
+datagrams and an address, whichever the wire.
+
 Per datagram, the first byte picks the protocol (RFC 7983 §7, `demux.py`). STUN finds its
 transport by our ufrag in USERNAME (Binding responses to a transport's own checks: by source
 address); everything else by the source address, which is learnt on the first *authenticated*
@@ -22,9 +26,10 @@ from aioice import stun
 
 from .demux import FIRST_BYTE, PacketClass
 from .dtls import DtlsCertificate
-from .ice_lite import Address
+from .ice_lite import Address, TcpAddress
 from .secure_channel import TransportState
 from .stun import PWD_LENGTH, UFRAG_LENGTH, local_ufrag_of, parse_stun, random_ice_string
+from .tcp_mux import IceTcpListener
 from .transport import CONSENT_TIMEOUT, PeerTransport, log_this_time
 
 logger = logging.getLogger(__name__)
@@ -44,10 +49,10 @@ class _Routes:
 
 
 class UdpMux(asyncio.DatagramProtocol):
-    """The one UDP socket of a media worker and the routing table behind it.
+    """The one UDP socket of a media worker (and its ICE-TCP port) and the routing behind them.
 
     Transports use the public surface: `new_credentials`, `route_ufrag`, `unroute_ufrag`,
-    `unroute`, `sendto`, and `udp` directly on their per-packet path.
+    `unroute`, `sendto`, `send_media`, and `udp` directly on their per-packet path.
     """
 
     def __init__(
@@ -58,7 +63,9 @@ class UdpMux(asyncio.DatagramProtocol):
         advertise_ip: str | None = None,
         consent_timeout: float = CONSENT_TIMEOUT,
         data_channel_slow_threshold: int = 0,
+        tcp_port: int | None = None,
     ) -> None:
+        """`tcp_port`: the ICE-TCP port (0: any free one), None for none."""
         if advertise_ip is None and not _is_specific_ip(host):
             raise ValueError(f"bound to {host!r}: pass advertise_ip (the node IP for candidates)")
         self.host = host
@@ -76,6 +83,12 @@ class UdpMux(asyncio.DatagramProtocol):
         self._by_ufrag: dict[str, PeerTransport] = {}
         self._by_addr: dict[Address, PeerTransport] = {}
         self._routes: dict[PeerTransport, _Routes] = {}
+        self.tcp = None if tcp_port is None else IceTcpListener(self, host, tcp_port)
+
+    @property
+    def tcp_port(self) -> int:
+        """The ICE-TCP port for candidates, 0 when there is none."""
+        return 0 if self.tcp is None else self.tcp.port
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,6 +104,12 @@ class UdpMux(asyncio.DatagramProtocol):
             except OSError:  # capped by net.core.*mem_max; the default still works
                 pass
         logger.info("media UDP mux listening on %s:%d", self.host, self.port)
+        if self.tcp is not None:
+            try:
+                await self.tcp.start()
+            except OSError:
+                self.close_udp()
+                raise
 
     @property
     def transport_count(self) -> int:
@@ -108,6 +127,11 @@ class UdpMux(asyncio.DatagramProtocol):
     async def close(self) -> None:
         for transport in list(self._routes):
             await transport.close()
+        if self.tcp is not None:
+            await self.tcp.close()
+        self.close_udp()
+
+    def close_udp(self) -> None:
         if self.udp is not None:
             self.udp.close()
             self.udp = None
@@ -144,10 +168,37 @@ class UdpMux(asyncio.DatagramProtocol):
         for addr in routes.addresses:
             if self._by_addr.get(addr) is transport:
                 del self._by_addr[addr]
+                if isinstance(addr, TcpAddress) and self.tcp is not None:
+                    self.tcp.close_connection(addr)  # after its DTLS close_notify
 
     def sendto(self, data: bytes, addr: Address) -> None:
-        if self.udp is not None:
+        """STUN and DTLS: over TCP never dropped (the connection closes instead)."""
+        if isinstance(addr, TcpAddress):
+            if self.tcp is not None:
+                self.tcp.send(data, addr, droppable=False)
+        elif self.udp is not None:
             self.udp.sendto(data, addr)
+
+    def send_media(self, data: bytes, addr: Address) -> None:
+        """SRTP and SRTCP: over TCP dropped behind a slow reader (tcp_framing.SendLimits)."""
+        if isinstance(addr, TcpAddress):
+            if self.tcp is not None:
+                self.tcp.send(data, addr, droppable=True)
+        elif self.udp is not None:
+            self.udp.sendto(data, addr)
+
+    # -- what the ICE-TCP listener asks --
+
+    def routes_address(self, addr: Address) -> bool:
+        """Whether an authenticated check from `addr` has routed it to a transport."""
+        return addr in self._by_addr
+
+    def tcp_closed(self, addr: TcpAddress) -> None:
+        """An ICE-TCP connection is gone: its address routes nowhere any more."""
+        transport = self._by_addr.pop(addr, None)
+        routes = self._routes.get(transport) if transport is not None else None
+        if routes is not None:
+            routes.addresses.discard(addr)
 
     # -- asyncio.DatagramProtocol: the per-packet path, no logging here --
 

@@ -12,10 +12,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .codecs import AUDIO, RTX, VP8, clock_rate, codec_kind, is_keyframe_start
+from .codecs import AUDIO, AV1, RTX, VP8, VP9, clock_rate, codec_kind, is_keyframe_start
 from .rtcp import ReportBlock, build_pli, ntp_middle32
 from .rtp import (
     URI_AUDIO_LEVEL,
+    URI_DEPENDENCY_DESCRIPTOR,
     URI_MID,
     URI_REPAIRED_RID,
     URI_RID,
@@ -26,6 +27,7 @@ from .rtp import (
     parse_rtp,
     read_string_extension,
 )
+from .svc_layers import SvcLayers
 from .track_sender import PacketInfo, TrackSender
 
 PLI_INTERVAL = 0.5  # s between keyframe requests per layer (LiveKit rtc.pli_throttle, low)
@@ -183,8 +185,11 @@ class UpTrack:
         send_rtcp: Callable[[bytes], None],
         clock: Callable[[], float],
         rtcp_ssrc: int,
+        packet_trailer: bool = False,
     ) -> None:
         self.track_sid = track_sid
+        # Frames carry LiveKit's packet trailer (TrackInfo.packet_trailer_features).
+        self.packet_trailer = packet_trailer
         self.kind = kind
         self.mid = mid
         self.rids = list(rids)
@@ -210,8 +215,19 @@ class UpTrack:
         self.layers = [
             ReceiveLayer(self, i, rid, size) for i, rid in enumerate(self.rids or [None])
         ]
+        # Scalable video in one stream (VP9, or AV1 with its Dependency Descriptor): each
+        # subscriber gets its own spatial/temporal layers (svc_downtrack.py).
+        dd_ext = by_uri.get(URI_DEPENDENCY_DESCRIPTOR, 0)
+        kinds = {c[0] for c in self.codec_by_pt if c is not None}
+        self.svc_codec = 0
+        if len(self.layers) == 1 and kinds == {VP9}:
+            self.svc_codec = VP9
+        elif len(self.layers) == 1 and kinds == {AV1} and dd_ext:
+            self.svc_codec = AV1
+        self.svc = SvcLayers(self.svc_codec, dd_ext) if self.svc_codec else None
+        self._svc_kind = self.svc_codec or -1  # never equal to a codec kind when not SVC
         self.downtracks: tuple[TrackSender, ...] = ()
-        self._rewriters: dict[tuple[tuple[int, int], ...], ExtensionRewriter] = {}
+        self._rewriters: dict[tuple[object, ...], ExtensionRewriter] = {}
         self.muted = False
         self.plis_sent = 0
         self.malformed = 0
@@ -263,6 +279,11 @@ class UpTrack:
             vp8 = info.vp8
             vp8.parse(packet, header.payload_offset, header.payload_end)
             info.keyframe = vp8.keyframe
+        elif kind == self._svc_kind:
+            info.vp8.picture_id_size = 0
+            info.vp8.tl0picidx = -1
+            assert self.svc is not None
+            info.keyframe = self.svc.parse(info, packet, now)
         else:
             info.vp8.picture_id_size = 0
             info.vp8.tl0picidx = -1
@@ -305,15 +326,28 @@ class UpTrack:
         """A cached packet parsed into a scratch PacketInfo, for a NACK retransmission."""
         if not 0 <= layer_index < len(self.layers):
             return None
+        if self.svc_codec == AV1:
+            return None  # descriptors are read once, in order (SVC downtracks keep their sends)
         layer = self.layers[layer_index]
         packet = layer.cached(seq)
         if packet is None or not self._parse_into(self._scratch, layer, packet, now):
             return None
         return self._scratch
 
-    def rewriter(self, subscriber_extensions: dict[str, int]) -> ExtensionRewriter:
+    def rewriter(
+        self,
+        subscriber_extensions: dict[str, int],
+        *,
+        strip_trailer: bool = False,
+        rewritten: frozenset[str] = frozenset(),
+    ) -> ExtensionRewriter:
         """The shared extension rewriter for a subscriber's extension map (one per mapping)."""
-        candidate = ExtensionRewriter(self.extensions, subscriber_extensions)
+        candidate = ExtensionRewriter(
+            self.extensions,
+            subscriber_extensions,
+            strip_trailer=strip_trailer and self.packet_trailer,
+            rewritten=rewritten,
+        )
         return self._rewriters.setdefault(candidate.key, candidate)
 
     def add_downtrack(self, downtrack: TrackSender) -> None:
@@ -345,7 +379,9 @@ class UpTrack:
         self.flush_keyframe_requests(now)
 
     def tick(self, now: float) -> None:
-        if len(self.layers) > 1:
+        if self.svc is not None:
+            self.svc.tick(now)
+        if len(self.layers) > 1 or self.svc_codec:
             for downtrack in self.downtracks:
                 downtrack.set_target(self.best_layer(downtrack.wanted, now))
         if self.kind == "video":

@@ -155,6 +155,11 @@ class ParticipantSession(Protocol):
         """Send a serialised `DataPacket` on `_reliable` or `_lossy`; False if not sent."""
         ...
 
+    def send_data_track(self, packet: bytes, *, max_backlog: int | None = None) -> bool:
+        """Send one data-track packet on `_data_track`; False if not sent (the channel is not
+        open, or more than `max_backlog` bytes already wait to be sent)."""
+        ...
+
 
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
@@ -184,4 +189,13 @@ class SessionMetrics(Protocol):
 
     def timed_forward(self, forward: RtpEntry) -> RtpEntry:
         """Wrap the RTP entry point with a sampled latency measurement."""
+        ...
+
+    def count_data_track_packets(self, direction: str, packets: int, size: int) -> None:
+        """Data-track packets received from publishers ("in") or forwarded ("out"), and
+        their bytes."""
+        ...
+
+    def count_data_track_drops(self, reason: str, packets: int) -> None:
+        """Data-track packets not forwarded, by reason."""
         ...

@@ -73,7 +73,7 @@ class DataExchange:
     def handle_incoming(self, room: Room, sender: Participant, label: str, payload: bytes) -> None:
         """A DataPacket arrived on one of the sender's publisher-PC channels."""
         if label not in (RELIABLE_LABEL, LOSSY_LABEL):
-            return  # _data_track carries a different format (data tracks: not implemented)
+            return  # not a DataPacket channel (`_data_track` goes to rooms/data_tracks.py)
         self.packets_in += 1
         if len(payload) > self.max_packet_size:
             self.packets_dropped += 1

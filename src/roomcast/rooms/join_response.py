@@ -1,6 +1,7 @@
 """The first message of a session (`JoinResponse`) and of a resume (`ReconnectResponse`).
 
-Pure builders: the room, the participant and the node's settings in, protobufs out. Field
+Builders: the room, the participant and the node's settings in, protobufs out (the wall clock
+too, for the TURN credentials in `ice_servers`, turn/ice_servers.py). Field
 choices are explained in docs/protocol/02-join-and-transports.md and
 docs/protocol/07-reconnect-ping-leave.md.
 """
@@ -15,13 +16,10 @@ from roomcast import LIVEKIT_COMPATIBLE_VERSION, PROTOCOL_VERSION, __version__
 from roomcast.config import Config
 from roomcast.rooms.participant import Participant
 from roomcast.rooms.room import Room
+from roomcast.turn.ice_servers import ice_servers
 
 PING_INTERVAL = 5  # seconds, as LiveKit (the Rust SDK needs it non-zero)
 PING_TIMEOUT = 15
-
-
-def ice_servers(config: Config) -> list[rtc.ICEServer]:
-    return [rtc.ICEServer(urls=config.rtc.stun_servers)] if config.rtc.stun_servers else []
 
 
 def join_response(
@@ -48,7 +46,7 @@ def join_response(
             region=config.region,
             node_id=node_id,
         ),
-        ice_servers=ice_servers(config),
+        ice_servers=ice_servers(config, participant.sid),
         subscriber_primary=subscriber_primary,
         ping_interval=PING_INTERVAL,
         ping_timeout=PING_TIMEOUT,
@@ -61,8 +59,9 @@ def join_response(
 def reconnect_response(
     config: Config, node_id: str, participant: Participant
 ) -> rtc.ReconnectResponse:
+    # Fresh TURN credentials: the resume may need a relay the first join did not.
     return rtc.ReconnectResponse(
-        ice_servers=ice_servers(config),
+        ice_servers=ice_servers(config, participant.sid),
         server_info=models.ServerInfo(
             version=LIVEKIT_COMPATIBLE_VERSION, protocol=PROTOCOL_VERSION, node_id=node_id
         ),

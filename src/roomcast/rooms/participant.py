@@ -38,6 +38,9 @@ class Participant:
     disconnect_reason: int = models.DisconnectReason.UNKNOWN_REASON
     permission: models.ParticipantPermission = field(default_factory=models.ParticipantPermission)
     tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
+    # Published data tracks by the publisher's handle (rooms/data_tracks.py); every
+    # ParticipantInfo lists them all (docs/protocol/17-data-tracks.md §2.3).
+    data_tracks: dict[int, models.DataTrackInfo] = field(default_factory=dict)
     capabilities: list[int] = field(default_factory=list)
     # AddTrackRequests waiting for their media, keyed by the client's track id (cid).
     pending_tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
@@ -101,6 +104,7 @@ class Participant:
             identity=self.identity,
             state=self.state,  # type: ignore[arg-type]
             tracks=list(self.tracks.values()),
+            data_tracks=list(self.data_tracks.values()),
             metadata=self.metadata,
             joined_at=self.joined_at_ms // 1000,
             joined_at_ms=self.joined_at_ms,

@@ -17,6 +17,7 @@ from livekit.protocol import models, rtc
 
 from roomcast.media.jsep import TransportParams, application_mid, candidate_init
 from roomcast.media.publisher_answer import MediaAnswerPlan, build_answer, plan_recv_media
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
 from roomcast.media.sdp import MediaSection, SessionDescription
 from roomcast.media.transport import PeerTransport
 from roomcast.rooms.participant import Participant
@@ -31,6 +32,9 @@ HEADER_EXTENSIONS = (
     "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
 )
+# AV1's spatial and temporal layers are selected from its Dependency Descriptor (AV1 RTP
+# specification, appendix A); VP9's from its payload descriptor, so only AV1 asks for it.
+DEPENDENCY_DESCRIPTOR_CODECS = ("av1",)
 # goog-remb: Chrome only sends its top simulcast layer once it gets a bandwidth estimate.
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 AUDIO_FEEDBACK = ("nack",)
@@ -46,20 +50,27 @@ class MatchedSection:
     cid: str | None  # None when no AddTrackRequest matches (yet)
 
 
-def plan_for(section: MediaSection) -> MediaAnswerPlan | None:
-    """Receive the client's preferred codec among those we forward (its offer order wins)."""
+def plan_for(section: MediaSection, preferred: str | None = None) -> MediaAnswerPlan | None:
+    """Receive the codec the track was published with (`preferred`, e.g. "vp9": browsers offer
+    every codec, VP8 first, and leave the choice to the server), else the client's first offered
+    codec among those we forward."""
     supported = AUDIO_CODECS if section.kind == "audio" else VIDEO_CODECS
     offered = [c.name.lower() for c in section.codecs if c.name.lower() in supported]
     if section.kind == "audio" and "red" in offered and "opus" in offered:
         preference = ["red", "opus"]  # RED carries opus; forwarded as received
+    elif preferred is not None and preferred in offered and preferred != "red":
+        preference = [preferred]
     else:
         preference = [name for name in offered if name != "red"][:1]
     if not preference:
         return None
+    extensions: tuple[str, ...] = HEADER_EXTENSIONS
+    if preference[0] in DEPENDENCY_DESCRIPTOR_CODECS:
+        extensions = (*extensions, URI_DEPENDENCY_DESCRIPTOR)
     return plan_recv_media(
         section,
         codecs=preference,
-        header_extensions=HEADER_EXTENSIONS,
+        header_extensions=extensions,
         rtcp_feedback=VIDEO_FEEDBACK if section.kind == "video" else AUDIO_FEEDBACK,
         rtx=False,  # without RTX, NACKed packets come back on the media SSRC
         simulcast=True,
@@ -125,12 +136,13 @@ class PublisherPeer:
                 if section.rejected:
                     return None
                 return self._plans.get(section.mid) or _inactive_plan(section)
-            plan = plan_for(section)
+            published = self.published.get(section.mid)
+            cid = None if published is not None else self._match(section, pending)
+            plan = plan_for(section, self._track_codec(published, pending.get(cid or "")))
             if plan is None:
                 return None
             self._plans[section.mid] = plan
-            if section.mid not in self.published:
-                cid = self._match(section, pending)
+            if published is None:
                 if cid is not None:
                     pending.pop(cid)
                 matched.append(MatchedSection(section, plan, cid))
@@ -151,6 +163,20 @@ class PublisherPeer:
         }
         stopped = [mid for mid in self.published if mid not in sending]
         return matched, stopped
+
+    def _track_codec(
+        self, published_sid: str | None, pending: models.TrackInfo | None
+    ) -> str | None:
+        """The codec name ("vp9") a section's track was published with: the one it already
+        uses, or the first of its AddTrackRequest's simulcast codecs."""
+        info = self._participant.tracks.get(published_sid) if published_sid else pending
+        if info is None:
+            return None
+        if published_sid:
+            mime = info.mime_type
+        else:  # empty when the client named no codec (no simulcast_codecs)
+            mime = info.codecs[0].mime_type if info.codecs else ""
+        return mime.partition("/")[2].lower() or None
 
     @staticmethod
     def _match(section: MediaSection, pending: dict[str, models.TrackInfo]) -> str | None:
@@ -178,13 +204,14 @@ class PublisherPeer:
             return
         self._candidates_sent = True
         mid, index = located
-        for candidate in self.transport.local_candidates():
+        candidates = self.transport.local_candidates()
+        for i, candidate in enumerate(candidates):
             self._send(
                 rtc.SignalResponse(
                     trickle=rtc.TrickleRequest(
                         candidateInit=candidate_init(candidate, mid, index),
                         target=rtc.SignalTarget.PUBLISHER,
-                        final=True,
+                        final=i == len(candidates) - 1,  # as livekit: the last one
                     )
                 )
             )

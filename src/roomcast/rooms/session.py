@@ -42,6 +42,7 @@ from roomcast.rooms.contracts import (
     leave_response,
 )
 from roomcast.rooms.data import DataExchange
+from roomcast.rooms.data_tracks import DataTrackManager
 from roomcast.rooms.join_response import PING_TIMEOUT, join_response, reconnect_response
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room
@@ -78,6 +79,7 @@ class SessionServices:
     tracks: TrackManager
     data: DataExchange
     admin: RoomAdmin
+    data_tracks: DataTrackManager
     refresh_token: Callable[[Claims, Participant], str]
 
 
@@ -105,6 +107,8 @@ class SessionTransports(Protocol):
     def restart_subscriber_ice(self) -> None: ...
 
     def send_data(self, packet: bytes, reliable: bool, *, lossy_allowed: bool) -> bool: ...
+
+    def send_data_track(self, packet: bytes, *, max_backlog: int | None) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -205,6 +209,9 @@ class Session:
             subscriptions.enforce_publish_permission(self.room, self.participant)
         if before.can_subscribe != permission.can_subscribe:
             subscriptions.enforce_subscribe_permission(self.room, self.participant)
+            self.services.data_tracks.enforce_subscribe_permission(self.room, self.participant)
+        if before.can_publish_data != permission.can_publish_data:
+            self.services.data_tracks.enforce_publish_permission(self.room, self.participant)
 
     def update_subscriptions(self, track_sids: list[str], subscribe: bool) -> None:
         self.services.subscriptions.update_subscription(
@@ -235,6 +242,11 @@ class Session:
         # Lossy packets skip participants not ACTIVE yet (docs/protocol/06-data-packets.md).
         lossy_allowed = self.participant.state == State.ACTIVE
         return self.transports.send_data(packet, reliable, lossy_allowed=lossy_allowed)
+
+    def send_data_track(self, packet: bytes, *, max_backlog: int | None = None) -> bool:
+        if self.closed:
+            return False
+        return self.transports.send_data_track(packet, max_backlog=max_backlog)
 
     # -- transports --------------------------------------------------------------------------
     def _on_primary_state(self, state: str) -> None:
@@ -286,6 +298,7 @@ class Session:
         others = [p.to_proto() for p in self.room.live_participants() if not p.hidden]
         sink.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=others)))
         sink.send(rtc.SignalResponse(room_update=rtc.RoomUpdate(room=self.room.to_proto())))
+        services.data_tracks.resumed(self.participant)
         self.transports.restart_subscriber_ice()  # the resume offer is an ICE restart
         log.info("participant resumed", extra={"identity": self.participant.identity})
 
@@ -344,6 +357,7 @@ class Session:
         services = self.services
         services.data.cancel_rpcs_for(self.participant)
         services.subscriptions.participant_left(self.room, self.participant)
+        services.data_tracks.participant_left(self.room, self.participant)
         services.tracks.participant_left(self.participant)
         self.transports.close()
 

@@ -33,6 +33,7 @@ from roomcast.rooms.contracts import (
     leave_response,
 )
 from roomcast.rooms.data import DataExchange
+from roomcast.rooms.data_tracks import DataTrackLimits, DataTrackManager
 from roomcast.rooms.manager import RoomManager, validate_room_name
 from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.room import Room
@@ -71,6 +72,7 @@ class SessionManager:
         # The RTP entry point, with a sampled latency measurement around it.
         self.forward_rtp = metrics.timed_forward(media.plane.handle_rtp)
         self._signing_key, self._signing_secret = next(iter(config.keys.items()))
+        self.data_tracks = DataTrackManager(DataTrackLimits.from_config(config), metrics)
         self.services = SessionServices(
             config=config,
             node_id=node_id,
@@ -79,9 +81,10 @@ class SessionManager:
             tracks=media.tracks,
             data=admin.data,
             admin=admin,
+            data_tracks=self.data_tracks,
             refresh_token=self.refresh_token,
         )
-        self._taps = MediaTaps(mux, media.plane, self.forward_rtp, admin.data)
+        self._taps = MediaTaps(mux, media.plane, self.forward_rtp, admin.data, self.data_tracks)
 
     # -- validation (before the WebSocket upgrade) -------------------------------------------
     def validate_join(self, claims: Claims, room_exists: bool | None = None) -> None:

@@ -73,6 +73,9 @@ class SignalHandler:
                 self._services.subscriptions.subscription_permission_changed(
                     session.room, session.participant
                 )
+                self._services.data_tracks.subscription_permission_changed(
+                    session.room, session.participant
+                )
             case "subscription":
                 self._subscription(request.subscription)
             case "track_setting":
@@ -89,6 +92,22 @@ class SignalHandler:
                 # A single node keeps the real state; the client's view only matters when a
                 # session moves between nodes, which Roomcast does by full reconnect.
                 log.debug("sync_state received", extra={"identity": session.participant.identity})
+                if not self._services.data_tracks.sync_state_matches(
+                    session.participant, request.sync_state
+                ):
+                    session.full_reconnect()  # it publishes data tracks we do not know
+            case "publish_data_track_request":
+                self._services.data_tracks.publish(
+                    session.room, session.participant, request.publish_data_track_request
+                )
+            case "unpublish_data_track_request":
+                self._services.data_tracks.unpublish(
+                    session.room, session.participant, request.unpublish_data_track_request
+                )
+            case "update_data_subscription":
+                self._services.data_tracks.update_subscription(
+                    session.room, session.participant, request.update_data_subscription
+                )
             case "update_layers":
                 pass  # deprecated; livekit-server ignores it too
             case _:

@@ -123,16 +123,17 @@ class SubscriberPeer:
             )
         )
         if self._version == 1:
-            # Trickle our candidate too (both directions,
+            # Trickle our candidates too (both directions,
             # docs/protocol/02-join-and-transports.md §2.6); it is also in the SDP, and a duplicate
             # candidate is harmless.
-            for candidate in self.transport.local_candidates():
+            candidates = self.transport.local_candidates()
+            for i, candidate in enumerate(candidates):
                 self._send(
                     rtc.SignalResponse(
                         trickle=rtc.TrickleRequest(
                             candidateInit=candidate_init(candidate, DATA_MID, 0),
                             target=rtc.SignalTarget.SUBSCRIBER,
-                            final=True,
+                            final=i == len(candidates) - 1,  # as livekit: the last one
                         )
                     )
                 )

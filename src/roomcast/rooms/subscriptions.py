@@ -26,7 +26,7 @@ from roomcast.rooms.tracks import TrackManager, may_publish_source
 log = logging.getLogger(__name__)
 
 # VideoQuality → simulcast layer index (lowest first), docs/protocol/04-subscribing.md §4.5.
-_QUALITY_LAYER = {
+_QUALITY_LAYER: dict[int, int] = {
     models.VideoQuality.LOW: 0,
     models.VideoQuality.MEDIUM: 1,
     models.VideoQuality.HIGH: 2,
@@ -66,8 +66,10 @@ class SubscriptionManager:
         if primary.name.lower() == "red" and len(codecs) > 1:
             primary = codecs[1]  # the track's codec is the one inside RED
         mime = f"{section.kind}/{primary.name}"
-        info = self.tracks.publish(room, participant, matched.cid, section.mid or "", mime)
         rids = [rid.id for rid in section.rids if rid.direction == "send"]
+        info = self.tracks.publish(
+            room, participant, matched.cid, section.mid or "", mime, streams=len(rids)
+        )
         if section.simulcast is not None:
             ordered = [alts[0].id for alts in section.simulcast.send if alts]
             rids = [rid for rid in ordered if rid in rids] or rids
@@ -75,7 +77,7 @@ class SubscriptionManager:
         # rids name their quality (q=LOW, h=MEDIUM, f=HIGH); other rids keep the SDP order.
         rids.sort(key=lambda rid: _RID_ORDER.get(rid, len(_RID_ORDER)))
         ssrcs = _media_ssrcs(section)
-        self.plane.add_uptrack(
+        uptrack = self.plane.add_uptrack(
             info.sid,
             section.kind,
             codecs={c.payload_type: f"{section.kind}/{c.name}".lower() for c in codecs},
@@ -85,6 +87,7 @@ class SubscriptionManager:
             mid=section.mid or "",
             publisher=participant.sid,
             send_rtcp=publisher.send_rtcp,
+            packet_trailer=bool(info.packet_trailer_features),
         )
         publication = Publication(
             track_sid=info.sid,
@@ -92,7 +95,8 @@ class SubscriptionManager:
             publisher_identity=participant.identity,
             kind=section.kind,
             codecs=codecs,
-            layers=max(1, len(rids)),
+            # Simulcast streams, or the spatial layers of one scalable (SVC) stream.
+            layers=max(1, len(info.layers) if uptrack.svc_codec else len(rids)),
         )
         self.publications[info.sid] = publication
         publisher.published[section.mid or ""] = info.sid
@@ -172,6 +176,10 @@ class SubscriptionManager:
             return
         if participant.sid in publication.denied:
             self._tell_permission(participant, publication, allowed=True)
+        self.plane.set_reads_packet_trailer(
+            participant.sid,
+            models.ClientInfo.Capability.CAP_PACKET_TRAILER in participant.capabilities,
+        )
         session.subscriber.subscribe(publication)
 
     @staticmethod
@@ -270,8 +278,8 @@ class SubscriptionManager:
             elif settings.width or settings.height:
                 layer = _layer_for_size(room, publication, sid, settings.width, settings.height)
             else:
-                layer = min(_QUALITY_LAYER.get(settings.quality, 2), publication.layers - 1)
-            self.plane.set_target_layer(sid, participant.sid, layer)
+                layer = _layer_for_quality(room, publication, settings.quality)
+            self.plane.set_target_layer(sid, participant.sid, layer, settings.fps)
 
     def tick(self, rooms: list[Room], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -299,6 +307,21 @@ class SubscriptionManager:
             self.unpublish(room, participant, sid, notify_publisher=False)
         if participant.session is not None:
             participant.session.subscriber.close()
+        self.plane.set_reads_packet_trailer(participant.sid, False)
+
+
+def _layer_for_quality(room: Room, publication: Publication, quality: int) -> int:
+    """The layer of the lowest published quality at least as good as the one asked for, else
+    the highest (livekit-server's mapping, e.g. MEDIUM is layer 1 of LOW+HIGH)."""
+    publisher = room.participants.get(publication.publisher_identity)
+    info = publisher.tracks.get(publication.track_sid) if publisher is not None else None
+    published = sorted({layer.quality for layer in info.layers}) if info is not None else []
+    if len(published) != publication.layers:  # no usable layer list: LOW, MEDIUM, HIGH
+        return min(_QUALITY_LAYER.get(quality, 2), publication.layers - 1)
+    for index, present in enumerate(published):
+        if present >= quality:
+            return index
+    return publication.layers - 1
 
 
 def _layer_for_size(

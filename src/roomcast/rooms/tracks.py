@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from livekit.protocol import models, rtc
 
@@ -27,10 +28,6 @@ _SOURCE_LETTER: dict[int, str] = {
     models.TrackSource.SCREEN_SHARE: "S",
     models.TrackSource.SCREEN_SHARE_AUDIO: "s",
 }
-_DEFAULT_MIME: dict[int, str] = {
-    models.TrackType.AUDIO: "audio/opus",
-    models.TrackType.VIDEO: "video/VP8",
-}
 
 
 def new_track_sid(track_type: int, source: int) -> str:
@@ -47,7 +44,44 @@ def may_publish_source(permission: models.ParticipantPermission, source: int) ->
     return not allowed or source in allowed
 
 
+# Codecs whose spatial layers travel in one stream (SVC) unless the client says otherwise.
+_SVC_CAPABLE = ("video/vp9", "video/av1")
+_QUALITY_RID = ("q", "h", "f")  # LiveKit's rids, lowest quality first
+
+
+def _sorted_layers(layers: Iterable[models.VideoLayer]) -> list[models.VideoLayer]:
+    """Copies, lowest quality first (livekit-server sorts them by quality)."""
+    copies = []
+    for layer in layers:
+        copy = models.VideoLayer()
+        copy.CopyFrom(layer)
+        copies.append(copy)
+    return sorted(copies, key=lambda layer: layer.quality)
+
+
+def _full_mime(codec: str, track_type: int) -> str:
+    if "/" in codec:
+        return codec
+    return ("audio/" if track_type == models.TrackType.AUDIO else "video/") + codec
+
+
 def track_info_for(request: rtc.AddTrackRequest) -> models.TrackInfo:
+    """The TrackInfo of an AddTrackRequest, every field carried over as livekit-server does:
+    layers sorted by quality, features de-duplicated (stereo / no-DTX implied by their flags),
+    the stream named after the source when unset, one SimulcastCodecInfo per distinct codec with
+    its video_layer_mode (SVC for VP9/AV1 unless the client chose), and `simulcast` true only
+    when the primary codec sends one spatial layer per stream with several layers."""
+    backup_policy = request.backup_codec_policy
+    if (
+        request.type == models.TrackType.AUDIO
+        and backup_policy != models.BackupCodecPolicy.REGRESSION
+    ):
+        backup_policy = models.BackupCodecPolicy.SIMULCAST  # audio codecs are simulcast
+    audio_features = list(dict.fromkeys(request.audio_features))
+    if request.stereo and models.AudioTrackFeature.TF_STEREO not in audio_features:
+        audio_features.append(models.AudioTrackFeature.TF_STEREO)
+    if request.disable_dtx and models.AudioTrackFeature.TF_NO_DTX not in audio_features:
+        audio_features.append(models.AudioTrackFeature.TF_NO_DTX)
     info = models.TrackInfo(
         sid=new_track_sid(request.type, request.source),
         type=request.type,
@@ -56,7 +90,7 @@ def track_info_for(request: rtc.AddTrackRequest) -> models.TrackInfo:
         width=request.width,
         height=request.height,
         source=request.source,
-        layers=list(request.layers),
+        layers=_sorted_layers(request.layers),
         disable_dtx=request.disable_dtx,
         disable_red=request.disable_red,
         stereo=request.stereo,
@@ -68,30 +102,47 @@ def track_info_for(request: rtc.AddTrackRequest) -> models.TrackInfo:
             in (models.TrackSource.SCREEN_SHARE, models.TrackSource.SCREEN_SHARE_AUDIO)
             else "camera"
         ),
-        audio_features=list(dict.fromkeys(request.audio_features)),
-        backup_codec_policy=request.backup_codec_policy,
+        audio_features=audio_features,
+        backup_codec_policy=backup_policy,
+        packet_trailer_features=list(dict.fromkeys(request.packet_trailer_features)),
     )
-    if request.simulcast_codecs:
-        for codec in request.simulcast_codecs:
-            mime = (
-                codec.codec
-                if "/" in codec.codec
-                else (
-                    ("audio/" if request.type == models.TrackType.AUDIO else "video/") + codec.codec
-                )
-            )
-            info.codecs.append(
-                models.SimulcastCodecInfo(mime_type=mime, cid=codec.cid, layers=list(codec.layers))
-            )
-    else:
-        info.codecs.append(
+    if not request.simulcast_codecs:
+        info.codecs.append(  # the codec is known once the media section is (publish)
             models.SimulcastCodecInfo(
-                mime_type=_DEFAULT_MIME.get(request.type, ""),
                 cid=request.cid,
-                layers=list(request.layers),
+                layers=_sorted_layers(request.layers),
+                video_layer_mode=models.VideoLayer.Mode.ONE_SPATIAL_LAYER_PER_STREAM,
             )
         )
-    info.simulcast = request.type == models.TrackType.VIDEO and len(request.layers) > 1
+        info.simulcast = request.type == models.TrackType.VIDEO and len(request.layers) > 1
+        return info
+    seen: set[str] = set()
+    for codec in request.simulcast_codecs:
+        mime = _full_mime(codec.codec, request.type) if codec.codec else ""
+        if not mime or mime.lower() in seen:
+            continue
+        seen.add(mime.lower())
+        mode = codec.video_layer_mode
+        if request.type == models.TrackType.VIDEO and mode == models.VideoLayer.Mode.MODE_UNUSED:
+            mode = (
+                models.VideoLayer.Mode.MULTIPLE_SPATIAL_LAYERS_PER_STREAM
+                if mime.lower() in _SVC_CAPABLE
+                else models.VideoLayer.Mode.ONE_SPATIAL_LAYER_PER_STREAM
+            )
+        info.codecs.append(
+            models.SimulcastCodecInfo(
+                mime_type=mime,
+                cid=codec.cid,
+                layers=_sorted_layers(codec.layers or request.layers),
+                video_layer_mode=mode,
+            )
+        )
+    if info.codecs:
+        primary = info.codecs[0]
+        info.simulcast = (
+            primary.video_layer_mode != models.VideoLayer.Mode.MULTIPLE_SPATIAL_LAYERS_PER_STREAM
+            and len(primary.layers) > 1
+        )
     return info
 
 
@@ -133,16 +184,33 @@ class TrackManager:
         )
 
     def publish(
-        self, room: Room, participant: Participant, cid: str, mid: str, mime_type: str
+        self,
+        room: Room,
+        participant: Participant,
+        cid: str,
+        mid: str,
+        mime_type: str,
+        streams: int = 1,
     ) -> models.TrackInfo:
-        """The publisher's media for ``cid`` was matched: list the track and announce it."""
+        """The publisher's media for ``cid`` was matched: list the track and announce it.
+        `streams` is how many RTP streams (simulcast rids) its section sends."""
         info = participant.pending_tracks.pop(cid)
+        if streams > 1:
+            info.simulcast = True  # whatever the request said: several streams arrive
         info.mid = mid
         if mime_type:
             info.mime_type = mime_type
             if info.codecs:
-                info.codecs[0].mime_type = mime_type
-                info.codecs[0].mid = mid
+                codec = next(
+                    (c for c in info.codecs if c.mime_type.lower() == mime_type.lower()),
+                    info.codecs[0],
+                )
+                codec.mime_type = mime_type
+                codec.mid = mid
+        for codec in info.codecs:
+            for rank, layer in enumerate(codec.layers):  # lowest first (track_info_for)
+                layer.spatial_layer = rank
+                layer.rid = _QUALITY_RID[min(rank, len(_QUALITY_RID) - 1)]
         info.version.CopyFrom(models.TimedVersion(unix_micro=int(time.time() * 1e6)))
         participant.tracks[info.sid] = info
         participant.is_publisher = True
@@ -180,4 +248,4 @@ class TrackManager:
         participant.pending_tracks.clear()
 
 
-__all__ = ["TrackManager", "may_publish_source", "new_track_sid"]
+__all__ = ["TrackManager", "may_publish_source", "new_track_sid", "track_info_for"]

@@ -26,7 +26,8 @@ from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.sdp import SdpError, SessionDescription
 from roomcast.media.transport import PeerTransport
 from roomcast.media.udp_mux import UdpMux
-from roomcast.rooms.data import LOSSY_LABEL, RELIABLE_LABEL, DataExchange
+from roomcast.rooms.data import DATA_TRACK_LABEL, LOSSY_LABEL, RELIABLE_LABEL, DataExchange
+from roomcast.rooms.data_tracks import DataTrackManager
 from roomcast.rooms.participant import Participant
 from roomcast.rooms.publisher_peer import MatchedSection, PublisherPeer
 from roomcast.rooms.room import Room
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 Target = rtc.SignalTarget
 MAX_PENDING_RELIABLE = 100 * 1024  # bytes held until the subscriber's _reliable opens
 MAX_UNMATCHED = 20  # sending sections held for their AddTrackRequest (as pending tracks)
+# What a subscriber's `_data_track` may hold unsent: one maximum client frame (128 packets of
+# 16 000 bytes) on top of the latency budget a frame starts within (rooms/data_track_gate.py).
+DATA_TRACK_BACKLOG = 4 * 1024 * 1024
 
 SendSignal = Callable[[rtc.SignalResponse], None]
 StateListener = Callable[[str], None]
@@ -50,6 +54,7 @@ class MediaTaps:
     plane: ForwardingPlane  # RTP/RTCP in and out
     forward_rtp: Callable[[str, bytes], None]  # (publisher sid, RTP) → the plane, timed
     data: DataExchange  # data packets the client publishes
+    data_tracks: DataTrackManager  # data-track packets the client publishes
 
 
 def apply_remote(transport: PeerTransport, description: SessionDescription) -> None:
@@ -96,6 +101,14 @@ class ParticipantTransports:
         # Server-created channels open in-band (DCEP, RFC 8832) once SCTP is up.
         subscriber.create_data_channel(RELIABLE_LABEL, ordered=True)
         subscriber.create_data_channel(LOSSY_LABEL, ordered=False, max_retransmits=0)
+        if taps.data_tracks.limits.enabled:
+            # Where subscribed data tracks arrive; clients adopt it by label.
+            subscriber.create_data_channel(
+                DATA_TRACK_LABEL,
+                ordered=False,
+                max_retransmits=0,
+                max_backlog=DATA_TRACK_BACKLOG,
+            )
         self.publisher: PublisherPeer | None = None
 
     def bind(self, send_signal: SendSignal, on_primary_state: StateListener) -> None:
@@ -222,6 +235,14 @@ class ParticipantTransports:
             return False
         return subscriber.send_data(LOSSY_LABEL, packet)
 
+    def send_data_track(self, packet: bytes, *, max_backlog: int | None) -> bool:
+        """One data-track packet to this subscriber (on the subscriber PC: data tracks are
+        only subscribed with `canSubscribe`, which makes it the primary transport)."""
+        subscriber = self._subscriber_transport
+        if self._closed or (max_backlog is not None and subscriber.data_buffered > max_backlog):
+            return False
+        return subscriber.send_data(DATA_TRACK_LABEL, packet)
+
     def _on_subscriber_channel_open(self, label: str) -> None:
         if label != RELIABLE_LABEL:
             return
@@ -231,7 +252,11 @@ class ParticipantTransports:
             self._subscriber_transport.send_data(RELIABLE_LABEL, packet)
 
     def _on_publisher_data(self, label: str, payload: bytes) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        if label == DATA_TRACK_LABEL:
+            self._taps.data_tracks.handle_packet(self._participant, payload)
+        else:
             self._taps.data.handle_incoming(self._room, self._participant, label, payload)
 
     # -- media taps --------------------------------------------------------------------------

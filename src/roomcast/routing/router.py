@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 API_TIMEOUT = 10.0  # seconds a RoomService call may take on another node
 LIST_TIMEOUT = 3.0  # ListRooms gathers from every node; a slow node is left out
+# A join asks the room's node whether the room is full; without an answer by then, the join
+# goes ahead (and is refused in the session if the room really is full).
+JOIN_CHECK_TIMEOUT = 2.0
 
 
 class RoutingUnavailable(Exception):
@@ -128,6 +131,19 @@ class Router:
             log.warning("room %s is hosted by another node; closing this copy", room)
             self._on_room_lost(room)
         await self.records.write([r for r in records if r.name not in lost])
+
+    async def join_refusal(self, node_id: str, token: str) -> str | None:
+        """Ask the room's node whether it would refuse this join token now (a full room):
+        its reason, or None (a seat is free, or the node did not answer in time)."""
+        try:
+            reply = await self.bus.request(
+                node_id, "join_check", {"token": token}, JOIN_CHECK_TIMEOUT
+            )
+        except BusError as exc:
+            log.debug("join check on node %s failed: %s", node_id, exc)
+            return None
+        refusal = reply.get("refusal")
+        return str(refusal) if refusal else None
 
     # -- API ----------------------------------------------------------------------------------
     async def call_api(

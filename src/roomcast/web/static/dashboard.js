@@ -2,6 +2,7 @@
 // actions through the RoomService Twirp API. Both need an admin token; nothing is cached
 // server-side for the page, so the dashboard always shows the server's own state.
 import { $, errorMessage, formatTime, h } from './ui.js';
+import { clearCharts, initCharts, updateCharts } from './dashboard-charts.js';
 
 const TOKEN_KEY = 'roomcast.admin-token';
 const DEV_KEY = 'roomcast.admin-dev';
@@ -187,6 +188,7 @@ function signOut(message = '') {
   $('#board').hidden = true;
   $('#login').hidden = false;
   $('#rooms').replaceChildren();
+  clearCharts();
   $('#admin-token').value = '';
   showLoginError(message);
 }
@@ -295,6 +297,7 @@ function render(data) {
   setText($('#updated'), `Updated ${formatTime(Date.now())} · every ${REFRESH_MS / 1000} s`);
   reconcile($('#rooms'), rooms, (r) => r.sid, createRoom, updateRoom);
   $('#no-rooms').hidden = rooms.length > 0;
+  updateCharts(data);
 }
 
 const participantCount = (room) => (room.participants_listed === false
@@ -330,6 +333,8 @@ function updateRoom(el, room) {
 }
 
 const TRACK_COLUMNS = ['Kind', 'Source', 'Codec', 'Layers', 'Muted', 'Bitrate', 'Loss', ''];
+// Data tracks (named streams of frames, docs/protocol/17-data-tracks.md) are not media tracks.
+const DATA_TRACK_COLUMNS = ['Data track', 'SID', 'Handle', 'Encryption'];
 
 function createParticipant() {
   return h('div', { class: 'participant' },
@@ -342,6 +347,9 @@ function createParticipant() {
     h('table', { class: 'tracks' },
       h('thead', {}, h('tr', {}, ...TRACK_COLUMNS.map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {})),
+    h('table', { class: 'tracks data-tracks' },
+      h('thead', {}, h('tr', {}, ...DATA_TRACK_COLUMNS.map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {})),
     h('p', { class: 'hint no-tracks' }, 'No published tracks.'));
 }
 
@@ -353,9 +361,28 @@ function updateParticipant(el, participant) {
   setText(stateChip, participant.state.toLowerCase());
   stateChip.className = `chip p-state ${participant.state === 'ACTIVE' ? 'ok' : ''}`;
   el.querySelector('.p-hidden').hidden = !participant.hidden;
-  el.querySelector('.tracks').hidden = participant.tracks.length === 0;
-  el.querySelector('.no-tracks').hidden = participant.tracks.length > 0;
-  reconcile(el.querySelector('tbody'), participant.tracks, (t) => t.sid, createTrack, updateTrack);
+  const dataTracks = participant.data_tracks || [];
+  el.querySelector('.tracks:not(.data-tracks)').hidden = participant.tracks.length === 0;
+  el.querySelector('.data-tracks').hidden = dataTracks.length === 0;
+  el.querySelector('.no-tracks').hidden = participant.tracks.length + dataTracks.length > 0;
+  reconcile(el.querySelector('.tracks:not(.data-tracks) tbody'), participant.tracks, (t) => t.sid,
+    createTrack, updateTrack);
+  reconcile(el.querySelector('.data-tracks tbody'), dataTracks, (t) => t.sid,
+    createDataTrack, updateDataTrack);
+}
+
+function createDataTrack() {
+  return h('tr', {}, ...DATA_TRACK_COLUMNS.map((label) => h('td', { dataset: { label } })));
+}
+
+function updateDataTrack(el, track) {
+  el.dataset.dataTrack = track.sid;
+  const cells = el.children;
+  setText(cells[0], track.name);
+  setText(cells[1], track.sid);
+  cells[1].className = 'mono';
+  setText(cells[2], track.pub_handle);
+  setText(cells[3], track.encryption === 'none' ? 'none' : track.encryption.toUpperCase());
 }
 
 function createTrack() {
@@ -451,6 +478,7 @@ async function createRoomAction(event) {
 }
 
 async function main() {
+  initCharts();
   $('#login-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const token = $('#admin-token').value.trim();
