@@ -141,8 +141,9 @@ DOC_TCP_PORTS = (
     6379,
     6789,
     8081,
+    5349,
 )
-DOC_UDP_PORTS = (7882, 7892, 7902, 7912, 7982)
+DOC_UDP_PORTS = (7882, 7892, 7902, 7912, 7982, 3478)  # TURN's 3478 is UDP and TCP
 _PORT = re.compile(r"(?<![\w.])(\d{4})(?![\w])")
 
 

@@ -56,6 +56,9 @@ NODE_MODULES = REPO / "tests" / "node" / "node_modules"
 COMMAND_TIMEOUT = 180.0  # seconds for one shell command (a short load test included)
 READY_TIMEOUT = 60.0  # seconds a server gets to answer (a loaded machine is slow)
 STOP_TIMEOUT = 40.0  # seconds a stopped process gets to exit (an agent worker drains)
+_MAKE_VARIABLES = frozenset(
+    {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"}
+)
 _RC = "__DOCS_RC__"
 _BG = "__DOCS_BG__"
 
@@ -270,7 +273,13 @@ class PageSession:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+        # A reader's terminal is not inside `make`: make's own variables (MAKELEVEL makes a
+        # nested make print "make[1]: Entering directory") are dropped with LiveKit's.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LIVEKIT_") and k not in _MAKE_VARIABLES
+        }
         env.update(
             LIVEKIT_URL=self.url,
             LIVEKIT_API_KEY="devkey",

@@ -21,6 +21,7 @@ Test ids are ``page/heading/n``; ``page/end`` stops what the page left running.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from roomcast.config import Overrides, load_config
+from tests.certificates import self_signed_certificate
 from tests.docs_blocks import REPO, Block, all_blocks, pages, parse
 from tests.integration.docs_session import NODE_MODULES, ExampleFailed, PageSession
 
@@ -190,13 +192,39 @@ def open_page(session: PageSession, block: Block) -> None:
         )
 
 
+_CERTIFICATE_KEYS = re.compile(r"^(\s*(?:cert_file|key_file):\s*)(\S+)\s*$", re.MULTILINE)
+
+
+def with_test_certificates(session: PageSession, text: str) -> str:
+    """The example's certificate paths (a reader's own, e.g. /etc/roomcast/turn.crt) swapped
+    for a self-signed pair made here, so the config loads and the server starts as it would."""
+    if _CERTIFICATE_KEYS.search(text) is None:
+        return text
+    cert, key = self_signed_certificate(session.scratch, "turn.example.com")
+
+    def swap(match: re.Match[str]) -> str:
+        made = cert if "cert_file" in match.group(1) else key
+        return f"{match.group(1)}{made}"
+
+    return _CERTIFICATE_KEYS.sub(swap, text)
+
+
 def check_yaml(session: PageSession, block: Block) -> None:
-    text = block.text
+    """A whole livekit.yaml, saved for the commands below; or, starting with "# add to
+    livekit.yaml", a fragment added to the one above."""
+    text = with_test_certificates(session, block.text)
+    as_written = session.scratch / "livekit.yaml.as-written"  # before the ports are swapped
+    if text.lstrip().startswith("# add to livekit.yaml"):
+        assert as_written.exists(), "a fragment to add to livekit.yaml follows a livekit.yaml"
+        text = as_written.read_text() + "\n" + text
     has_keys = re.search(r"^(keys|key_file):", text, re.MULTILINE) is not None
     overrides = Overrides(config_body=text, keys=None if has_keys else "devkey: secret")
     config = load_config(overrides, environ={})
     assert not config.ignored_keys, f"the example sets keys that do nothing: {config.ignored_keys}"
-    (session.scratch / "livekit.yaml").write_text(session.text_of(block))
+    as_written.write_text(text)
+    (session.scratch / "livekit.yaml").write_text(
+        session.text_of(dataclasses.replace(block, text=text))
+    )
 
 
 # -- the pages themselves ---------------------------------------------------------------------
