@@ -81,7 +81,7 @@ def redis_available() -> bool:
 def node_config(port: int, metrics_port: int, redis: RedisServer | None, extra: str) -> str:
     config = (
         f"port: {port}\nbind_addresses: [127.0.0.1]\nkeys:\n  {API_KEY}: {API_SECRET}\n"
-        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
+        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: {free_port()}\n"
         f"prometheus:\n  port: {metrics_port}\n"
         "logging:\n  level: warn\n"
     )
