@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from bench.hostile import __doc__ as description
-from bench.hostile.report import render
+from bench.hostile.render import render
 from bench.hostile.runner import Options, run
 
 

@@ -31,6 +31,7 @@ class NodeAddress:
 
     port: int
     metrics_port: int  # prometheus.port: /metrics is served there only
+    udp_port: int = 0  # rtc.udp_port: ICE, DTLS and SRTP
 
     @property
     def http(self) -> str:

@@ -94,12 +94,21 @@ async def honest_room(ws_url: str, room_name: str) -> AsyncIterator[Honest]:
         first_pong = asyncio.Event()
         pinger, ponger = rooms[WATCHERS[0]], rooms[WATCHERS[1]]
 
+        answering: set[asyncio.Future[None]] = set()
+
+        def finished(task: asyncio.Future[None]) -> None:
+            answering.discard(task)
+            if not task.cancelled():
+                task.exception()  # read: a pong sent while the room closes fails, and that is fine
+
         def on_data(packet: rtc.DataPacket) -> None:
             if packet.topic == "ping":
                 answer = ponger.local_participant.publish_data(
                     packet.data, reliable=True, topic="pong", destination_identities=[WATCHERS[0]]
                 )
-                tasks.append(asyncio.ensure_future(answer))
+                task = asyncio.ensure_future(answer)
+                answering.add(task)
+                task.add_done_callback(finished)
 
         def on_pong(packet: rtc.DataPacket) -> None:
             sent = honest.sent.get(int(packet.data)) if packet.topic == "pong" else None
@@ -127,6 +136,7 @@ async def honest_room(ws_url: str, room_name: str) -> AsyncIterator[Honest]:
                     await event.wait()
             yield honest
         finally:
+            tasks += answering
             for task in tasks:
                 task.cancel()
             for task in tasks:

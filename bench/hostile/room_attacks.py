@@ -1,5 +1,6 @@
 """Attacks on room state by participants with ordinary join tokens (security review H4, M3,
-M4, L7): the attack code of tests/integration/test_hardening_rooms.py, paced and repeated."""
+M4, L7, and the per-participant bounds of issue 20 item 3): the attack code of
+tests/integration/test_hardening_rooms.py and test_limits.py, paced and repeated."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import itertools
 
 from livekit import api
 from livekit import rtc as sdk
-from livekit.protocol import rtc
+from livekit.protocol import models, rtc
 from tests.conftest import API_KEY, API_SECRET
 from tests.integration.sdk import join_token
 from tests.integration.test_media_python import sine_audio
@@ -23,11 +24,13 @@ from bench.hostile.framework import (
     Tally,
 )
 from roomcast.auth import TokenVerifier
+from roomcast.rooms.tracks import DEFAULT_MAX_TRACKS, MAX_PENDING_TRACKS
 
 SPAM_FRAMES = 8  # the review's H4: 8 frames of 60 000 made-up track sids (~1 MB each)
 SPAM_SIDS = 60_000
 METADATA_BURST = 200
 REVOKE_DEADLINE = 10.0  # s for a revoked subscriber's media to stop
+TRACK_REQUESTS = 200
 
 _sid_serial = itertools.count()
 
@@ -135,8 +138,34 @@ async def revoked_subscription(ctx: Context, tally: Tally) -> None:
                 await participant.disconnect()
 
 
+async def pending_track_spam(ctx: Context, tally: Tally) -> None:
+    """Issue 20 item 3: 200 AddTrackRequests, never followed by media, from a participant of
+    the honest room; at most 20 are held pending, the rest refused with LIMIT_EXCEEDED."""
+    access = join_token(ctx.plan.room, ctx.identity("mallory-tracks"))
+    async with ctx.http.ws_connect(f"{ctx.node.ws}/rtc?access_token={access}") as ws:
+        await receive_until(ws, "join")
+        for i in range(TRACK_REQUESTS):
+            request = rtc.AddTrackRequest(
+                cid=f"spam-{i}", type=models.TrackType.AUDIO, source=models.TrackSource.MICROPHONE
+            )
+            await send(ws, rtc.SignalRequest(add_track=request))
+        held = refused = 0
+        while held + refused < TRACK_REQUESTS:
+            response = await receive(ws)
+            kind = response.WhichOneof("message")
+            if kind == "track_published":
+                held += 1
+            elif kind == "request_response" and response.request_response.HasField("add_track"):
+                refused += 1
+    tally.add("tracks held", held)
+    tally.add("refused", refused)
+    if held > min(MAX_PENDING_TRACKS, DEFAULT_MAX_TRACKS):
+        raise AttackSucceeded(f"{held} of {TRACK_REQUESTS} pending tracks held")
+
+
 ATTACKS = [
     Attack("H4 subscription spam", CONTAINMENT, 5.0, 60, subscription_spam),
+    Attack("I3 pending-track spam", CONTAINMENT, 10.0, 60, pending_track_spam),
     Attack("L7 metadata update flood", CONTAINMENT, 10.0, 60, metadata_flood),
     Attack("M4 refresh-token replay", CORRECTNESS, 15.0, 60, refresh_token_replay),
     Attack("M3 revoked subscription permission", CORRECTNESS, 30.0, 60, revoked_subscription),

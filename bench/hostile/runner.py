@@ -21,14 +21,14 @@ from tests.conftest import API_KEY, API_SECRET
 from bench.hostile.attacker import RESULT_PREFIX, STARTED
 from bench.hostile.framework import Plan, Tally
 from bench.hostile.honest import honest_room
-from bench.hostile.probe import HealthProbe, MemorySample, sample_memory
+from bench.hostile.probe import ATTACKER, HealthProbe, MemorySample, Target, sample_memory
 from bench.hostile.report import CONTROL, Report, Window, judge, phase_of, trends
 from bench.hostile.servers import REPO, cluster, limit_hits, redis_available
 from roomcast.config import LimitConfig
 
 ROOM = "honest"
 ATTACKER_GRACE = 300.0  # s the attacker may take past its time to finish its cycles
-MEMORY_ROW_EVERY = 10.0
+MEMORY_ROW_EVERY = 60.0
 
 
 @dataclass
@@ -50,8 +50,9 @@ class AttackRun:
     problem: str | None = None
 
 
-async def attack(plan: Plan, log: Path) -> AttackRun:
-    """The attacker process, from start to exit; its tallies."""
+async def attack(plan: Plan, log: Path, pids: dict[str, int]) -> AttackRun:
+    """The attacker process, from start to exit (its pid in ``pids`` meanwhile); its
+    tallies."""
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
     with log.open("ab") as errors:
@@ -65,6 +66,7 @@ async def attack(plan: Plan, log: Path) -> AttackRun:
             cwd=REPO,
             env=env,
         )
+    pids[ATTACKER] = proc.pid
     run = AttackRun(time.monotonic(), 0.0, [])
     assert proc.stdout is not None
     try:
@@ -87,29 +89,50 @@ async def attack(plan: Plan, log: Path) -> AttackRun:
     return run
 
 
-def memory_rows(samples: list[MemorySample], start: float) -> list[MemorySample]:
-    rows, due = [], start
+def memory_rows(
+    samples: list[MemorySample], start: float, every: float = MEMORY_ROW_EVERY
+) -> list[MemorySample]:
+    """The first sample from ``start``, one every ``every`` seconds after it, and the last."""
+    rows: list[MemorySample] = []
+    due = start
     for sample in samples:
         if sample.at >= due:
             rows.append(sample)
-            due = sample.at + MEMORY_ROW_EVERY
+            due = sample.at + every
+    if samples and samples[-1].at >= start and (not rows or rows[-1] is not samples[-1]):
+        rows.append(samples[-1])
     return rows
 
 
 async def run(options: Options) -> Report:
     logging.getLogger("livekit").setLevel(logging.ERROR)  # the SDK's v1-path fallback notes
     multinode = redis_available() if options.multinode is None else options.multinode
+    if multinode and not redis_available():
+        raise SystemExit("--multinode needs redis-server, which is not installed")
+    skipped = None
+    if not multinode:
+        why = "redis-server is not installed" if options.multinode is None else "--single-node"
+        skipped = f"{why}: one node, the multi-node attacks (H3, M7) are not run"
+        print(f"hostile: {skipped}", file=sys.stderr, flush=True)
     idle_timeout = options.idle_timeout or LimitConfig().http_idle_timeout
     extra = f"limit:\n  http_idle_timeout: {idle_timeout}\n" if options.idle_timeout else ""
     load_at_start = os.getloadavg()[0]
     samples: list[MemorySample] = []
+    others: dict[str, int] = {}  # processes started later: the attacker
     async with cluster(multinode, extra) as running, aiohttp.ClientSession() as http:
         home = running.nodes[0].address
         async with api.LiveKitAPI(home.http, API_KEY, API_SECRET) as lk:
             await lk.room.create_room(api.CreateRoomRequest(name=ROOM))  # placed on node 0
-        urls = {node.name: node.address.http + "/" for node in running.nodes}
-        probe = HealthProbe({**urls, CONTROL: running.control_url})
-        sampler = asyncio.ensure_future(sample_memory(running, samples))
+        targets = {n.name: Target(n.address.http + "/", n.proc.pid) for n in running.nodes}
+        targets[CONTROL] = Target(running.control_url, running.control_pid)
+        probe = HealthProbe(targets)
+        print(
+            f"hostile: {options.warmup:g} s warm-up, {options.baseline:g} s baseline, then "
+            f"{options.minutes:g} min of attacks; logs in {running.logs}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sampler = asyncio.ensure_future(sample_memory(running, samples, others))
         try:
             async with honest_room(home.ws, ROOM) as honest:
                 probe.start()
@@ -128,7 +151,7 @@ async def run(options: Options) -> Report:
                     only=options.only,
                     skip=options.skip,
                 )
-                attacked = await attack(plan, running.logs / "attacker.log")
+                attacked = await attack(plan, running.logs / "attacker.log", others)
                 hits_after = await limit_hits(http, running.nodes)
         finally:
             probe.stop()
@@ -153,6 +176,8 @@ async def run(options: Options) -> Report:
         limit_hits={k: v - hits_before.get(k, 0.0) for k, v in hits_after.items()},
     )
     judge(report)
+    if skipped is not None:
+        report.notes.append(skipped)
     if attacked.problem is not None:
         report.failures.append(attacked.problem)
     raw = {

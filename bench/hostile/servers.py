@@ -34,6 +34,56 @@ def schedstat(pid: int, tid: int | None = None) -> tuple[float, float]:
         return 0.0, 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a whole process (every thread) so far, from /proc (0 once it
+    is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine, all cores, from /proc/stat: what every
+    process on it used, ours and other people's."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return 0.0, 0.0
+    ticks = [int(value) for value in first[1:8]]  # user nice system idle iowait irq softirq
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
+
+
+def udp_drops(pids: dict[str, int]) -> dict[str, int]:
+    """Datagrams the kernel dropped so far (the receive buffer was full) on the UDP sockets
+    each process holds, from /proc/net/udp{,6} matched to the sockets in /proc/PID/fd."""
+    drops_by_inode: dict[str, int] = {}
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            drops_by_inode[fields[9]] = int(fields[-1])
+    out: dict[str, int] = {}
+    for name, pid in pids.items():
+        total = 0
+        try:
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with suppress(OSError):
+                    link = os.readlink(fd.path)
+                    if link.startswith("socket:["):
+                        total += drops_by_inode.get(link[8:-1], 0)
+        except OSError:
+            continue
+        out[name] = total
+    return out
+
+
 @dataclass
 class ServerProcess:
     name: str
@@ -57,13 +107,7 @@ class ServerProcess:
         return schedstat(self.proc.pid)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far, from /proc (0 once the process is gone)."""
-        try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds(self.proc.pid)
 
 
 @dataclass
@@ -72,17 +116,28 @@ class Cluster:
     redis: RedisServer | None = None
     logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hostile-")))
     control_url: str = ""  # bench/hostile/control.py: an idle server, probed like the nodes
+    control_pid: int = 0
+
+    def pids(self) -> dict[str, int]:
+        """Every server process of the run by name: the nodes, "redis", "control"."""
+        pids = {node.name: node.proc.pid for node in self.nodes}
+        if self.redis is not None and self.redis.proc is not None:
+            pids["redis"] = self.redis.proc.pid
+        if self.control_pid:
+            pids["control"] = self.control_pid
+        return pids
 
 
 def redis_available() -> bool:
     return shutil.which("redis-server") is not None or Path(REDIS_SERVER).exists()
 
 
-def node_config(port: int, metrics_port: int, redis: RedisServer | None, extra: str) -> str:
+def node_config(address: NodeAddress, redis: RedisServer | None, extra: str) -> str:
+    # A free ICE/TCP port too: rtc.tcp_port defaults to 7881, which two nodes cannot share.
     config = (
-        f"port: {port}\nbind_addresses: [127.0.0.1]\nkeys:\n  {API_KEY}: {API_SECRET}\n"
-        f"rtc:\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n  tcp_port: {free_port()}\n"
-        f"prometheus:\n  port: {metrics_port}\n"
+        f"port: {address.port}\nbind_addresses: [127.0.0.1]\nkeys:\n  {API_KEY}: {API_SECRET}\n"
+        f"rtc:\n  udp_port: {address.udp_port}\n  tcp_port: {free_port()}\n"
+        f"prometheus:\n  port: {address.metrics_port}\n"
         "logging:\n  level: warn\n"
     )
     if redis is not None:
@@ -92,7 +147,7 @@ def node_config(port: int, metrics_port: int, redis: RedisServer | None, extra: 
 
 
 async def start_node(name: str, redis: RedisServer | None, extra: str, logs: Path) -> ServerProcess:
-    address = NodeAddress(free_port(), free_port())
+    address = NodeAddress(free_port(), free_port(), free_port(socket.SOCK_DGRAM))
     log = logs / f"{name}.log"
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -101,7 +156,7 @@ async def start_node(name: str, redis: RedisServer | None, extra: str, logs: Pat
             "roomcast",
             "serve",
             "--config-body",
-            node_config(address.port, address.metrics_port, redis, extra),
+            node_config(address, redis, extra),
             stdout=out,
             stderr=out,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -161,6 +216,7 @@ async def cluster(multinode: bool, extra_config: str) -> AsyncIterator[Cluster]:
         port = free_port()
         control = await start_control(port)
         running.control_url = f"http://127.0.0.1:{port}/"
+        running.control_pid = control.pid
         yield running
     finally:
         if control is not None and control.returncode is None:
