@@ -5,7 +5,8 @@
 Started by bench/hostile/runner.py (never by hand) so that its own CPU time is not the
 measuring process's. Runs each attack's cycle in a loop of its own (framework.run_attack)
 until the plan's time is up, lets every cycle in progress finish, then prints one line,
-``RESULT <json list of tallies>``, on stdout (and ``ATTACKING`` when the attacks start).
+``RESULT <json list of tallies>``, on stdout (and ``ATTACKING`` when the attacks start): the
+attack phase is the time between the two.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict
 import aiohttp
 
 from bench.hostile import cluster_attacks, edge_attacks, media_attacks, room_attacks
-from bench.hostile.framework import Attack, Context, Plan, Tally, run_attack
+from bench.hostile.framework import Attack, Context, Plan, Tally, run_attack, stacks_on_signals
 
 RESULT_PREFIX = "RESULT "
 STARTED = "ATTACKING"
@@ -38,6 +39,7 @@ def attacks_for(plan: Plan) -> list[Attack]:
 
 
 async def attack(plan: Plan) -> list[Tally]:
+    stacks_on_signals()
     attacks = attacks_for(plan)
     tallies = [Tally(a.name, a.kind) for a in attacks]
     timeout = aiohttp.ClientTimeout(total=120)
@@ -51,14 +53,15 @@ async def attack(plan: Plan) -> list[Tally]:
         await asyncio.sleep(plan.seconds)
         context.stop.set()
         await asyncio.gather(*loops)
+        # Now, not after this process's teardown: the attack phase ends here.
+        print(RESULT_PREFIX + json.dumps([asdict(t) for t in tallies]), flush=True)
     return tallies
 
 
 def main() -> None:
     plan = Plan.from_json(sys.argv[1])
     logging.getLogger("livekit").setLevel(logging.ERROR)
-    tallies = asyncio.run(attack(plan))
-    print(RESULT_PREFIX + json.dumps([asdict(t) for t in tallies]), flush=True)
+    asyncio.run(attack(plan))
 
 
 if __name__ == "__main__":

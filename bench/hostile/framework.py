@@ -12,8 +12,11 @@ reported, not counted either way).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import itertools
 import json
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -150,3 +153,18 @@ async def run_attack(attack: Attack, context: Context, tally: Tally, delay: floa
                 return
             except TimeoutError:
                 pass
+
+
+def stacks_on_signals() -> None:
+    """``kill -USR1 PID`` prints every task's and thread's stack to stderr, ``kill -USR2 PID``
+    every thread's even while the event loop is blocked: where a run that does not end waits.
+    Call from the running loop."""
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
+
+    def dump() -> None:
+        faulthandler.dump_traceback(all_threads=True)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        sys.stderr.flush()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)

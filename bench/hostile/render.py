@@ -116,6 +116,24 @@ def slowest_checks(report: Report) -> list[str]:
     return lines
 
 
+def frame_gaps(report: Report) -> list[str]:
+    a = report.attacks
+    lines = [
+        "largest frame gap at each watcher during the attacks (the publisher's longest pause "
+        "then; event loops' CPU wait and machine load in the seconds around it):"
+    ]
+    for gap in a.gaps:
+        at = gap.start - a.window.start
+        during = ", ".join(attacks_during(report.tallies, gap.start, gap.end))
+        waits = ", ".join(f"{name} {share:.0f}%" for name, share in gap.waited.items())
+        lines.append(
+            f"  {gap.watcher} at +{at:.1f} s: {gap.ms:.0f} ms (publisher paused "
+            f"{gap.capture_ms:.0f} ms; loops waited for a CPU: {waits or '-'}; machine busy "
+            f"{gap.machine_busy:.0f}% of one core; {during or 'no attack'})"
+        )
+    return lines
+
+
 def memory_table(report: Report) -> list[str]:
     names = list(report.memory_rows[0].mib) if report.memory_rows else []
     lines = [
@@ -155,7 +173,8 @@ def attacks_table(report: Report) -> list[str]:
 
 def render(report: Report) -> str:
     lines = [report.title, *figures_table(report), ""]
-    lines += [*slowest_checks(report), "", *memory_table(report), "", *attacks_table(report)]
+    lines += [*slowest_checks(report), "", *frame_gaps(report), ""]
+    lines += [*memory_table(report), "", *attacks_table(report)]
     lines += [f"NOTE: {note}" for note in report.notes]
     if report.failures:
         lines += [f"FAILED: {failure}" for failure in report.failures]

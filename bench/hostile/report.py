@@ -113,6 +113,7 @@ class Phase:
     udp_drops: dict[str, int]  # process -> datagrams its UDP sockets dropped (buffer full)
     slowest: list[tuple[str, Check]]  # (node, check), slowest first
     control: list[Check]  # the idle control server's checks
+    gaps: list[GapContext]  # each watcher's largest frame gap, and what waited meanwhile
 
 
 def health_of(checks: list[Check], window: Window) -> Health:
@@ -133,10 +134,58 @@ def health_of(checks: list[Check], window: Window) -> Health:
     )
 
 
+def gap_span(times: list[float], window: Window) -> tuple[float, float]:
+    """The longest time without a frame in ``window`` (its edges count): (start, end)."""
+    edges = [window.start, *sorted(t for t in times if t in window), window.end]
+    return max(itertools.pairwise(edges), key=lambda span: span[1] - span[0])
+
+
 def largest_gap(times: list[float], window: Window) -> float:
     """The longest time without a frame in ``window`` (its edges count), ms."""
-    edges = [window.start, *sorted(t for t in times if t in window), window.end]
-    return 1000 * max(b - a for a, b in itertools.pairwise(edges))
+    start, end = gap_span(times, window)
+    return 1000 * (end - start)
+
+
+@dataclass
+class GapContext:
+    """Where the time went around one watcher's largest frame gap."""
+
+    watcher: str
+    start: float
+    end: float
+    capture_ms: float  # the publisher's longest pause between captured frames overlapping it
+    # event loop thread (nodes, "bench") -> % of the seconds around the gap it spent runnable
+    # but waiting for a CPU
+    waited: dict[str, float]
+    machine_busy: float  # % of one core, the whole machine, around the gap
+
+    @property
+    def ms(self) -> float:
+        return 1000 * (self.end - self.start)
+
+
+def gap_context(
+    watcher: str, renders: list[float], honest: Honest, samples: list[MemorySample], window: Window
+) -> GapContext:
+    start, end = gap_span(renders, window)
+    captures = sorted(honest.captures)
+    capture = max(
+        (b - a for a, b in itertools.pairwise(captures) if a < end and b > start), default=0.0
+    )
+    # The 1 s samples that enclose the gap.
+    before = [s for s in samples if s.at <= start]
+    after = [s for s in samples if s.at >= end]
+    if not before or not after:
+        return GapContext(watcher, start, end, 1000 * capture, {}, math.nan)
+    first, last = before[-1], after[0]
+    share = 100 / (last.at - first.at)
+    waited = {
+        name: share * (last.loop[name][1] - first.loop[name][1])
+        for name in first.loop
+        if name in last.loop
+    }
+    busy = share * (last.machine[0] - first.machine[0])
+    return GapContext(watcher, start, end, 1000 * capture, waited, busy)
 
 
 def video_of(renders: list[float], arrivals: list[float], window: Window) -> Video:
@@ -218,6 +267,7 @@ def phase_of(
         drops_of(samples, window),
         slowest[:SLOWEST],
         [c for c in checks.get(CONTROL, []) if c.at in window],
+        [gap_context(name, renders, honest, samples, window) for name, renders in frames],
     )
 
 

@@ -19,7 +19,7 @@ from livekit import api
 from tests.conftest import API_KEY, API_SECRET
 
 from bench.hostile.attacker import RESULT_PREFIX, STARTED
-from bench.hostile.framework import Plan, Tally
+from bench.hostile.framework import Plan, Tally, stacks_on_signals
 from bench.hostile.honest import honest_room
 from bench.hostile.probe import ATTACKER, HealthProbe, MemorySample, Target, sample_memory
 from bench.hostile.report import CONTROL, Report, Window, judge, phase_of, trends
@@ -76,6 +76,7 @@ async def attack(plan: Plan, log: Path, pids: dict[str, int]) -> AttackRun:
                 if line == STARTED:
                     run.started = time.monotonic()
                 elif line.startswith(RESULT_PREFIX):
+                    run.ended = time.monotonic()  # the attacks are over; the process exits
                     tallies = json.loads(line.removeprefix(RESULT_PREFIX))
                     run.tallies = [Tally.from_dict(t) for t in tallies]
             await proc.wait()
@@ -83,7 +84,7 @@ async def attack(plan: Plan, log: Path, pids: dict[str, int]) -> AttackRun:
         proc.kill()
         await proc.wait()
         run.problem = f"the attacker overran its time by {ATTACKER_GRACE:g} s and was killed"
-    run.ended = time.monotonic()
+    run.ended = run.ended or time.monotonic()
     if proc.returncode and run.problem is None:
         run.problem = f"the attacker exited with {proc.returncode} (see {log})"
     return run
@@ -106,6 +107,7 @@ def memory_rows(
 
 async def run(options: Options) -> Report:
     logging.getLogger("livekit").setLevel(logging.ERROR)  # the SDK's v1-path fallback notes
+    stacks_on_signals()
     multinode = redis_available() if options.multinode is None else options.multinode
     if multinode and not redis_available():
         raise SystemExit("--multinode needs redis-server, which is not installed")

@@ -104,17 +104,18 @@ def test_memory_rows_are_the_start_every_minute_and_the_end() -> None:
     assert memory_rows([], 0.0) == []
 
 
-def report_of(health_ms: float, frame_every: float, floor_rise: float) -> Report:
-    """A run of two 60 s phases with the health checks, frames and memory given."""
+def report_of(health_ms: float, frame_gap: float, floor_rise: float) -> Report:
+    """A run of two 60 s phases: health checks of ``health_ms`` during the attacks, 25 frames/s
+    but for a pause of ``frame_gap`` s at +0.2 s, the low RSS up ``floor_rise`` MiB late."""
     baseline, attacks = Window("baseline", 0.0, 60.0), Window("attacks", 60.0, 120.0)
     checks = {
         name: [
-            Check(t / 20, (health_ms if t / 20 in attacks else 2) / 1000, True, 0.01, 0.1)
+            Check(t / 20, (health_ms if t / 20 in attacks else 2) / 1000, True, 0.01, 0.1, 0.005)
             for t in range(2400)
         ]
         for name in ("node", CONTROL)
     }
-    frames = [t * frame_every for t in range(int(120 / frame_every))]
+    frames = [t / 25 for t in range(3000) if not 60.2 < t / 25 < 60.2 + frame_gap]
     honest = Honest(
         frames={"honest-a": frames},
         arrivals={"honest-a": frames},
@@ -125,6 +126,8 @@ def report_of(health_ms: float, frame_every: float, floor_rise: float) -> Report
     samples = [
         sample(float(t), 100 + floor_rise * (t >= 100), {"node": t / 10}, t / 5) for t in range(121)
     ]
+    for each in samples:
+        each.udp_drops = {"node": int(floor_rise * each.at)}
     tallies = [
         Tally("H1 SCTP TSN-gap flood", CONTAINMENT, 3, 3, figures={"chunks": 12000}),
         Tally("M5 /stats with roomList only", CORRECTNESS, 2, 2, cycles=[(60.0, 61.0)]),
@@ -143,13 +146,14 @@ def report_of(health_ms: float, frame_every: float, floor_rise: float) -> Report
 
 
 def test_a_run_within_the_targets_passes_and_prints_every_figure() -> None:
-    report = report_of(health_ms=5, frame_every=0.04, floor_rise=0)
+    report = report_of(health_ms=5, frame_gap=0, floor_rise=0)
     text = render(report)
     assert report.exit_code == 0, text
     assert "health node p50/p99/max (ms)" in text and "5.0/5.0/5.0" in text
     assert "video at honest-a: frames/s, max gap (ms)" in text and "25.0, 40" in text
     assert "data round trip p50/p99 (ms), lost" in text and "8.0/8.0, 0" in text
     assert "CPU of node (% of one core)" in text and "CPU of everything else" in text
+    assert "UDP datagrams dropped (buffer full)" in text
     assert "load average min/mean/max" in text
     assert "memory (MiB): at the start, every minute, at the end" in text
     assert "limits hit during the attacks (roomcast_limit_hits_total): " in text
@@ -159,16 +163,20 @@ def test_a_run_within_the_targets_passes_and_prints_every_figure() -> None:
 
 
 def test_each_missed_target_is_a_failure_with_where_the_time_went() -> None:
-    report = report_of(health_ms=150, frame_every=0.6, floor_rise=30)
+    report = report_of(health_ms=150, frame_gap=0.6, floor_rise=30)
     text = render(report)
     assert report.exit_code == 1
     assert "FAILED: health p99 on node: 150.0 ms ≥ 100 ms" in text
-    assert "FAILED: frame gap at honest-a: 600 ms > 500 ms" in text
+    assert "FAILED: frame gap at honest-a: 640 ms > 500 ms" in text
     assert "FAILED: memory of node not flat: its low RSS rose 30.0 MiB > 10 MiB" in text
     assert "health p99 on control" not in text  # the idle control server is no target
     assert (
-        "node: 1200 of 1200 health checks took 100 ms or more; during them its event loop ran "
-        "10 ms and waited for a CPU 100 ms on average (mostly waiting for a CPU)" in text
+        "node: 1200 of 1200 health checks took 100 ms or more; during them, on average, its "
+        "event loop ran 10 ms and waited for a CPU 100 ms, the probe waited for a CPU 5 ms "
+        "(mostly waiting for a CPU)" in text
     )
-    assert "ran 10 ms, waited for CPU 100 ms; M5; control 150 ms" in text
+    assert "ran 10 ms, waited for CPU 100 ms, probe waited 5 ms; M5; control 150 ms" in text
+    assert "honest-a at +0.2 s: 640 ms (publisher paused 640 ms; loops waited for a CPU: " in text
+    assert "node 10%; machine busy 20% of one core; M5)" in text
+    assert "UDP datagrams dropped at node" in text and "receive buffer full" in text
     assert "PASS" not in text
