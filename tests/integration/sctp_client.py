@@ -39,6 +39,8 @@ class SctpParticipant:
         self.messages: list[tuple[str, bytes]] = []
         self.reading = True
         self.established = asyncio.Event()
+        self.gap_chunks_sent = 0  # DATA chunks sent past the TSN gap (send_gap_burst)
+        self._gap = self._gap_stream = 0
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self.channels = DataChannels(
@@ -76,6 +78,24 @@ class SctpParticipant:
             5000, 5000, sctp._remote_verification_tag, tuple(chunk.to_chunk() for chunk in chunks)
         )
         self._send_record(packet.serialize())
+
+    def send_gap_burst(self, chunks: int, label: str = "_reliable") -> None:
+        """The TSN-gap flood (security review H1): 16-byte DATA chunks at TSN `next+1+i`, never
+        `next` itself, 40 to a packet, continuing where the previous burst stopped. Before the
+        receive guard, a server kept every chunk and did work growing with their number for
+        each new one."""
+        if not self.gap_chunks_sent:
+            self._gap, self._gap_stream = self.next_tsn, self.stream_of(label)
+        for _ in range(chunks // 40):
+            first, stream = self._gap + self.gap_chunks_sent + 1, self._gap_stream
+            tsns = [(first + i) % (1 << 32) for i in range(40)]
+            self.send_packet([DataChunk(tsn, stream, 1, WEBRTC_BINARY, b"x" * 16) for tsn in tsns])
+            self.gap_chunks_sent += 40
+
+    @property
+    def aborted(self) -> bool:
+        """Whether our association is closed (the server aborted it)."""
+        return bool(self.channels._sctp.state == "closed")
 
     @property
     def next_tsn(self) -> int:

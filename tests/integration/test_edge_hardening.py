@@ -28,6 +28,7 @@ from tests.integration.hostile_client import (
     Probe,
     client_frame,
     closed_by_peer,
+    many_names,
     tcp_connect,
     websocket_upgrade,
 )
@@ -38,12 +39,6 @@ LIST_ROOMS = "/twirp/livekit.RoomService/ListRooms"
 MAX_BUSY = 0.25  # seconds of loop CPU in one probe cycle: 0.01-0.04 here, 0.6-0.7 on the old code
 MAX_STALL = 2.0  # seconds the probe may wait: 0.05-0.2 here, more on a loaded machine
 LIVEKIT_BODY_LIMIT = "limit:\n  max_api_request_body_size: 10485760\n"  # LiveKit's 10 MiB
-
-
-def many_names(size: int) -> bytes:
-    """A ListRoomsRequest of ``size`` bytes of one-letter names: the costliest JSON per byte."""
-    count = (size - 12) // 4
-    return b'{"names":[' + b",".join([b'"a"'] * count) + b"]}"
 
 
 def assert_responsive(probe: Probe) -> None:

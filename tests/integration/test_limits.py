@@ -66,6 +66,7 @@ async def test_tracks_per_participant(start_server: ServerFactory) -> None:
         refused = (await receive_until(ws, "request_response")).request_response
         assert refused.reason == rtc.RequestResponse.LIMIT_EXCEEDED
         assert refused.add_track.cid == "two"
+    assert server.metrics.limit_hits.labels("num_tracks")._value.get() == 1
 
 
 async def test_oversized_data_packets_are_dropped(start_server: ServerFactory) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
 import numpy as np
@@ -26,20 +26,12 @@ pytestmark = pytest.mark.usefixtures("signalling")  # on /rtc/v1 and /rtc
 
 
 @asynccontextmanager
-async def publishing(
-    room: rtc.Room,
-) -> AsyncIterator[tuple[rtc.LocalAudioTrack, rtc.LocalVideoTrack]]:
-    """Publish a 440 Hz sine (microphone) and a moving gradient (camera) until the block ends."""
+async def sine_audio(room: rtc.Room) -> AsyncIterator[rtc.LocalAudioTrack]:
+    """Publish a 440 Hz sine as the microphone until the block ends."""
     audio_source = rtc.AudioSource(SAMPLE_RATE, 1)
-    video_source = rtc.VideoSource(WIDTH, HEIGHT)
     audio = rtc.LocalAudioTrack.create_audio_track("sine", audio_source)
-    video = rtc.LocalVideoTrack.create_video_track("gradient", video_source)
     await room.local_participant.publish_track(
         audio, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    )
-    await room.local_participant.publish_track(
-        video,
-        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False),
     )
 
     async def feed_audio() -> None:
@@ -54,28 +46,69 @@ async def publishing(
                 rtc.AudioFrame(samples.tobytes(), SAMPLE_RATE, 1, FRAME_SAMPLES)
             )
 
+    task = asyncio.ensure_future(feed_audio())
+    try:
+        yield audio
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        await audio_source.aclose()
+
+
+@asynccontextmanager
+async def gradient_video(
+    room: rtc.Room,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    on_frame: Callable[[], None] | None = None,
+) -> AsyncIterator[rtc.LocalVideoTrack]:
+    """Publish a moving gradient as the camera (30 frames/s, no simulcast) until the block
+    ends; ``on_frame`` is called after each frame is captured."""
+    video_source = rtc.VideoSource(width, height)
+    video = rtc.LocalVideoTrack.create_video_track("gradient", video_source)
+    await room.local_participant.publish_track(
+        video,
+        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False),
+    )
+
     async def feed_video() -> None:
-        frame = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
+        frame = np.zeros((height, width, 4), dtype=np.uint8)
         frame[..., 3] = 255
         step = 0
         while True:
-            frame[..., 0] = (np.arange(WIDTH) + step) % 256
-            frame[..., 1] = (np.arange(HEIGHT)[:, None] + 2 * step) % 256
+            frame[..., 0] = (np.arange(width) + step) % 256
+            frame[..., 1] = (np.arange(height)[:, None] + 2 * step) % 256
             video_source.capture_frame(
-                rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, frame.tobytes())
+                rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, frame.tobytes())
             )
+            if on_frame is not None:
+                on_frame()
             step += 4
             await asyncio.sleep(1 / 30)
 
-    tasks = [asyncio.ensure_future(feed_audio()), asyncio.ensure_future(feed_video())]
+    task = asyncio.ensure_future(feed_video())
     try:
-        yield audio, video
+        yield video
     finally:
-        for task in tasks:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-        await audio_source.aclose()
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
+async def publishing(
+    room: rtc.Room,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    on_frame: Callable[[], None] | None = None,
+) -> AsyncIterator[tuple[rtc.LocalAudioTrack, rtc.LocalVideoTrack]]:
+    """Publish a 440 Hz sine (microphone) and a moving gradient (camera) until the block ends."""
+    async with (
+        sine_audio(room) as audio,
+        gradient_video(room, width, height, on_frame) as video,
+    ):
+        yield audio, video
 
 
 async def subscribed_track(events: Events, kind: int, identity: str) -> rtc.RemoteTrack:

@@ -22,6 +22,7 @@ from roomcast.routing.records import PARTICIPANTS_PREFIX
 from roomcast.server import Server
 from tests.conftest import API_KEY, API_SECRET, ServerFactory, url_of
 from tests.integration.cluster import RedisServer
+from tests.integration.hostile_client import trickle
 from tests.integration.sdk import join_token
 from tests.integration.test_signalling import receive_until, send
 
@@ -66,13 +67,6 @@ async def until_async(condition: Callable[[], Awaitable[bool]], timeout: float =
 def limit_hits(server: Server, limit: str) -> float:
     value = server.metrics.registry.get_sample_value("roomcast_limit_hits_total", {"limit": limit})
     return value or 0.0
-
-
-def trickle(size: int) -> rtc.SignalRequest:
-    """A candidate the room's node ignores (not JSON), as large as the attacker likes."""
-    return rtc.SignalRequest(
-        trickle=rtc.TrickleRequest(candidateInit="x" * size, target=rtc.SignalTarget.SUBSCRIBER)
-    )
 
 
 @pytest.mark.parametrize("path", ["/rtc", "/rtc/v1"])

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from roomcast.media.sctp_backlog import RELIABLE_BACKLOG
-from roomcast.media.sctp_packet import DataChunk
 from roomcast.media.transport import PeerTransport
 from roomcast.server import Server
 from tests.conftest import url_of
-from tests.integration.sctp_client import WEBRTC_BINARY, SctpParticipant
+from tests.integration.sctp_client import SctpParticipant
 from tests.integration.sdk import join_token, joined
 
 STALL_LIMIT = 0.5  # seconds: ~15x what the guarded server shows (~30 ms); the old one ~1 s
@@ -125,19 +124,15 @@ class Flood:
                 await mallory.close()
 
     async def _flood(self, mallory: SctpParticipant) -> None:
-        # The review's repro: 16-byte DATA chunks at TSN next+1+i, never `next`, 40 a packet:
-        # 8,000 at once (the review's 3.8 s stall), then bursts of 2,000, each once the server
-        # has answered `GET /` twice since the last; up to 150,000.
-        gap, stream = mallory.next_tsn, mallory.stream_of("_reliable")
+        # The review's repro (SctpParticipant.send_gap_burst): 8,000 chunks at once (the
+        # review's 3.8 s stall), then bursts of 2,000, each once the server has answered
+        # `GET /` twice since the last; up to 150,000.
         for burst in [8000] + [2000] * 71:  # until aborted: UDP may lose some
-            for _ in range(burst // 40):
-                tsns = [(gap + self.sent + 1 + i) % (1 << 32) for i in range(40)]
-                chunks = [DataChunk(tsn, stream, 1, WEBRTC_BINARY, b"x" * 16) for tsn in tsns]
-                mallory.send_packet(chunks)
-                self.sent += 40
+            mallory.send_gap_burst(burst)
+            self.sent = mallory.gap_chunks_sent
             answered, start = self.probe.count, time.perf_counter()
             while self.probe.count < answered + 2:
-                if mallory.channels._sctp.state == "closed":
+                if mallory.aborted:
                     self.aborted = True
                     return
                 if time.perf_counter() - start > 3 * STALL_LIMIT:

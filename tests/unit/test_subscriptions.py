@@ -15,7 +15,7 @@ from roomcast.rooms.participant import Participant, State
 from roomcast.rooms.publisher_peer import MatchedSection, plan_for
 from roomcast.rooms.room import Room, RoomEvent
 from roomcast.rooms.subscriptions import SubscriptionManager
-from roomcast.rooms.tracks import TrackManager
+from roomcast.rooms.tracks import MAX_PENDING_TRACKS, TrackManager
 from tests.fakes import FakeSession
 
 Source = models.TrackSource
@@ -240,9 +240,23 @@ def test_add_track_refusals_say_why() -> None:
         rtc.RequestResponse.DUPLICATE_NAME
     )
     other = rtc.AddTrackRequest(cid="b", type=models.TrackType.AUDIO)
+    assert tracks.limit_reached(speaker) == "num_tracks"
     assert tracks.add_track(speaker, other).request_response.reason == (
         rtc.RequestResponse.LIMIT_EXCEEDED
     )
+
+
+def test_at_most_20_tracks_wait_for_their_media() -> None:
+    tracks, spammer = TrackManager(), Participant(identity="s")
+    answers = [
+        tracks.add_track(spammer, rtc.AddTrackRequest(cid=f"c{i}", type=models.TrackType.AUDIO))
+        for i in range(MAX_PENDING_TRACKS + 5)
+    ]
+    assert sum(a.HasField("track_published") for a in answers) == MAX_PENDING_TRACKS
+    assert tracks.limit_reached(spammer) == "pending_tracks"
+    refused = [a.request_response for a in answers[MAX_PENDING_TRACKS:]]
+    assert {r.reason for r in refused} == {rtc.RequestResponse.LIMIT_EXCEEDED}
+    assert refused[0].message == "too many pending tracks"
 
 
 def test_a_participant_leaving_unpublishes_its_tracks_and_drops_its_subscriptions() -> None:

@@ -25,6 +25,7 @@ from roomcast.rooms.transport_manager import ParticipantTransports
 log = logging.getLogger(__name__)
 
 _KIND_NAME = {models.TrackType.AUDIO: "audio", models.TrackType.VIDEO: "video"}
+LIMIT_EXCEEDED = rtc.RequestResponse.LIMIT_EXCEEDED
 
 
 def _now_ms() -> int:
@@ -168,9 +169,12 @@ class SignalHandler:
     # -- tracks ------------------------------------------------------------------------------
     def _add_track(self, request: rtc.AddTrackRequest) -> None:
         session = self.session
+        limit = self._services.tracks.limit_reached(session.participant)
         response = self._services.tracks.add_track(session.participant, request)
         session.send_signal(response)
         if not response.HasField("track_published"):
+            if limit is not None and response.request_response.reason == LIMIT_EXCEEDED:
+                self._services.metrics.count_limit_hit(limit)
             return
         # Media may have been offered before its AddTrackRequest.
         kind = _KIND_NAME.get(request.type, "")

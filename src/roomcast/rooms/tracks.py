@@ -152,6 +152,16 @@ class TrackManager:
     def __init__(self, max_tracks: int = 0) -> None:
         self.max_tracks = max_tracks or DEFAULT_MAX_TRACKS
 
+    def limit_reached(self, participant: Participant) -> str | None:
+        """The limit one more track of ``participant`` would pass, named as its
+        `roomcast_limit_hits_total` label: "num_tracks" (published and pending, limit.num_tracks)
+        or "pending_tracks" (MAX_PENDING_TRACKS waiting for their media); None if neither."""
+        if len(participant.tracks) + len(participant.pending_tracks) >= self.max_tracks:
+            return "num_tracks"
+        if len(participant.pending_tracks) >= MAX_PENDING_TRACKS:
+            return "pending_tracks"
+        return None
+
     def add_track(
         self, participant: Participant, request: rtc.AddTrackRequest
     ) -> rtc.SignalResponse:
@@ -173,10 +183,12 @@ class TrackManager:
             return refuse(rtc.RequestResponse.NOT_ALLOWED, "does not have permission to publish")
         if request.cid in participant.pending_tracks:
             return refuse(rtc.RequestResponse.DUPLICATE_NAME, "track with this cid is pending")
-        if len(participant.tracks) + len(participant.pending_tracks) >= self.max_tracks:
-            return refuse(rtc.RequestResponse.LIMIT_EXCEEDED, f"at most {self.max_tracks} tracks")
-        if len(participant.pending_tracks) >= MAX_PENDING_TRACKS:
-            return refuse(rtc.RequestResponse.LIMIT_EXCEEDED, "too many pending tracks")
+        match self.limit_reached(participant):
+            case "num_tracks":
+                message = f"at most {self.max_tracks} tracks"
+                return refuse(rtc.RequestResponse.LIMIT_EXCEEDED, message)
+            case "pending_tracks":
+                return refuse(rtc.RequestResponse.LIMIT_EXCEEDED, "too many pending tracks")
         info = track_info_for(request)
         participant.pending_tracks[request.cid] = info
         return rtc.SignalResponse(
