@@ -45,6 +45,8 @@ CHECKOUT = [
     ".venv-agents",
     "Makefile",
     "pyproject.toml",
+    "setup.py",
+    "native",
     "src",
     "tests",
     "scripts",

@@ -13,7 +13,8 @@ the Python plane, on plain packets the engine hands up. The two talk through eve
 Congestion control (rtc.congestion_control, on by default) is not in the engine yet: with it
 on, no track is offloaded (the engine still does the socket batching and SRTP of every packet,
 Python the rest), because transport-cc needs each publisher packet's arrival time and a
-transport-wide number on each packet to a subscriber. Turn it off to offload VP8 tracks.
+transport-wide number on each packet to a subscriber. Turn it off to offload VP8 tracks of
+publishers that did not negotiate transport-cc (the engine sends no feedback either).
 
 What the engine needs for it: every RTP packet to a keyed transport already goes
 out through the engine (`Engine.send_rtp` for Python's own tracks), so the engine is where
@@ -44,6 +45,7 @@ from .native_tracks import (
     native_transport_id,
     offloadable,
 )
+from .rtp import URI_TRANSPORT_CC
 from .uptrack import ReceiveLayer, UpTrack
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,8 @@ class NativeForwardingPlane(ForwardingPlane):
             engine is None
             or transport < 0
             or self.congestion_control  # transport-cc is Python's alone so far: see above
+            # nor does the engine send transport-cc feedback: such a publisher would get none
+            or URI_TRANSPORT_CC in kwargs["extensions"].values()
             or not offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"])
         ):
             return super()._new_uptrack(track_sid, kind, **kwargs)
