@@ -6,6 +6,8 @@
 #ifndef ROOMCAST_NATIVE_FORWARD_H
 #define ROOMCAST_NATIVE_FORWARD_H
 
+#define EPOCH_SPAN 0x4000 /* downtrack.py EPOCH_SPAN */
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +238,10 @@ static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi)
     dt->payload_octets += (uint64_t)(len - (int)payload_offset - pi->h.padding);
     if (((pi->h.sequence - dt->max_seq) & 0xFFFF) < 0x8000) {
         dt->max_seq = pi->h.sequence;
+        /* The epoch's start slides along EPOCH_SPAN behind the newest packet: left where it
+           began, every packet after 32,768 would count as older than the epoch. */
+        if (((pi->h.sequence - dt->epoch_seq) & 0xFFFF) > EPOCH_SPAN)
+            dt->epoch_seq = (uint16_t)(pi->h.sequence - EPOCH_SPAN);
         dt->last_seq = seq;
         dt->last_ts = ts;
         dt->last_time = pi->now;

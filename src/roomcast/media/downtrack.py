@@ -39,6 +39,11 @@ ALL_LAYERS = 1 << 16  # `allowed` when the allocator holds nothing back
 PAUSED = -1  # `allowed` when the allocator paused the track (media/allocator.py PAUSED)
 
 
+# How far behind the newest forwarded packet the epoch's start is kept: a packet further back
+# counts as sent before the epoch. Half the sequence space or more and every new packet would
+# count so: a stream stopped for good after 32,768 packets (~6 min of 640x360 video).
+EPOCH_SPAN = 0x4000
+
 # Retransmissions allowed per downtrack: a sustained rate and a burst (NACK-storm guard).
 NACK_RATE = 400.0  # packets per second
 NACK_BURST = 200.0
@@ -69,8 +74,7 @@ class DownTrack:
         self.send_rtp = send_rtp
         self.send_rtcp = send_rtcp
         lowered = {mime.lower(): pt for mime, pt in codecs.items()}
-        # Publisher PT -> subscriber PT for the same mime; -1: not negotiated, dropped.
-        self.pt_map = [-1] * 128
+        self.pt_map = [-1] * 128  # publisher PT -> subscriber PT of its mime; -1: dropped
         for pt, mime in uptrack.mime_by_pt.items():
             sub_pt = lowered.get(mime, -1)
             self.pt_map[pt] = sub_pt if 0 <= sub_pt < 128 else -1
@@ -102,7 +106,7 @@ class DownTrack:
         self.ts_offset = 0
         self.picture_id_offset = 0
         self.tl0_offset = 0
-        self.epoch_seq = 0  # publisher sequence number of the epoch's first packet
+        self.epoch_seq = 0  # the epoch's first publisher seq, or EPOCH_SPAN behind the newest
         self.epoch_layer = 0
         self.max_seq = 0  # newest publisher sequence number forwarded in this epoch
         self.last_seq = 0  # subscriber-side values of that packet
@@ -183,6 +187,8 @@ class DownTrack:
         self.payload_octets += size - rewriter.payload_offset - p.header.padding
         if (p.sequence - self.max_seq) & 0xFFFF < 0x8000:  # newest so far
             self.max_seq = p.sequence
+            if (p.sequence - self.epoch_seq) & 0xFFFF > EPOCH_SPAN:
+                self.epoch_seq = (p.sequence - EPOCH_SPAN) & 0xFFFF
             self.last_seq = seq
             self.last_ts = ts
             self.last_time = p.now
