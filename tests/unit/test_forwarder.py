@@ -276,6 +276,28 @@ def test_subscriber_pli_throttled_then_flushed_by_tick() -> None:
     assert any(isinstance(p, Pli) and p.media_ssrc == VIDEO_SSRC for p in pub_rtcp.rtcp())
 
 
+def test_a_stream_longer_than_half_the_sequence_space_keeps_flowing() -> None:
+    # One epoch of 70,000 packets (two sequence wraps): after 32,768 every new packet used to
+    # count as older than the epoch's start and the video stopped for good (~6 min at 95
+    # packets/s, found by bench/hostile).
+    fwd = ForwardingPlane(clock=Clock())
+    out, _ = setup_video(fwd, Sink())
+    count = 70_000
+    for i in range(count):
+        payload = vp8(i & 0x7FFF, i & 0xFF, key=i == 0)
+        fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 60_000 + i, 3000 * i & 0xFFFFFFFF, payload=payload))
+        if i == 10:  # a late packet from before the epoch's keyframe is never sent
+            fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 59_999, 0, payload=vp8(0, 0, key=False)))
+    assert len(out.packets) == count
+    last = parse_rtp(out.packets[-1]).sequence
+    assert (last - parse_rtp(out.packets[0]).sequence) & 0xFFFF == (count - 1) & 0xFFFF
+    # Nor one from far behind the newest; NACKs for recent ones still work.
+    fwd.handle_rtp(PUB, rtp(VIDEO_SSRC, 60_000 + count - 20_000, 0, payload=vp8(1, 0, key=False)))
+    assert len(out.packets) == count
+    fwd.handle_subscriber_rtcp(SUB, build_nack(1, OUR_SSRC, [(last - 3) & 0xFFFF]))
+    assert out.packets[-1] == out.packets[-5]
+
+
 def test_nack_retransmits_the_same_bytes() -> None:
     fwd = ForwardingPlane(clock=Clock())
     out, _ = setup_video(fwd, Sink())

@@ -25,6 +25,11 @@ from .uptrack import UpTrack
 _FIXED_HEADER = struct.Struct("!BBHII")  # RFC 3550 §5.1: V/P/X/CC, M/PT, seq, ts, ssrc
 
 
+# How far behind the newest forwarded packet the epoch's start is kept: a packet further back
+# counts as sent before the epoch. Half the sequence space or more and every new packet would
+# count so: a stream stopped for good after 32,768 packets (~6 min of 640x360 video).
+EPOCH_SPAN = 0x4000
+
 # Retransmissions allowed per downtrack: a sustained rate and a burst (NACK-storm guard).
 NACK_RATE = 400.0  # packets per second
 NACK_BURST = 200.0
@@ -67,7 +72,9 @@ class DownTrack:
         self.ts_offset = 0
         self.picture_id_offset = 0
         self.tl0_offset = 0
-        self.epoch_seq = 0  # publisher sequence number of the epoch's first packet
+        # Publisher sequence number of the epoch's first packet, or EPOCH_SPAN before the
+        # newest one forwarded, whichever is later.
+        self.epoch_seq = 0
         self.epoch_layer = 0
         self.max_seq = 0  # newest publisher sequence number forwarded in this epoch
         self.last_seq = 0  # subscriber-side values of that packet
@@ -122,6 +129,8 @@ class DownTrack:
         self.payload_octets += size - rewriter.payload_offset - p.header.padding
         if (p.sequence - self.max_seq) & 0xFFFF < 0x8000:  # newest so far
             self.max_seq = p.sequence
+            if (p.sequence - self.epoch_seq) & 0xFFFF > EPOCH_SPAN:
+                self.epoch_seq = (p.sequence - EPOCH_SPAN) & 0xFFFF
             self.last_seq = seq
             self.last_ts = ts
             self.last_time = p.now
