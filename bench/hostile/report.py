@@ -172,10 +172,10 @@ def gap_context(
     capture = max(
         (b - a for a, b in itertools.pairwise(captures) if a < end and b > start), default=0.0
     )
-    # The 1 s samples that enclose the gap.
-    before = [s for s in samples if s.at <= start]
-    after = [s for s in samples if s.at >= end]
-    if not before or not after:
+    # The 1 s samples that enclose the gap (or come nearest, at the ends of the run).
+    before = [s for s in samples if s.at <= start] or samples[:1]
+    after = [s for s in samples if s.at >= end] or samples[-1:]
+    if not before or not after or after[0].at <= before[-1].at:
         return GapContext(watcher, start, end, 1000 * capture, {}, math.nan)
     first, last = before[-1], after[0]
     share = 100 / (last.at - first.at)
@@ -262,7 +262,7 @@ def phase_of(
         video_of(honest.captures, honest.captures, window),
         {name: video_of(renders, honest.arrivals[name], window) for name, renders in frames},
         data_of(honest, window),
-        [what for at, what in honest.incidents if at in window],
+        [f"+{at - window.start:.1f} s {what}" for at, what in honest.incidents if at in window],
         *cpu_of(samples, window),
         drops_of(samples, window),
         slowest[:SLOWEST],

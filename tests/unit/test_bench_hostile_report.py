@@ -122,6 +122,7 @@ def report_of(health_ms: float, frame_gap: float, floor_rise: float) -> Report:
         captures=frames,
         sent={i: i * 0.5 for i in range(240)},
         rtts=[(i * 0.5, 0.008) for i in range(240)],
+        incidents=[(70.0, "honest-a reconnecting")] if frame_gap else [],
     )
     samples = [
         sample(float(t), 100 + floor_rise * (t >= 100), {"node": t / 10}, t / 5) for t in range(121)
@@ -154,6 +155,7 @@ def test_a_run_within_the_targets_passes_and_prints_every_figure() -> None:
     assert "data round trip p50/p99 (ms), lost" in text and "8.0/8.0, 0" in text
     assert "CPU of node (% of one core)" in text and "CPU of everything else" in text
     assert "UDP datagrams dropped (buffer full)" in text
+    assert "honest incidents during the attacks (reconnections, honest tracks lost): none" in text
     assert "load average min/mean/max" in text
     assert "memory (MiB): at the start, every minute, at the end" in text
     assert "limits hit during the attacks (roomcast_limit_hits_total): " in text
@@ -179,4 +181,6 @@ def test_each_missed_target_is_a_failure_with_where_the_time_went() -> None:
     assert "honest-a at +0.2 s: 640 ms (publisher paused 640 ms; loops waited for a CPU: " in text
     assert "node 10%; machine busy 20% of one core; M5)" in text
     assert "UDP datagrams dropped at node" in text and "receive buffer full" in text
+    assert "honest incidents during the attacks (reconnections, honest tracks lost): " in text
+    assert "+10.0 s honest-a reconnecting" in text
     assert "PASS" not in text
