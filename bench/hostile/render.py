@@ -186,8 +186,13 @@ def render(report: Report) -> str:
     if report.failures:
         lines += [f"FAILED: {failure}" for failure in report.failures]
     else:
+        memory = (
+            f"memory flat (low RSS +≤ {FLAT_MIB:g} MiB)"
+            if report.memory_judged
+            else "memory not judged (too short)"
+        )
         lines.append(
             f"PASS: health p99 < {HEALTH_P99_MS:g} ms, frame gaps ≤ {FRAME_GAP_MS:g} ms, "
-            f"memory flat (low RSS +≤ {FLAT_MIB:g} MiB), no attack succeeded"
+            f"{memory}, no attack succeeded"
         )
     return "\n".join(lines)
