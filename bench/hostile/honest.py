@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from livekit import rtc
-from tests.integration.sdk import Events, join_token
-from tests.integration.test_media_python import publishing, subscribed_track
+from tests.integration.sdk import join_token
+from tests.integration.test_media_python import publishing
 
 PUBLISHER = "honest-pub"
 WATCHERS = ("honest-a", "honest-b")  # a pings b, b answers
@@ -56,16 +57,34 @@ async def read_frames(
             renders.append(event.timestamp_us / 1e6 if event.timestamp_us else arrivals[-1])
             honest.sizes[(event.frame.width, event.frame.height)] += 1
             first.set()
+        honest.incidents.append((time.monotonic(), f"{watcher} video stream ended"))
     finally:
         await stream.aclose()
 
 
 def watch_connection(room: rtc.Room, name: str, honest: Honest) -> None:
+    """Record what an honest participant should never see during a run: reconnections, and
+    honest tracks going away."""
+
     def record(what: str) -> None:
         honest.incidents.append((time.monotonic(), f"{name} {what}"))
 
     for event in ("reconnecting", "reconnected", "disconnected"):
         room.on(event, lambda *_, e=event: record(e))
+
+    def track_event(what: str) -> Callable[..., None]:
+        def on_event(*args: Any) -> None:
+            participant = next((a for a in args if isinstance(a, rtc.RemoteParticipant)), None)
+            if participant is not None and participant.identity in (PUBLISHER, *WATCHERS):
+                record(f"{what} ({participant.identity})")
+
+        return on_event
+
+    room.on("track_unsubscribed", track_event("track_unsubscribed"))
+    room.on("track_unpublished", track_event("track_unpublished"))
+    room.on("track_muted", track_event("track_muted"))
+    room.on("track_unmuted", track_event("track_unmuted"))
+    room.on("participant_disconnected", track_event("participant_disconnected"))
 
 
 @asynccontextmanager
@@ -74,11 +93,30 @@ async def honest_room(ws_url: str, room_name: str) -> AsyncIterator[Honest]:
     watchers and the first pong is back."""
     honest = Honest()
     rooms = {identity: rtc.Room() for identity in honest.identities}
-    events = {name: Events(rooms[name], ["track_subscribed"]) for name in WATCHERS}
     tasks: list[asyncio.Future[None]] = []
+    firsts = {name: asyncio.Event() for name in WATCHERS}
+
+    def watch_video(name: str) -> Callable[..., None]:
+        """Read every video track of the publisher the watcher is given, the first one and
+        any later one (a re-subscription is an incident)."""
+
+        def on_subscribed(
+            track: rtc.Track, _: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+        ) -> None:
+            if track.kind != rtc.TrackKind.KIND_VIDEO or participant.identity != PUBLISHER:
+                return
+            if firsts[name].is_set():
+                honest.incidents.append((time.monotonic(), f"{name} video re-subscribed"))
+            reader = read_frames(cast(rtc.RemoteTrack, track), name, honest, firsts[name])
+            tasks.append(asyncio.ensure_future(reader))
+
+        return on_subscribed
+
     async with AsyncExitStack() as stack:
         for identity, room in rooms.items():
             watch_connection(room, identity, honest)
+            if identity in WATCHERS:
+                room.on("track_subscribed", watch_video(identity))
             await room.connect(ws_url, join_token(room_name, identity))
             stack.push_async_callback(room.disconnect)
         await stack.enter_async_context(
@@ -86,11 +124,6 @@ async def honest_room(ws_url: str, room_name: str) -> AsyncIterator[Honest]:
                 rooms[PUBLISHER], WIDTH, HEIGHT, lambda: honest.captures.append(time.monotonic())
             )
         )
-        firsts = []
-        for name in WATCHERS:
-            track = await subscribed_track(events[name], rtc.TrackKind.KIND_VIDEO, PUBLISHER)
-            firsts.append(asyncio.Event())
-            tasks.append(asyncio.ensure_future(read_frames(track, name, honest, firsts[-1])))
         first_pong = asyncio.Event()
         pinger, ponger = rooms[WATCHERS[0]], rooms[WATCHERS[1]]
 
@@ -132,7 +165,7 @@ async def honest_room(ws_url: str, room_name: str) -> AsyncIterator[Honest]:
         tasks.append(asyncio.ensure_future(ping()))
         try:
             async with asyncio.timeout(READY_TIMEOUT):
-                for event in [*firsts, first_pong]:
+                for event in [*firsts.values(), first_pong]:
                     await event.wait()
             yield honest
         finally:

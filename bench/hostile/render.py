@@ -14,6 +14,8 @@ from bench.hostile.report import (
     attacks_during,
 )
 
+INCIDENTS = 10  # listed; the rest counted
+
 
 def figure(name: str, value: float) -> str:
     return f"{name} {value:,.0f}" if value >= 10 else f"{name} {value:.3g}"
@@ -63,7 +65,7 @@ def figures_table(report: Report) -> list[str]:
         f"{a.data.p50:.1f}/{a.data.p99:.1f}, {a.data.lost}",
         f"{a.data.answered} answered",
     )
-    row("honest reconnects/disconnects", str(len(b.incidents)), str(len(a.incidents)))
+    row("honest incidents (see below)", str(len(b.incidents)), str(len(a.incidents)))
     for name in a.cpu:
         row(
             f"CPU of {name} (% of one core)",
@@ -131,6 +133,11 @@ def frame_gaps(report: Report) -> list[str]:
             f"{gap.capture_ms:.0f} ms; loops waited for a CPU: {waits or '-'}; machine busy "
             f"{gap.machine_busy:.0f}% of one core; {during or 'no attack'})"
         )
+    incidents = a.incidents[:INCIDENTS] + (["…"] if len(a.incidents) > INCIDENTS else [])
+    lines.append(
+        "honest incidents during the attacks (reconnections, honest tracks lost): "
+        + ("; ".join(incidents) or "none")
+    )
     return lines
 
 
@@ -179,8 +186,13 @@ def render(report: Report) -> str:
     if report.failures:
         lines += [f"FAILED: {failure}" for failure in report.failures]
     else:
+        memory = (
+            f"memory flat (low RSS +≤ {FLAT_MIB:g} MiB)"
+            if report.memory_judged
+            else "memory not judged (too short)"
+        )
         lines.append(
             f"PASS: health p99 < {HEALTH_P99_MS:g} ms, frame gaps ≤ {FRAME_GAP_MS:g} ms, "
-            f"memory flat (low RSS +≤ {FLAT_MIB:g} MiB), no attack succeeded"
+            f"{memory}, no attack succeeded"
         )
     return "\n".join(lines)

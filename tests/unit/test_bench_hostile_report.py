@@ -104,27 +104,33 @@ def test_memory_rows_are_the_start_every_minute_and_the_end() -> None:
     assert memory_rows([], 0.0) == []
 
 
-def report_of(health_ms: float, frame_gap: float, floor_rise: float) -> Report:
-    """A run of two 60 s phases: health checks of ``health_ms`` during the attacks, 25 frames/s
-    but for a pause of ``frame_gap`` s at +0.2 s, the low RSS up ``floor_rise`` MiB late."""
-    baseline, attacks = Window("baseline", 0.0, 60.0), Window("attacks", 60.0, 120.0)
+def report_of(
+    health_ms: float, frame_gap: float, floor_rise: float, attack_seconds: float = 240.0
+) -> Report:
+    """A 60 s baseline, then ``attack_seconds`` of attacks: health checks of ``health_ms``,
+    25 frames/s but for a pause of ``frame_gap`` s at +0.2 s, the low RSS up ``floor_rise`` MiB
+    in the last 60 s."""
+    end = 60.0 + attack_seconds
+    baseline, attacks = Window("baseline", 0.0, 60.0), Window("attacks", 60.0, end)
     checks = {
         name: [
             Check(t / 20, (health_ms if t / 20 in attacks else 2) / 1000, True, 0.01, 0.1, 0.005)
-            for t in range(2400)
+            for t in range(int(20 * end))
         ]
         for name in ("node", CONTROL)
     }
-    frames = [t / 25 for t in range(3000) if not 60.2 < t / 25 < 60.2 + frame_gap]
+    frames = [t / 25 for t in range(int(25 * end)) if not 60.2 < t / 25 < 60.2 + frame_gap]
     honest = Honest(
         frames={"honest-a": frames},
         arrivals={"honest-a": frames},
         captures=frames,
         sent={i: i * 0.5 for i in range(240)},
         rtts=[(i * 0.5, 0.008) for i in range(240)],
+        incidents=[(70.0, "honest-a reconnecting")] if frame_gap else [],
     )
     samples = [
-        sample(float(t), 100 + floor_rise * (t >= 100), {"node": t / 10}, t / 5) for t in range(121)
+        sample(float(t), 100 + floor_rise * (t >= end - 60), {"node": t / 10}, t / 5)
+        for t in range(int(end) + 1)
     ]
     for each in samples:
         each.udp_drops = {"node": int(floor_rise * each.at)}
@@ -154,12 +160,25 @@ def test_a_run_within_the_targets_passes_and_prints_every_figure() -> None:
     assert "data round trip p50/p99 (ms), lost" in text and "8.0/8.0, 0" in text
     assert "CPU of node (% of one core)" in text and "CPU of everything else" in text
     assert "UDP datagrams dropped (buffer full)" in text
+    assert "honest incidents during the attacks (reconnections, honest tracks lost): none" in text
     assert "load average min/mean/max" in text
     assert "memory (MiB): at the start, every minute, at the end" in text
+    assert "NOTE: memory not judged" not in text
     assert "limits hit during the attacks (roomcast_limit_hits_total): " in text
     assert "data_channel_tsn_window 12000" in text and "signal_queue_bytes" not in text
     assert "correctness attacks blocked 2/2; all attacks blocked 5/5" in text
     assert text.splitlines()[-1].startswith("PASS: health p99 < 100 ms")
+    assert "memory flat (low RSS +≤ 10 MiB)" in text.splitlines()[-1]
+
+
+def test_a_short_run_reports_memory_without_judging_it() -> None:
+    report = report_of(health_ms=5, frame_gap=0, floor_rise=30, attack_seconds=60)
+    text = render(report)
+    assert report.exit_code == 0, text
+    assert (
+        "NOTE: memory not judged: 60 s of attacks cannot tell a leak from the allocator's" in text
+    )
+    assert "memory not judged (too short)" in text.splitlines()[-1]
 
 
 def test_each_missed_target_is_a_failure_with_where_the_time_went() -> None:
@@ -171,7 +190,7 @@ def test_each_missed_target_is_a_failure_with_where_the_time_went() -> None:
     assert "FAILED: memory of node not flat: its low RSS rose 30.0 MiB > 10 MiB" in text
     assert "health p99 on control" not in text  # the idle control server is no target
     assert (
-        "node: 1200 of 1200 health checks took 100 ms or more; during them, on average, its "
+        "node: 4800 of 4800 health checks took 100 ms or more; during them, on average, its "
         "event loop ran 10 ms and waited for a CPU 100 ms, the probe waited for a CPU 5 ms "
         "(mostly waiting for a CPU)" in text
     )
@@ -179,4 +198,6 @@ def test_each_missed_target_is_a_failure_with_where_the_time_went() -> None:
     assert "honest-a at +0.2 s: 640 ms (publisher paused 640 ms; loops waited for a CPU: " in text
     assert "node 10%; machine busy 20% of one core; M5)" in text
     assert "UDP datagrams dropped at node" in text and "receive buffer full" in text
+    assert "honest incidents during the attacks (reconnections, honest tracks lost): " in text
+    assert "+10.0 s honest-a reconnecting" in text
     assert "PASS" not in text
