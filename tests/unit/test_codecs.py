@@ -20,6 +20,7 @@ from roomcast.media.codecs import (
     clock_rate,
     codec_kind,
     h264_is_keyframe,
+    h265_is_keyframe,
     is_keyframe_start,
     vp8_is_keyframe,
     vp8_write_picture_id,
@@ -67,11 +68,14 @@ def test_vp8_truncated(data: bytes) -> None:
     assert not d.parse(data, 0, len(data)) and not d.keyframe and d.picture_id_size == 0
 
 
-def test_h264() -> None:
+def test_h264_switch_points_are_where_the_parameter_sets_start() -> None:
     sps = bytes.fromhex("6742c01f")
     idr = bytes.fromhex("65888400")
     non_idr = bytes.fromhex("419a2000")
-    assert h264_is_keyframe(sps, 0, 4) and h264_is_keyframe(idr, 0, 4)
+    assert h264_is_keyframe(sps, 0, 4)
+    # An IDR alone is no switch point: without its SPS/PPS a decoder would read it with the
+    # parameter sets of the layer it had before (every simulcast layer uses the same ids).
+    assert not h264_is_keyframe(idr, 0, 4)
     assert not h264_is_keyframe(non_idr, 0, 4)
     # STAP-A (RFC 6184 §5.7.1) with SPS + PPS, as Chrome sends before an IDR
     stap = bytes.fromhex("1800046742c01f000368ce3c")
@@ -79,10 +83,20 @@ def test_h264() -> None:
     stap_delta = bytes.fromhex("180002410000024101")
     assert not h264_is_keyframe(stap_delta, 0, len(stap_delta))
     assert not h264_is_keyframe(bytes.fromhex("18000967"), 0, 4)  # truncated
-    # FU-A (RFC 6184 §5.8): start bit with IDR type; middle fragment is not a start
-    assert h264_is_keyframe(bytes.fromhex("7c85aa"), 0, 3)
-    assert not h264_is_keyframe(bytes.fromhex("7c05aa"), 0, 3)
-    assert not h264_is_keyframe(bytes.fromhex("7c81aa"), 0, 3)
+    # FU-A (RFC 6184 §5.8): the IDR's first fragment is no switch point either
+    assert not h264_is_keyframe(bytes.fromhex("7c85aa"), 0, 3)
+    assert h264_is_keyframe(bytes.fromhex("7c87aa"), 0, 3)  # an SPS's first fragment
+    assert not h264_is_keyframe(bytes.fromhex("7c07aa"), 0, 3)  # not the first fragment
+
+
+def test_h265_switch_points_are_where_the_parameter_sets_start() -> None:
+    vps, sps, idr = bytes.fromhex("4001"), bytes.fromhex("4201"), bytes.fromhex("2601")
+    assert h265_is_keyframe(vps, 0, 2) and h265_is_keyframe(sps, 0, 2)
+    assert not h265_is_keyframe(idr, 0, 2)
+    aggregate = bytes.fromhex("6001") + bytes.fromhex("0002") + vps + bytes.fromhex("0002") + idr
+    assert h265_is_keyframe(aggregate, 0, len(aggregate))
+    assert not h265_is_keyframe(bytes.fromhex("6001") + bytes.fromhex("0002") + idr, 0, 6)
+    assert not h265_is_keyframe(bytes.fromhex("620193"), 0, 3)  # FU start of an IDR_W_RADL
 
 
 def test_vp9() -> None:

@@ -157,18 +157,22 @@ def vp8_write_picture_id(buf: bytearray, offset: int, size: int, picture_id: int
 
 # -- H.264 (RFC 6184) -----------------------------------------------------------------------
 
-_H264_IDR = 5
 _H264_SPS = 7
 _H264_STAP_A = 24
 _H264_FU_A = 28
 
 
+# A switch point is where the parameter sets start, not the IDR slice: every simulcast layer
+# of a WebRTC encoder uses the same SPS/PPS ids, so a subscriber switched onto an IDR whose
+# SPS/PPS were lost (or arrived late, by NACK) would decode the new layer with the old layer's
+# SPS — garbage at the old size, and no error that makes it ask for a keyframe. Publishers
+# (RFC 6184 §8.4, WebRTC encoders) send SPS and PPS in-band before every IDR.
 def h264_is_keyframe(data: bytes, start: int, end: int) -> bool:
-    """An SPS or an IDR slice start, in a single NAL, STAP-A (§5.7.1) or FU-A start (§5.8)."""
+    """An SPS, in a single NAL, STAP-A (§5.7.1) or FU-A start (§5.8)."""
     if end - start < 1:
         return False
     nal = data[start] & 0x1F
-    if nal in (_H264_IDR, _H264_SPS):
+    if nal == _H264_SPS:
         return True
     if nal == _H264_STAP_A:
         i = start + 1
@@ -176,7 +180,7 @@ def h264_is_keyframe(data: bytes, start: int, end: int) -> bool:
             size = _U16.unpack_from(data, i)[0]
             if size == 0 or i + 2 + size > end:
                 return False
-            if data[i + 2] & 0x1F in (_H264_IDR, _H264_SPS):
+            if data[i + 2] & 0x1F == _H264_SPS:
                 return True
             i += 2 + size
         return False
@@ -184,13 +188,16 @@ def h264_is_keyframe(data: bytes, start: int, end: int) -> bool:
         if end - start < 2:
             return False
         fu = data[start + 1]
-        return bool(fu & 0x80) and fu & 0x1F in (_H264_IDR, _H264_SPS)
+        return bool(fu & 0x80) and fu & 0x1F == _H264_SPS
     return False
 
 
+_H265_PARAMETER_SETS = (32, 33)  # VPS, SPS
+
+
 def h265_is_keyframe(data: bytes, start: int, end: int) -> bool:
-    """RFC 7798 §1.1.4: VPS (32), SPS (33) or an IRAP slice (16..21), single NAL, AP (48) or
-    FU start (49)."""
+    """RFC 7798 §1.1.4: a VPS (32) or SPS (33), in a single NAL, AP (48) or FU start (49);
+    as for H.264, the parameter sets before an IRAP picture are the switch point."""
     if end - start < 2:
         return False
     nal = (data[start] >> 1) & 0x3F
@@ -198,7 +205,7 @@ def h265_is_keyframe(data: bytes, start: int, end: int) -> bool:
         return (
             end - start >= 3
             and bool(data[start + 2] & 0x80)
-            and (16 <= (data[start + 2] & 0x3F) <= 21)
+            and (data[start + 2] & 0x3F) in _H265_PARAMETER_SETS
         )
     if nal == 48:
         i = start + 2
@@ -206,12 +213,11 @@ def h265_is_keyframe(data: bytes, start: int, end: int) -> bool:
             size = _U16.unpack_from(data, i)[0]
             if size == 0 or i + 2 + size > end:
                 return False
-            inner = (data[i + 2] >> 1) & 0x3F
-            if 16 <= inner <= 21 or inner in (32, 33):
+            if (data[i + 2] >> 1) & 0x3F in _H265_PARAMETER_SETS:
                 return True
             i += 2 + size
         return False
-    return 16 <= nal <= 21 or nal in (32, 33)
+    return nal in _H265_PARAMETER_SETS
 
 
 # -- VP9 (RFC 9628, was draft-ietf-payload-vp9) -----------------------------------------------
