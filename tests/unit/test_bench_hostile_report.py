@@ -165,7 +165,7 @@ def test_a_run_within_the_targets_passes_and_prints_every_figure() -> None:
     assert "memory (MiB): at the start, every minute, at the end" in text
     assert "NOTE: memory not judged" not in text
     assert "limits hit during the attacks (roomcast_limit_hits_total): " in text
-    assert "data_channel_tsn_window 12000" in text and "signal_queue_bytes" not in text
+    assert "data_channel_tsn_window 12,000" in text and "signal_queue_bytes" not in text
     assert "correctness attacks blocked 2/2; all attacks blocked 5/5" in text
     assert text.splitlines()[-1].startswith("PASS: health p99 < 100 ms")
     assert "memory flat (low RSS +≤ 10 MiB)" in text.splitlines()[-1]
