@@ -34,5 +34,9 @@ and, because the machine may be shared, the CPU of every process of the run (nod
 control, this bench, the attacker), of everything else on the machine, the load average, and
 for each slow health check how long the node's event loop ran and waited for a CPU. Exit code 0
 when the targets hold (bench/hostile/report.py: health p99 < 100 ms, no frame gap > 500 ms,
-memory flat, no attack succeeded), 1 otherwise, with one line per target missed.
+memory flat, judged on 3 minutes of attacks or more, no attack succeeded), 1 otherwise, with
+one line per target missed. Logs, and every sample as JSON, stay in the directory named at the
+top; ``kill -USR1 <pid>`` makes a run that does not end print where it waits.
+
+Figures and what the runs found: docs/security.md, "Under attack".
 """

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -115,18 +116,23 @@ class MemorySample:
 
 
 async def sample_memory(
-    running: Cluster, samples: list[MemorySample], others: Mapping[str, int]
+    running: Cluster,
+    samples: list[MemorySample],
+    others: Mapping[str, int],
+    stop: asyncio.Event,
 ) -> None:
-    """Every second until cancelled: each node's RSS and loop thread, Redis's used_memory,
-    the CPU time of every process (the servers, this one, and ``others`` by name: pid, read
-    each time, so a process started later is sampled from then on), the machine's."""
+    """Every second until ``stop`` is set: each node's RSS and loop thread, Redis's
+    used_memory, the CPU time of every process (the servers, this one, and ``others`` by name:
+    pid, read each time, so a process started later is sampled from then on), the machine's.
+    Stopped by an event, not by cancelling: redis-py's client can swallow a cancellation, and
+    the run then never ended."""
     store = (
         aioredis.Redis(host="127.0.0.1", port=running.redis.port)
         if running.redis is not None
         else None
     )
     try:
-        while True:
+        while not stop.is_set():
             sample = MemorySample(time.monotonic(), machine=machine_cpu(), load=os.getloadavg()[0])
             for node in running.nodes:
                 sample.mib[node.name] = round(node.rss_mib(), 1)
@@ -139,7 +145,8 @@ async def sample_memory(
                 info = await store.info("memory")
                 sample.mib["redis"] = round(int(info["used_memory"]) / 2**20, 1)
             samples.append(sample)
-            await asyncio.sleep(1.0)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
     finally:
         if store is not None:
             await store.aclose()

@@ -159,7 +159,7 @@ def memory_table(report: Report) -> list[str]:
 
 
 def attacks_table(report: Report) -> list[str]:
-    hits = ", ".join(f"{k} {v:g}" for k, v in sorted(report.limit_hits.items()) if v)
+    hits = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(report.limit_hits.items()) if v)
     lines = [f"limits hit during the attacks (roomcast_limit_hits_total): {hits or 'none'}", ""]
     lines.append(f"{'attack':42}{'kind':13}{'blocked':>9}{'errors':>8}  figures")
     for tally in report.tallies:

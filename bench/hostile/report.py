@@ -75,6 +75,7 @@ class Health:
     slow_ran: float = 0.0  # mean ms the node's event loop ran during a slow check
     slow_waited: float = 0.0  # ... and was runnable but waited for a CPU
     slow_probe_waited: float = 0.0  # ... and the probe's own thread waited for a CPU
+    slow_ms: float = 0.0  # mean duration of a slow check
 
 
 @dataclass
@@ -135,6 +136,7 @@ def health_of(checks: list[Check], window: Window) -> Health:
         1000 * statistics.fmean([c.ran for c in slow]) if slow else 0.0,
         1000 * statistics.fmean([c.waited for c in slow]) if slow else 0.0,
         1000 * statistics.fmean([c.probe_waited for c in slow]) if slow else 0.0,
+        1000 * statistics.fmean([c.seconds for c in slow]) if slow else 0.0,
     )
 
 
@@ -336,6 +338,26 @@ class Report:
         return 1 if self.failures else 0
 
 
+def slow_checks_note(node: str, health: Health) -> str:
+    """Where the time of the slow checks went: the node's loop running, waiting for a CPU
+    (the machine), or neither (blocked: on the interpreter lock another of its threads held,
+    or on I/O)."""
+    waits = max(health.slow_waited, health.slow_probe_waited)
+    blocked = max(0.0, health.slow_ms - health.slow_ran - waits)
+    shares = {
+        "the node running": health.slow_ran,
+        "waiting for a CPU": waits,
+        "the node's loop blocked": blocked,
+    }
+    mostly = max(shares, key=lambda name: shares[name])
+    return (
+        f"{node}: {health.slow} of {health.checks} health checks took {HEALTH_P99_MS:g} ms or "
+        f"more, {health.slow_ms:.0f} ms on average; during them its event loop ran "
+        f"{health.slow_ran:.0f} ms and waited for a CPU {health.slow_waited:.0f} ms, the probe "
+        f"waited for a CPU {health.slow_probe_waited:.0f} ms (mostly {mostly})"
+    )
+
+
 def judge(report: Report) -> None:
     """Fill report.failures with one line per target missed, report.notes with what the
     machine did meanwhile."""
@@ -348,14 +370,7 @@ def judge(report: Report) -> None:
         if health.failed:
             failures.append(f"health checks on {node}: {health.failed} failed")
         if health.slow:
-            waits = health.slow_waited + health.slow_probe_waited
-            mostly = "waiting for a CPU" if waits > health.slow_ran else "the node running"
-            report.notes.append(
-                f"{node}: {health.slow} of {health.checks} health checks took "
-                f"{HEALTH_P99_MS:g} ms or more; during them, on average, its event loop ran "
-                f"{health.slow_ran:.0f} ms and waited for a CPU {health.slow_waited:.0f} ms, "
-                f"the probe waited for a CPU {health.slow_probe_waited:.0f} ms (mostly {mostly})"
-            )
+            report.notes.append(slow_checks_note(node, health))
     for name, video in attacks.video.items():
         if not video.max_gap <= FRAME_GAP_MS:
             failures.append(f"frame gap at {name}: {video.max_gap:.0f} ms > {FRAME_GAP_MS:g} ms")

@@ -10,7 +10,6 @@ import os
 import platform
 import sys
 import time
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from roomcast.config import LimitConfig
 ROOM = "honest"
 ATTACKER_GRACE = 300.0  # s the attacker may take past its time to finish its cycles
 MEMORY_ROW_EVERY = 60.0
+SAMPLER_GRACE = 10.0  # s for the sampler to finish its last sample
 
 
 @dataclass
@@ -134,7 +134,8 @@ async def run(options: Options) -> Report:
             file=sys.stderr,
             flush=True,
         )
-        sampler = asyncio.ensure_future(sample_memory(running, samples, others))
+        sampling = asyncio.Event()
+        sampler = asyncio.ensure_future(sample_memory(running, samples, others, sampling))
         try:
             async with honest_room(home.ws, ROOM) as honest:
                 probe.start()
@@ -157,9 +158,11 @@ async def run(options: Options) -> Report:
                 hits_after = await limit_hits(http, running.nodes)
         finally:
             probe.stop()
-            sampler.cancel()
-            with suppress(asyncio.CancelledError):
-                await sampler
+            sampling.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(sampler), SAMPLER_GRACE)
+            except TimeoutError:  # a Redis call that never returns: leave it behind
+                sampler.cancel()
     attacks = Window("attacks", attacked.started, attacked.ended)
     title = (
         f"hostile: {'two nodes on a private redis-server' if multinode else 'one node'}, "

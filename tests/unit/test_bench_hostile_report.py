@@ -11,6 +11,7 @@ from bench.hostile.probe import Check, MemorySample
 from bench.hostile.render import render
 from bench.hostile.report import (
     CONTROL,
+    Health,
     Report,
     Window,
     cpu_of,
@@ -19,6 +20,7 @@ from bench.hostile.report import (
     largest_gap,
     percentile,
     phase_of,
+    slow_checks_note,
     trends,
 )
 from bench.hostile.runner import memory_rows
@@ -165,7 +167,7 @@ def test_a_run_within_the_targets_passes_and_prints_every_figure() -> None:
     assert "memory (MiB): at the start, every minute, at the end" in text
     assert "NOTE: memory not judged" not in text
     assert "limits hit during the attacks (roomcast_limit_hits_total): " in text
-    assert "data_channel_tsn_window 12000" in text and "signal_queue_bytes" not in text
+    assert "data_channel_tsn_window 12,000" in text and "signal_queue_bytes" not in text
     assert "correctness attacks blocked 2/2; all attacks blocked 5/5" in text
     assert text.splitlines()[-1].startswith("PASS: health p99 < 100 ms")
     assert "memory flat (low RSS +≤ 10 MiB)" in text.splitlines()[-1]
@@ -190,8 +192,8 @@ def test_each_missed_target_is_a_failure_with_where_the_time_went() -> None:
     assert "FAILED: memory of node not flat: its low RSS rose 30.0 MiB > 10 MiB" in text
     assert "health p99 on control" not in text  # the idle control server is no target
     assert (
-        "node: 4800 of 4800 health checks took 100 ms or more; during them, on average, its "
-        "event loop ran 10 ms and waited for a CPU 100 ms, the probe waited for a CPU 5 ms "
+        "node: 4800 of 4800 health checks took 100 ms or more, 150 ms on average; during them "
+        "its event loop ran 10 ms and waited for a CPU 100 ms, the probe waited for a CPU 5 ms "
         "(mostly waiting for a CPU)" in text
     )
     assert "ran 10 ms, waited for CPU 100 ms, probe waited 5 ms; M5; control 150 ms" in text
@@ -201,3 +203,14 @@ def test_each_missed_target_is_a_failure_with_where_the_time_went() -> None:
     assert "honest incidents during the attacks (reconnections, honest tracks lost): " in text
     assert "+10.0 s honest-a reconnecting" in text
     assert "PASS" not in text
+
+
+def test_slow_checks_are_put_down_to_running_waiting_or_a_blocked_loop() -> None:
+    def note(ran: float, waited: float, probe: float, took: float) -> str:
+        health = Health(1, took, took, 100, 0, 10, ran, waited, probe, took)
+        return slow_checks_note("node-a", health)
+
+    assert note(ran=80, waited=10, probe=5, took=120).endswith("(mostly the node running)")
+    assert note(ran=10, waited=90, probe=40, took=120).endswith("(mostly waiting for a CPU)")
+    # An idle machine, the interpreter held by the node's decoding thread: neither.
+    assert note(ran=10, waited=11, probe=5, took=130).endswith("(mostly the node's loop blocked)")

@@ -4,7 +4,9 @@ signalling queue, the API-grant pre-check, limit counting, and the config checks
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 
 import pytest
 from livekit.protocol import rtc
@@ -15,6 +17,12 @@ from roomcast.edge.api import holds_api_grant
 from roomcast.edge.client_address import ClientAddresses, limit_key
 from roomcast.edge.listener import ConnectionCap
 from roomcast.edge.rate_limit import RateLimiter
+from roomcast.edge.rtc import (
+    MAX_JSON_VALUES,
+    TooManyJsonValues,
+    json_values_over,
+    parse_json_request,
+)
 from roomcast.edge.signal_sink import WebSocketSignalSink
 from roomcast.telemetry import Metrics
 
@@ -197,3 +205,25 @@ def test_edge_config_defaults() -> None:
     assert limit.http_idle_timeout == 20.0 and limit.connections_per_ip == 1024
     assert limit.signal_queue_bytes == 8 * 1024 * 1024
     assert config.trusted_proxies == []
+
+
+def test_json_signal_frames_with_too_many_values_are_refused_before_protobuf_parses_them() -> None:
+    # H2 after authentication: 500,000 one-letter sids took protobuf's JSON parser 0.6 s,
+    # holding the interpreter (on the decoding thread too): refused on the count instead.
+    hostile = json.dumps({"syncState": {"subscription": {"trackSids": ["a"] * 500_000}}})
+    started = time.perf_counter()
+    with pytest.raises(TooManyJsonValues):
+        parse_json_request(hostile)
+    assert time.perf_counter() - started < 0.3  # the C decoder's count; seconds before
+    many = {"subscription": {"trackSids": [f"TR_{i}" for i in range(5000)], "subscribe": True}}
+    assert len(parse_json_request(json.dumps(many)).subscription.track_sids) == 5000
+    big_value = {"updateMetadata": {"metadata": "m" * 500_000}}  # one value, however long
+    assert len(parse_json_request(json.dumps(big_value)).update_metadata.metadata) == 500_000
+
+
+def test_json_values_are_counted_through_nesting_and_the_count_stops_early() -> None:
+    assert not json_values_over({"a": [1, 2, {"b": [3, 4]}]}, 7)  # a, 3 items, b, 2 items
+    assert json_values_over({"a": [1, 2, {"b": [3, 4]}]}, 6)
+    assert not json_values_over("text", 0) and not json_values_over([], 0)
+    nested = [[0] * 1000 for _ in range(MAX_JSON_VALUES // 1000)]
+    assert json_values_over(nested, MAX_JSON_VALUES)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -56,6 +57,10 @@ from roomcast.routing.router import Router, RoutingUnavailable
 from roomcast.telemetry import Metrics
 
 log = logging.getLogger(__name__)
+
+# Values (array elements, object members) in one JSON signalling frame: a subscription to
+# thousands of tracks fits many times over (parse_json_request).
+MAX_JSON_VALUES = 20_000
 
 # WebSocket close codes (RFC 6455 §7.4.1).
 CLOSE_UNSUPPORTED = 1003
@@ -140,8 +145,40 @@ class Admission:
     join_request: rtc.JoinRequest | None = None  # `/rtc/v1`
 
 
+class TooManyJsonValues(ValueError):
+    """A JSON signalling frame with more than MAX_JSON_VALUES values."""
+
+
+def json_values_over(value: object, limit: int) -> bool:
+    """Whether ``value`` holds more than ``limit`` array elements and object members; stops
+    as soon as it knows, without visiting the elements of a list that is too long."""
+    count, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            children: Any = item.values()
+        elif isinstance(item, list):
+            count += len(item)
+            children = item
+        else:
+            continue
+        if count > limit:
+            return True
+        pending.extend(child for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def parse_json_request(text: str) -> rtc.SignalRequest:
-    """A SignalRequest from a JSON text frame (docs/protocol/01-signalling-connection.md §1.5)."""
+    """A SignalRequest from a JSON text frame (docs/protocol/01-signalling-connection.md §1.5).
+
+    protobuf's JSON parser costs ~1.2 µs of Python per value, holding the interpreter: a 2 MiB
+    frame of 500,000 one-letter track sids took 0.6 s, and on the decoding thread (offload.py)
+    it still delayed every request of the node by 100-300 ms, the event loop waiting its turn
+    for the interpreter (bench/hostile). Frames of more than MAX_JSON_VALUES values are
+    refused after the C JSON decoder has counted them (8 ms for that frame)."""
+    if json_values_over(json.loads(text), MAX_JSON_VALUES):
+        raise TooManyJsonValues(f"more than {MAX_JSON_VALUES} JSON values")
     request = rtc.SignalRequest()
     json_format.Parse(text, request, ignore_unknown_fields=True)
     return request
@@ -407,6 +444,8 @@ class RtcEndpoint:
                         len(message.data), functools.partial(parse_json_request, message.data)
                     )
                 except (json_format.ParseError, ValueError, RecursionError) as exc:
+                    if isinstance(exc, TooManyJsonValues):
+                        self._metrics.count_limit_hit("signal_json_values")
                     sink.close(CLOSE_INVALID_PAYLOAD, f"invalid SignalRequest JSON: {exc}")
                     return
                 # JSON until the next binary frame (docs/protocol/01-signalling-connection.md §1.5)
