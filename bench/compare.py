@@ -47,6 +47,7 @@ from bench.vp8_source import Vp8RtpSource
 RELAYS = ("roomcast", "native", "c", "janus", "aiortc")
 PUBLISHER_SSRC = 0x1234ABCD
 QUIET = 0.3  # s without a packet at any subscriber: the relay's queues are empty
+DRAINED = 1.5  # s of silence that end a window in which packets went missing
 PACE_STEP = 0.002  # s between pacing wake-ups
 IDLE_WINDOW = 2.0  # s of no media before each window: the relay's fixed cost (timers, RTCP)
 
@@ -109,16 +110,20 @@ async def pace(send: Callable[[bytes], None], source: Vp8RtpSource, count: int) 
     return frames
 
 
-async def until_quiet(relay: Relay, limit: float) -> None:
-    """Wait until no subscriber received anything for QUIET seconds (at most `limit`)."""
+async def until_quiet(
+    relay: Relay, limit: float, done: Callable[[], bool] = lambda: False, quiet: float = QUIET
+) -> None:
+    """Wait until `done()`, or until no subscriber received anything for `quiet` seconds (at
+    most `limit`)."""
     deadline = time.monotonic() + limit
-    last = -1
-    while time.monotonic() < deadline:
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline and not done():
         total = sum(s.packets for s in relay.sinks)
-        if total == last:
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= quiet:
             return
-        last = total
-        await asyncio.sleep(QUIET)
+        await asyncio.sleep(min(QUIET, quiet))
 
 
 async def _ticker(relay: Relay) -> None:
@@ -152,7 +157,17 @@ async def measure(
         result.rate = source.rate
         result.sent = int(source.rate * duration)
         result.frames_sent = await pace(relay.send, source, result.sent)
-        await until_quiet(relay, max(2.0, duration / 2))
+        n = len(relay.sinks)
+
+        def everything_arrived() -> bool:
+            if transcodes:  # frames, re-encoded: packets differ from the publisher's
+                return sum(s.frames for s in relay.sinks) - frames0 >= result.frames_sent * n
+            return sum(s.packets for s in relay.sinks) - packets0 >= result.sent * n
+
+        # A relay that is behind (the re-encoding one, on a busy machine) can pause its
+        # output for longer than QUIET with frames still in its pipeline: the window ends when
+        # everything arrived, or after a longer silence (a relay that lost packets).
+        await until_quiet(relay, max(5.0, duration / 2), everything_arrived, DRAINED)
         user, system = process_cpu_times(relay.pid)
         result.cpu = user + system - user0 - system0
         result.system = system - system0
