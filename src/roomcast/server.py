@@ -119,6 +119,7 @@ class Server:
             self.plane,
             self.webhooks,
             lambda: self.mux.transport_count,
+            self.mux.engine_counters if self.mux.native else None,
         )
         self.mux.on_limit = self.metrics.count_limit_hit
         self.rates = RateSampler(self.plane)

@@ -12,7 +12,7 @@ import os
 import resource
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -117,8 +117,12 @@ class Metrics:
         plane: ForwardingPlane,
         webhooks: WebhookNotifier,
         transports: Callable[[], int] = lambda: 0,
+        engine_counters: Callable[[], Mapping[str, int] | None] | None = None,
     ) -> None:
+        """`engine_counters`: the native engine's counters (None while it is not running);
+        None for the Python plane."""
         self.registry.register(_StateCollector(rooms, plane, webhooks, transports))
+        self.registry.register(_PlaneCollector(engine_counters))
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
         ProcessCollector(registry=self.registry)
 
@@ -206,6 +210,32 @@ class _StateCollector(Collector):
         deliveries.add_metric(["failed"], self._webhooks.failed)
         deliveries.add_metric(["dropped"], self._webhooks.dropped)
         yield deliveries
+
+
+class _PlaneCollector(Collector):
+    """Which forwarding plane runs, and the native engine's own counters (native/plane.h
+    `counters`): what it received, forwarded and refused before Python saw anything."""
+
+    def __init__(self, engine_counters: Callable[[], Mapping[str, int] | None] | None) -> None:
+        self._engine_counters = engine_counters
+
+    def collect(self) -> Iterator[Metric]:
+        plane = GaugeMetricFamily(
+            "roomcast_forwarding_plane", "the forwarding plane that runs", labels=["plane"]
+        )
+        plane.add_metric(["python" if self._engine_counters is None else "native"], 1)
+        yield plane
+        counters = None if self._engine_counters is None else self._engine_counters()
+        if counters is None:
+            return
+        engine = CounterMetricFamily(
+            "roomcast_native_engine",
+            "native engine events: datagrams and RTP/RTCP in, forwarded, batches, failures",
+            labels=["event"],
+        )
+        for name, value in sorted(counters.items()):
+            engine.add_metric([name], value)
+        yield engine
 
 
 class _DataTrackCollector(Collector):

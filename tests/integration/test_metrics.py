@@ -46,6 +46,13 @@ async def test_metrics_move_with_media_and_stats_show_tracks(start_server: Serve
         assert after["roomcast_bytes_out_total"] > after["roomcast_packets_out_total"]
         assert after["roomcast_signal_requests_total,type=add_track"] == 2
         assert after["roomcast_forward_seconds_count"] >= 0
+        if server.mux.native:  # the engine's own counters: it read and forwarded the media
+            assert after["roomcast_forwarding_plane,plane=native"] == 1
+            assert after["roomcast_native_engine_total,event=datagrams_in"] > 0
+            assert after["roomcast_native_engine_total,event=rtp_in"] > 0
+            assert after["roomcast_native_engine_total,event=malformed"] == 0
+        else:
+            assert after["roomcast_forwarding_plane,plane=python"] == 1
 
         async with aiohttp.ClientSession() as session:
             url = f"{url_of(server)}/stats"

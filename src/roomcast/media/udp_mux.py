@@ -124,6 +124,10 @@ class UdpMux(asyncio.DatagramProtocol):
                 self.close_udp()
                 raise
 
+    def engine_counters(self) -> dict[str, int] | None:
+        """The native engine's counters (native/plane.h), None while no engine runs."""
+        return None if self.engine is None else self.engine.counters()
+
     @property
     def transport_count(self) -> int:
         """Live PeerTransports (for leak checks and stats)."""
