@@ -94,20 +94,27 @@ class Measurement:
         return self.cpu / self.wall if self.wall else 0.0
 
 
-async def pace(send: Callable[[bytes], None], source: Vp8RtpSource, count: int) -> int:
-    """Send `count` packets at `source.rate` per second; returns the frames completed."""
+async def pace(send: Callable[[bytes], None], source: Vp8RtpSource, count: int) -> tuple[int, int]:
+    """Send `count` packets at `source.rate` per second, then on to the end of the frame in
+    progress; returns (packets, frames completed). Whole frames keep windows comparable for the
+    re-encoding relay: aiortc's jitter buffer hands a frame on only when the next one starts,
+    so a window that ends on a frame boundary leaves exactly one frame in it, released when
+    the next window starts, and the count of each window stays exact."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     sent = frames = 0
-    while sent < count:
-        due = min(count, int((loop.time() - start) * source.rate) + 1)
-        while sent < due:
+    in_frame = False
+    while sent < count or in_frame:
+        due = int((loop.time() - start) * source.rate) + 1
+        while sent < due and (sent < count or in_frame):
             packet = source.next_packet()
             send(packet)
-            frames += packet[1] >> 7
+            end = packet[1] >> 7  # the marker bit: the last packet of a frame
+            frames += end
+            in_frame = not end
             sent += 1
         await asyncio.sleep(PACE_STEP)
-    return frames
+    return sent, frames
 
 
 async def until_quiet(
@@ -155,8 +162,9 @@ async def measure(
         frames0 = sum(s.frames for s in relay.sinks)
         (user0, system0), wall0 = process_cpu_times(relay.pid), time.monotonic()
         result.rate = source.rate
-        result.sent = int(source.rate * duration)
-        result.frames_sent = await pace(relay.send, source, result.sent)
+        result.sent, result.frames_sent = await pace(
+            relay.send, source, int(source.rate * duration)
+        )
         n = len(relay.sinks)
 
         def everything_arrived() -> bool:

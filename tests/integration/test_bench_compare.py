@@ -58,7 +58,7 @@ async def test_relay_forwards_everything_at_low_rate(kind: str, tmp_path: Path) 
     if kind == "c" and result.error in (c_relay.MISSING_GCC, c_relay.MISSING_LIBSRTP):
         pytest.skip(result.error)  # CI installs both (scripts/install-test-deps.sh)
     assert result.error is None, result.error
-    assert result.sent == 240
+    assert 240 <= result.sent < 240 + 40  # 2 s at 120/s, then to the end of a frame
     assert result.frames_sent > 0
     if kind == "aiortc":  # re-encoded: every frame reaches every subscriber
         assert result.frames_received == result.frames_sent * FANOUT, result.notes
