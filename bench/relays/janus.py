@@ -166,6 +166,7 @@ class JanusSession:
         self._ids = itertools.count(1)
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._up: dict[int, asyncio.Event] = {}  # handle → Janus said "webrtcup"
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         async with self.http.post(self.url + path, json=body) as resp:
@@ -216,9 +217,19 @@ class JanusSession:
                 await asyncio.sleep(0.1)
                 continue
             for event in events if isinstance(events, list) else [events]:
+                if event.get("janus") == "webrtcup":
+                    self._webrtc_up(int(event.get("sender", 0))).set()
                 waiter = self._waiters.pop(event.get("transaction", ""), None)
                 if waiter is not None and not waiter.done() and event.get("janus") == "event":
                     waiter.set_result(event)
+
+    def _webrtc_up(self, handle: int) -> asyncio.Event:
+        return self._up.setdefault(handle, asyncio.Event())
+
+    async def webrtc_up(self, handle: int, timeout: float) -> None:
+        """Until Janus says the handle's PeerConnection is up: only then does VideoRoom take
+        subscribers for a publisher (before, a join is refused with "No such feed")."""
+        await asyncio.wait_for(self._webrtc_up(handle).wait(), timeout)
 
     async def close(self) -> None:
         if self._poller is not None:
@@ -323,6 +334,7 @@ async def start(fanout: int, publisher_ssrc: int) -> Relay:
         publisher.set_answer(loopback_only(joined["jsep"]["sdp"]))
         feed = joined["plugindata"]["data"]["id"]
         await publisher.wait_connected(15)
+        await janus.webrtc_up(handle, 15)
 
         sinks = [Sink() for _ in range(fanout)]
         subscribers: list[ClientPeer] = [ClientPeer(host=HOST) for _ in range(fanout)]
@@ -345,6 +357,8 @@ async def start(fanout: int, publisher_ssrc: int) -> Relay:
                         "streams": [{"feed": feed}],
                     },
                 )
+                if "jsep" not in attached:
+                    raise RelayUnavailable(f"janus refused a subscriber: {attached['plugindata']}")
                 reply = peer.answer(loopback_only(attached["jsep"]["sdp"]))
                 await janus.message(
                     sub, {"request": "start", "room": ROOM}, {"type": "answer", "sdp": reply}
