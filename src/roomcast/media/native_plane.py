@@ -60,7 +60,7 @@ HOW_TO_BUILD = (
 )
 _said_so = False
 
-EV_DATAGRAM, EV_RTP, EV_RTCP, EV_LAYER_STARTED, EV_SEND = range(5)  # native/plane.h
+EV_DATAGRAM, EV_RTP, EV_RTCP, EV_LAYER_STARTED, EV_SEND, EV_NACK = range(6)  # native/plane.h
 
 
 def native_module() -> tuple[ModuleType | None, str]:
