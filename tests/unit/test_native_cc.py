@@ -5,7 +5,10 @@ padding (RFC 4588 §4), publisher arrivals for transport-cc feedback, NACKs to p
 
 from __future__ import annotations
 
+import socket
 import struct
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +21,6 @@ from .test_native_engine import (
     SUB_SSRC,
     VP8_PT,
     Peer,
-    engine,  # noqa: F401 (fixture)
     peer,
     vp8_packet,
     wait_events,
@@ -31,6 +33,7 @@ TW_ID = 3  # the subscriber's transport-cc id
 PUB_TW_ID = 5  # the publisher's
 RTX_PT, RTX_SSRC = 101, 0xAAAA0002
 RECORD = struct.Struct("=qdI4x")
+TW_BLOCK = struct.Struct("!HHBHx")  # a one-byte extension block with one 2-byte element
 ARRIVAL = struct.Struct("=dII")
 
 
@@ -42,8 +45,21 @@ def tw_number(packet: bytes, ext_id: int = TW_ID) -> int:
 
 def with_tw(packet: bytes, number: int, ext_id: int = PUB_TW_ID) -> bytes:
     """`packet` (no extension) with a one-byte extension block holding a transport-wide number."""
-    block = struct.pack("!HHBHx", 0xBEDE, 1, ext_id << 4 | 1, number)
+    block = TW_BLOCK.pack(0xBEDE, 1, ext_id << 4 | 1, number)
     return bytes([packet[0] | 0x10]) + packet[1:12] + block + packet[12:]
+
+
+@pytest.fixture
+def engine() -> Iterator[tuple[object, socket.socket]]:
+    assert native is not None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    eng = native.Engine(sock.fileno())
+    eng.start()
+    yield eng, sock
+    eng.stop()
+    sock.close()
 
 
 def cc_track(
@@ -84,8 +100,8 @@ def test_forwarded_and_python_packets_share_one_counter(engine: tuple) -> None:
     first = sub.receive_rtp()
     assert first is not None and tw_number(first) == 1
     # Python's own packet (an audio track of the same subscriber), its number left 0.
-    own = struct.pack("!BBHII", 0x90, 111, 1, 2, 0x1234) + struct.pack("!HHBHx", 0xBEDE, 1, TW_ID << 4 | 1, 0)
-    own += b"audio"
+    own = struct.pack("!BBHII", 0x90, 111, 1, 2, 0x1234)
+    own += TW_BLOCK.pack(0xBEDE, 1, TW_ID << 4 | 1, 0) + b"audio"
     assert eng.send_rtp(sub.transport, own)
     second = sub.receive_rtp()
     assert second is not None and tw_number(second) == 2 and second[-5:] == b"audio"
@@ -154,8 +170,6 @@ def test_probe_pads_after_media_up_to_its_rate(engine: tuple) -> None:
     _, downtrack = cc_track(eng, pub, sub)
     pub.send_rtp(with_tw(vp8_packet(10, 9000, keyframe=True), 1), address)
     assert sub.receive_rtp() is not None
-    import time
-
     start = time.monotonic() - 1.0  # a probe that began a second ago owes a second of padding
     eng.start_probe(sub.transport, downtrack, 8 * 275 * 100, start, start + 10)
     pub.send_rtp(with_tw(vp8_packet(11, 12000, keyframe=False), 2), address)
@@ -192,8 +206,6 @@ def test_gaps_become_nack_events(engine: tuple) -> None:
     pub.send_rtp(with_tw(vp8_packet(13, 9000, keyframe=False), 2), address)  # 11, 12 missing
     for _ in range(2):
         assert sub.receive_rtp() is not None
-    import time
-
     deadline = time.monotonic() + 0.02  # the first request waits MIN_INTERVAL (nack.py)
     while time.monotonic() < deadline:
         pass

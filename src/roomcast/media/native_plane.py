@@ -32,20 +32,23 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
 
+from .downlink import Downlink
 from .downtrack import DownTrack
 from .forwarding_plane import UNKNOWN_SSRC_RATE, ForwardingPlane
 from .native_tracks import (
     Engine,
     NativeDownTrack,
+    NativeTransportWide,
     NativeUpTrack,
     native_transport_id,
     offloadable,
 )
-from .rtp import URI_TRANSPORT_CC
+from .twcc import TwccRecorder
 from .uptrack import ReceiveLayer, UpTrack
 
 logger = logging.getLogger(__name__)
@@ -125,9 +128,6 @@ class NativeForwardingPlane(ForwardingPlane):
         if (
             engine is None
             or transport < 0
-            or self.congestion_control  # transport-cc is Python's alone so far: see above
-            # nor does the engine send transport-cc feedback: such a publisher would get none
-            or URI_TRANSPORT_CC in kwargs["extensions"].values()
             or not offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"])
         ):
             return super()._new_uptrack(track_sid, kind, **kwargs)
@@ -135,15 +135,49 @@ class NativeForwardingPlane(ForwardingPlane):
         track.attach(engine)
         track.transport_id = transport
         self._native_up[track.native_id] = track
+        twcc = kwargs["twcc"]
+        if track.twcc_ext and twcc.before_flush is None:
+            twcc.before_flush = lambda: self._pull_arrivals(twcc)
         return track
+
+    def _pull_arrivals(self, twcc: TwccRecorder) -> None:
+        """Before a publisher's feedback: the arrivals the engine recorded for its tracks."""
+        for track in self._native_up.values():
+            if track.twcc is twcc:
+                track.pull_arrivals()
+
+    def add_downtrack(self, track_sid: str, subscriber: str, **kwargs: Any) -> DownTrack:
+        """As the Python plane's; a subscriber on a transport the engine knows gets a downlink
+        on the engine's transport-wide numbers (created here, before its first downtrack)."""
+        engine, transport = self._engine(), native_transport_id(kwargs["send_rtp"])
+        if (
+            engine is not None
+            and transport >= 0
+            and subscriber not in self._downlinks
+            and track_sid in self._uptracks
+        ):
+            self._downlinks[subscriber] = Downlink(
+                subscriber,
+                self._by_subscriber.setdefault(subscriber, {}),
+                enabled=self.congestion_control,
+                allow_pause=self._allow_pause.get(subscriber, self.allow_pause),
+                transport_wide=NativeTransportWide(engine, transport),
+            )
+        return super().add_downtrack(track_sid, subscriber, **kwargs)
 
     def _new_downtrack(self, track: UpTrack, subscriber: str, **kwargs: Any) -> DownTrack:
         engine = self._engine()
+        tw = kwargs["transport_wide"]
+        if isinstance(tw, NativeTransportWide):
+            kwargs["transport_wide"] = tw.scratch  # the engine numbers this transport
         if engine is None or not isinstance(track, NativeUpTrack):
-            return super()._new_downtrack(track, subscriber, **kwargs)
-        downtrack = NativeDownTrack(track, subscriber, **kwargs)
-        downtrack.attach(engine, native_transport_id(kwargs["send_rtp"]))
-        self._native_down[downtrack.native_id] = downtrack
+            downtrack = super()._new_downtrack(track, subscriber, **kwargs)
+        else:
+            downtrack = NativeDownTrack(track, subscriber, **kwargs)
+            downtrack.attach(engine, native_transport_id(kwargs["send_rtp"]))
+            self._native_down[downtrack.native_id] = downtrack
+        if isinstance(tw, NativeTransportWide) and downtrack.tw is not None:
+            tw.engine.set_transport_cc(tw.transport, downtrack.rewriter.tw_id)
         return downtrack
 
     def _layer_bound(self, layer: ReceiveLayer, ssrc: int) -> None:
@@ -195,6 +229,10 @@ class NativeForwardingPlane(ForwardingPlane):
             track = self._native_up.get(native_id)
             if track is not None:
                 track.started_layer(self._clock())
+        elif kind == EV_NACK:
+            track = self._native_up.get(native_id)
+            if track is not None:
+                track.send_nack(arg, list(struct.unpack(f"!{len(data) // 2}H", data)))
 
 
 class EngineHost(Protocol):
