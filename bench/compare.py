@@ -8,6 +8,9 @@ bitstream in fixed-size RTP packets at a fixed packet rate) to N subscribers thr
             DTLS, SRTP); NACK, RTCP and stats are on, and the subscribers send receiver
             reports and NACK gaps;
   native    the same, on the native forwarding plane (media/native_plane.py, native/);
+            congestion control is off for both (the other relays estimate nothing);
+  roomcast-cc, native-cc   the same two with congestion control on (the server's default:
+            transport-wide numbers on every packet to a subscriber, send records kept);
   C relay   bench/baselines/c_relay.c: recvmmsg/sendmmsg + libsrtp2 with pre-shared keys,
             the physical-limit reference (no ICE, DTLS, RTCP);
   Janus     Debian's janus, VideoRoom plugin over its HTTP API, reached with the same client
@@ -25,7 +28,8 @@ packet of a frame that reached a subscriber (frames counted by the RTP marker bi
 is frame loss.
 
 Run: python -m bench.compare [--fanouts 1,10,50,150] [--duration 10] [--rate 240]
-                             [--relays roomcast,native,c,janus,aiortc] [--repeat 3]
+                             [--relays roomcast,native,c,janus,aiortc,roomcast-cc,native-cc]
+                             [--repeat 3]
                              [--profile DIR]
 """
 
@@ -44,7 +48,7 @@ from bench.cpu import machine, process_cpu_seconds, process_cpu_times
 from bench.relays.base import Relay, RelayUnavailable
 from bench.vp8_source import Vp8RtpSource
 
-RELAYS = ("roomcast", "native", "c", "janus", "aiortc")
+RELAYS = ("roomcast", "native", "c", "janus", "aiortc", "roomcast-cc", "native-cc")
 PUBLISHER_SSRC = 0x1234ABCD
 QUIET = 0.3  # s without a packet at any subscriber: the relay's queues are empty
 PACE_STEP = 0.002  # s between pacing wake-ups
@@ -211,16 +215,15 @@ def _starter(
         if not binary.exists():
             c.build(build_dir)
         return lambda n: c.start(binary, n)
-    if kind == "roomcast":
+    if kind in ("roomcast", "native", "roomcast-cc", "native-cc"):
         from bench.relays import roomcast
 
-        profile = Path(args.profile) / f"roomcast-{fanout}.prof" if args.profile else None
-        return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile)
-    if kind == "native":
-        from bench.relays import roomcast
-
-        profile = Path(args.profile) / f"native-{fanout}.prof" if args.profile else None
-        return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile, plane="native")
+        profile = Path(args.profile) / f"{kind}-{fanout}.prof" if args.profile else None
+        plane = "native" if kind.startswith("native") else "python"
+        cc = kind.endswith("-cc")
+        return lambda n: roomcast.start(
+            n, PUBLISHER_SSRC, profile=profile, plane=plane, congestion_control=cc
+        )
     if kind == "janus":
         from bench.relays import janus
 
@@ -251,6 +254,8 @@ def format_table(rows: list[Measurement]) -> str:
         name = {
             "Roomcast": "roomcast",
             "Roomcast native": "native",
+            "Roomcast CC": "roomcast-cc",
+            "Roomcast native CC": "native-cc",
             "C relay": "c",
             "Janus": "janus",
             "aiortc relay": "aiortc",
@@ -281,6 +286,9 @@ def format_ratios(rows: list[Measurement]) -> str:
         ("Roomcast", "C relay", "Roomcast/C"),
         ("Roomcast native", "C relay", "native/C"),
         ("Roomcast native", "Janus", "native/Janus"),
+        ("Roomcast native CC", "C relay", "native CC/C"),
+        ("Roomcast native CC", "Roomcast native", "native CC on/off"),
+        ("Roomcast CC", "Roomcast", "Python CC on/off"),
         ("Roomcast", "aiortc relay", "Roomcast/aiortc"),
     )
     present = {r.relay for r in rows}

@@ -10,19 +10,25 @@ and every track the engine does not take (`native_tracks.offloadable`): those ru
 the Python plane, on plain packets the engine hands up. The two talk through events (see
 `UdpMux.native_events`) and the calls of `native_tracks.Engine`.
 
-Congestion control (rtc.congestion_control, on by default) is not in the engine yet: with it
-on, no track is offloaded (the engine still does the socket batching and SRTP of every packet,
-Python the rest), because transport-cc needs each publisher packet's arrival time and a
-transport-wide number on each packet to a subscriber. Turn it off to offload VP8 tracks of
-publishers that did not negotiate transport-cc (the engine sends no feedback either).
-
-What the engine needs for it: every RTP packet to a keyed transport already goes
-out through the engine (`Engine.send_rtp` for Python's own tracks), so the engine is where
-transport-wide sequence numbers get written, one counter per subscriber transport, with the
-send time and size of each kept for Python's estimator to match with the feedback; RTX (the
-retransmit path, wrapped per RFC 4588 §4) and padding (sent on request, like a retransmit)
-are engine calls of the same kind; the allocator's layer ceilings arrive as the downtrack's
-target through `Engine.control`, as `set_target` does today.
+Congestion control (rtc.congestion_control, on by default) runs with offloaded tracks; the
+estimator and the allocator stay Python's (downlink.py, bwe.py, allocator.py), the engine
+does the per-packet part:
+- Subscribers: one transport-wide counter per transport (`Engine.set_transport_cc` gives the
+  subscriber's extension id). The engine writes the next number into every RTP packet it sends
+  there, forwarded or Python's own (`Engine.send_rtp` finds the element; over ICE-TCP Python
+  sends, after `Engine.number`), and keeps (number, send time, size) in a ring of
+  twcc.HISTORY; the subscriber's downlink reads it through `NativeTransportWide.refresh` when
+  feedback arrives and on the tick. Retransmissions go on the subscriber's RTX stream (RFC 4588
+  §4) with new numbers. A probe's padding is paced by the engine after each media packet on
+  the transport (`Engine.start_probe`, Downlink.pad's rule) when the padding track is an
+  offloaded one, else by Python on the tick only.
+- Publishers: the engine records (transport-wide number, arrival) of each packet of an
+  offloaded track; `TwccRecorder.before_flush` pulls them before every feedback, so the
+  feedback is built as on the Python plane (at least every media tick, more often while the
+  publisher has Python-path tracks such as audio). NACK bookkeeping per layer is the engine's
+  (native/nack.h, nack.py's schedule); due requests come up as EV_NACK events and Python sends
+  the RTCP (SRTCP stays Python's).
+The allocator's layer ceilings arrive as the downtrack's target through `Engine.control`.
 
 Choice of plane: `rtc.forwarding_plane` (python | native | auto), overridden by the
 ROOMCAST_FORWARDING_PLANE environment variable; auto takes the native plane where it was built.
