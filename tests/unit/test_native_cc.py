@@ -12,8 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from roomcast.media.downlink import Downlink
 from roomcast.media.native_plane import EV_NACK, native_module
+from roomcast.media.native_tracks import NativeTransportWide
 from roomcast.media.rtp import find_extension, parse_rtp
+from roomcast.media.twcc import build_twcc, parse_twcc
 
 from .test_native_engine import (
     PUB_SSRC,
@@ -215,3 +218,32 @@ def test_gaps_become_nack_events(engine: tuple) -> None:
     assert list(struct.unpack(f"!{len(event[3]) // 2}H", event[3])) == [11, 12]
     pub.send_rtp(with_tw(vp8_packet(11, 9000, keyframe=False), 3), address)  # recovered
     assert sub.receive_rtp() is not None
+
+
+def test_the_downlink_matches_feedback_with_the_engines_send_records(engine: tuple) -> None:
+    """NativeTransportWide: the subscriber's estimator sees what the engine sent."""
+    eng, _ = engine
+    sub = peer(eng)
+    eng.set_transport_cc(sub.transport, TW_ID)
+    tw = NativeTransportWide(eng, sub.transport)
+    downlink = Downlink("sub", {}, transport_wide=tw)
+    numbers = []
+    for seq in range(5):
+        own = struct.pack("!BBHII", 0x90, 111, seq, 2, 0x1234)
+        own += TW_BLOCK.pack(0xBEDE, 1, TW_ID << 4 | 1, 0) + b"audio"
+        assert eng.send_rtp(sub.transport, own)
+        received = sub.receive_rtp()
+        assert received is not None
+        numbers.append(tw_number(received))
+    assert numbers == [1, 2, 3, 4, 5]
+    now = time.monotonic()
+    # The subscriber got 1, 2, 4 and 5: its feedback (draft-holmer-rmcat-transport-wide-cc-
+    # extensions-01 §3.1), as Downlink.on_transport_feedback reads it.
+    arrivals = [1000, 2000, None, 4000, 5000]
+    fci = build_twcc(1, 2, 1, 0, arrivals)[12:]
+    assert parse_twcc(fci).arrivals == arrivals
+    downlink.on_transport_feedback(fci, now)
+    assert (downlink.reported, downlink.lost) == (5, 1)
+    assert tw.next == 6 and tw.lookup(3) is not None and tw.lookup(3)[2] == len(own)
+    with pytest.raises(RuntimeError):
+        tw.take(now, 100)  # the engine numbers this transport, never Python

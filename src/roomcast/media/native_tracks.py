@@ -10,6 +10,7 @@ media tick and before every decision that reads them.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -149,7 +150,10 @@ class NativeTransportWide(TransportWide):
         self.scratch = TransportWide()
 
     def refresh(self) -> None:
-        following, blob = self.engine.transport_sent(self.transport, self.next)
+        try:
+            following, blob = self.engine.transport_sent(self.transport, self.next)
+        except KeyError:  # the transport closed before its subscriber left
+            return
         sent = self.sent
         for record in _SENT.iter_unpack(blob):
             sent[record[0] & (HISTORY - 1)] = record
@@ -162,10 +166,12 @@ class NativeTransportWide(TransportWide):
         """The engine pads after each media packet of the transport (`Engine.start_probe`)
         when the padding track is its own; else Python pads on the tick only."""
         if isinstance(pad_from, NativeDownTrack):
-            self.engine.start_probe(self.transport, pad_from.native_id, bps, start, end)
+            with contextlib.suppress(KeyError):  # the transport closed
+                self.engine.start_probe(self.transport, pad_from.native_id, bps, start, end)
 
     def stop_padding(self) -> None:
-        self.engine.stop_probe(self.transport)
+        with contextlib.suppress(KeyError):
+            self.engine.stop_probe(self.transport)
 
 
 class NativeUpTrack(UpTrack):
@@ -315,7 +321,10 @@ class NativeDownTrack(DownTrack):
     def send_padding(self, now: float) -> int:
         """One probe padding packet, sent by the engine on our RTX stream (its sequence
         numbers are the engine's)."""
-        size = self.engine.pad(self.native_id, 1)
+        try:
+            size = self.engine.pad(self.native_id, 1)
+        except KeyError:  # removed while a probe still named it: no padding
+            return 0
         self.padding_sent += size
         return size
 
