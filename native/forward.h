@@ -323,10 +323,17 @@ static void probe_pad(plane *p, transport *t, double now) {
 }
 
 /* TwccRecorder.record's input: the transport-wide number and arrival of a publisher packet. */
-static void record_arrival(uptrack *u, const uint8_t *data, size_t len, uint32_t ssrc,
-                           double now) {
+static void record_arrival(plane *p, int uid, uptrack *u, const uint8_t *data, size_t len,
+                           uint32_t ssrc, double now) {
     long at = rtp_find_tw(data, len, u->twcc_id);
     if (at < 0 || !u->arrivals) return;
+    if (!u->arrivals_count) {
+        u->arrivals_since = now;
+        u->arrivals_told = 0;
+    } else if (!u->arrivals_told && now - u->arrivals_since >= FEEDBACK_INTERVAL) {
+        u->arrivals_told = 1; /* Python pulls them and sends the feedback */
+        queue_event(p, EV_ARRIVALS, uid, 0, NULL, 0, NULL, 0);
+    }
     uint32_t slot = (u->arrivals_head + u->arrivals_count) & (MAX_ARRIVALS - 1);
     u->arrivals[slot] = (arrival){now, rd16(data + at), ssrc};
     if (u->arrivals_count < MAX_ARRIVALS)
@@ -353,7 +360,7 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     int first = l->packets == 0;
     layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate);
     cache_put(l, data, len, pi.h.sequence);
-    if (u->twcc_id) record_arrival(u, data, len, pi.h.ssrc, now);
+    if (u->twcc_id) record_arrival(p, uid, u, data, len, pi.h.ssrc, now);
     if (l->nack.enabled && now >= l->nack.next_due) send_nacks(p, uid, layer, now);
     if (first) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
     if (u->muted) return;

@@ -1226,6 +1226,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyModule_AddIntConstant(m, "EV_LAYER_STARTED", EV_LAYER_STARTED);
     PyModule_AddIntConstant(m, "EV_SEND", EV_SEND);
     PyModule_AddIntConstant(m, "EV_NACK", EV_NACK);
+    PyModule_AddIntConstant(m, "EV_ARRIVALS", EV_ARRIVALS);
     PyModule_AddIntConstant(m, "PT_AUDIO", PT_AUDIO);
     PyModule_AddIntConstant(m, "PT_VP8", PT_VP8);
     return m;

@@ -34,6 +34,7 @@
 #define MAX_ARRIVALS 4096    /* publisher arrivals kept per uptrack between two pulls */
 #define PADDING_SIZE 255     /* downtrack.py PADDING_SIZE */
 #define MAX_PADDING_BURST 8  /* downlink.py MAX_PADDING_BURST */
+#define FEEDBACK_INTERVAL 0.1 /* twcc.py TwccRecorder.interval */
 
 enum pt_kind { PT_NONE = 0, PT_AUDIO = 1, PT_VP8 = 2, PT_OTHER = 3 };
 
@@ -44,6 +45,7 @@ enum event_kind {
     EV_LAYER_STARTED = 3, /* (uptrack, layer) */
     EV_SEND = 4,          /* (downtrack, plain RTP): its transport is not keyed here */
     EV_NACK = 5,          /* (uptrack, layer, big-endian sequence numbers to request) */
+    EV_ARRIVALS = 6,      /* (uptrack): arrivals kept for FEEDBACK_INTERVAL, feedback is due */
 };
 
 /* One packet sent with a transport-wide sequence number (twcc.py TransportWide.sent). */
@@ -125,6 +127,8 @@ typedef struct {
     int twcc_id; /* the publisher's transport-cc extension id: arrivals recorded (0: none) */
     arrival *arrivals;
     uint32_t arrivals_head, arrivals_count;
+    double arrivals_since; /* the oldest arrival not taken yet */
+    int arrivals_told;     /* EV_ARRIVALS queued for them */
 } uptrack;
 
 typedef struct {

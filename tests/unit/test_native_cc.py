@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from roomcast.media.downlink import Downlink
-from roomcast.media.native_plane import EV_NACK, native_module
+from roomcast.media.native_plane import EV_ARRIVALS, EV_NACK, native_module
 from roomcast.media.native_tracks import NativeTransportWide
 from roomcast.media.rtp import find_extension, parse_rtp
 from roomcast.media.twcc import build_twcc, parse_twcc
@@ -198,6 +198,24 @@ def test_publisher_arrivals_are_recorded(engine: tuple) -> None:
     assert [(a[1], a[2]) for a in arrivals] == [(700, PUB_SSRC), (701, PUB_SSRC), (703, PUB_SSRC)]
     assert arrivals[0][0] <= arrivals[1][0] <= arrivals[2][0]
     assert eng.arrivals(uptrack) == b""  # taken
+
+
+def test_arrivals_kept_for_a_feedback_interval_are_announced(engine: tuple) -> None:
+    eng, sock = engine
+    address = sock.getsockname()
+    pub, sub = peer(eng), peer(eng)
+    uptrack, _ = cc_track(eng, pub, sub)
+    announced: list[tuple[int, int, int, bytes, object]] = []
+    deadline = time.monotonic() + 5
+    seq = 0
+    while not announced and time.monotonic() < deadline:  # a packet every few ms until told
+        seq += 1
+        pub.send_rtp(with_tw(vp8_packet(seq, 9000, keyframe=True), seq), address)
+        assert sub.receive_rtp() is not None
+        announced = [e for e in eng.events() if e[0] == EV_ARRIVALS]
+    assert announced and announced[0][1] == uptrack
+    arrivals = list(ARRIVAL.iter_unpack(eng.arrivals(uptrack)))
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.1  # twcc.py TwccRecorder.interval
 
 
 def test_gaps_become_nack_events(engine: tuple) -> None:

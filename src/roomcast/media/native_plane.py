@@ -24,10 +24,10 @@ does the per-packet part:
   offloaded one, else by Python on the tick only.
 - Publishers: the engine records (transport-wide number, arrival) of each packet of an
   offloaded track; `TwccRecorder.before_flush` pulls them before every feedback, so the
-  feedback is built as on the Python plane (at least every media tick, more often while the
-  publisher has Python-path tracks such as audio). NACK bookkeeping per layer is the engine's
-  (native/nack.h, nack.py's schedule); due requests come up as EV_NACK events and Python sends
-  the RTCP (SRTCP stays Python's).
+  feedback is built as on the Python plane, every TwccRecorder.interval (the engine tells
+  Python, EV_ARRIVALS, when arrivals have waited that long). NACK bookkeeping per layer is
+  the engine's (native/nack.h, nack.py's schedule); due requests come up as EV_NACK events
+  and Python sends the RTCP (SRTCP stays Python's).
 The allocator's layer ceilings arrive as the downtrack's target through `Engine.control`.
 
 Choice of plane: `rtc.forwarding_plane` (python | native | auto), overridden by the
@@ -69,7 +69,8 @@ HOW_TO_BUILD = (
 )
 _said_so = False
 
-EV_DATAGRAM, EV_RTP, EV_RTCP, EV_LAYER_STARTED, EV_SEND, EV_NACK = range(6)  # native/plane.h
+EV_DATAGRAM, EV_RTP, EV_RTCP, EV_LAYER_STARTED, EV_SEND, EV_NACK, EV_ARRIVALS = range(7)
+# (native/plane.h enum event_kind)
 
 
 def native_module() -> tuple[ModuleType | None, str]:
@@ -235,6 +236,10 @@ class NativeForwardingPlane(ForwardingPlane):
             track = self._native_up.get(native_id)
             if track is not None:
                 track.started_layer(self._clock())
+        elif kind == EV_ARRIVALS:  # a publisher's feedback is due (TwccRecorder.interval)
+            track = self._native_up.get(native_id)
+            if track is not None and track.twcc is not None:
+                track.twcc.flush(self._clock())
         elif kind == EV_NACK:
             track = self._native_up.get(native_id)
             if track is not None:
