@@ -7,7 +7,9 @@ the source tree), then runs a child Python with libasan preloaded that, until th
     random byte flips, cuts and splices) to the parsers and the rewriter (`_native.parse`),
   - sends the same kind of packets, SRTP-protected with the publisher's key and plain, to a
     running engine from a keyed publisher address, with random NACKs from the subscriber side,
-    layer switches and mutes, while a subscriber socket drains what is forwarded.
+    layer switches and mutes, while a subscriber socket drains what is forwarded; with
+    congestion control's calls too (numbered sends, RTX, padding and probes, send records,
+    publisher arrivals, NACK bookkeeping).
 Any memory error aborts the child with ASan's report; the run then fails (exit status 1).
 
 Run: python -m bench.native_fuzz [--seconds 600] [--seed N]
