@@ -265,3 +265,58 @@ def test_the_downlink_matches_feedback_with_the_engines_send_records(engine: tup
     assert tw.next == 6 and tw.lookup(3) is not None and tw.lookup(3)[2] == len(own)
     with pytest.raises(RuntimeError):
         tw.take(now, 100)  # the engine numbers this transport, never Python
+
+
+class _Transport:
+    """What native_transport_id reads of a PeerTransport: its engine id and send callbacks."""
+
+    def __init__(self, native_id: int) -> None:
+        self.native_id = native_id
+        self.sent: list[bytes] = []
+
+    def send_rtp(self, packet: bytes) -> None:
+        self.sent.append(packet)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        self.sent.append(packet)
+
+
+def test_the_plane_offloads_vp8_with_congestion_control_on(engine: tuple) -> None:
+    from roomcast.media.native_plane import NativeForwardingPlane
+    from roomcast.media.native_tracks import NativeDownTrack, NativeUpTrack
+    from roomcast.media.rtp import URI_TRANSPORT_CC
+
+    eng, _ = engine
+    plane = NativeForwardingPlane(lambda: eng, congestion_control=True)
+    publisher, subscriber = _Transport(eng.add_transport()), _Transport(eng.add_transport())
+    common = {
+        "extensions": {PUB_TW_ID: URI_TRANSPORT_CC},
+        "rids": [],
+        "mid": "0",
+        "send_rtcp": publisher.send_rtcp,
+        "publisher": publisher,
+        "nack": True,
+    }
+    video = plane.add_uptrack("TR_v", "video", codecs={VP8_PT: "video/VP8"}, ssrcs={}, **common)
+    audio = plane.add_uptrack("TR_a", "audio", codecs={111: "audio/opus"}, ssrcs={}, **common)
+    assert isinstance(video, NativeUpTrack) and not isinstance(audio, NativeUpTrack)
+    assert video.twcc is not None and video.twcc.before_flush is not None
+    assert all(layer.nacker is None for layer in video.layers)  # the engine's bookkeeping
+    sub = {
+        "codecs": {"video/vp8": SUB_PT, "audio/opus": 111},
+        "extensions": {URI_TRANSPORT_CC: TW_ID},
+        "send_rtp": subscriber.send_rtp,
+        "send_rtcp": subscriber.send_rtcp,
+        "rtx": {SUB_PT: RTX_PT},
+        "rtx_ssrc": RTX_SSRC,
+    }
+    down_video = plane.add_downtrack("TR_v", "sub", ssrc=SUB_SSRC, **sub)
+    down_audio = plane.add_downtrack("TR_a", "sub", ssrc=0x5555, **sub)
+    assert isinstance(down_video, NativeDownTrack) and down_video.can_pad()
+    downlink = plane.downlink("sub")
+    assert downlink is not None and isinstance(downlink.tw, NativeTransportWide)
+    # Python's own downtrack numbers into a scratch counter: the engine writes the real one.
+    assert down_audio.tw is downlink.tw.scratch
+    plane.tick()
+    plane.remove_subscriber("sub")
+    plane.remove_uptrack("TR_v")

@@ -36,6 +36,7 @@ ROOMCAST_FORWARDING_PLANE environment variable; auto takes the native plane wher
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -157,12 +158,10 @@ class NativeForwardingPlane(ForwardingPlane):
         """As the Python plane's; a subscriber on a transport the engine knows gets a downlink
         on the engine's transport-wide numbers (created here, before its first downtrack)."""
         engine, transport = self._engine(), native_transport_id(kwargs["send_rtp"])
-        if (
-            engine is not None
-            and transport >= 0
-            and subscriber not in self._downlinks
-            and track_sid in self._uptracks
-        ):
+        if engine is None or transport < 0 or track_sid not in self._uptracks:
+            return super().add_downtrack(track_sid, subscriber, **kwargs)
+        downlink = self._downlinks.get(subscriber)
+        if downlink is None:
             self._downlinks[subscriber] = Downlink(
                 subscriber,
                 self._by_subscriber.setdefault(subscriber, {}),
@@ -170,6 +169,9 @@ class NativeForwardingPlane(ForwardingPlane):
                 allow_pause=self._allow_pause.get(subscriber, self.allow_pause),
                 transport_wide=NativeTransportWide(engine, transport),
             )
+        elif isinstance(downlink.tw, NativeTransportWide) and downlink.tw.transport != transport:
+            downlink.tw = NativeTransportWide(engine, transport)  # a new PeerConnection
+            downlink.tw.pad = downlink.pad
         return super().add_downtrack(track_sid, subscriber, **kwargs)
 
     def _new_downtrack(self, track: UpTrack, subscriber: str, **kwargs: Any) -> DownTrack:
@@ -184,7 +186,8 @@ class NativeForwardingPlane(ForwardingPlane):
             downtrack.attach(engine, native_transport_id(kwargs["send_rtp"]))
             self._native_down[downtrack.native_id] = downtrack
         if isinstance(tw, NativeTransportWide) and downtrack.tw is not None:
-            tw.engine.set_transport_cc(tw.transport, downtrack.rewriter.tw_id)
+            with contextlib.suppress(KeyError):  # a transport already closed
+                tw.engine.set_transport_cc(tw.transport, downtrack.rewriter.tw_id)
         return downtrack
 
     def _layer_bound(self, layer: ReceiveLayer, ssrc: int) -> None:
