@@ -246,7 +246,7 @@ def _median(results: list[Measurement]) -> Measurement:
 
 def format_table(rows: list[Measurement]) -> str:
     head = (
-        f"{'fan-out':>7} {'relay':<9} {'sent/s':>7} {'fwd/s':>8} {'loss %':>7} "
+        f"{'fan-out':>7} {'relay':<11} {'sent/s':>7} {'fwd/s':>8} {'loss %':>7} "
         f"{'CPU %':>6} {'idle %':>6} {'µs/pkt':>7} {'net µs':>7} {'pkts/s/core':>11}"
     )
     lines = [head]
@@ -262,13 +262,13 @@ def format_table(rows: list[Measurement]) -> str:
         }.get(r.relay)
         name = name or r.relay
         if r.error is not None:
-            lines.append(f"{r.fanout:>7} {name:<9} error: {r.error}")
+            lines.append(f"{r.fanout:>7} {name:<11} error: {r.error}")
             continue
         sending = r.sent / r.rate if r.rate else 1  # s the publisher sent for
         us, net = r.us_per_packet, r.us_per_packet_net
         ppc = r.packets_per_core
         lines.append(
-            f"{r.fanout:>7} {name:<9} {r.rate:>7.0f} {r.forwarded / sending:>8.0f} "
+            f"{r.fanout:>7} {name:<11} {r.rate:>7.0f} {r.forwarded / sending:>8.0f} "
             f"{100 * r.loss:>7.2f} {100 * r.cpu_share:>6.1f} {100 * r.idle:>6.1f} "
             f"{_num(us):>7} {_num(net):>7} {(f'{ppc:,.0f}' if ppc else 'n/a'):>11}"
         )
