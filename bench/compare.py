@@ -8,6 +8,9 @@ bitstream in fixed-size RTP packets at a fixed packet rate) to N subscribers thr
             DTLS, SRTP); NACK, RTCP and stats are on, and the subscribers send receiver
             reports and NACK gaps;
   native    the same, on the native forwarding plane (media/native_plane.py, native/);
+            congestion control is off for both (the other relays estimate nothing);
+  roomcast-cc, native-cc   the same two with congestion control on (the server's default:
+            transport-wide numbers on every packet to a subscriber, send records kept);
   C relay   bench/baselines/c_relay.c: recvmmsg/sendmmsg + libsrtp2 with pre-shared keys,
             the physical-limit reference (no ICE, DTLS, RTCP);
   Janus     Debian's janus, VideoRoom plugin over its HTTP API, reached with the same client
@@ -25,7 +28,8 @@ packet of a frame that reached a subscriber (frames counted by the RTP marker bi
 is frame loss.
 
 Run: python -m bench.compare [--fanouts 1,10,50,150] [--duration 10] [--rate 240]
-                             [--relays roomcast,native,c,janus,aiortc] [--repeat 3]
+                             [--relays roomcast,native,c,janus,aiortc,roomcast-cc,native-cc]
+                             [--repeat 3]
                              [--profile DIR]
 """
 
@@ -44,7 +48,7 @@ from bench.cpu import machine, process_cpu_seconds, process_cpu_times
 from bench.relays.base import Relay, RelayUnavailable
 from bench.vp8_source import Vp8RtpSource
 
-RELAYS = ("roomcast", "native", "c", "janus", "aiortc")
+RELAYS = ("roomcast", "native", "c", "janus", "aiortc", "roomcast-cc", "native-cc")
 PUBLISHER_SSRC = 0x1234ABCD
 QUIET = 0.3  # s without a packet at any subscriber: the relay's queues are empty
 DRAINED = 1.5  # s of silence that end a window in which packets went missing
@@ -234,16 +238,15 @@ def _starter(
         if not binary.exists():
             c.build(build_dir)
         return lambda n: c.start(binary, n)
-    if kind == "roomcast":
+    if kind in ("roomcast", "native", "roomcast-cc", "native-cc"):
         from bench.relays import roomcast
 
-        profile = Path(args.profile) / f"roomcast-{fanout}.prof" if args.profile else None
-        return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile)
-    if kind == "native":
-        from bench.relays import roomcast
-
-        profile = Path(args.profile) / f"native-{fanout}.prof" if args.profile else None
-        return lambda n: roomcast.start(n, PUBLISHER_SSRC, profile=profile, plane="native")
+        profile = Path(args.profile) / f"{kind}-{fanout}.prof" if args.profile else None
+        plane = "native" if kind.startswith("native") else "python"
+        cc = kind.endswith("-cc")
+        return lambda n: roomcast.start(
+            n, PUBLISHER_SSRC, profile=profile, plane=plane, congestion_control=cc
+        )
     if kind == "janus":
         from bench.relays import janus
 
@@ -266,7 +269,7 @@ def _median(results: list[Measurement]) -> Measurement:
 
 def format_table(rows: list[Measurement]) -> str:
     head = (
-        f"{'fan-out':>7} {'relay':<9} {'sent/s':>7} {'fwd/s':>8} {'loss %':>7} "
+        f"{'fan-out':>7} {'relay':<11} {'sent/s':>7} {'fwd/s':>8} {'loss %':>7} "
         f"{'CPU %':>6} {'idle %':>6} {'µs/pkt':>7} {'net µs':>7} {'pkts/s/core':>11}"
     )
     lines = [head]
@@ -274,19 +277,21 @@ def format_table(rows: list[Measurement]) -> str:
         name = {
             "Roomcast": "roomcast",
             "Roomcast native": "native",
+            "Roomcast CC": "roomcast-cc",
+            "Roomcast native CC": "native-cc",
             "C relay": "c",
             "Janus": "janus",
             "aiortc relay": "aiortc",
         }.get(r.relay)
         name = name or r.relay
         if r.error is not None:
-            lines.append(f"{r.fanout:>7} {name:<9} error: {r.error}")
+            lines.append(f"{r.fanout:>7} {name:<11} error: {r.error}")
             continue
         sending = r.sent / r.rate if r.rate else 1  # s the publisher sent for
         us, net = r.us_per_packet, r.us_per_packet_net
         ppc = r.packets_per_core
         lines.append(
-            f"{r.fanout:>7} {name:<9} {r.rate:>7.0f} {r.forwarded / sending:>8.0f} "
+            f"{r.fanout:>7} {name:<11} {r.rate:>7.0f} {r.forwarded / sending:>8.0f} "
             f"{100 * r.loss:>7.2f} {100 * r.cpu_share:>6.1f} {100 * r.idle:>6.1f} "
             f"{_num(us):>7} {_num(net):>7} {(f'{ppc:,.0f}' if ppc else 'n/a'):>11}"
         )
@@ -304,6 +309,9 @@ def format_ratios(rows: list[Measurement]) -> str:
         ("Roomcast", "C relay", "Roomcast/C"),
         ("Roomcast native", "C relay", "native/C"),
         ("Roomcast native", "Janus", "native/Janus"),
+        ("Roomcast native CC", "C relay", "native CC/C"),
+        ("Roomcast native CC", "Roomcast native", "native CC on/off"),
+        ("Roomcast CC", "Roomcast", "Python CC on/off"),
         ("Roomcast", "aiortc relay", "Roomcast/aiortc"),
     )
     present = {r.relay for r in rows}

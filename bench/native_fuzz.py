@@ -7,7 +7,9 @@ the source tree), then runs a child Python with libasan preloaded that, until th
     random byte flips, cuts and splices) to the parsers and the rewriter (`_native.parse`),
   - sends the same kind of packets, SRTP-protected with the publisher's key and plain, to a
     running engine from a keyed publisher address, with random NACKs from the subscriber side,
-    layer switches and mutes, while a subscriber socket drains what is forwarded.
+    layer switches and mutes, while a subscriber socket drains what is forwarded; with
+    congestion control's calls too (numbered sends, RTX, padding and probes, send records,
+    publisher arrivals, NACK bookkeeping).
 Any memory error aborts the child with ASan's report; the run then fails (exit status 1).
 
 Run: python -m bench.native_fuzz [--seconds 600] [--seed N]
@@ -145,7 +147,18 @@ def child(library: Path, seconds: float, seed: int) -> None:
     engine.bind_ssrc(transports[0], 0x1234, uptrack, 0)
     engine.bind_ssrc(transports[0], 0x5678, uptrack, 1)
     pt_map = bytes(100 if pt == 96 else 255 for pt in range(128))
-    downtrack = engine.add_downtrack(uptrack, transports[1], 0xABCD, pt_map, ids)
+    rtx_map = bytes(101 if pt == 100 else 255 for pt in range(128))
+    # Congestion control: numbered sends, RTX, probes, arrivals and NACKs (ext 5 both ways).
+    engine.set_uptrack_feedback(uptrack, 5, True)
+    engine.set_transport_cc(transports[1], 5)
+
+    def new_downtrack() -> int:
+        tw_id = rng.choice((0, 5, 5, 200))
+        return engine.add_downtrack(
+            uptrack, transports[1], 0xABCD, pt_map, ids, tw_id, 0xABCE, rtx_map
+        )
+
+    downtrack = new_downtrack()
 
     deadline = time.monotonic() + seconds
     sender = policy(pub_key, False)
@@ -154,7 +167,7 @@ def child(library: Path, seconds: float, seed: int) -> None:
     while time.monotonic() < deadline:
         rounds += 1
         for _ in range(200):
-            native.parse(random_packet(rng), ids, True)
+            native.parse(random_packet(rng), ids, True, rng.choice((0, 5, 200)))
             native.parse(rng.randbytes(rng.randrange(64)), ids, rng.randrange(2) == 1)
             parsed += 2
         for _ in range(50):
@@ -181,7 +194,16 @@ def child(library: Path, seconds: float, seed: int) -> None:
         engine.retransmit(downtrack, [rng.randrange(65536) for _ in range(rng.randrange(30))])
         if rng.randrange(50) == 0:  # churn: a new downtrack replaces the old one
             engine.remove_downtrack(downtrack)
-            downtrack = engine.add_downtrack(uptrack, transports[1], 0xABCD, pt_map, ids)
+            downtrack = new_downtrack()
+        engine.send_rtp(transports[1], random_packet(rng))  # Python's own, numbered
+        engine.number(transports[1], random_packet(rng))
+        engine.pad(downtrack, rng.randrange(3))
+        if rng.randrange(20) == 0:
+            now = time.monotonic()
+            engine.start_probe(transports[1], downtrack, rng.randrange(10**7), now, now + 0.5)
+        engine.transport_sent(transports[1], rng.randrange(-5, 70000))
+        engine.arrivals(uptrack)
+        engine.check_nacks(uptrack)
         engine.events()
         engine.downtrack_state(downtrack)
         engine.uptrack_state(uptrack)

@@ -55,7 +55,11 @@ static void layer_on_packet(layer_state *l, int seq, uint32_t timestamp, double 
         int delta = (seq - l->max_seq) & 0xFFFF;
         if (delta > 0 && delta < 0x8000) {
             if (seq < l->max_seq) l->cycles += 0x10000;
+            if (delta > 1 && l->nack.enabled)
+                nack_on_gap(&l->nack, (uint16_t)(l->max_seq + 1), delta - 1, now);
             l->max_seq = seq;
+        } else if (delta && l->nack.enabled) {
+            nack_on_late(&l->nack, (uint16_t)seq);
         }
     }
     l->packets++;
@@ -137,12 +141,14 @@ static void start_epoch(downtrack *dt, const packet_info *pi) {
     dt->current = dt->epoch_layer = pi->layer;
 }
 
-/* The rewritten packet for this downtrack into `out` (BUF_SIZE): its length, or -1. */
+/* The rewritten packet for this downtrack into `out` (BUF_SIZE): its length, or -1;
+ * `*tw_offset` where its transport-wide sequence number goes (-1: none). */
 static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint8_t *out,
-                   size_t *payload_offset) {
+                   size_t *payload_offset, long *tw_offset) {
     uint8_t first;
-    long tail = rtp_rewrite_tail(pi->data, pi->len, &pi->h, dt->ids, dt->maps,
-                                 out + RTP_HEADER_SIZE, MAX_PACKET + 64, &first, payload_offset);
+    long tail = rtp_rewrite_tail(pi->data, pi->len, &pi->h, dt->ids, dt->maps, dt->tw_id,
+                                 out + RTP_HEADER_SIZE, MAX_PACKET + 64, &first, payload_offset,
+                                 tw_offset);
     if (tail < 0) return -1;
     out[0] = first;
     out[1] = (uint8_t)((pi->h.marker << 7) | pt);
@@ -198,10 +204,24 @@ static int transport_protect(transport *t, uint8_t *buf, int *len) {
     return srtp_protect(t->tx, buf, len) == srtp_err_status_ok ? 0 : -1;
 }
 
-/* Protect and queue (keyed transport: `buf` is the next send slot), or hand to Python
- * (EV_SEND: its transport is not keyed here). */
-static int deliver(plane *p, int did, transport *t, uint8_t *buf, int len) {
+/* TransportWide.take: number a packet about to be sent on `t` (its value at `offset`). */
+static void tw_stamp(transport *t, uint8_t *buf, long offset, int len, double now) {
+    if (offset < 0 || !t->tw_sent) return;
+    int64_t n = t->tw_next++;
+    wr16(buf + offset, (uint16_t)n);
+    tw_record *r = &t->tw_sent[n & (TW_HISTORY - 1)];
+    r->n = n;
+    r->time = now;
+    r->size = (uint32_t)len;
+    t->tw_bytes += (uint64_t)len;
+}
+
+/* Number, protect and queue (keyed transport: `buf` is the next send slot), or hand to Python
+ * unnumbered (EV_SEND: its transport is not keyed here; `Engine.number` numbers it there). */
+static int deliver(plane *p, int did, transport *t, uint8_t *buf, int len, long tw_offset,
+                   double now) {
     if (t) {
+        tw_stamp(t, buf, tw_offset, len, now);
         if (transport_protect(t, buf, &len) < 0) {
             p->c.protect_failed++;
             return 0;
@@ -212,6 +232,8 @@ static int deliver(plane *p, int did, transport *t, uint8_t *buf, int len) {
     queue_event(p, EV_SEND, did, 0, buf, (size_t)len, NULL, 0);
     return 1;
 }
+
+static void probe_pad(plane *p, transport *t, double now);
 
 /* DownTrack.forward. */
 static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi) {
@@ -226,7 +248,8 @@ static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi)
     transport *t = downtrack_transport(p, dt);
     uint8_t *buf = packet_buffer(p, t);
     size_t payload_offset;
-    int len = rewrite(dt, pi, pt, buf, &payload_offset);
+    long tw_offset;
+    int len = rewrite(dt, pi, pt, buf, &payload_offset, &tw_offset);
     if (len < 0) {
         p->c.oversize++;
         return;
@@ -250,8 +273,77 @@ static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi)
         if (pi->vp8.tl0picidx >= 0)
             dt->last_tl0 = (pi->vp8.tl0picidx + dt->tl0_offset) & 0xFF;
     }
-    if (deliver(p, did, t, buf, len)) p->c.forwarded++;
+    if (deliver(p, did, t, buf, len, tw_offset, pi->now)) p->c.forwarded++;
+    if (t && t->probe_down >= 0) probe_pad(p, t, pi->now);
 }
+
+/* DownTrack.send_padding: one padding-only packet on the RTX stream (what libwebrtc probes
+ * with), numbered on the transport; its size, 0 when the downtrack cannot pad. */
+static int send_padding(plane *p, int did, double now) {
+    downtrack *dt = p->downtracks[did];
+    if (dt->padding_pt < 0 || dt->tw_id < 1 || dt->tw_id > 14 || !dt->rtx_ssrc) return 0;
+    transport *t = downtrack_transport(p, dt);
+    uint8_t *buf = packet_buffer(p, t);
+    int len = RTP_HEADER_SIZE + 8 + PADDING_SIZE;
+    dt->rtx_seq++;
+    buf[0] = 0xB0; /* V=2, P, X */
+    buf[1] = (uint8_t)dt->padding_pt;
+    wr16(buf + 2, dt->rtx_seq);
+    wr32(buf + 4, dt->last_ts);
+    wr32(buf + 8, dt->rtx_ssrc);
+    wr16(buf + 12, EXT_PROFILE_ONE_BYTE);
+    wr16(buf + 14, 1);
+    buf[16] = (uint8_t)(dt->tw_id << 4 | 1);
+    buf[17] = buf[18] = buf[19] = 0;
+    memset(buf + 20, 0, PADDING_SIZE - 1);
+    buf[len - 1] = PADDING_SIZE;
+    if (!deliver(p, did, t, buf, len, 17, now)) return 0;
+    dt->padding_sent += (uint64_t)len;
+    p->c.padding++;
+    return len;
+}
+
+/* Downlink.pad for a probe the engine runs: the padding owed on `t` since the probe began. */
+static void probe_pad(plane *p, transport *t, double now) {
+    if (t->probe_down < 0) return;
+    if (now >= t->probe_end || t->probe_down >= p->ndowntracks || !p->downtracks[t->probe_down]) {
+        t->probe_down = -1;
+        return;
+    }
+    double owed = t->probe_rate * (now - t->probe_start) - (double)(t->tw_bytes - t->probe_base);
+    for (int burst = 0; owed >= RTP_HEADER_SIZE + 8 + PADDING_SIZE && burst < MAX_PADDING_BURST;
+         burst++) {
+        int size = send_padding(p, t->probe_down, now);
+        if (!size) {
+            t->probe_down = -1;
+            return;
+        }
+        owed -= size;
+    }
+}
+
+/* TwccRecorder.record's input: the transport-wide number and arrival of a publisher packet. */
+static void record_arrival(plane *p, int uid, uptrack *u, const uint8_t *data, size_t len,
+                           uint32_t ssrc, double now) {
+    long at = rtp_find_tw(data, len, u->twcc_id);
+    if (at < 0 || !u->arrivals) return;
+    if (!u->arrivals_count) {
+        u->arrivals_since = now;
+        u->arrivals_told = 0;
+    } else if (!u->arrivals_told && now - u->arrivals_since >= FEEDBACK_INTERVAL) {
+        u->arrivals_told = 1; /* Python pulls them and sends the feedback */
+        queue_event(p, EV_ARRIVALS, uid, 0, NULL, 0, NULL, 0);
+    }
+    uint32_t slot = (u->arrivals_head + u->arrivals_count) & (MAX_ARRIVALS - 1);
+    u->arrivals[slot] = (arrival){now, rd16(data + at), ssrc};
+    if (u->arrivals_count < MAX_ARRIVALS)
+        u->arrivals_count++;
+    else
+        u->arrivals_head = (u->arrivals_head + 1) & (MAX_ARRIVALS - 1); /* oldest lost */
+}
+
+/* UpTrack._send_nacks: what the layer's NACK bookkeeping wants requested now, to Python. */
+void send_nacks(plane *p, int uid, int layer, double now);
 
 /* UpTrack.receive for a routed packet (plain RTP). */
 static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, size_t len,
@@ -268,6 +360,8 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     int first = l->packets == 0;
     layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate);
     cache_put(l, data, len, pi.h.sequence);
+    if (u->twcc_id) record_arrival(p, uid, u, data, len, pi.h.ssrc, now);
+    if (l->nack.enabled && now >= l->nack.next_due) send_nacks(p, uid, layer, now);
     if (first) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
     if (u->muted) return;
     for (int i = 0; i < u->ndowns; i++) {
@@ -301,13 +395,23 @@ static int retransmit(plane *p, int did, const uint16_t *seqs, int n, double now
         int pt = dt->pt_map[pi.h.payload_type];
         if (pt < 0) continue;
         size_t payload_offset;
+        long tw_offset;
         transport *t = downtrack_transport(p, dt);
         uint8_t *buf = packet_buffer(p, t);
-        int len = rewrite(dt, &pi, pt, buf, &payload_offset);
+        int len = rewrite(dt, &pi, pt, buf, &payload_offset, &tw_offset);
         if (len < 0) continue;
+        int rtx_pt = dt->rtx_ssrc ? dt->rtx_pt[pt] : -1;
+        if (rtx_pt >= 0) { /* RFC 4588 §4: our RTX SSRC and sequence, the OSN before the payload */
+            memmove(buf + payload_offset + 2, buf + payload_offset, (size_t)len - payload_offset);
+            memcpy(buf + payload_offset, buf + 2, 2);
+            len += 2;
+            buf[1] = (uint8_t)((buf[1] & 0x80) | rtx_pt);
+            wr16(buf + 2, ++dt->rtx_seq);
+            wr32(buf + 8, dt->rtx_ssrc);
+        }
         dt->nack_tokens -= 1;
         dt->retransmits++;
-        if (deliver(p, did, t, buf, len)) sent++;
+        if (deliver(p, did, t, buf, len, tw_offset, now)) sent++;
     }
     return sent;
 }

@@ -83,6 +83,14 @@ void commit_send(plane *p, const transport *t, int len) {
     h->msg_iovlen = 1;
 }
 
+void send_nacks(plane *p, int uid, int layer, double now) {
+    uint16_t seqs[NACK_MAX_PER_NACK];
+    uint8_t wire[2 * NACK_MAX_PER_NACK];
+    int n = nack_due(&p->uptracks[uid]->layers[layer].nack, now, seqs);
+    for (int i = 0; i < n; i++) wr16(wire + 2 * i, seqs[i]);
+    if (n) queue_event(p, EV_NACK, uid, layer, wire, (size_t)(2 * n), NULL, 0);
+}
+
 static int same_addr(const struct sockaddr_storage *a, socklen_t alen,
                      const struct sockaddr_storage *b, socklen_t blen) {
     if (a->ss_family != b->ss_family) return 0;
@@ -299,6 +307,7 @@ static void free_transport(transport *t) {
         srtp_dealloc(t->tx);
     }
     gcm_free(&t->gcm);
+    free(t->tw_sent);
     free(t);
 }
 
@@ -311,6 +320,7 @@ static void free_uptrack(uptrack *u) {
         free(c);
     }
     free(u->downs);
+    free(u->arrivals);
     free(u);
 }
 
@@ -387,6 +397,10 @@ static PyObject *Engine_events(Engine *self, PyObject *unused) {
 static PyObject *Engine_add_transport(Engine *self, PyObject *unused) {
     LOCK(self);
     int id = grow((void ***)&self->p.transports, &self->p.ntransports, sizeof(transport));
+    if (id >= 0) {
+        self->p.transports[id]->tw_next = 1; /* as TransportWide.next (libwebrtc's start too) */
+        self->p.transports[id]->probe_down = -1;
+    }
     UNLOCK(self);
     if (id < 0) return PyErr_NoMemory();
     return PyLong_FromLong(id);
@@ -653,29 +667,36 @@ static PyObject *Engine_send_rtp(Engine *self, PyObject *args) {
     if (t && t->keyed && packet.len >= RTP_HEADER_SIZE && packet.len <= MAX_PACKET + 64) {
         uint8_t *buf = packet_buffer(p, t);
         int len = (int)packet.len;
+        double now = monotonic_now();
         memcpy(buf, packet.buf, (size_t)len);
+        if (t->tw_id) tw_stamp(t, buf, rtp_find_tw(buf, (size_t)len, t->tw_id), len, now);
         if (transport_protect(t, buf, &len) == 0) {
             commit_send(p, t, len);
-            flush_sends(p);
             sent = 1;
         } else {
             p->c.protect_failed++;
         }
+        if (t->probe_down >= 0) probe_pad(p, t, now);
+        flush_sends(p);
     }
     UNLOCK(self);
     PyBuffer_Release(&packet);
     return PyBool_FromLong(sent);
 }
 
-/* add_downtrack(uptrack, transport, ssrc, pt_map: bytes[128] (255 = none), ids: bytes[256]) */
+/* add_downtrack(uptrack, transport, ssrc, pt_map: bytes[128] (255 = none), ids: bytes[256],
+ *  tw_id=0, rtx_ssrc=0, rtx_map: bytes[128] (subscriber PT -> RTX PT, 255 = none) = b"") */
 static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
-    int uid, tid;
-    unsigned long ssrc;
-    Py_buffer pt_map, ids;
-    if (!PyArg_ParseTuple(args, "iiky*y*", &uid, &tid, &ssrc, &pt_map, &ids)) return NULL;
+    int uid, tid, tw_id = 0;
+    unsigned long ssrc, rtx_ssrc = 0;
+    Py_buffer pt_map, ids, rtx_map = {0};
+    if (!PyArg_ParseTuple(args, "iiky*y*|iky*", &uid, &tid, &ssrc, &pt_map, &ids, &tw_id,
+                          &rtx_ssrc, &rtx_map))
+        return NULL;
     int id = -1;
-    if (pt_map.len != 128 || ids.len != 256) {
-        PyErr_SetString(PyExc_ValueError, "pt_map is 128 bytes, ids 256");
+    if (pt_map.len != 128 || ids.len != 256 || (rtx_map.buf && rtx_map.len != 128) ||
+        tw_id < 0 || tw_id > 255) {
+        PyErr_SetString(PyExc_ValueError, "pt_map is 128 bytes, ids 256, rtx_map 128, tw_id <256");
         goto done;
     }
     LOCK(self);
@@ -704,6 +725,16 @@ static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
         d->target = d->current = -1;
         d->last_picture_id = d->last_tl0 = -1;
         d->nack_tokens = NACK_BURST;
+        d->tw_id = tw_id;
+        d->rtx_ssrc = (uint32_t)rtx_ssrc;
+        d->padding_pt = -1;
+        for (int i = 0; i < 128; i++) {
+            int rtx = rtx_map.buf ? ((uint8_t *)rtx_map.buf)[i] : 255;
+            d->rtx_pt[i] = rtx < 128 && rtx_ssrc ? (int16_t)rtx : -1;
+        }
+        for (int i = 0; i < 128 && d->padding_pt < 0; i++) /* DownTrack.padding_pt */
+            d->padding_pt = d->rtx_pt[i];
+        d->rtx_seq = (uint16_t)random32();
         u->downs[u->ndowns++] = id;
     }
     UNLOCK(self);
@@ -711,6 +742,7 @@ static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
 done:
     PyBuffer_Release(&pt_map);
     PyBuffer_Release(&ids);
+    if (rtx_map.buf) PyBuffer_Release(&rtx_map);
     return id < 0 ? NULL : PyLong_FromLong(id);
 }
 
@@ -726,6 +758,9 @@ static PyObject *Engine_remove_downtrack(Engine *self, PyObject *args) {
                 u->downs[i] = u->downs[--u->ndowns];
                 break;
             }
+        if (d->transport >= 0 && d->transport < self->p.ntransports &&
+            self->p.transports[d->transport] && self->p.transports[d->transport]->probe_down == did)
+            self->p.transports[d->transport]->probe_down = -1;
         free(d);
         self->p.downtracks[did] = NULL;
     }
@@ -762,11 +797,11 @@ static PyObject *Engine_downtrack_state(Engine *self, PyObject *args) {
     if (d) copy = *d;
     UNLOCK(self);
     if (!d) return NULL;
-    return Py_BuildValue("(iKKKKKkdkiii)", copy.current, copy.packets_sent, copy.bytes_sent,
+    return Py_BuildValue("(iKKKKKkdkiiiK)", copy.current, copy.packets_sent, copy.bytes_sent,
                          copy.payload_octets, copy.retransmits, copy.nacks_dropped,
                          (unsigned long)copy.last_ts, copy.last_time,
                          (unsigned long)copy.ts_offset, copy.epoch_layer, (int)copy.seq_offset,
-                         copy.started);
+                         copy.started, copy.padding_sent);
 }
 
 /* uptrack_state(id) -> (malformed, [(packets, bytes, base_seq, max_seq, cycles, jitter,
@@ -825,12 +860,196 @@ static PyObject *Engine_retransmit(Engine *self, PyObject *args) {
     return Py_BuildValue("(iK)", sent, dropped);
 }
 
+/* -- congestion control: transport-wide numbers, probes, publisher feedback ------------------ */
+
+/* set_transport_cc(transport, ext_id): number every RTP packet sent on it that carries
+ * extension `ext_id` (the subscriber's transport-cc id; 0: stop). */
+static PyObject *Engine_set_transport_cc(Engine *self, PyObject *args) {
+    int tid, ext;
+    if (!PyArg_ParseTuple(args, "ii", &tid, &ext)) return NULL;
+    if (ext < 0 || ext > 255) {
+        PyErr_SetString(PyExc_ValueError, "extension id out of range");
+        return NULL;
+    }
+    LOCK(self);
+    transport *t = get_transport(self, tid);
+    int ok = t != NULL;
+    if (t && !t->tw_sent && !(t->tw_sent = calloc(TW_HISTORY, sizeof(tw_record)))) ok = 0;
+    if (ok) t->tw_id = ext;
+    UNLOCK(self);
+    if (!ok) return t ? PyErr_NoMemory() : NULL;
+    Py_RETURN_NONE;
+}
+
+/* number(transport, packet) -> bytes: `packet` numbered on the transport's counter (for a
+ * packet Python sends itself while the transport is not keyed here: ICE-TCP). */
+static PyObject *Engine_number(Engine *self, PyObject *args) {
+    int tid;
+    Py_buffer packet;
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &packet)) return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(packet.buf, packet.len);
+    if (out) {
+        uint8_t *buf = (uint8_t *)PyBytes_AS_STRING(out);
+        LOCK(self);
+        plane *p = &self->p;
+        transport *t = (tid >= 0 && tid < p->ntransports) ? p->transports[tid] : NULL;
+        if (t && t->tw_id)
+            tw_stamp(t, buf, rtp_find_tw(buf, (size_t)packet.len, t->tw_id), (int)packet.len,
+                     monotonic_now());
+        UNLOCK(self);
+    }
+    PyBuffer_Release(&packet);
+    return out;
+}
+
+/* transport_sent(transport, since) -> (next, records): the send records of the numbers from
+ * `since` on (at most the last TW_HISTORY), packed as native (int64 n, double time,
+ * uint32 size, 4 bytes unused). */
+static PyObject *Engine_transport_sent(Engine *self, PyObject *args) {
+    int tid;
+    long long since;
+    if (!PyArg_ParseTuple(args, "iL", &tid, &since)) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, tid);
+    PyObject *result = NULL;
+    if (t) {
+        int64_t next = t->tw_next;
+        if (since < next - TW_HISTORY) since = next - TW_HISTORY;
+        if (since > next || !t->tw_sent) since = next;
+        Py_ssize_t count = (Py_ssize_t)(next - since);
+        PyObject *blob = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(tw_record));
+        if (blob) {
+            tw_record *out = (tw_record *)PyBytes_AS_STRING(blob);
+            for (Py_ssize_t i = 0; i < count; i++)
+                out[i] = t->tw_sent[(since + i) & (TW_HISTORY - 1)];
+            result = Py_BuildValue("(LN)", (long long)next, blob);
+        }
+    }
+    UNLOCK(self);
+    return result;
+}
+
+/* start_probe(transport, downtrack, bits_per_second, start, end): pad after media packets on
+ * `downtrack`'s RTX stream (Downlink.pad's rule) until `end`; stop_probe(transport). */
+static PyObject *Engine_start_probe(Engine *self, PyObject *args) {
+    int tid, did;
+    double bps, start, end;
+    if (!PyArg_ParseTuple(args, "iiddd", &tid, &did, &bps, &start, &end)) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, tid);
+    downtrack *d = t ? get_downtrack(self, did) : NULL;
+    if (d) {
+        t->probe_down = did;
+        t->probe_rate = bps / 8;
+        t->probe_start = start;
+        t->probe_end = end;
+        t->probe_base = t->tw_bytes;
+    }
+    UNLOCK(self);
+    if (!d) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_stop_probe(Engine *self, PyObject *args) {
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid)) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, tid);
+    if (t) t->probe_down = -1;
+    UNLOCK(self);
+    if (!t) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* pad(downtrack, count) -> bytes sent: padding-only packets on its RTX stream, now. */
+static PyObject *Engine_pad(Engine *self, PyObject *args) {
+    int did, count;
+    if (!PyArg_ParseTuple(args, "ii", &did, &count)) return NULL;
+    LOCK(self);
+    downtrack *d = get_downtrack(self, did);
+    long total = 0;
+    double now = monotonic_now();
+    for (int i = 0; d && i < count && i < 64; i++) {
+        int size = send_padding(&self->p, did, now);
+        if (!size) break;
+        total += size;
+    }
+    if (d) flush_sends(&self->p);
+    UNLOCK(self);
+    if (!d) return NULL;
+    return PyLong_FromLong(total);
+}
+
+/* set_uptrack_feedback(uptrack, twcc_id, nack): record the arrival of each packet's
+ * transport-wide number (extension `twcc_id`, 0: none) for `arrivals`; keep NACK bookkeeping
+ * per layer (EV_NACK events) when `nack`. */
+static PyObject *Engine_set_uptrack_feedback(Engine *self, PyObject *args) {
+    int uid, twcc_id, nack;
+    if (!PyArg_ParseTuple(args, "iip", &uid, &twcc_id, &nack)) return NULL;
+    if (twcc_id < 0 || twcc_id > 255) {
+        PyErr_SetString(PyExc_ValueError, "extension id out of range");
+        return NULL;
+    }
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    int ok = u != NULL;
+    if (u && twcc_id && !u->arrivals && !(u->arrivals = calloc(MAX_ARRIVALS, sizeof(arrival))))
+        ok = 0;
+    if (ok) {
+        u->twcc_id = twcc_id;
+        for (int l = 0; l < u->nlayers; l++) {
+            if (nack && !u->layers[l].nack.enabled) u->layers[l].nack.next_due = INFINITY;
+            u->layers[l].nack.enabled = nack;
+        }
+    }
+    UNLOCK(self);
+    if (!ok) return u ? PyErr_NoMemory() : NULL;
+    Py_RETURN_NONE;
+}
+
+/* arrivals(uptrack) -> bytes: the (double arrival, uint32 transport-wide number, uint32 SSRC)
+ * records since the last call, native byte order, oldest first. */
+static PyObject *Engine_arrivals(Engine *self, PyObject *args) {
+    int uid;
+    if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    PyObject *blob = NULL;
+    if (u) {
+        Py_ssize_t count = u->arrivals ? u->arrivals_count : 0;
+        blob = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(arrival));
+        if (blob) {
+            arrival *out = (arrival *)PyBytes_AS_STRING(blob);
+            for (Py_ssize_t i = 0; i < count; i++)
+                out[i] = u->arrivals[(u->arrivals_head + i) & (MAX_ARRIVALS - 1)];
+            u->arrivals_head = u->arrivals_count = 0;
+        }
+    }
+    UNLOCK(self);
+    return blob;
+}
+
+/* check_nacks(uptrack): NACKs due on any layer now (the media tick: a layer that stalled). */
+static PyObject *Engine_check_nacks(Engine *self, PyObject *args) {
+    int uid;
+    if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    double now = monotonic_now();
+    for (int l = 0; u && l < u->nlayers; l++)
+        if (u->layers[l].nack.enabled && now >= u->layers[l].nack.next_due)
+            send_nacks(&self->p, uid, l, now);
+    UNLOCK(self);
+    if (!u) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_counters(Engine *self, PyObject *unused) {
     LOCK(self);
     counters c = self->p.c;
     UNLOCK(self);
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsK}", "datagrams_in", c.datagrams_in, "rtp_in", c.rtp_in,
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsK}", "padding", c.padding, "datagrams_in", c.datagrams_in, "rtp_in", c.rtp_in,
         "rtcp_in", c.rtcp_in, "unprotect_failed", c.unprotect_failed, "protect_failed",
         c.protect_failed, "malformed", c.malformed, "forwarded", c.forwarded, "send_failed",
         c.send_failed, "events_dropped", c.events_dropped, "batches_in", c.batches_in,
@@ -843,8 +1062,8 @@ static PyObject *Engine_counters(Engine *self, PyObject *unused) {
  * ExtensionRewriter.rewrite; with the VP8 descriptor fields when `vp8` is true. */
 static PyObject *mod_parse(PyObject *mod, PyObject *args) {
     Py_buffer data, ids;
-    int vp8 = 0;
-    if (!PyArg_ParseTuple(args, "y*y*|p", &data, &ids, &vp8)) return NULL;
+    int vp8 = 0, tw_id = 0;
+    if (!PyArg_ParseTuple(args, "y*y*|pi", &data, &ids, &vp8, &tw_id)) return NULL;
     PyObject *result = NULL;
     if (ids.len != 256) {
         PyErr_SetString(PyExc_ValueError, "ids is 256 bytes");
@@ -860,8 +1079,10 @@ static PyObject *mod_parse(PyObject *mod, PyObject *args) {
     size_t payload_offset;
     int maps = 0;
     for (int i = 1; i < 256; i++) maps |= ((uint8_t *)ids.buf)[i] != 0;
-    long tail = rtp_rewrite_tail(data.buf, (size_t)data.len, &h, ids.buf, maps, out, sizeof out,
-                                 &first, &payload_offset);
+    long tw_offset;
+    long tail = rtp_rewrite_tail(data.buf, (size_t)data.len, &h, ids.buf, maps,
+                                 tw_id > 0 && tw_id < 256 ? tw_id : 0, out, sizeof out, &first,
+                                 &payload_offset, &tw_offset);
     vp8_descriptor v;
     int valid = vp8 ? vp8_parse(data.buf, h.payload_offset, h.payload_end, &v) : 0;
     PyObject *vp8_fields = vp8 ? Py_BuildValue("(iiiiiii)", valid, v.header_size, v.picture_id,
@@ -948,6 +1169,15 @@ static PyMethodDef Engine_methods[] = {
     {"uptrack_state", (PyCFunction)Engine_uptrack_state, METH_VARARGS, NULL},
     {"retransmit", (PyCFunction)Engine_retransmit, METH_VARARGS, NULL},
     {"counters", (PyCFunction)Engine_counters, METH_NOARGS, NULL},
+    {"set_transport_cc", (PyCFunction)Engine_set_transport_cc, METH_VARARGS, NULL},
+    {"number", (PyCFunction)Engine_number, METH_VARARGS, NULL},
+    {"transport_sent", (PyCFunction)Engine_transport_sent, METH_VARARGS, NULL},
+    {"start_probe", (PyCFunction)Engine_start_probe, METH_VARARGS, NULL},
+    {"stop_probe", (PyCFunction)Engine_stop_probe, METH_VARARGS, NULL},
+    {"pad", (PyCFunction)Engine_pad, METH_VARARGS, NULL},
+    {"set_uptrack_feedback", (PyCFunction)Engine_set_uptrack_feedback, METH_VARARGS, NULL},
+    {"arrivals", (PyCFunction)Engine_arrivals, METH_VARARGS, NULL},
+    {"check_nacks", (PyCFunction)Engine_check_nacks, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -995,6 +1225,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyModule_AddIntConstant(m, "EV_RTCP", EV_RTCP);
     PyModule_AddIntConstant(m, "EV_LAYER_STARTED", EV_LAYER_STARTED);
     PyModule_AddIntConstant(m, "EV_SEND", EV_SEND);
+    PyModule_AddIntConstant(m, "EV_NACK", EV_NACK);
+    PyModule_AddIntConstant(m, "EV_ARRIVALS", EV_ARRIVALS);
     PyModule_AddIntConstant(m, "PT_AUDIO", PT_AUDIO);
     PyModule_AddIntConstant(m, "PT_VP8", PT_VP8);
     return m;

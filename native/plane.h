@@ -17,6 +17,7 @@
 
 #include <srtp2/srtp.h>
 
+#include "nack.h"
 #include "rtp.h"
 #include "srtp_gcm.h"
 
@@ -29,6 +30,11 @@
 #define MAX_EVENTS 16384     /* queued for Python; beyond: dropped and counted */
 #define NACK_RATE 400.0      /* downtrack.py NACK_RATE / NACK_BURST */
 #define NACK_BURST 200.0
+#define TW_HISTORY 8192      /* twcc.py HISTORY: send records kept per transport */
+#define MAX_ARRIVALS 4096    /* publisher arrivals kept per uptrack between two pulls */
+#define PADDING_SIZE 255     /* downtrack.py PADDING_SIZE */
+#define MAX_PADDING_BURST 8  /* downlink.py MAX_PADDING_BURST */
+#define FEEDBACK_INTERVAL 0.1 /* twcc.py TwccRecorder.interval */
 
 enum pt_kind { PT_NONE = 0, PT_AUDIO = 1, PT_VP8 = 2, PT_OTHER = 3 };
 
@@ -38,7 +44,22 @@ enum event_kind {
     EV_RTCP = 2,          /* (transport, plain RTCP) */
     EV_LAYER_STARTED = 3, /* (uptrack, layer) */
     EV_SEND = 4,          /* (downtrack, plain RTP): its transport is not keyed here */
+    EV_NACK = 5,          /* (uptrack, layer, big-endian sequence numbers to request) */
+    EV_ARRIVALS = 6,      /* (uptrack): arrivals kept for FEEDBACK_INTERVAL, feedback is due */
 };
+
+/* One packet sent with a transport-wide sequence number (twcc.py TransportWide.sent). */
+typedef struct {
+    int64_t n; /* unwrapped */
+    double time;
+    uint32_t size, unused;
+} tw_record;
+
+/* One publisher packet's transport-wide sequence number and arrival (twcc.py TwccRecorder). */
+typedef struct {
+    double time;
+    uint32_t sequence, ssrc;
+} arrival;
 
 typedef struct event {
     struct event *next;
@@ -64,6 +85,17 @@ typedef struct {
     gcm_tx gcm; /* the GCM profiles' sends (srtp_gcm.h); else `tx` */
     route routes[MAX_ROUTES];
     int nroutes;
+    /* Transport-wide sequence numbers of what we send (draft-holmer-rmcat-transport-wide-cc-
+       extensions-01 §2): the subscriber's extension id, the next number, the send records. */
+    int tw_id;
+    int64_t tw_next;
+    uint64_t tw_bytes; /* bytes sent with a number, all told */
+    tw_record *tw_sent;
+    /* A probe (downlink.py): padding on `probe_down`'s RTX stream after media packets, so
+       that what went out since `probe_start` reaches `probe_rate` bytes/s until `probe_end`. */
+    int probe_down;
+    double probe_rate, probe_start, probe_end;
+    uint64_t probe_base;
 } transport;
 
 typedef struct {
@@ -81,6 +113,7 @@ typedef struct {
     double last_arrival;
     cache_slot *cache;
     int cache_mask;
+    nack_state nack;
 } layer_state;
 
 typedef struct {
@@ -91,6 +124,11 @@ typedef struct {
     uint64_t malformed;
     int *downs; /* downtrack ids */
     int ndowns, capdowns;
+    int twcc_id; /* the publisher's transport-cc extension id: arrivals recorded (0: none) */
+    arrival *arrivals;
+    uint32_t arrivals_head, arrivals_count;
+    double arrivals_since; /* the oldest arrival not taken yet */
+    int arrivals_told;     /* EV_ARRIVALS queued for them */
 } uptrack;
 
 typedef struct {
@@ -111,11 +149,17 @@ typedef struct {
     double last_time;
     uint64_t packets_sent, bytes_sent, payload_octets, retransmits, nacks_dropped;
     double nack_tokens, nack_refill;
+    int tw_id;                /* the subscriber's transport-cc id (0: packets not numbered) */
+    uint32_t rtx_ssrc;        /* RFC 4588 repair stream (0: none) */
+    int16_t rtx_pt[128];      /* subscriber PT -> its RTX PT, -1: none */
+    int padding_pt;           /* the RTX PT probes pad with, -1: none */
+    uint16_t rtx_seq;
+    uint64_t padding_sent;
 } downtrack;
 
 typedef struct {
     uint64_t datagrams_in, rtp_in, rtcp_in, unprotect_failed, protect_failed, malformed,
-        forwarded, send_failed, events_dropped, batches_in, batches_out, oversize;
+        forwarded, send_failed, events_dropped, batches_in, batches_out, oversize, padding;
 } counters;
 
 typedef struct plane {

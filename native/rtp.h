@@ -129,21 +129,23 @@ bad:
  * the rewritten packet.
  */
 static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, const uint8_t *ids,
-                             int maps, uint8_t *out, size_t cap, uint8_t *first_byte,
-                             size_t *payload_offset) {
+                             int maps, int tw_id, uint8_t *out, size_t cap, uint8_t *first_byte,
+                             size_t *payload_offset, long *tw_offset) {
     size_t csrc_end = RTP_HEADER_SIZE + 4 * (size_t)h->csrc_count;
-    if (!h->extension_profile) {
+    *tw_offset = -1;
+    if (!h->extension_profile && !tw_id) {
         if (n - RTP_HEADER_SIZE > cap) return -1;
         memcpy(out, d + RTP_HEADER_SIZE, n - RTP_HEADER_SIZE);
         *first_byte = d[0];
         *payload_offset = h->payload_offset;
         return (long)(n - RTP_HEADER_SIZE);
     }
-    /* Elements kept: (subscriber id, offset, length). */
-    int kid[MAX_ELEMENTS];
-    size_t koff[MAX_ELEMENTS], klen[MAX_ELEMENTS];
-    int kept = 0, one_byte = 1;
-    if (maps) {
+    /* Elements kept: (subscriber id, offset, length); with `tw_id` the transport-wide sequence
+       number comes first (its value 0, written when the packet is sent), as rtp.py lays it. */
+    int kid[MAX_ELEMENTS + 1];
+    size_t koff[MAX_ELEMENTS + 1], klen[MAX_ELEMENTS + 1];
+    int kept = 0, one_byte = 1, base = tw_id ? 1 : 0;
+    if (maps && h->extension_profile) {
         size_t i = h->extension_start, end = h->extension_end;
         int bad = 0;
         if (h->extension_profile == EXT_PROFILE_ONE_BYTE) {
@@ -172,6 +174,15 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
         }
         if (bad) kept = 0; /* a malformed block forwards no extensions (extension_elements) */
     }
+    if (tw_id) {
+        memmove(kid + 1, kid, sizeof(int) * (size_t)kept);
+        memmove(koff + 1, koff, sizeof(size_t) * (size_t)kept);
+        memmove(klen + 1, klen, sizeof(size_t) * (size_t)kept);
+        kid[0] = tw_id;
+        koff[0] = 0;
+        klen[0] = 2;
+        kept++;
+    }
     for (int k = 0; k < kept; k++)
         if (kid[k] < 1 || kid[k] > 14 || klen[k] < 1 || klen[k] > 16) one_byte = 0;
     size_t body = 0;
@@ -195,7 +206,12 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
                 *o++ = (uint8_t)kid[k];
                 *o++ = (uint8_t)klen[k];
             }
-            memcpy(o, d + koff[k], klen[k]);
+            if (k < base) {
+                *tw_offset = RTP_HEADER_SIZE + (long)(o - out);
+                memset(o, 0, 2);
+            } else {
+                memcpy(o, d + koff[k], klen[k]);
+            }
             o += klen[k];
         }
         memset(o, 0, padded - body);
@@ -206,6 +222,36 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
     *first_byte = kept ? (d[0] | 0x10) : (d[0] & 0xEF);
     *payload_offset = csrc_end + block;
     return (long)(o - out);
+}
+
+/* Where the 2-byte value of extension element `id` starts in an RTP packet, -1 when there is
+ * none (or it is not 2 bytes, or the block is malformed): as rtp.py find_extension. */
+static long rtp_find_tw(const uint8_t *d, size_t n, int id) {
+    rtp_header h;
+    if (id <= 0 || rtp_parse(d, n, &h) < 0 || !h.extension_profile) return -1;
+    size_t i = h.extension_start, end = h.extension_end;
+    if (h.extension_profile == EXT_PROFILE_ONE_BYTE) {
+        while (i < end) {
+            uint8_t b = d[i];
+            if (b == 0) { i++; continue; }
+            int element = b >> 4;
+            if (element == 15) return -1;
+            size_t len = (size_t)(b & 0x0F) + 1;
+            if (i + 1 + len > end) return -1;
+            if (element == id) return len == 2 ? (long)(i + 1) : -1;
+            i += 1 + len;
+        }
+    } else if ((h.extension_profile & 0xFFF0) == EXT_PROFILE_TWO_BYTE) {
+        while (i < end) {
+            int element = d[i];
+            if (element == 0) { i++; continue; }
+            if (i + 2 > end || i + 2 + d[i + 1] > end) return -1;
+            size_t len = d[i + 1];
+            if (element == id) return len == 2 ? (long)(i + 2) : -1;
+            i += 2 + len;
+        }
+    }
+    return -1;
 }
 
 #endif

@@ -31,11 +31,11 @@ ROOM = "bench"
 CONNECT_CONCURRENCY = 10  # subscribers joining at once
 VP8 = Codec(96, "VP8", 90000, rtcp_fb=["goog-remb", "ccm fir", "nack", "nack pli"])
 # Info logs (as in production), no join rate limit for 150 joins from one address.
-# Congestion control off: the relays next to it estimate nothing either, and with it on the
-# native plane offloads no track yet (media/native_plane.py).
+# Congestion control off unless asked for (the relays next to it estimate nothing either);
+# on, the subscribers' packets carry transport-wide numbers and send records are kept.
 CONFIG = """
 logging: {level: warn}
-rtc: {tcp_port: 0, congestion_control: {enabled: false}}
+rtc: {tcp_port: 0, congestion_control: {enabled: %s}}
 limit: {joins_per_second_per_ip: 10000, join_burst_per_ip: 10000}
 """
 
@@ -69,14 +69,16 @@ class _Participant:
         await self.signal.close()
 
 
-async def _start_server(profile: Path | None, plane: str) -> tuple[asyncio.subprocess.Process, str]:
+async def _start_server(
+    profile: Path | None, plane: str, congestion_control: bool
+) -> tuple[asyncio.subprocess.Process, str]:
     port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
     command = [sys.executable]
     if profile is not None:
         command += ["-m", "cProfile", "-o", str(profile)]
     command += ["-m", "roomcast", "serve", "--keys", f"{API_KEY}: {API_SECRET}"]
     command += ["--bind", HOST, "--port", str(port), "--udp-port", str(udp_port)]
-    command += ["--config-body", CONFIG]
+    command += ["--config-body", CONFIG % ("true" if congestion_control else "false")]
     env = {**os.environ, "ROOMCAST_FORWARDING_PLANE": plane}
     process = await asyncio.create_subprocess_exec(*command, env=env)
     url = f"http://{HOST}:{port}"
@@ -141,10 +143,16 @@ async def _subscribe(
 
 
 async def start(
-    fanout: int, publisher_ssrc: int, *, profile: Path | None = None, plane: str = "python"
+    fanout: int,
+    publisher_ssrc: int,
+    *,
+    profile: Path | None = None,
+    plane: str = "python",
+    congestion_control: bool = False,
 ) -> Relay:
-    """`plane`: the server's forwarding plane (media/native_plane.py), python or native."""
-    process, url = await _start_server(profile, plane)
+    """`plane`: the server's forwarding plane (media/native_plane.py), python or native;
+    `congestion_control`: rtc.congestion_control.enabled (the server's default is on)."""
+    process, url = await _start_server(profile, plane, congestion_control)
     # One WebSocket per participant: no pool limit (aiohttp's default is 100 connections).
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     participants: list[_Participant] = []
@@ -185,4 +193,5 @@ async def start(
                 sub.peer.send_rtcp(report)
 
     name = "Roomcast native" if plane == "native" else "Roomcast"
+    name += " CC" if congestion_control else ""
     return Relay(name, process.pid, publisher.peer.send_rtp, sinks, close, tick)

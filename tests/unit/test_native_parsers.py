@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from roomcast.media.codecs import Vp8Descriptor
 from roomcast.media.native_plane import native_module
-from roomcast.media.rtp import ExtensionRewriter, RtpError, parse_rtp
+from roomcast.media.rtp import URI_TRANSPORT_CC, ExtensionRewriter, RtpError, parse_rtp
 
 native, why = native_module()
 pytestmark = pytest.mark.skipif(native is None, reason=f"native plane not built: {why}")
@@ -21,7 +21,7 @@ URIS = [f"urn:test:ext{i}" for i in range(1, 20)]
 
 
 def python_view(
-    packet: bytes, ids: list[int]
+    packet: bytes, ids: list[int], tw_id: int = 0
 ) -> tuple[int, int, int, int, int, int, tuple[int, bytes, int]] | None:
     try:
         header = parse_rtp(packet)
@@ -29,6 +29,8 @@ def python_view(
         return None
     publisher = {i: URIS[i % len(URIS)] + f"/{i}" for i in range(1, 256) if ids[i]}
     subscriber = {publisher[i]: ids[i] for i in publisher}
+    if tw_id:  # the subscriber's transport-wide number: first in the block, its value 0
+        subscriber[URI_TRANSPORT_CC] = tw_id
     rewriter = ExtensionRewriter(publisher, subscriber)
     first, tail, offset = rewriter.rewrite(packet, header)
     return (
@@ -109,14 +111,15 @@ def rtp_packets(draw: st.DrawFn) -> bytes:
 
 
 ids_maps = st.lists(st.integers(0, 20), min_size=256, max_size=256).map(lambda ids: [0, *ids[1:]])
+tw_ids = st.sampled_from([0, 0, 1, 3, 14, 15, 200, 255])
 
 
 @settings(max_examples=600)
-@given(packet=rtp_packets(), ids=ids_maps)
-def test_parse_and_rewrite_match_python(packet: bytes, ids: list[int]) -> None:
+@given(packet=rtp_packets(), ids=ids_maps, tw_id=tw_ids)
+def test_parse_and_rewrite_match_python(packet: bytes, ids: list[int], tw_id: int) -> None:
     assert native is not None
-    ours = native.parse(packet, bytes(ids), True)
-    theirs = python_view(packet, ids)
+    ours = native.parse(packet, bytes(ids), True, tw_id)
+    theirs = python_view(packet, ids, tw_id)
     if theirs is None:
         assert ours is None
         return
@@ -126,11 +129,13 @@ def test_parse_and_rewrite_match_python(packet: bytes, ids: list[int]) -> None:
 
 
 @settings(max_examples=600)
-@given(packet=st.binary(max_size=200), ids=ids_maps)
-def test_garbage_never_crashes_and_matches_python(packet: bytes, ids: list[int]) -> None:
+@given(packet=st.binary(max_size=200), ids=ids_maps, tw_id=tw_ids)
+def test_garbage_never_crashes_and_matches_python(
+    packet: bytes, ids: list[int], tw_id: int
+) -> None:
     assert native is not None
-    ours = native.parse(packet, bytes(ids), True)
-    theirs = python_view(packet, ids)
+    ours = native.parse(packet, bytes(ids), True, tw_id)
+    theirs = python_view(packet, ids, tw_id)
     assert (ours is None) == (theirs is None)
     if theirs is not None and ours is not None:
         assert ours[:7] == theirs

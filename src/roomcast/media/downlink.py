@@ -48,11 +48,12 @@ class Downlink:
         *,
         enabled: bool = True,
         allow_pause: bool = False,
+        transport_wide: TransportWide | None = None,
     ) -> None:
         self.subscriber = subscriber
         self.downtracks = downtracks  # the plane's map of this subscriber's tracks (by SSRC)
         self.enabled = enabled
-        self.tw = TransportWide()
+        self.tw = TransportWide() if transport_wide is None else transport_wide
         self.tw.pad = self.pad
         self.estimator = BandwidthEstimator()
         self.allocator = StreamAllocator(allow_pause=allow_pause)
@@ -82,6 +83,7 @@ class Downlink:
         except RtcpError:
             return
         tw = self.tw
+        tw.refresh()
         base = tw.unwrap(feedback.base_sequence)
         results = []
         for offset, arrival in enumerate(feedback.arrivals):
@@ -101,6 +103,7 @@ class Downlink:
 
     # -- the media tick ----------------------------------------------------------------------
     def tick(self, now: float) -> None:
+        self.tw.refresh()
         self._measure(now)
         downtracks = list(self.downtracks.values())
         rtts = [d.rtt for d in downtracks if d.rtt is not None]
@@ -207,7 +210,7 @@ class Downlink:
         self._pad_start, self._pad_end = now, now + PROBE_DURATION
         self._pad_counted = self.tw.next
         self._pad_bytes = 0
-        self.tw.padding = True
+        self.tw.start_padding(pad_from, goal, now, self._pad_end)
 
     def pad(self, now: float) -> None:
         """Padding owed by the running probe (called after media packets, and on the tick):
@@ -218,6 +221,7 @@ class Downlink:
         if now >= self._pad_end:
             self._stop_padding()
             return
+        self.tw.refresh()
         self._count_sent()
         owed = self._pad_goal / 8 * (now - self._pad_start) - self._pad_bytes
         burst = 0
@@ -242,7 +246,7 @@ class Downlink:
 
     def _stop_padding(self) -> None:
         self._pad_from = None
-        self.tw.padding = False
+        self.tw.stop_padding()
 
     def _log(self, message: str, *args: object) -> None:
         if log.isEnabledFor(logging.DEBUG):

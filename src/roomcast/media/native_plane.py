@@ -10,19 +10,25 @@ and every track the engine does not take (`native_tracks.offloadable`): those ru
 the Python plane, on plain packets the engine hands up. The two talk through events (see
 `UdpMux.native_events`) and the calls of `native_tracks.Engine`.
 
-Congestion control (rtc.congestion_control, on by default) is not in the engine yet: with it
-on, no track is offloaded (the engine still does the socket batching and SRTP of every packet,
-Python the rest), because transport-cc needs each publisher packet's arrival time and a
-transport-wide number on each packet to a subscriber. Turn it off to offload VP8 tracks of
-publishers that did not negotiate transport-cc (the engine sends no feedback either).
-
-What the engine needs for it: every RTP packet to a keyed transport already goes
-out through the engine (`Engine.send_rtp` for Python's own tracks), so the engine is where
-transport-wide sequence numbers get written, one counter per subscriber transport, with the
-send time and size of each kept for Python's estimator to match with the feedback; RTX (the
-retransmit path, wrapped per RFC 4588 §4) and padding (sent on request, like a retransmit)
-are engine calls of the same kind; the allocator's layer ceilings arrive as the downtrack's
-target through `Engine.control`, as `set_target` does today.
+Congestion control (rtc.congestion_control, on by default) runs with offloaded tracks; the
+estimator and the allocator stay Python's (downlink.py, bwe.py, allocator.py), the engine
+does the per-packet part:
+- Subscribers: one transport-wide counter per transport (`Engine.set_transport_cc` gives the
+  subscriber's extension id). The engine writes the next number into every RTP packet it sends
+  there, forwarded or Python's own (`Engine.send_rtp` finds the element; over ICE-TCP Python
+  sends, after `Engine.number`), and keeps (number, send time, size) in a ring of
+  twcc.HISTORY; the subscriber's downlink reads it through `NativeTransportWide.refresh` when
+  feedback arrives and on the tick. Retransmissions go on the subscriber's RTX stream (RFC 4588
+  §4) with new numbers. A probe's padding is paced by the engine after each media packet on
+  the transport (`Engine.start_probe`, Downlink.pad's rule) when the padding track is an
+  offloaded one, else by Python on the tick only.
+- Publishers: the engine records (transport-wide number, arrival) of each packet of an
+  offloaded track; `TwccRecorder.before_flush` pulls them before every feedback, so the
+  feedback is built as on the Python plane, every TwccRecorder.interval (the engine tells
+  Python, EV_ARRIVALS, when arrivals have waited that long). NACK bookkeeping per layer is
+  the engine's (native/nack.h, nack.py's schedule); due requests come up as EV_NACK events
+  and Python sends the RTCP (SRTCP stays Python's).
+The allocator's layer ceilings arrive as the downtrack's target through `Engine.control`.
 
 Choice of plane: `rtc.forwarding_plane` (python | native | auto), overridden by the
 ROOMCAST_FORWARDING_PLANE environment variable; auto takes the native plane where it was built.
@@ -30,22 +36,26 @@ ROOMCAST_FORWARDING_PLANE environment variable; auto takes the native plane wher
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import struct
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
 
+from .downlink import Downlink
 from .downtrack import DownTrack
 from .forwarding_plane import UNKNOWN_SSRC_RATE, ForwardingPlane
 from .native_tracks import (
     Engine,
     NativeDownTrack,
+    NativeTransportWide,
     NativeUpTrack,
     native_transport_id,
     offloadable,
 )
-from .rtp import URI_TRANSPORT_CC
+from .twcc import TwccRecorder
 from .uptrack import ReceiveLayer, UpTrack
 
 logger = logging.getLogger(__name__)
@@ -60,7 +70,8 @@ HOW_TO_BUILD = (
 )
 _said_so = False
 
-EV_DATAGRAM, EV_RTP, EV_RTCP, EV_LAYER_STARTED, EV_SEND = range(5)  # native/plane.h
+EV_DATAGRAM, EV_RTP, EV_RTCP, EV_LAYER_STARTED, EV_SEND, EV_NACK, EV_ARRIVALS = range(7)
+# (native/plane.h enum event_kind)
 
 
 def native_module() -> tuple[ModuleType | None, str]:
@@ -125,9 +136,6 @@ class NativeForwardingPlane(ForwardingPlane):
         if (
             engine is None
             or transport < 0
-            or self.congestion_control  # transport-cc is Python's alone so far: see above
-            # nor does the engine send transport-cc feedback: such a publisher would get none
-            or URI_TRANSPORT_CC in kwargs["extensions"].values()
             or not offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"])
         ):
             return super()._new_uptrack(track_sid, kind, **kwargs)
@@ -135,15 +143,51 @@ class NativeForwardingPlane(ForwardingPlane):
         track.attach(engine)
         track.transport_id = transport
         self._native_up[track.native_id] = track
+        twcc = kwargs["twcc"]
+        if track.twcc_ext and twcc.before_flush is None:
+            twcc.before_flush = lambda: self._pull_arrivals(twcc)
         return track
+
+    def _pull_arrivals(self, twcc: TwccRecorder) -> None:
+        """Before a publisher's feedback: the arrivals the engine recorded for its tracks."""
+        for track in self._native_up.values():
+            if track.twcc is twcc:
+                track.pull_arrivals()
+
+    def add_downtrack(self, track_sid: str, subscriber: str, **kwargs: Any) -> DownTrack:
+        """As the Python plane's; a subscriber on a transport the engine knows gets a downlink
+        on the engine's transport-wide numbers (created here, before its first downtrack)."""
+        engine, transport = self._engine(), native_transport_id(kwargs["send_rtp"])
+        if engine is None or transport < 0 or track_sid not in self._uptracks:
+            return super().add_downtrack(track_sid, subscriber, **kwargs)
+        downlink = self._downlinks.get(subscriber)
+        if downlink is None:
+            self._downlinks[subscriber] = Downlink(
+                subscriber,
+                self._by_subscriber.setdefault(subscriber, {}),
+                enabled=self.congestion_control,
+                allow_pause=self._allow_pause.get(subscriber, self.allow_pause),
+                transport_wide=NativeTransportWide(engine, transport),
+            )
+        elif isinstance(downlink.tw, NativeTransportWide) and downlink.tw.transport != transport:
+            downlink.tw = NativeTransportWide(engine, transport)  # a new PeerConnection
+            downlink.tw.pad = downlink.pad
+        return super().add_downtrack(track_sid, subscriber, **kwargs)
 
     def _new_downtrack(self, track: UpTrack, subscriber: str, **kwargs: Any) -> DownTrack:
         engine = self._engine()
+        tw = kwargs["transport_wide"]
+        if isinstance(tw, NativeTransportWide):
+            kwargs["transport_wide"] = tw.scratch  # the engine numbers this transport
         if engine is None or not isinstance(track, NativeUpTrack):
-            return super()._new_downtrack(track, subscriber, **kwargs)
-        downtrack = NativeDownTrack(track, subscriber, **kwargs)
-        downtrack.attach(engine, native_transport_id(kwargs["send_rtp"]))
-        self._native_down[downtrack.native_id] = downtrack
+            downtrack = super()._new_downtrack(track, subscriber, **kwargs)
+        else:
+            downtrack = NativeDownTrack(track, subscriber, **kwargs)
+            downtrack.attach(engine, native_transport_id(kwargs["send_rtp"]))
+            self._native_down[downtrack.native_id] = downtrack
+        if isinstance(tw, NativeTransportWide) and downtrack.tw is not None:
+            with contextlib.suppress(KeyError):  # a transport already closed
+                tw.engine.set_transport_cc(tw.transport, downtrack.rewriter.tw_id)
         return downtrack
 
     def _layer_bound(self, layer: ReceiveLayer, ssrc: int) -> None:
@@ -195,6 +239,14 @@ class NativeForwardingPlane(ForwardingPlane):
             track = self._native_up.get(native_id)
             if track is not None:
                 track.started_layer(self._clock())
+        elif kind == EV_ARRIVALS:  # a publisher's feedback is due (TwccRecorder.interval)
+            track = self._native_up.get(native_id)
+            if track is not None and track.twcc is not None:
+                track.twcc.flush(self._clock())
+        elif kind == EV_NACK:
+            track = self._native_up.get(native_id)
+            if track is not None:
+                track.send_nack(arg, list(struct.unpack(f"!{len(data) // 2}H", data)))
 
 
 class EngineHost(Protocol):

@@ -41,6 +41,13 @@ class NativeSrtp:
         assert self.engine is not None
         return self.engine.send_rtp(self.native_id, packet)
 
+    def numbered(self, packet: bytes) -> bytes:
+        """`packet` with the transport's next transport-wide number, when the engine keeps
+        them (while not `keyed`: what the engine sends itself it numbers itself)."""
+        if self.engine is None or self.native_id < 0:
+            return packet
+        return self.engine.number(self.native_id, packet)
+
     def close(self) -> None:
         if self.engine is not None and self.native_id >= 0:
             self.engine.remove_transport(self.native_id)

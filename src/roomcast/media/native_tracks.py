@@ -10,16 +10,22 @@ media tick and before every decision that reads them.
 
 from __future__ import annotations
 
+import contextlib
+import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from .codecs import AUDIO, VP8
 from .downtrack import DownTrack
+from .rtcp import build_nack
+from .twcc import HISTORY, TransportWide
 from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack
 
 PT_NONE, PT_AUDIO, PT_VP8 = 0, 1, 2  # native/plane.h enum pt_kind
 NO_LAYER = -1  # native/: no target / no current layer
 KEEP = -2  # Engine.control: leave the engine's current layer as it is
+_SENT = struct.Struct("=qdI4x")  # native/plane.h tw_record
+_ARRIVAL = struct.Struct("=dII")  # native/plane.h arrival
 
 
 class Engine(Protocol):
@@ -67,7 +73,15 @@ class Engine(Protocol):
     ) -> tuple[int, list[tuple[int, int, int, int, int, float, float]]]: ...
 
     def add_downtrack(
-        self, uptrack: int, transport: int, ssrc: int, pt_map: bytes, ids: bytes
+        self,
+        uptrack: int,
+        transport: int,
+        ssrc: int,
+        pt_map: bytes,
+        ids: bytes,
+        tw_id: int = 0,
+        rtx_ssrc: int = 0,
+        rtx_map: bytes = b"",
     ) -> int: ...
 
     def remove_downtrack(self, downtrack: int) -> None: ...
@@ -76,9 +90,29 @@ class Engine(Protocol):
 
     def downtrack_state(
         self, downtrack: int
-    ) -> tuple[int, int, int, int, int, int, int, float, int, int, int, int]: ...
+    ) -> tuple[int, int, int, int, int, int, int, float, int, int, int, int, int]: ...
 
     def retransmit(self, downtrack: int, sequences: list[int]) -> tuple[int, int]: ...
+
+    def set_transport_cc(self, transport: int, ext_id: int) -> None: ...
+
+    def number(self, transport: int, packet: bytes) -> bytes: ...
+
+    def transport_sent(self, transport: int, since: int) -> tuple[int, bytes]: ...
+
+    def start_probe(
+        self, transport: int, downtrack: int, bps: float, start: float, end: float
+    ) -> None: ...
+
+    def stop_probe(self, transport: int) -> None: ...
+
+    def pad(self, downtrack: int, count: int) -> int: ...
+
+    def set_uptrack_feedback(self, uptrack: int, twcc_id: int, nack: bool) -> None: ...
+
+    def arrivals(self, uptrack: int) -> bytes: ...
+
+    def check_nacks(self, uptrack: int) -> None: ...
 
 
 def native_transport_id(callback: Callable[[bytes], None]) -> int:
@@ -101,6 +135,45 @@ def offloadable(kind: str, codecs: dict[int, str], layers: int, packet_trailer: 
     return kind == "video" and kinds == {VP8} and 1 <= layers <= 4 and not packet_trailer
 
 
+class NativeTransportWide(TransportWide):
+    """A subscriber transport's transport-wide numbers when the engine sends on it: the engine
+    numbers every packet (its own and Python's, `Engine.send_rtp`), and `refresh` copies its
+    send records here for the downlink's estimator. Python's own downtracks on the transport
+    write their numbers into `scratch` (the engine overwrites them on the wire)."""
+
+    __slots__ = ("engine", "scratch", "transport")
+
+    def __init__(self, engine: Engine, transport: int) -> None:
+        super().__init__()
+        self.engine = engine
+        self.transport = transport
+        self.scratch = TransportWide()
+
+    def refresh(self) -> None:
+        try:
+            following, blob = self.engine.transport_sent(self.transport, self.next)
+        except KeyError:  # the transport closed before its subscriber left
+            return
+        sent = self.sent
+        for record in _SENT.iter_unpack(blob):
+            sent[record[0] & (HISTORY - 1)] = record
+        self.next = following
+
+    def take(self, now: float, size: int) -> int:
+        raise RuntimeError("the engine numbers this transport's packets")
+
+    def start_padding(self, pad_from: object, bps: float, start: float, end: float) -> None:
+        """The engine pads after each media packet of the transport (`Engine.start_probe`)
+        when the padding track is its own; else Python pads on the tick only."""
+        if isinstance(pad_from, NativeDownTrack):
+            with contextlib.suppress(KeyError):  # the transport closed
+                self.engine.start_probe(self.transport, pad_from.native_id, bps, start, end)
+
+    def stop_padding(self) -> None:
+        with contextlib.suppress(KeyError):
+            self.engine.stop_probe(self.transport)
+
+
 class NativeUpTrack(UpTrack):
     """An `UpTrack` whose receive path is the engine's; see the module docstring."""
 
@@ -121,6 +194,33 @@ class NativeUpTrack(UpTrack):
         self.native_id = engine.add_uptrack(
             self.kind == "video", len(self.layers), bytes(kinds), rates, cache
         )
+        # The engine records transport-wide arrivals (pulled into `twcc` before each feedback)
+        # and keeps the NACK bookkeeping (EV_NACK events) of every layer.
+        nack = any(layer.nacker is not None for layer in self.layers)
+        engine.set_uptrack_feedback(self.native_id, self.twcc_ext, nack)
+        for layer in self.layers:
+            layer.nacker = None
+
+    def pull_arrivals(self) -> None:
+        """Record the arrivals the engine kept into the publisher's `TwccRecorder`."""
+        twcc = self.twcc
+        if twcc is None or not self.twcc_ext:
+            return
+        blob = self.engine.arrivals(self.native_id)
+        for now, sequence, ssrc in _ARRIVAL.iter_unpack(blob):
+            twcc.record(sequence, ssrc, now)
+
+    def send_nack(self, layer_index: int, sequences: list[int]) -> None:
+        """EV_NACK: the engine's NACK bookkeeping wants these requested (UpTrack._send_nacks)."""
+        if 0 <= layer_index < len(self.layers):
+            layer = self.layers[layer_index]
+            if layer.ssrc is not None and sequences:
+                self.nacks_sent += len(sequences)
+                self.send_rtcp(build_nack(self._rtcp_ssrc, layer.ssrc, sequences))
+
+    def tick(self, now: float) -> None:
+        self.engine.check_nacks(self.native_id)  # a layer that stalled after a gap
+        super().tick(now)
 
     def bind(self, transport: int, layer_index: int, ssrc: int) -> None:
         self.engine.bind_ssrc(transport, ssrc, self.native_id, layer_index)
@@ -160,9 +260,12 @@ class NativeDownTrack(DownTrack):
         self.engine = engine
         pt_map = bytes(pt if 0 <= pt < 128 else 255 for pt in self.pt_map)
         ids = bytes(self.rewriter.ids)
+        tw_id = self.rewriter.tw_id if self.tw is not None else 0
+        rtx_map = bytes(pt if 0 <= pt < 128 else 255 for pt in self.rtx_pt)
         self.native_id = engine.add_downtrack(
-            self.uptrack.native_id, transport, self.ssrc, pt_map, ids
-        )
+            self.uptrack.native_id, transport, self.ssrc, pt_map, ids, tw_id, self.rtx_ssrc,
+            rtx_map,
+        )  # fmt: skip
         self._push(KEEP)
 
     def _push(self, current: int) -> None:
@@ -183,6 +286,7 @@ class NativeDownTrack(DownTrack):
             self.epoch_layer,
             self.seq_offset,
             started,
+            self.padding_sent,
         ) = self.engine.downtrack_state(self.native_id)
         self.current = None if current < 0 else current
         self.started = bool(started)
@@ -213,6 +317,16 @@ class NativeDownTrack(DownTrack):
     def retransmit(self, sequences: list[int], now: float) -> None:
         self.nacks += len(sequences)
         self.engine.retransmit(self.native_id, sequences)
+
+    def send_padding(self, now: float) -> int:
+        """One probe padding packet, sent by the engine on our RTX stream (its sequence
+        numbers are the engine's)."""
+        try:
+            size = self.engine.pad(self.native_id, 1)
+        except KeyError:  # removed while a probe still named it: no padding
+            return 0
+        self.padding_sent += size
+        return size
 
     def sender_report(self, now: float, ntp_now: int) -> bytes | None:
         self.sync()

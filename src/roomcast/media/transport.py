@@ -239,7 +239,7 @@ class PeerTransport:
         if protect is None or addr is None:
             return
         try:
-            data = protect(packet)
+            data = protect(native.numbered(packet))  # ICE-TCP: the engine's numbers still
         except pylibsrtp.Error:
             self.stats["srtp_protect_failed"] += 1
             return

@@ -179,6 +179,7 @@ class TwccRecorder:
         "_highest",
         "_next_base",
         "_send",
+        "before_flush",
         "interval",
         "media_ssrc",
         "sender_ssrc",
@@ -196,6 +197,9 @@ class TwccRecorder:
         self._next_base = -1  # first sequence the next feedback reports
         self._count = 0
         self._due = 0.0
+        # Called when a feedback is due, before it is built: the native plane records the
+        # arrivals its engine kept (media/native_plane.py).
+        self.before_flush: Callable[[], None] | None = None
 
     def record(self, sequence: int, ssrc: int, now: float) -> None:
         """A packet with transport-wide sequence number `sequence` arrived (hot path)."""
@@ -219,6 +223,8 @@ class TwccRecorder:
     def flush(self, now: float) -> None:
         """Send what arrived since the last feedback (also called by the media tick)."""
         self._due = now + self.interval
+        if self.before_flush is not None:
+            self.before_flush()
         if not self._arrivals:
             return
         arrivals = self._arrivals
@@ -273,6 +279,16 @@ class TransportWide:
         self.sent: list[tuple[int, float, int] | None] = [None] * HISTORY
         self.padding = False
         self.pad: Callable[[float], None] = _no_padding
+
+    def refresh(self) -> None:
+        """Bring `next` and `sent` up to date (the native plane's numbers are the engine's)."""
+
+    def start_padding(self, pad_from: object, bps: float, start: float, end: float) -> None:
+        """A probe starts: senders pad (`pad`) after media packets until `stop_padding`."""
+        self.padding = True
+
+    def stop_padding(self) -> None:
+        self.padding = False
 
     def take(self, now: float, size: int) -> int:
         """The next number (16 bits) for a packet of `size` bytes sent now (slow paths; the
