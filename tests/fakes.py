@@ -95,6 +95,8 @@ class FakeSubscriber:
 
     participant_sid: str = ""
     tracks: dict[str, Publication] = field(default_factory=dict)
+    targets: dict[str, tuple[int | None, float]] = field(default_factory=dict)
+    on_target: Callable[[str, int | None, float], None] | None = None  # e.g. the plane's
     closed: bool = False
 
     def subscribe(self, publication: Publication) -> bool:
@@ -113,6 +115,12 @@ class FakeSubscriber:
 
     def is_subscribed(self, track_sid: str) -> bool:
         return track_sid in self.tracks
+
+    def set_target(self, track_sid: str, layer: int | None, fps: float) -> None:
+        if track_sid in self.tracks:
+            self.targets[track_sid] = (layer, fps)
+            if self.on_target is not None:
+                self.on_target(track_sid, layer, fps)
 
     def subscribed(self) -> list[str]:
         return list(self.tracks)

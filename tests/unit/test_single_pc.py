@@ -61,6 +61,12 @@ class FakePlane:
         self.removed.append(track_sid)
         self.downtracks.pop(track_sid, None)
 
+    def set_target_layer(
+        self, track_sid: str, subscriber: str, layer: int | None, fps: float = 0.0
+    ) -> None:
+        if track_sid in self.downtracks:  # as ForwardingPlane: no downtrack, nothing to set
+            self.downtracks[track_sid]["target"] = (layer, fps)
+
 
 class Pc:
     """One participant's single PeerConnection: both roles over fakes."""
@@ -173,6 +179,28 @@ def test_subscriptions_ask_for_an_offer_and_go_out_in_its_answer() -> None:
     again = pc.offer()
     assert dict(again.mid_to_track_id) == {"0": "TR_a", "3": "TR_v"}
     assert sections(again)["0"].ssrcs[0].ssrc == ssrc.ssrc
+
+
+def test_track_settings_sent_before_the_answer_apply_to_the_downtrack_it_creates() -> None:
+    """The SDKs ask for a quality as soon as they see the track (UpdateTrackSettings), which
+    can be before the answer that creates the track's downtrack reaches the server."""
+    pc = Pc()
+    pc.offer()
+    assert pc.subscriber.subscribe(publication("TR_v", "video", [VP8]))
+    pc.subscriber.set_target("TR_v", 0, 15.0)  # LOW, 15 fps: no downtrack yet
+    pc.subscriber.set_target("TR_x", 0, 0.0)  # not subscribed: ignored
+    pc.settle()
+    pc.offer()
+    assert pc.plane.downtracks["TR_v"]["target"] == (0, 15.0)
+    pc.subscriber.set_target("TR_v", None, 0.0)  # paused: applied at once now
+    assert pc.plane.downtracks["TR_v"]["target"] == (None, 0.0)
+    assert "TR_x" not in pc.plane.downtracks
+    # A new subscription to the same track starts from the default again.
+    assert pc.subscriber.unsubscribe("TR_v")
+    assert pc.subscriber.subscribe(publication("TR_v", "video", [VP8]))
+    pc.settle()
+    pc.offer()
+    assert "target" not in pc.plane.downtracks["TR_v"]
 
 
 def test_more_tracks_than_sections_ask_for_sections() -> None:

@@ -72,6 +72,10 @@ class World:
             participant_sid=participant.sid, options=JoinOptions(auto_subscribe=auto_subscribe)
         )
         participant.session = session
+        plane, sub = self.plane, participant.sid
+        session.subscriber.on_target = lambda sid, layer, fps: plane.set_target_layer(
+            sid, sub, layer, fps
+        )
         the_room = self.room(room)
         the_room.add_participant(participant)
         participant.set_state(State.JOINED)

@@ -94,6 +94,12 @@ class TrackSubscriber(Protocol):
 
     def is_subscribed(self, track_sid: str) -> bool: ...
 
+    def set_target(self, track_sid: str, layer: int | None, fps: float) -> None:
+        """The layer (None: paused) and frame rate (0: all) the participant wants of a track
+        it is subscribed to; kept for the subscription, so it also applies to a downtrack
+        that does not exist yet (the answer that creates it still on its way)."""
+        ...
+
     def subscribed(self) -> list[str]:
         """Track sids currently received."""
         ...

@@ -61,6 +61,9 @@ class SubscriberPeer:
         self._by_track: dict[str, OutgoingTrack] = {}
         self._publications: dict[str, Publication] = {}
         self._downtracks: set[str] = set()  # track sids with a plane downtrack
+        # What the subscriber asked for each track (UpdateTrackSettings: layer, fps). It can
+        # come before the answer that creates the track's downtrack, and is applied then.
+        self._targets: dict[str, tuple[int | None, float]] = {}
         self._awaiting_answer = False
         self._renegotiate = False
         self._debounce: asyncio.TimerHandle | None = None
@@ -95,8 +98,16 @@ class SubscriberPeer:
         self.negotiate()
         return True
 
+    def set_target(self, track_sid: str, layer: int | None, fps: float) -> None:
+        if not self.is_subscribed(track_sid):
+            return
+        self._targets[track_sid] = (layer, fps)
+        if track_sid in self._downtracks:
+            self._plane.set_target_layer(track_sid, self._participant_sid, layer, fps)
+
     def unsubscribe(self, track_sid: str) -> bool:
         track = self._by_track.pop(track_sid, None)
+        self._targets.pop(track_sid, None)
         publication = self._publications.pop(track_sid, None)
         if publication is not None:
             publication.subscribers.discard(self._participant_sid)
@@ -183,6 +194,7 @@ class SubscriberPeer:
                 rtx_ssrc=track.rtx_ssrc,
             )
             self._downtracks.add(track.track_id)
+            _apply_target(self._plane, track.track_id, self._participant_sid, self._targets)
         if self._renegotiate:
             self.negotiate()
 
@@ -197,6 +209,7 @@ class SubscriberPeer:
                 self._plane.remove_downtrack(track_sid, self._participant_sid)
         self._downtracks.clear()
         self._by_track.clear()
+        self._targets.clear()
 
 
 def _subscriber_codecs(publication: Publication) -> list[Codec]:
@@ -241,6 +254,7 @@ class SinglePcSubscriber:
         # Track sid → (codecs, header extensions) as this answer sends it, until it is sent.
         self._planned: dict[str, tuple[dict[str, int], dict[str, int], dict[int, int]]] = {}
         self._downtracks: set[str] = set()
+        self._targets: dict[str, tuple[int | None, float]] = {}  # as in SubscriberPeer
         self._cname = secrets.token_hex(8)
         self._used_ssrcs: set[int] = set()
         self._debounce: Cancellable | None = None
@@ -273,7 +287,15 @@ class SinglePcSubscriber:
         self.negotiate()
         return True
 
+    def set_target(self, track_sid: str, layer: int | None, fps: float) -> None:
+        if track_sid not in self._tracks:
+            return
+        self._targets[track_sid] = (layer, fps)
+        if track_sid in self._downtracks:
+            self._plane.set_target_layer(track_sid, self._participant_sid, layer, fps)
+
     def unsubscribe(self, track_sid: str) -> bool:
+        self._targets.pop(track_sid, None)
         publication = self._publications.pop(track_sid, None)
         if publication is not None:
             publication.subscribers.discard(self._participant_sid)
@@ -296,6 +318,7 @@ class SinglePcSubscriber:
                 publication.subscribers.discard(self._participant_sid)
             self._remove_downtrack(track_sid)
         self._tracks.clear()
+        self._targets.clear()
 
     # -- asking the client -------------------------------------------------------------------
     def negotiate(self) -> None:
@@ -370,6 +393,7 @@ class SinglePcSubscriber:
             except KeyError:  # unpublished meanwhile: the unsubscription is on its way
                 continue
             self._downtracks.add(track_sid)
+            _apply_target(self._plane, track_sid, self._participant_sid, self._targets)
         self._planned.clear()
         self._slots.answered()
         self.negotiate()
@@ -386,3 +410,15 @@ class SinglePcSubscriber:
             if ssrc not in self._used_ssrcs:
                 self._used_ssrcs.add(ssrc)
                 return ssrc
+
+
+def _apply_target(
+    plane: ForwardingPlane,
+    track_sid: str,
+    subscriber: str,
+    targets: dict[str, tuple[int | None, float]],
+) -> None:
+    """A new downtrack starts at what the subscriber last asked for, if it asked."""
+    target = targets.get(track_sid)
+    if target is not None:
+        plane.set_target_layer(track_sid, subscriber, *target)

@@ -300,7 +300,7 @@ class SubscriptionManager:
                 layer = _layer_for_size(room, publication, sid, settings.width, settings.height)
             else:
                 layer = _layer_for_quality(room, publication, settings.quality)
-            self.plane.set_target_layer(sid, participant.sid, layer, settings.fps)
+            session.subscriber.set_target(sid, layer, settings.fps)
 
     def tick(self, rooms: list[Room], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
