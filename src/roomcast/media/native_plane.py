@@ -60,7 +60,7 @@ import os
 import struct
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from .downlink import Downlink
 from .downtrack import DownTrack
@@ -132,6 +132,17 @@ def forwarding_threads(configured: str) -> int:
     if not wanted.isdigit() or not 1 <= int(wanted) <= MAX_THREADS:
         raise ValueError(f"forwarding threads {wanted!r}: expected auto or 1 to {MAX_THREADS}")
     return int(wanted)
+
+
+class MuxOptions(TypedDict):
+    native: bool
+    native_threads: int
+
+
+def mux_options(plane: str, threads: str) -> MuxOptions:
+    """`UdpMux`'s arguments for `rtc.forwarding_plane` and `rtc.forwarding_threads`."""
+    native = choose_plane(plane) == "native"
+    return {"native": native, "native_threads": forwarding_threads(threads)}
 
 
 def new_engine(fd: int, threads: int = 1) -> Engine:
