@@ -166,11 +166,13 @@ static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint8_t *
     return (int)(RTP_HEADER_SIZE + tail);
 }
 
+/* The downtrack's keyed transport, NULL when it is not keyed here, or not its owner's (it was
+ * added before its transport: only its owner's sender may touch the SRTP context). */
 static transport *downtrack_transport(plane *p, const downtrack *dt) {
     transport *t = (dt->transport >= 0 && dt->transport < p->ntransports)
                        ? p->transports[dt->transport]
                        : NULL;
-    return t && t->keyed ? t : NULL;
+    return t && t->keyed && t->owner == dt->owner ? t : NULL;
 }
 
 /* The buffer to build a packet for `t` in: the next send slot (no copy later), or scratch. */

@@ -120,14 +120,16 @@ static void run_job(plane *p, sender *s, const job *j) {
     }
 }
 
-/* Drain the ring; the lock is let go every JOBS_PER_LOCK jobs so that Python's calls get in. */
+/* Drain the ring; the lock is let go (and the batch sent) every JOBS_PER_LOCK jobs or
+ * OUT_BATCH / 4 packets, so that Python's calls, which wait for it, get in soon. */
 static void drain(plane *p, sender *s) {
     for (;;) {
         uint32_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
         uint32_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
         if (head == tail) return;
         pthread_mutex_lock(&s->lock);
-        for (int done = 0; head != tail && done < JOBS_PER_LOCK; done++) {
+        for (int done = 0; head != tail && done < JOBS_PER_LOCK && s->nout < OUT_BATCH / 4;
+             done++) {
             job j = s->ring[head & (JOB_RING - 1)];
             atomic_store_explicit(&s->head, ++head, memory_order_release);
             run_job(p, s, &j);

@@ -136,7 +136,7 @@ def test_tables_change_while_packets_flow(engine: tuple) -> None:
     pub = peer(eng)
     uptrack = new_uptrack(eng, pub)
     live: dict[int, Peer] = {}  # downtrack -> its subscriber
-    spare: list[Peer] = []  # transports without a downtrack
+    spare: list[Peer] = []  # transports whose downtrack went
     for _ in range(4):
         sub = subscriber(eng)
         live[new_downtrack(eng, uptrack, sub)] = sub
@@ -144,7 +144,7 @@ def test_tables_change_while_packets_flow(engine: tuple) -> None:
         pub.send_rtp(tagged_packet(n, n & 0x7FFF), address)
         action = rng.randrange(10)
         if action == 0:
-            sub = spare.pop() if spare else subscriber(eng)
+            sub = subscriber(eng)
             live[new_downtrack(eng, uptrack, sub)] = sub
         elif action == 1 and live:
             down = rng.choice(list(live))
@@ -161,6 +161,14 @@ def test_tables_change_while_packets_flow(engine: tuple) -> None:
             eng.retransmit(down, [(state[10] + n) & 0xFFFF])  # seq_offset + a recent seq
         elif action == 4 and live:
             eng.send_rtp(live[rng.choice(list(live))].transport, tagged_packet(n, 0x7FFF))
+        elif action == 6 and live and n % 7 == 0:
+            # Its transport goes first: the downtrack's packets come up to Python (EV_SEND).
+            down = rng.choice(list(live))
+            gone = live.pop(down)
+            eng.remove_transport(gone.transport)
+            gone.sock.close()
+            if n % 2:
+                eng.remove_downtrack(down)
         elif action == 5 and n % 300 == 5:
             # The uptrack goes and a new one takes its SSRC: queued jobs of the old one are
             # dropped by the senders (its serial), the old downtracks are gone with it.
