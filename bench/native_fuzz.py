@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         if result.returncode != 0:
             print(f"FAILED: the sanitized run exited with {result.returncode} (seed {seed})")
             raise SystemExit(1)
-        print("no memory error found")
+        print("no error found")
 
 
 if __name__ == "__main__":
