@@ -131,6 +131,7 @@ static void handle_datagram(plane *p, uint8_t *data, size_t len, struct sockaddr
 
 static void *worker(void *arg) {
     plane *p = arg;
+    pthread_setname_np(pthread_self(), "roomcast-recv");
     static __thread uint8_t bufs[IN_BATCH][BUF_SIZE];
     struct mmsghdr msgs[IN_BATCH];
     struct iovec iov[IN_BATCH];

@@ -54,6 +54,9 @@
 #define FEEDBACK_INTERVAL 0.1 /* twcc.py TwccRecorder.interval */
 #define MAX_SENDERS 8        /* rtc.forwarding_threads */
 #define JOB_RING 4096        /* jobs queued per sender; beyond: dropped and counted */
+#define MAX_BACKLOG 16384    /* packets a sender's queued jobs make (~40 ms of work); beyond:
+                                the job is dropped, as a full socket would drop it: late media
+                                is worse than lost media */
 #define JOBS_PER_LOCK 32     /* a sender releases its lock at least this often */
 
 enum pt_kind { PT_NONE = 0, PT_AUDIO = 1, PT_VP8 = 2, PT_OTHER = 3 };
@@ -204,7 +207,7 @@ typedef struct {
 typedef struct {
     shared_packet *packet;
     packet_info pi; /* pi.data points into packet */
-    int uptrack;
+    int uptrack, fanout; /* fanout: its downtracks on the sender when queued (backlog) */
     uint64_t serial;
 } job;
 
@@ -219,6 +222,7 @@ typedef struct sender {
     int wake_fd; /* eventfd: jobs queued */
     job *ring;
     _Atomic uint32_t head, tail; /* consumer's, producer's */
+    atomic_int backlog;           /* packets the queued jobs make (their downtracks here) */
     int pending;                  /* producer: jobs queued since the last wake */
     uint64_t queued, queue_dropped; /* producer's (plane lock) */
     counters c;                   /* its sends (its lock) */

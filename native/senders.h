@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "forward.h"
@@ -51,16 +52,20 @@ static void release_packet(shared_packet *packet) {
 
 /* Producer side: the plane's lock held (the receive thread, or Python's receive()). */
 static int ring_push(sender *s, shared_packet *packet, const packet_info *pi, int uid,
-                     uint64_t serial) {
+                     uint64_t serial, int fanout) {
     uint32_t tail = atomic_load_explicit(&s->tail, memory_order_relaxed);
     uint32_t head = atomic_load_explicit(&s->head, memory_order_acquire);
     if (tail - head >= JOB_RING) return 0;
+    int backlog = atomic_load_explicit(&s->backlog, memory_order_relaxed);
+    if (backlog > 0 && backlog + fanout > MAX_BACKLOG) return 0;
+    atomic_fetch_add_explicit(&s->backlog, fanout, memory_order_relaxed);
     job *j = &s->ring[tail & (JOB_RING - 1)];
     j->packet = packet;
     j->pi = *pi;
     j->pi.data = packet->data;
     j->uptrack = uid;
     j->serial = serial;
+    j->fanout = fanout;
     atomic_store_explicit(&s->tail, tail + 1, memory_order_release);
     return 1;
 }
@@ -87,7 +92,7 @@ void fan_out(plane *p, int uid, uptrack *u, const packet_info *pi) {
     for (int w = 0; w < p->nsenders; w++) {
         if (!u->ndowns[w]) continue;
         sender *s = &p->senders[w];
-        if (ring_push(s, packet, pi, uid, u->serial)) {
+        if (ring_push(s, packet, pi, uid, u->serial, u->ndowns[w])) {
             s->queued++;
             s->pending = 1;
         } else {
@@ -134,6 +139,7 @@ static void drain(plane *p, sender *s) {
             atomic_store_explicit(&s->head, ++head, memory_order_release);
             run_job(p, s, &j);
             release_packet(j.packet);
+            atomic_fetch_sub_explicit(&s->backlog, j.fanout, memory_order_relaxed);
         }
         flush_sends(p, s); /* under the lock: the batch points at its transports */
         pthread_mutex_unlock(&s->lock);
@@ -144,13 +150,20 @@ static void drain(plane *p, sender *s) {
 static void discard_jobs(sender *s) {
     uint32_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
     uint32_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
-    for (; head != tail; head++) release_packet(s->ring[head & (JOB_RING - 1)].packet);
+    for (; head != tail; head++) {
+        release_packet(s->ring[head & (JOB_RING - 1)].packet);
+        atomic_fetch_sub_explicit(&s->backlog, s->ring[head & (JOB_RING - 1)].fanout,
+                                  memory_order_relaxed);
+    }
     atomic_store_explicit(&s->head, head, memory_order_release);
 }
 
 static void *send_worker(void *arg) {
     sender *s = arg;
     plane *p = s->p;
+    char name[16]; /* top -H, /proc/<pid>/task/<tid>/comm */
+    snprintf(name, sizeof name, "roomcast-send%d", s->index);
+    pthread_setname_np(pthread_self(), name);
     struct pollfd fds[2] = {{s->wake_fd, POLLIN, 0}, {p->wake_fd, POLLIN, 0}};
     for (;;) {
         if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
