@@ -350,8 +350,8 @@ static PyObject *Engine_stop(Engine *self, PyObject *unused) {
     plane *p = &self->p;
     if (p->running) {
         uint64_t one = 1;
-        ssize_t w = write(p->wake_fd, &one, sizeof one);
-        (void)w;
+        ssize_t written = write(p->wake_fd, &one, sizeof one);
+        (void)written;
         Py_BEGIN_ALLOW_THREADS pthread_join(p->thread, NULL);
         for (int w = 0; w < p->nsenders; w++)
             if (p->senders[w].running) pthread_join(p->senders[w].thread, NULL);

@@ -189,3 +189,17 @@ def test_tables_change_while_packets_flow(engine: tuple) -> None:
     assert counters["rtp_in"] == 1501, counters
     for sub in [*live.values(), *spare]:
         sub.sock.close()
+
+
+def test_stop_and_start_again(engine: tuple) -> None:
+    """stop() joins every thread and drops what was queued; start() runs them again."""
+    eng, sock, _ = engine
+    address = sock.getsockname()
+    pub, sub = peer(eng), subscriber(eng)
+    down = new_downtrack(eng, new_uptrack(eng, pub), sub)
+    eng.stop()
+    eng.stop()  # twice: nothing to do
+    eng.start()
+    pub.send_rtp(tagged_packet(1, LAST), address)
+    _, tags = drain_until_last(sub)
+    assert tags == [LAST] and eng.downtrack_state(down)[1] == 1
