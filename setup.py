@@ -11,6 +11,8 @@ setup(
             sources=["native/module.c"],
             depends=[
                 "native/forward.h",
+                "native/nack.h",
+                "native/senders.h",
                 "native/plane.h",
                 "native/rtp.h",
                 "native/srtp_gcm.h",

@@ -7,8 +7,11 @@ bitstream in fixed-size RTP packets at a fixed packet rate) to N subscribers thr
             subscribers joined over LiveKit signalling with Roomcast's own client peer (ICE,
             DTLS, SRTP); NACK, RTCP and stats are on, and the subscribers send receiver
             reports and NACK gaps;
-  native    the same, on the native forwarding plane (media/native_plane.py, native/);
-            congestion control is off for both (the other relays estimate nothing);
+  native    the same, on the native forwarding plane (media/native_plane.py, native/),
+            with the server's default sender threads (ROOMCAST_FORWARDING_THREADS=N in the
+            environment sets them; the subscribers here are Python, so on a small machine
+            they saturate before the engine does: bench.native_threads drives the engine
+            alone); congestion control is off for both (the other relays estimate nothing);
   roomcast-cc, native-cc   the same two with congestion control on (the server's default:
             transport-wide numbers on every packet to a subscriber, send records kept);
   C relay   bench/baselines/c_relay.c: recvmmsg/sendmmsg + libsrtp2 with pre-shared keys,

@@ -12,7 +12,11 @@ the source tree), then runs a child Python with libasan preloaded that, until th
     publisher arrivals, NACK bookkeeping).
 Any memory error aborts the child with ASan's report; the run then fails (exit status 1).
 
-Run: python -m bench.native_fuzz [--seconds 600] [--seed N]
+The engine runs with `--threads` sender threads (2 by default: the hand-off to sender threads
+is exercised). `--sanitize thread` builds with ThreadSanitizer instead (data races, lock-order
+inversions); TSan's reports are printed and fail the run.
+
+Run: python -m bench.native_fuzz [--seconds 600] [--seed N] [--threads 2] [--sanitize thread]
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "native" / "module.c"
 
 
-def build(out: Path) -> Path:
+def build(out: Path, sanitize: str = "address,undefined") -> Path:
     if shutil.which("gcc") is None:
         raise SystemExit("gcc is not installed")
     target = out / ("_native" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
@@ -49,8 +53,8 @@ def build(out: Path) -> Path:
         "-O1",
         "-g",
         "-fno-omit-frame-pointer",
-        "-fsanitize=address,undefined",
-        "-fno-sanitize-recover=undefined",
+        f"-fsanitize={sanitize}",
+        *(["-fno-sanitize-recover=undefined"] if "undefined" in sanitize else []),
         "-std=gnu11",
         f"-I{sysconfig.get_paths()['include']}",
         "-o",
@@ -108,7 +112,7 @@ def random_packet(rng: random.Random) -> bytes:
     return bytes(packet[:1500])
 
 
-def child(library: Path, seconds: float, seed: int) -> None:
+def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
     import pylibsrtp
 
     GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
@@ -119,7 +123,7 @@ def child(library: Path, seconds: float, seed: int) -> None:
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))
     server.setblocking(False)
-    engine = native.Engine(server.fileno())
+    engine = native.Engine(server.fileno(), threads)
     engine.start()
     address = server.getsockname()
 
@@ -221,16 +225,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.native_fuzz", description=__doc__)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2, help="the engine's sender threads")
+    parser.add_argument("--sanitize", choices=("address", "thread"), default="address")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the sanitized library
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     if args.child:
-        child(Path(args.child), args.seconds, seed)
+        child(Path(args.child), args.seconds, seed, args.threads)
         return
+    tsan = args.sanitize == "thread"
     with tempfile.TemporaryDirectory(prefix="roomcast-asan-") as out:
-        library = build(Path(out))
+        library = build(Path(out), "thread" if tsan else "address,undefined")
+        runtime = "libtsan.so" if tsan else "libasan.so"
         asan = subprocess.run(
-            ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
+            ["gcc", f"-print-file-name={runtime}"], capture_output=True, text=True, check=True
         ).stdout.strip()
         env = {
             **os.environ,
@@ -238,16 +246,22 @@ def main(argv: list[str] | None = None) -> None:
             # CPython's own allocations are not leaks to report; any other error aborts.
             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:halt_on_error=1",
             "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+            "TSAN_OPTIONS": "halt_on_error=1:second_deadlock_stack=1",
             "PYTHONMALLOC": "malloc",
         }
         command = [sys.executable, "-m", "bench.native_fuzz", "--child", str(library)]
         command += ["--seconds", str(args.seconds), "--seed", str(seed)]
-        print(f"fuzzing the native plane under ASan+UBSan for {args.seconds:g} s (seed {seed})")
+        command += ["--threads", str(args.threads)]
+        name = "TSan" if tsan else "ASan+UBSan"
+        print(
+            f"fuzzing the native plane under {name} for {args.seconds:g} s, "
+            f"{args.threads} sender threads (seed {seed})"
+        )
         result = subprocess.run(command, env=env, cwd=ROOT, check=False)
         if result.returncode != 0:
             print(f"FAILED: the sanitized run exited with {result.returncode} (seed {seed})")
             raise SystemExit(1)
-        print("no memory error found")
+        print("no error found")
 
 
 if __name__ == "__main__":

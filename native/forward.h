@@ -1,7 +1,9 @@
 /*
  * The per-packet path of the native plane, the C twin of uptrack.py (UpTrack.receive,
  * ReceiveLayer.on_packet, the NACK cache) and downtrack.py (DownTrack.forward, _start_epoch,
- * retransmit). Called with the plane's lock held.
+ * retransmit). The receive side (uptrack_receive) runs under the plane's lock; the send side
+ * (forward_one, retransmit, send_padding, probe_pad: anything given a `sender`) under the lock of
+ * the sender that owns the downtrack's transport (plane.h says who takes which).
  */
 #ifndef ROOMCAST_NATIVE_FORWARD_H
 #define ROOMCAST_NATIVE_FORWARD_H
@@ -15,15 +17,6 @@
 #include <time.h>
 
 #include "plane.h"
-
-typedef struct {
-    const uint8_t *data;
-    size_t len;
-    rtp_header h;
-    vp8_descriptor vp8;
-    int layer, keyframe, clock_rate;
-    double now;
-} packet_info;
 
 static double monotonic_now(void) {
     struct timespec ts;
@@ -43,8 +36,11 @@ int queue_event(plane *p, int kind, int id, int arg, const uint8_t *data, size_t
                 const struct sockaddr_storage *addr, socklen_t addrlen);
 
 /* Queue the protected datagram built in the next send slot; flushes a full batch. */
-void commit_send(plane *p, const transport *t, int len);
-void flush_sends(plane *p);
+void commit_send(sender *s, const transport *t, int len);
+void flush_sends(plane *p, sender *s);
+
+/* The uptrack's packet to its downtracks: inline (one sender) or queued to their senders. */
+void fan_out(plane *p, int uid, uptrack *u, const packet_info *pi);
 
 /* ReceiveLayer.on_packet: RFC 3550 A.3 sequence tracking and A.8 jitter. */
 static void layer_on_packet(layer_state *l, int seq, uint32_t timestamp, double now, size_t size,
@@ -170,18 +166,20 @@ static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint8_t *
     return (int)(RTP_HEADER_SIZE + tail);
 }
 
+/* The downtrack's keyed transport, NULL when it is not keyed here, or not its owner's (it was
+ * added before its transport: only its owner's sender may touch the SRTP context). */
 static transport *downtrack_transport(plane *p, const downtrack *dt) {
     transport *t = (dt->transport >= 0 && dt->transport < p->ntransports)
                        ? p->transports[dt->transport]
                        : NULL;
-    return t && t->keyed ? t : NULL;
+    return t && t->keyed && t->owner == dt->owner ? t : NULL;
 }
 
 /* The buffer to build a packet for `t` in: the next send slot (no copy later), or scratch. */
-static uint8_t *packet_buffer(plane *p, const transport *t) {
-    if (!t) return p->scratch;
-    if (p->nout == OUT_BATCH) flush_sends(p);
-    return p->out_bufs[p->nout];
+static uint8_t *packet_buffer(plane *p, sender *s, const transport *t) {
+    if (!t) return s->scratch;
+    if (s->nout == OUT_BATCH) flush_sends(p, s);
+    return s->out_bufs[s->nout];
 }
 
 /* The length of an RTP header (fixed part, CSRCs, extension), -1 when it overruns `len`. */
@@ -218,25 +216,25 @@ static void tw_stamp(transport *t, uint8_t *buf, long offset, int len, double no
 
 /* Number, protect and queue (keyed transport: `buf` is the next send slot), or hand to Python
  * unnumbered (EV_SEND: its transport is not keyed here; `Engine.number` numbers it there). */
-static int deliver(plane *p, int did, transport *t, uint8_t *buf, int len, long tw_offset,
-                   double now) {
+static int deliver(plane *p, sender *s, int did, transport *t, uint8_t *buf, int len,
+                   long tw_offset, double now) {
     if (t) {
         tw_stamp(t, buf, tw_offset, len, now);
         if (transport_protect(t, buf, &len) < 0) {
-            p->c.protect_failed++;
+            s->c.protect_failed++;
             return 0;
         }
-        commit_send(p, t, len);
+        commit_send(s, t, len);
         return 1;
     }
     queue_event(p, EV_SEND, did, 0, buf, (size_t)len, NULL, 0);
     return 1;
 }
 
-static void probe_pad(plane *p, transport *t, double now);
+static void probe_pad(plane *p, sender *s, transport *t, double now);
 
 /* DownTrack.forward. */
-static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi) {
+static void forward_one(plane *p, sender *s, int did, downtrack *dt, const packet_info *pi) {
     if (pi->layer != dt->current) {
         if (pi->layer != dt->target || !pi->keyframe || dt->muted) return;
         start_epoch(dt, pi);
@@ -246,12 +244,12 @@ static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi)
     int pt = dt->pt_map[pi->h.payload_type];
     if (pt < 0) return;
     transport *t = downtrack_transport(p, dt);
-    uint8_t *buf = packet_buffer(p, t);
+    uint8_t *buf = packet_buffer(p, s, t);
     size_t payload_offset;
     long tw_offset;
     int len = rewrite(dt, pi, pt, buf, &payload_offset, &tw_offset);
     if (len < 0) {
-        p->c.oversize++;
+        s->c.oversize++;
         return;
     }
     uint16_t seq = rd16(buf + 2);
@@ -273,17 +271,17 @@ static void forward_one(plane *p, int did, downtrack *dt, const packet_info *pi)
         if (pi->vp8.tl0picidx >= 0)
             dt->last_tl0 = (pi->vp8.tl0picidx + dt->tl0_offset) & 0xFF;
     }
-    if (deliver(p, did, t, buf, len, tw_offset, pi->now)) p->c.forwarded++;
-    if (t && t->probe_down >= 0) probe_pad(p, t, pi->now);
+    if (deliver(p, s, did, t, buf, len, tw_offset, pi->now)) s->c.forwarded++;
+    if (t && t->probe_down >= 0) probe_pad(p, s, t, pi->now);
 }
 
 /* DownTrack.send_padding: one padding-only packet on the RTX stream (what libwebrtc probes
  * with), numbered on the transport; its size, 0 when the downtrack cannot pad. */
-static int send_padding(plane *p, int did, double now) {
+static int send_padding(plane *p, sender *s, int did, double now) {
     downtrack *dt = p->downtracks[did];
     if (dt->padding_pt < 0 || dt->tw_id < 1 || dt->tw_id > 14 || !dt->rtx_ssrc) return 0;
     transport *t = downtrack_transport(p, dt);
-    uint8_t *buf = packet_buffer(p, t);
+    uint8_t *buf = packet_buffer(p, s, t);
     int len = RTP_HEADER_SIZE + 8 + PADDING_SIZE;
     dt->rtx_seq++;
     buf[0] = 0xB0; /* V=2, P, X */
@@ -297,14 +295,14 @@ static int send_padding(plane *p, int did, double now) {
     buf[17] = buf[18] = buf[19] = 0;
     memset(buf + 20, 0, PADDING_SIZE - 1);
     buf[len - 1] = PADDING_SIZE;
-    if (!deliver(p, did, t, buf, len, 17, now)) return 0;
+    if (!deliver(p, s, did, t, buf, len, 17, now)) return 0;
     dt->padding_sent += (uint64_t)len;
-    p->c.padding++;
+    s->c.padding++;
     return len;
 }
 
 /* Downlink.pad for a probe the engine runs: the padding owed on `t` since the probe began. */
-static void probe_pad(plane *p, transport *t, double now) {
+static void probe_pad(plane *p, sender *s, transport *t, double now) {
     if (t->probe_down < 0) return;
     if (now >= t->probe_end || t->probe_down >= p->ndowntracks || !p->downtracks[t->probe_down]) {
         t->probe_down = -1;
@@ -313,7 +311,7 @@ static void probe_pad(plane *p, transport *t, double now) {
     double owed = t->probe_rate * (now - t->probe_start) - (double)(t->tw_bytes - t->probe_base);
     for (int burst = 0; owed >= RTP_HEADER_SIZE + 8 + PADDING_SIZE && burst < MAX_PADDING_BURST;
          burst++) {
-        int size = send_padding(p, t->probe_down, now);
+        int size = send_padding(p, s, t->probe_down, now);
         if (!size) {
             t->probe_down = -1;
             return;
@@ -364,14 +362,11 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     if (l->nack.enabled && now >= l->nack.next_due) send_nacks(p, uid, layer, now);
     if (first) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
     if (u->muted) return;
-    for (int i = 0; i < u->ndowns; i++) {
-        int did = u->downs[i];
-        forward_one(p, did, p->downtracks[did], &pi);
-    }
+    fan_out(p, uid, u, &pi);
 }
 
 /* DownTrack.retransmit: returns the packets resent. */
-static int retransmit(plane *p, int did, const uint16_t *seqs, int n, double now) {
+static int retransmit(plane *p, sender *s, int did, const uint16_t *seqs, int n, double now) {
     downtrack *dt = p->downtracks[did];
     if (dt->current < 0) return 0;
     uptrack *u = p->uptracks[dt->uptrack];
@@ -397,7 +392,7 @@ static int retransmit(plane *p, int did, const uint16_t *seqs, int n, double now
         size_t payload_offset;
         long tw_offset;
         transport *t = downtrack_transport(p, dt);
-        uint8_t *buf = packet_buffer(p, t);
+        uint8_t *buf = packet_buffer(p, s, t);
         int len = rewrite(dt, &pi, pt, buf, &payload_offset, &tw_offset);
         if (len < 0) continue;
         int rtx_pt = dt->rtx_ssrc ? dt->rtx_pt[pt] : -1;
@@ -411,7 +406,7 @@ static int retransmit(plane *p, int did, const uint16_t *seqs, int n, double now
         }
         dt->nack_tokens -= 1;
         dt->retransmits++;
-        if (deliver(p, did, t, buf, len, tw_offset, now)) sent++;
+        if (deliver(p, s, did, t, buf, len, tw_offset, now)) sent++;
     }
     return sent;
 }

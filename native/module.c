@@ -1,8 +1,9 @@
 /*
  * roomcast.media._native: the native forwarding plane (media/native_plane.py drives it).
  *
- * `Engine(fd)` takes a bound, non-blocking UDP socket. `start()` runs the worker thread, which
- * reads the socket with recvmmsg and handles SRTP/RTP of keyed transports without the GIL;
+ * `Engine(fd, threads=1)` takes a bound, non-blocking UDP socket. `start()` runs the receive
+ * thread, which reads the socket with recvmmsg and handles SRTP/RTP of keyed transports without
+ * the GIL, and with threads > 1 that many sender threads that share the fan-out (plane.h);
  * everything else is queued as an event that Python collects with `events()` when `event_fd`
  * is readable. Ids (transports, uptracks, downtracks) are small integers handed out here.
  */
@@ -18,19 +19,18 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "forward.h"
+#include "senders.h"
 
-/* -- events and sends (lock held) ------------------------------------------------------------ */
+/* -- events (any thread; events_lock is a leaf) ----------------------------------------------- */
 
 int queue_event(plane *p, int kind, int id, int arg, const uint8_t *data, size_t len,
                 const struct sockaddr_storage *addr, socklen_t addrlen) {
-    if (p->nevents >= MAX_EVENTS) {
-        p->c.events_dropped++;
-        return -1;
-    }
     event *e = malloc(sizeof(event) + len);
-    if (!e) {
-        p->c.events_dropped++;
+    pthread_mutex_lock(&p->events_lock);
+    if (!e || p->nevents >= MAX_EVENTS) {
+        p->events_dropped++;
+        pthread_mutex_unlock(&p->events_lock);
+        free(e);
         return -1;
     }
     e->next = NULL;
@@ -51,36 +51,8 @@ int queue_event(plane *p, int kind, int id, int arg, const uint8_t *data, size_t
         ssize_t w = write(p->event_fd, &one, sizeof one);
         (void)w;
     }
+    pthread_mutex_unlock(&p->events_lock);
     return 0;
-}
-
-void flush_sends(plane *p) {
-    int done = 0;
-    while (done < p->nout) {
-        int n = sendmmsg(p->fd, p->out_msgs + done, (unsigned)(p->nout - done), 0);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) continue;
-            /* EAGAIN (socket buffer full) or an error for one destination: skip that one. */
-            p->c.send_failed++;
-            done++;
-            continue;
-        }
-        done += n;
-    }
-    if (p->nout) p->c.batches_out++;
-    p->nout = 0;
-}
-
-void commit_send(plane *p, const transport *t, int len) {
-    int i = p->nout++;
-    p->out_iov[i].iov_base = p->out_bufs[i];
-    p->out_iov[i].iov_len = (size_t)len;
-    struct msghdr *h = &p->out_msgs[i].msg_hdr;
-    memset(h, 0, sizeof *h);
-    h->msg_name = (void *)&t->addr;
-    h->msg_namelen = t->addrlen;
-    h->msg_iov = &p->out_iov[i];
-    h->msg_iovlen = 1;
 }
 
 void send_nacks(plane *p, int uid, int layer, double now) {
@@ -159,6 +131,7 @@ static void handle_datagram(plane *p, uint8_t *data, size_t len, struct sockaddr
 
 static void *worker(void *arg) {
     plane *p = arg;
+    pthread_setname_np(pthread_self(), "roomcast-recv");
     static __thread uint8_t bufs[IN_BATCH][BUF_SIZE];
     struct mmsghdr msgs[IN_BATCH];
     struct iovec iov[IN_BATCH];
@@ -181,6 +154,7 @@ static void *worker(void *arg) {
             if (n <= 0) break;
             double now = monotonic_now();
             pthread_mutex_lock(&p->lock);
+            if (!p->threaded) pthread_mutex_lock(&p->senders[0].lock); /* it sends too */
             p->c.batches_in++;
             for (int i = 0; i < n; i++) {
                 if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -190,7 +164,12 @@ static void *worker(void *arg) {
                 handle_datagram(p, bufs[i], msgs[i].msg_len, &addrs[i],
                                 msgs[i].msg_hdr.msg_namelen, now);
             }
-            flush_sends(p);
+            if (p->threaded) {
+                wake_senders(p);
+            } else {
+                flush_sends(p, &p->senders[0]);
+                pthread_mutex_unlock(&p->senders[0].lock);
+            }
             pthread_mutex_unlock(&p->lock);
             if (n < IN_BATCH) break;
         }
@@ -220,6 +199,12 @@ static int grow(void ***table, int *count, size_t item) {
 
 #define LOCK(self) pthread_mutex_lock(&(self)->p.lock)
 #define UNLOCK(self) pthread_mutex_unlock(&(self)->p.lock)
+#define LOCK_ALL(self) lock_all(&(self)->p)
+#define UNLOCK_ALL(self) unlock_all(&(self)->p)
+/* The plane's lock, then the owner's of a transport / downtrack looked up under it (owners
+   never change; the object cannot go away while the plane's lock is held). */
+#define LOCK_OWNER(self, w) pthread_mutex_lock(&(self)->p.senders[w].lock)
+#define UNLOCK_OWNER(self, w) pthread_mutex_unlock(&(self)->p.senders[w].lock)
 
 static transport *get_transport(Engine *self, int id) {
     if (id < 0 || id >= self->p.ntransports || !self->p.transports[id]) {
@@ -283,20 +268,57 @@ static PyObject *address_tuple(const struct sockaddr_storage *a) {
     Py_RETURN_NONE;
 }
 
+static void free_senders(plane *p) {
+    for (int w = 0; w < p->nsenders; w++) {
+        sender *s = &p->senders[w];
+        discard_jobs(s);
+        free(s->ring);
+        free(s->out_bufs);
+        if (s->wake_fd > 0) close(s->wake_fd);
+        pthread_mutex_destroy(&s->lock);
+    }
+    free(p->senders);
+    p->senders = NULL;
+    p->nsenders = 0;
+}
+
+/* Engine(fd, threads=1): threads senders (1: the receive thread sends, as it always did). */
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
-    int fd;
-    if (!PyArg_ParseTuple(args, "i", &fd)) return -1;
+    static char *names[] = {"fd", "threads", NULL};
+    int fd, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|i", names, &fd, &threads)) return -1;
+    if (threads < 1 || threads > MAX_SENDERS) {
+        PyErr_Format(PyExc_ValueError, "threads: 1 to %d", MAX_SENDERS);
+        return -1;
+    }
     plane *p = &self->p;
+    if (p->senders) return 0; /* __init__ twice: keep the first */
     memset(p, 0, sizeof *p);
     p->fd = fd;
     p->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    p->out_bufs = malloc(sizeof(*p->out_bufs) * OUT_BATCH);
-    if (p->event_fd < 0 || p->wake_fd < 0 || !p->out_bufs) {
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->events_lock, NULL);
+    p->senders = calloc((size_t)threads, sizeof(sender));
+    if (p->event_fd < 0 || p->wake_fd < 0 || !p->senders) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    pthread_mutex_init(&p->lock, NULL);
+    p->nsenders = threads;
+    p->threaded = threads > 1;
+    for (int w = 0; w < threads; w++) {
+        sender *s = &p->senders[w];
+        s->p = p;
+        s->index = w;
+        pthread_mutex_init(&s->lock, NULL);
+        s->out_bufs = malloc(sizeof(*s->out_bufs) * OUT_BATCH);
+        s->wake_fd = p->threaded ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) : -1;
+        s->ring = p->threaded ? calloc(JOB_RING, sizeof(job)) : NULL;
+        if (!s->out_bufs || (p->threaded && (s->wake_fd < 0 || !s->ring))) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -319,7 +341,7 @@ static void free_uptrack(uptrack *u) {
         for (int i = 0; i <= u->layers[l].cache_mask; i++) free(c[i].buf);
         free(c);
     }
-    free(u->downs);
+    for (int w = 0; w < MAX_SENDERS; w++) free(u->downs[w]);
     free(u->arrivals);
     free(u);
 }
@@ -328,10 +350,19 @@ static PyObject *Engine_stop(Engine *self, PyObject *unused) {
     plane *p = &self->p;
     if (p->running) {
         uint64_t one = 1;
-        ssize_t w = write(p->wake_fd, &one, sizeof one);
-        (void)w;
+        ssize_t written = write(p->wake_fd, &one, sizeof one);
+        (void)written;
         Py_BEGIN_ALLOW_THREADS pthread_join(p->thread, NULL);
+        for (int w = 0; w < p->nsenders; w++)
+            if (p->senders[w].running) pthread_join(p->senders[w].thread, NULL);
         Py_END_ALLOW_THREADS p->running = 0;
+        for (int w = 0; w < p->nsenders; w++) {
+            p->senders[w].running = 0;
+            discard_jobs(&p->senders[w]);
+        }
+        uint64_t value; /* re-armed: start() may run the threads again */
+        ssize_t r = read(p->wake_fd, &value, sizeof value);
+        (void)r;
     }
     Py_RETURN_NONE;
 }
@@ -349,17 +380,44 @@ static void Engine_dealloc(Engine *self) {
         next = e->next;
         free(e);
     }
-    free(p->out_bufs);
+    free_senders(p);
     if (p->event_fd > 0) close(p->event_fd);
     if (p->wake_fd > 0) close(p->wake_fd);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Stops and joins the sender threads that run (the receive thread is not running). */
+static void stop_senders(plane *p) {
+    uint64_t one = 1, value;
+    ssize_t r = write(p->wake_fd, &one, sizeof one);
+    for (int w = 0; w < p->nsenders; w++)
+        if (p->senders[w].running) {
+            pthread_join(p->senders[w].thread, NULL);
+            p->senders[w].running = 0;
+        }
+    r = read(p->wake_fd, &value, sizeof value);
+    (void)r;
+}
+
 static PyObject *Engine_start(Engine *self, PyObject *unused) {
-    if (!self->p.running) {
-        if (pthread_create(&self->p.thread, NULL, worker, &self->p) != 0)
+    plane *p = &self->p;
+    if (!p->senders) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
+        return NULL;
+    }
+    if (!p->running) {
+        int failed = 0;
+        for (int w = 0; !failed && p->threaded && w < p->nsenders; w++) {
+            sender *s = &p->senders[w];
+            failed = pthread_create(&s->thread, NULL, send_worker, s) != 0;
+            s->running = !failed;
+        }
+        if (!failed) failed = pthread_create(&p->thread, NULL, worker, p) != 0;
+        if (failed) {
+            stop_senders(p);
             return PyErr_SetFromErrno(PyExc_OSError);
-        self->p.running = 1;
+        }
+        p->running = 1;
     }
     Py_RETURN_NONE;
 }
@@ -374,11 +432,11 @@ static PyObject *Engine_events(Engine *self, PyObject *unused) {
     uint64_t value;
     ssize_t r = read(p->event_fd, &value, sizeof value);
     (void)r;
-    LOCK(self);
+    pthread_mutex_lock(&p->events_lock);
     event *head = p->events_head;
     p->events_head = p->events_tail = NULL;
     p->nevents = 0;
-    UNLOCK(self);
+    pthread_mutex_unlock(&p->events_lock);
     PyObject *list = PyList_New(0);
     for (event *e = head, *next; e; e = next) {
         next = e->next;
@@ -395,13 +453,16 @@ static PyObject *Engine_events(Engine *self, PyObject *unused) {
 }
 
 static PyObject *Engine_add_transport(Engine *self, PyObject *unused) {
-    LOCK(self);
+    LOCK_ALL(self);
     int id = grow((void ***)&self->p.transports, &self->p.ntransports, sizeof(transport));
     if (id >= 0) {
-        self->p.transports[id]->tw_next = 1; /* as TransportWide.next (libwebrtc's start too) */
-        self->p.transports[id]->probe_down = -1;
+        transport *t = self->p.transports[id];
+        t->tw_next = 1; /* as TransportWide.next (libwebrtc's start too) */
+        t->probe_down = -1;
+        t->owner = least_loaded(&self->p);
+        self->p.senders[t->owner].owned++;
     }
-    UNLOCK(self);
+    UNLOCK_ALL(self);
     if (id < 0) return PyErr_NoMemory();
     return PyLong_FromLong(id);
 }
@@ -446,6 +507,8 @@ static PyObject *Engine_key_transport(Engine *self, PyObject *args) {
     }
     LOCK(self);
     transport *t = get_transport(self, id);
+    int owner = t ? t->owner : 0;
+    LOCK_OWNER(self, owner);
     if (t) {
         if (t->keyed) {
             srtp_dealloc(t->rx);
@@ -460,6 +523,7 @@ static PyObject *Engine_key_transport(Engine *self, PyObject *args) {
         if (profile == srtp_profile_aead_aes_128_gcm || profile == srtp_profile_aead_aes_256_gcm)
             gcm_init(&t->gcm, local.buf, (size_t)local.len); /* fails: libsrtp2 sends */
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!t) {
         srtp_dealloc(tx);
@@ -482,10 +546,13 @@ static PyObject *Engine_set_address(Engine *self, PyObject *args) {
     if (parse_address(host, port, &addr, &addrlen) < 0) return NULL;
     LOCK(self);
     transport *t = get_transport(self, id);
+    int owner = t ? t->owner : 0;
+    LOCK_OWNER(self, owner);
     if (t) {
         t->addr = addr;
         t->addrlen = addrlen;
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!t) return NULL;
     Py_RETURN_NONE;
@@ -497,12 +564,15 @@ static PyObject *Engine_unkey_transport(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
     LOCK(self);
     transport *t = get_transport(self, id);
+    int owner = t ? t->owner : 0;
+    LOCK_OWNER(self, owner);
     if (t && t->keyed) {
         srtp_dealloc(t->rx);
         srtp_dealloc(t->tx);
         gcm_free(&t->gcm);
         t->keyed = 0;
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!t) return NULL;
     Py_RETURN_NONE;
@@ -511,9 +581,10 @@ static PyObject *Engine_unkey_transport(Engine *self, PyObject *args) {
 static PyObject *Engine_remove_transport(Engine *self, PyObject *args) {
     int id;
     if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
-    LOCK(self);
+    LOCK_ALL(self);
     transport *t = get_transport(self, id);
     if (t) {
+        self->p.senders[t->owner].owned--;
         free_transport(t);
         self->p.transports[id] = NULL;
         for (int i = 0; i < self->p.ndowntracks; i++) {
@@ -521,7 +592,7 @@ static PyObject *Engine_remove_transport(Engine *self, PyObject *args) {
             if (d && d->transport == id) d->transport = -1;
         }
     }
-    UNLOCK(self);
+    UNLOCK_ALL(self);
     if (!t) return NULL;
     Py_RETURN_NONE;
 }
@@ -585,11 +656,12 @@ static PyObject *Engine_add_uptrack(Engine *self, PyObject *args) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad uptrack description");
         return NULL;
     }
-    LOCK(self);
+    LOCK_ALL(self);
     int id = grow((void ***)&self->p.uptracks, &self->p.nuptracks, sizeof(uptrack));
     if (id >= 0) {
         uptrack *u = self->p.uptracks[id];
         u->used = 1;
+        u->serial = ++self->p.serials;
         u->video = video;
         u->nlayers = nlayers;
         memcpy(u->pt_kind, kinds.buf, 128);
@@ -600,7 +672,7 @@ static PyObject *Engine_add_uptrack(Engine *self, PyObject *args) {
             u->layers[l].last_arrival = -INFINITY;
         }
     }
-    UNLOCK(self);
+    UNLOCK_ALL(self);
     PyBuffer_Release(&kinds);
     if (id < 0) return PyErr_NoMemory();
     return PyLong_FromLong(id);
@@ -609,18 +681,25 @@ static PyObject *Engine_add_uptrack(Engine *self, PyObject *args) {
 static PyObject *Engine_remove_uptrack(Engine *self, PyObject *args) {
     int uid;
     if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
-    LOCK(self);
+    LOCK_ALL(self);
     uptrack *u = get_uptrack(self, uid);
     if (u) {
         unroute_uptrack(&self->p, uid, 0, 0);
-        for (int i = 0; i < u->ndowns; i++) {
-            free(self->p.downtracks[u->downs[i]]);
-            self->p.downtracks[u->downs[i]] = NULL;
-        }
+        for (int w = 0; w < self->p.nsenders; w++)
+            for (int i = 0; i < u->ndowns[w]; i++) {
+                int did = u->downs[w][i];
+                downtrack *d = self->p.downtracks[did];
+                transport *t = d && d->transport >= 0 && d->transport < self->p.ntransports
+                                   ? self->p.transports[d->transport]
+                                   : NULL;
+                if (t && t->probe_down == did) t->probe_down = -1;
+                free(d);
+                self->p.downtracks[did] = NULL;
+            }
         free_uptrack(u);
         self->p.uptracks[uid] = NULL;
     }
-    UNLOCK(self);
+    UNLOCK_ALL(self);
     if (!u) return NULL;
     Py_RETURN_NONE;
 }
@@ -642,10 +721,18 @@ static PyObject *Engine_receive(Engine *self, PyObject *args) {
     Py_buffer packet;
     if (!PyArg_ParseTuple(args, "iiy*", &uid, &layer, &packet)) return NULL;
     LOCK(self);
+    plane *p = &self->p;
     uptrack *u = get_uptrack(self, uid);
     if (u && packet.len <= MAX_PACKET) {
-        uptrack_receive(&self->p, uid, layer, packet.buf, (size_t)packet.len, monotonic_now());
-        flush_sends(&self->p);
+        if (p->threaded) {
+            uptrack_receive(p, uid, layer, packet.buf, (size_t)packet.len, monotonic_now());
+            wake_senders(p);
+        } else {
+            LOCK_OWNER(self, 0);
+            uptrack_receive(p, uid, layer, packet.buf, (size_t)packet.len, monotonic_now());
+            flush_sends(p, &p->senders[0]);
+            UNLOCK_OWNER(self, 0);
+        }
     }
     UNLOCK(self);
     PyBuffer_Release(&packet);
@@ -664,21 +751,25 @@ static PyObject *Engine_send_rtp(Engine *self, PyObject *args) {
     LOCK(self);
     plane *p = &self->p;
     transport *t = (tid >= 0 && tid < p->ntransports) ? p->transports[tid] : NULL;
+    int owner = t ? t->owner : 0;
+    sender *s = &p->senders[owner];
+    LOCK_OWNER(self, owner);
     if (t && t->keyed && packet.len >= RTP_HEADER_SIZE && packet.len <= MAX_PACKET + 64) {
-        uint8_t *buf = packet_buffer(p, t);
+        uint8_t *buf = packet_buffer(p, s, t);
         int len = (int)packet.len;
         double now = monotonic_now();
         memcpy(buf, packet.buf, (size_t)len);
         if (t->tw_id) tw_stamp(t, buf, rtp_find_tw(buf, (size_t)len, t->tw_id), len, now);
         if (transport_protect(t, buf, &len) == 0) {
-            commit_send(p, t, len);
+            commit_send(s, t, len);
             sent = 1;
         } else {
-            p->c.protect_failed++;
+            s->c.protect_failed++;
         }
-        if (t->probe_down >= 0) probe_pad(p, t, now);
-        flush_sends(p);
+        if (t->probe_down >= 0) probe_pad(p, s, t, now);
+        flush_sends(p, s);
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     PyBuffer_Release(&packet);
     return PyBool_FromLong(sent);
@@ -699,23 +790,28 @@ static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "pt_map is 128 bytes, ids 256, rtx_map 128, tw_id <256");
         goto done;
     }
-    LOCK(self);
+    LOCK_ALL(self);
     uptrack *u = get_uptrack(self, uid);
-    if (u && u->ndowns == u->capdowns) {
-        int cap = u->capdowns ? 2 * u->capdowns : 8;
-        int *bigger = realloc(u->downs, sizeof(int) * (size_t)cap);
+    /* Its transport's sender owns it (a transport that is not there: sender 0, EV_SEND). */
+    int w = tid >= 0 && tid < self->p.ntransports && self->p.transports[tid]
+                ? self->p.transports[tid]->owner
+                : 0;
+    if (u && u->ndowns[w] == u->capdowns[w]) {
+        int cap = u->capdowns[w] ? 2 * u->capdowns[w] : 8;
+        int *bigger = realloc(u->downs[w], sizeof(int) * (size_t)cap);
         if (bigger) {
-            u->downs = bigger;
-            u->capdowns = cap;
+            u->downs[w] = bigger;
+            u->capdowns[w] = cap;
         }
     }
-    if (u && u->ndowns < u->capdowns)
+    if (u && u->ndowns[w] < u->capdowns[w])
         id = grow((void ***)&self->p.downtracks, &self->p.ndowntracks, sizeof(downtrack));
     if (id >= 0) {
         downtrack *d = self->p.downtracks[id];
         d->used = 1;
         d->uptrack = uid;
         d->transport = tid;
+        d->owner = w;
         d->ssrc = (uint32_t)ssrc;
         const uint8_t *m = pt_map.buf;
         for (int i = 0; i < 128; i++) d->pt_map[i] = m[i] < 128 ? m[i] : -1;
@@ -735,9 +831,9 @@ static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
         for (int i = 0; i < 128 && d->padding_pt < 0; i++) /* DownTrack.padding_pt */
             d->padding_pt = d->rtx_pt[i];
         d->rtx_seq = (uint16_t)random32();
-        u->downs[u->ndowns++] = id;
+        u->downs[w][u->ndowns[w]++] = id;
     }
-    UNLOCK(self);
+    UNLOCK_ALL(self);
     if (id < 0 && !PyErr_Occurred()) PyErr_NoMemory();
 done:
     PyBuffer_Release(&pt_map);
@@ -749,13 +845,14 @@ done:
 static PyObject *Engine_remove_downtrack(Engine *self, PyObject *args) {
     int did;
     if (!PyArg_ParseTuple(args, "i", &did)) return NULL;
-    LOCK(self);
+    LOCK_ALL(self);
     downtrack *d = get_downtrack(self, did);
     if (d) {
         uptrack *u = self->p.uptracks[d->uptrack];
-        for (int i = 0; u && i < u->ndowns; i++)
-            if (u->downs[i] == did) {
-                u->downs[i] = u->downs[--u->ndowns];
+        int w = d->owner;
+        for (int i = 0; u && i < u->ndowns[w]; i++)
+            if (u->downs[w][i] == did) {
+                u->downs[w][i] = u->downs[w][--u->ndowns[w]];
                 break;
             }
         if (d->transport >= 0 && d->transport < self->p.ntransports &&
@@ -764,7 +861,7 @@ static PyObject *Engine_remove_downtrack(Engine *self, PyObject *args) {
         free(d);
         self->p.downtracks[did] = NULL;
     }
-    UNLOCK(self);
+    UNLOCK_ALL(self);
     if (!d) return NULL;
     Py_RETURN_NONE;
 }
@@ -776,11 +873,14 @@ static PyObject *Engine_control(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iiip", &did, &target, &current, &muted)) return NULL;
     LOCK(self);
     downtrack *d = get_downtrack(self, did);
+    int owner = d ? d->owner : 0;
+    LOCK_OWNER(self, owner);
     if (d) {
         d->target = target;
         if (current != -2) d->current = current;
         d->muted = muted;
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!d) return NULL;
     Py_RETURN_NONE;
@@ -793,8 +893,11 @@ static PyObject *Engine_downtrack_state(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &did)) return NULL;
     LOCK(self);
     downtrack *d = get_downtrack(self, did);
+    int owner = d ? d->owner : 0;
+    LOCK_OWNER(self, owner);
     downtrack copy;
     if (d) copy = *d;
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!d) return NULL;
     return Py_BuildValue("(iKKKKKkdkiiiK)", copy.current, copy.packets_sent, copy.bytes_sent,
@@ -847,14 +950,18 @@ static PyObject *Engine_retransmit(Engine *self, PyObject *args) {
     }
     LOCK(self);
     downtrack *d = get_downtrack(self, did);
+    int owner = d ? d->owner : 0;
+    LOCK_OWNER(self, owner);
     int sent = 0;
     unsigned long long dropped = 0;
     if (d) {
+        sender *s = &self->p.senders[owner];
         unsigned long long before = d->nacks_dropped;
-        sent = retransmit(&self->p, did, values, (int)n, monotonic_now());
+        sent = retransmit(&self->p, s, did, values, (int)n, monotonic_now());
         dropped = d->nacks_dropped - before;
-        flush_sends(&self->p);
+        flush_sends(&self->p, s);
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!d) return NULL;
     return Py_BuildValue("(iK)", sent, dropped);
@@ -873,9 +980,12 @@ static PyObject *Engine_set_transport_cc(Engine *self, PyObject *args) {
     }
     LOCK(self);
     transport *t = get_transport(self, tid);
+    int owner = t ? t->owner : 0;
+    LOCK_OWNER(self, owner);
     int ok = t != NULL;
     if (t && !t->tw_sent && !(t->tw_sent = calloc(TW_HISTORY, sizeof(tw_record)))) ok = 0;
     if (ok) t->tw_id = ext;
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!ok) return t ? PyErr_NoMemory() : NULL;
     Py_RETURN_NONE;
@@ -893,9 +1003,12 @@ static PyObject *Engine_number(Engine *self, PyObject *args) {
         LOCK(self);
         plane *p = &self->p;
         transport *t = (tid >= 0 && tid < p->ntransports) ? p->transports[tid] : NULL;
+        int owner = t ? t->owner : 0;
+        LOCK_OWNER(self, owner);
         if (t && t->tw_id)
             tw_stamp(t, buf, rtp_find_tw(buf, (size_t)packet.len, t->tw_id), (int)packet.len,
                      monotonic_now());
+        UNLOCK_OWNER(self, owner);
         UNLOCK(self);
     }
     PyBuffer_Release(&packet);
@@ -911,6 +1024,8 @@ static PyObject *Engine_transport_sent(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iL", &tid, &since)) return NULL;
     LOCK(self);
     transport *t = get_transport(self, tid);
+    int owner = t ? t->owner : 0;
+    LOCK_OWNER(self, owner);
     PyObject *result = NULL;
     if (t) {
         int64_t next = t->tw_next;
@@ -925,6 +1040,7 @@ static PyObject *Engine_transport_sent(Engine *self, PyObject *args) {
             result = Py_BuildValue("(LN)", (long long)next, blob);
         }
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     return result;
 }
@@ -938,6 +1054,12 @@ static PyObject *Engine_start_probe(Engine *self, PyObject *args) {
     LOCK(self);
     transport *t = get_transport(self, tid);
     downtrack *d = t ? get_downtrack(self, did) : NULL;
+    if (d && d->owner != t->owner) { /* its padding would touch another sender's state */
+        PyErr_Format(PyExc_KeyError, "native downtrack %d is not on transport %d", did, tid);
+        d = NULL;
+    }
+    int owner = t ? t->owner : 0;
+    LOCK_OWNER(self, owner);
     if (d) {
         t->probe_down = did;
         t->probe_rate = bps / 8;
@@ -945,6 +1067,7 @@ static PyObject *Engine_start_probe(Engine *self, PyObject *args) {
         t->probe_end = end;
         t->probe_base = t->tw_bytes;
     }
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!d) return NULL;
     Py_RETURN_NONE;
@@ -955,7 +1078,10 @@ static PyObject *Engine_stop_probe(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &tid)) return NULL;
     LOCK(self);
     transport *t = get_transport(self, tid);
+    int owner = t ? t->owner : 0;
+    LOCK_OWNER(self, owner);
     if (t) t->probe_down = -1;
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!t) return NULL;
     Py_RETURN_NONE;
@@ -967,14 +1093,18 @@ static PyObject *Engine_pad(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "ii", &did, &count)) return NULL;
     LOCK(self);
     downtrack *d = get_downtrack(self, did);
+    int owner = d ? d->owner : 0;
+    LOCK_OWNER(self, owner);
+    sender *s = &self->p.senders[owner];
     long total = 0;
     double now = monotonic_now();
     for (int i = 0; d && i < count && i < 64; i++) {
-        int size = send_padding(&self->p, did, now);
+        int size = send_padding(&self->p, s, did, now);
         if (!size) break;
         total += size;
     }
-    if (d) flush_sends(&self->p);
+    if (d) flush_sends(&self->p, s);
+    UNLOCK_OWNER(self, owner);
     UNLOCK(self);
     if (!d) return NULL;
     return PyLong_FromLong(total);
@@ -1044,16 +1174,36 @@ static PyObject *Engine_check_nacks(Engine *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* counters() -> {name: count}: the receive side's plus every sender's; `queued` and
+ * `queue_dropped` count the jobs handed to sender threads (0 with one sender), `threads` the
+ * senders. */
 static PyObject *Engine_counters(Engine *self, PyObject *unused) {
-    LOCK(self);
-    counters c = self->p.c;
-    UNLOCK(self);
+    plane *p = &self->p;
+    LOCK_ALL(self);
+    counters c = p->c;
+    unsigned long long queued = 0, queue_dropped = 0;
+    for (int w = 0; w < p->nsenders; w++) {
+        const counters *s = &p->senders[w].c;
+        c.forwarded += s->forwarded;
+        c.protect_failed += s->protect_failed;
+        c.send_failed += s->send_failed;
+        c.batches_out += s->batches_out;
+        c.oversize += s->oversize;
+        c.padding += s->padding;
+        queued += p->senders[w].queued;
+        queue_dropped += p->senders[w].queue_dropped;
+    }
+    UNLOCK_ALL(self);
+    pthread_mutex_lock(&p->events_lock);
+    c.events_dropped = p->events_dropped;
+    pthread_mutex_unlock(&p->events_lock);
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsKsK}", "padding", c.padding, "datagrams_in", c.datagrams_in, "rtp_in", c.rtp_in,
-        "rtcp_in", c.rtcp_in, "unprotect_failed", c.unprotect_failed, "protect_failed",
-        c.protect_failed, "malformed", c.malformed, "forwarded", c.forwarded, "send_failed",
-        c.send_failed, "events_dropped", c.events_dropped, "batches_in", c.batches_in,
-        "batches_out", c.batches_out, "oversize", c.oversize);
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsi}", "padding", c.padding, "datagrams_in",
+        c.datagrams_in, "rtp_in", c.rtp_in, "rtcp_in", c.rtcp_in, "unprotect_failed",
+        c.unprotect_failed, "protect_failed", c.protect_failed, "malformed", c.malformed,
+        "forwarded", c.forwarded, "send_failed", c.send_failed, "events_dropped",
+        c.events_dropped, "batches_in", c.batches_in, "batches_out", c.batches_out, "oversize",
+        c.oversize, "queued", queued, "queue_dropped", queue_dropped, "threads", p->nsenders);
 }
 
 /* -- for tests: the parsers alone, on any bytes ---------------------------------------------- */

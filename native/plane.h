@@ -4,14 +4,31 @@
  * The worker thread owns the UDP socket's receive side: recvmmsg batches, SRTP unprotect for
  * keyed transports, RTP parse, SSRC routing to uptracks, rewrite per downtrack, SRTP protect,
  * sendmmsg. Everything it does not handle becomes an event for Python (`events`), which reads
- * them when `event_fd` (an eventfd) becomes readable. One mutex guards all tables: the worker
- * holds it for a batch, Python calls hold it for one table change.
+ * them when `event_fd` (an eventfd) becomes readable.
+ *
+ * Threads. With one sender (`rtc.forwarding_threads` 1) the receive thread also rewrites,
+ * protects and sends, as it always did. With N > 1 the fan-out is split over N sender threads:
+ * each transport is owned by one sender (the least loaded when it is created), and so are the
+ * downtracks on it; a transport's SRTP send context, transport-wide counter and send records,
+ * probe, and its downtracks' rewrite, RTX and NACK state are only touched under its sender's
+ * lock, which its sender thread holds while it works. The receive thread (recvmmsg, unprotect,
+ * parse, the uptrack's bookkeeping, routing) copies each packet once into a refcounted
+ * `shared_packet` and pushes a `job` onto the single-producer/single-consumer ring of every
+ * sender owning one of the uptrack's downtracks (a full ring drops and counts: it never waits).
+ *
+ * Locks, always taken in this order: `lock` (tables, routes, uptracks, the receive side), then
+ * sender locks by index, then `events_lock` (the event list, a leaf). Python calls take `lock`
+ * plus the owner's sender lock for a transport's or downtrack's state (so retransmit, pad and
+ * send_rtp run synchronously on the owner's send batch, and return what they did), and `lock`
+ * plus every sender lock to add or remove anything: a sender thread holding its own lock may
+ * therefore read the tables, and never sees an object Python freed.
  */
 #ifndef ROOMCAST_NATIVE_PLANE_H
 #define ROOMCAST_NATIVE_PLANE_H
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -35,6 +52,12 @@
 #define PADDING_SIZE 255     /* downtrack.py PADDING_SIZE */
 #define MAX_PADDING_BURST 8  /* downlink.py MAX_PADDING_BURST */
 #define FEEDBACK_INTERVAL 0.1 /* twcc.py TwccRecorder.interval */
+#define MAX_SENDERS 8        /* rtc.forwarding_threads */
+#define JOB_RING 4096        /* jobs queued per sender; beyond: dropped and counted */
+#define MAX_BACKLOG 16384    /* packets a sender's queued jobs make (~40 ms of work); beyond:
+                                the job is dropped, as a full socket would drop it: late media
+                                is worse than lost media */
+#define JOBS_PER_LOCK 32     /* a sender releases its lock at least this often */
 
 enum pt_kind { PT_NONE = 0, PT_AUDIO = 1, PT_VP8 = 2, PT_OTHER = 3 };
 
@@ -96,6 +119,7 @@ typedef struct {
     int probe_down;
     double probe_rate, probe_start, probe_end;
     uint64_t probe_base;
+    int owner; /* its sender */
 } transport;
 
 typedef struct {
@@ -122,8 +146,9 @@ typedef struct {
     int clock_rate[128];
     layer_state layers[MAX_LAYERS];
     uint64_t malformed;
-    int *downs; /* downtrack ids */
-    int ndowns, capdowns;
+    int *downs[MAX_SENDERS]; /* downtrack ids, per owning sender */
+    int ndowns[MAX_SENDERS], capdowns[MAX_SENDERS];
+    uint64_t serial; /* unique over the engine's life: a queued job finds it is still the one */
     int twcc_id; /* the publisher's transport-cc extension id: arrivals recorded (0: none) */
     arrival *arrivals;
     uint32_t arrivals_head, arrivals_count;
@@ -132,7 +157,7 @@ typedef struct {
 } uptrack;
 
 typedef struct {
-    int used, uptrack, transport;
+    int used, uptrack, transport, owner;
     uint32_t ssrc;
     int16_t pt_map[128];
     uint8_t ids[256];
@@ -157,16 +182,67 @@ typedef struct {
     uint64_t padding_sent;
 } downtrack;
 
+
 typedef struct {
     uint64_t datagrams_in, rtp_in, rtcp_in, unprotect_failed, protect_failed, malformed,
         forwarded, send_failed, events_dropped, batches_in, batches_out, oversize, padding;
 } counters;
 
+/* A parsed packet on its way to the downtracks (data: the plain RTP). */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    rtp_header h;
+    vp8_descriptor vp8;
+    int layer, keyframe, clock_rate;
+    double now;
+} packet_info;
+
+/* One copy of a packet shared by the senders that forward it; immutable once queued. */
+typedef struct {
+    atomic_int refs;
+    uint8_t data[];
+} shared_packet;
+
+typedef struct {
+    shared_packet *packet;
+    packet_info pi; /* pi.data points into packet */
+    int uptrack, fanout; /* fanout: its downtracks on the sender when queued (backlog) */
+    uint64_t serial;
+} job;
+
+struct plane;
+
+typedef struct sender {
+    struct plane *p;
+    int index, owned; /* owned: transports */
+    pthread_t thread;
+    int running;
+    pthread_mutex_t lock;
+    int wake_fd; /* eventfd: jobs queued */
+    job *ring;
+    _Atomic uint32_t head, tail; /* consumer's, producer's */
+    atomic_int backlog;           /* packets the queued jobs make (their downtracks here) */
+    int pending;                  /* producer: jobs queued since the last wake */
+    uint64_t queued, queue_dropped; /* producer's (plane lock) */
+    counters c;                   /* its sends (its lock) */
+    /* The send batch (its lock). */
+    struct mmsghdr out_msgs[OUT_BATCH];
+    struct iovec out_iov[OUT_BATCH];
+    uint8_t (*out_bufs)[BUF_SIZE];
+    int nout;
+    uint8_t scratch[BUF_SIZE];
+} sender;
+
 typedef struct plane {
     int fd, event_fd, wake_fd;
     pthread_t thread;
     int running;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock, events_lock;
+    sender *senders;
+    int nsenders, threaded; /* threaded: nsenders > 1, the senders run their own threads */
+    uint64_t serials;
+    uint64_t events_dropped; /* events_lock */
     transport **transports;
     int ntransports;
     uptrack **uptracks;
@@ -175,13 +251,7 @@ typedef struct plane {
     int ndowntracks;
     event *events_head, *events_tail;
     int nevents;
-    counters c;
-    /* The send batch (under lock). */
-    struct mmsghdr out_msgs[OUT_BATCH];
-    struct iovec out_iov[OUT_BATCH];
-    uint8_t (*out_bufs)[BUF_SIZE];
-    int nout;
-    uint8_t scratch[BUF_SIZE];
+    counters c; /* the receive side's */
 } plane;
 
 #endif

@@ -34,6 +34,7 @@ from roomcast.durations import parse_duration
 
 DEV_KEYS = {"devkey": "secret"}
 MIN_SECRET_LENGTH = 32  # characters, as livekit-server checks
+MAX_FORWARDING_THREADS = 8  # native/plane.h MAX_SENDERS
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,10 @@ class RTCConfig:
     # C engine; start-up fails where it is not built) or auto (native where built). The
     # ROOMCAST_FORWARDING_PLANE environment variable overrides it.
     forwarding_plane: str = "auto"
+    # Roomcast's own: the native engine's sender threads, which share the fan-out of every
+    # room (media/native_plane.py): a number (1: the receive thread sends, no hand-off) or
+    # auto (two where there are two cores). ROOMCAST_FORWARDING_THREADS overrides it.
+    forwarding_threads: str = "auto"
     ips: IPFilterConfig = field(default_factory=IPFilterConfig)
     turn_servers: list[TURNServerConfig] = field(default_factory=list)
     congestion_control: CongestionControlConfig = field(default_factory=CongestionControlConfig)
@@ -487,6 +492,12 @@ def validate(config: Config) -> None:
     if config.rtc.forwarding_plane not in ("python", "native", "auto"):
         raise ConfigError(
             f"rtc.forwarding_plane: {config.rtc.forwarding_plane!r} is not python, native or auto"
+        )
+    threads = config.rtc.forwarding_threads
+    in_range = threads.isdigit() and 1 <= int(threads) <= MAX_FORWARDING_THREADS
+    if threads != "auto" and not in_range:
+        raise ConfigError(
+            f"rtc.forwarding_threads: {threads!r} is not auto or 1 to {MAX_FORWARDING_THREADS}"
         )
     tcp_port = config.rtc.tcp_port
     if not 0 <= tcp_port <= 65535:

@@ -35,7 +35,7 @@ from roomcast.edge.rtc import RtcEndpoint
 from roomcast.edge.stats import StatsEndpoint
 from roomcast.edge.web import WebEndpoint
 from roomcast.ids import NODE_PREFIX, new_sid
-from roomcast.media.native_plane import choose_plane, new_forwarding_plane
+from roomcast.media.native_plane import mux_options, new_forwarding_plane
 from roomcast.media.tcp_mux import IceTcpPortError
 from roomcast.media.udp_mux import UdpMux
 from roomcast.rooms.admin import RoomAdmin
@@ -104,7 +104,7 @@ class Server:
             advertise_ip=advertise_ip,
             data_channel_slow_threshold=config.rtc.datachannel_slow_threshold,
             tcp_port=self._ice_tcp_port(),
-            native=choose_plane(config.rtc.forwarding_plane) == "native",
+            **mux_options(config.rtc.forwarding_plane, config.rtc.forwarding_threads),
         )
         congestion = config.rtc.congestion_control
         self.plane = new_forwarding_plane(

@@ -82,6 +82,10 @@ def test_env_variables() -> None:
             "rtc.datachannel_data_track_target_latency: invalid duration",
         ),
         (
+            "keys: {a: b}\nrtc:\n  forwarding_threads: 0\n",
+            "rtc.forwarding_threads: '0' is not auto or 1 to 8",
+        ),
+        (
             "keys: {a: b}\nlimit:\n  max_data_tracks_per_participant: 0\n",
             "limit.max_data_tracks_per_participant must be at least 1",
         ),
@@ -216,3 +220,18 @@ def test_congestion_control_keys() -> None:
     assert join_options_from({}, "").subscriber_allow_pause is None
     assert join_options_from({"subscriber_allow_pause": "1"}, "").subscriber_allow_pause is True
     assert join_options_from({"subscriber_allow_pause": "0"}, "").subscriber_allow_pause is False
+
+
+def test_forwarding_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rtc.forwarding_threads: auto (two sender threads where there are two cores) or a
+    number; ROOMCAST_FORWARDING_THREADS overrides it."""
+    from roomcast.media.native_plane import forwarding_threads
+
+    monkeypatch.delenv("ROOMCAST_FORWARDING_THREADS", raising=False)
+    assert load_config(Overrides(dev=True), environ={}).rtc.forwarding_threads == "auto"
+    body = "rtc:\n  forwarding_threads: 3\n"
+    config = load_config(Overrides(dev=True, config_body=body), environ={})
+    assert forwarding_threads(config.rtc.forwarding_threads) == 3
+    assert forwarding_threads("auto") == min(2, os.cpu_count() or 1)
+    monkeypatch.setenv("ROOMCAST_FORWARDING_THREADS", "1")
+    assert forwarding_threads("3") == 1

@@ -52,13 +52,14 @@ def with_tw(packet: bytes, number: int, ext_id: int = PUB_TW_ID) -> bytes:
     return bytes([packet[0] | 0x10]) + packet[1:12] + block + packet[12:]
 
 
-@pytest.fixture
-def engine() -> Iterator[tuple[object, socket.socket]]:
+@pytest.fixture(params=[1, 2], ids=["1-sender", "2-senders"])
+def engine(request: pytest.FixtureRequest) -> Iterator[tuple[object, socket.socket]]:
+    """A running engine, with the receive thread sending (1) and with two sender threads."""
     assert native is not None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
-    eng = native.Engine(sock.fileno())
+    eng = native.Engine(sock.fileno(), request.param)
     eng.start()
     yield eng, sock
     eng.stop()

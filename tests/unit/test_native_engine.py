@@ -60,13 +60,14 @@ class Peer:
         return not ready
 
 
-@pytest.fixture
-def engine() -> Iterator[tuple[object, socket.socket]]:
+@pytest.fixture(params=[1, 2], ids=["1-sender", "2-senders"])
+def engine(request: pytest.FixtureRequest) -> Iterator[tuple[object, socket.socket]]:
+    """A running engine, with the receive thread sending (1) and with two sender threads."""
     assert native is not None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
-    eng = native.Engine(sock.fileno())
+    eng = native.Engine(sock.fileno(), request.param)
     eng.start()
     yield eng, sock
     eng.stop()
@@ -193,12 +194,12 @@ def test_removal_stops_forwarding(engine: tuple) -> None:
 class Hostile:
     """One engine with a keyed publisher and subscriber for the whole Hypothesis run."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int) -> None:
         assert native is not None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
-        self.engine = native.Engine(self.sock.fileno())
+        self.engine = native.Engine(self.sock.fileno(), threads)
         self.engine.start()
         self.pub_key = os.urandom(KEY)
         self.pub, self.sub = peer(self.engine, theirs=self.pub_key), peer(self.engine)
@@ -210,9 +211,9 @@ class Hostile:
         self.sock.close()
 
 
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[Hostile]:
-    h = Hostile()
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-sender", "2-senders"])
+def hostile(request: pytest.FixtureRequest) -> Iterator[Hostile]:
+    h = Hostile(request.param)
     yield h
     h.close()
 

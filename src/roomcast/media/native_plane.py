@@ -1,11 +1,29 @@
 """The native forwarding plane: the C extension `roomcast.media._native` (sources in native/)
 behind the same `ForwardingPlane` interface.
 
-Split of work. The engine (one worker thread, no GIL) owns the UDP socket's receive side and
-the per-packet path of offloaded tracks: recvmmsg, SRTP unprotect (libsrtp2), RTP parse,
-routing by SSRC, rewrite per subscriber (SSRC, sequence number, timestamp, payload type,
-extension ids, VP8 picture id / TL0PICIDX), the NACK cache and retransmissions, SRTP protect,
-sendmmsg. Python keeps ICE, DTLS, SCTP, RTCP policy (reports, PLI throttling, layer choice),
+Split of work. The engine (no GIL) owns the UDP socket's receive side and the per-packet path
+of offloaded tracks: recvmmsg, SRTP unprotect (libsrtp2), RTP parse, routing by SSRC, rewrite
+per subscriber (SSRC, sequence number, timestamp, payload type, extension ids, VP8 picture id /
+TL0PICIDX), the NACK cache and retransmissions, SRTP protect, sendmmsg.
+
+Threads (`rtc.forwarding_threads`, auto: two where there are two cores; overridden by the
+ROOMCAST_FORWARDING_THREADS environment variable). One receive thread does recvmmsg, unprotect,
+parse, the publisher side (layer statistics, NACK cache and bookkeeping, arrivals) and routing.
+With one sender it also rewrites, protects and sends, as the engine always did. With N > 1 the
+fan-out is split over N sender threads, so that one room with hundreds of subscribers uses
+every core: each subscriber transport belongs to one sender (the one with fewest transports
+when it is created), and so do its downtracks; the receive thread copies a packet once into a
+refcounted buffer and queues it, with its parsed header, to each sender owning one of the
+uptrack's downtracks (a bounded single-producer/single-consumer ring per sender; full: dropped
+and counted in `counters()["queue_dropped"]`, the receive thread never waits). A transport's
+SRTP send context, transport-wide counter and send records, probe, and its downtracks' rewrite
+and RTX state are only touched under its sender's lock, which the sender holds while it works.
+Python's calls on that state (control, retransmit, pad, send_rtp, number, the state reads)
+take the same lock and run synchronously on the owner's send batch, so they return what they
+did and keep a transport's packets on one SRTP context and one counter; adding or removing
+anything takes every lock, so no sender ever sees a freed object.
+
+Python keeps ICE, DTLS, SCTP, RTCP policy (reports, PLI throttling, layer choice),
 and every track the engine does not take (`native_tracks.offloadable`): those run exactly as in
 the Python plane, on plain packets the engine hands up. The two talk through events (see
 `UdpMux.native_events`) and the calls of `native_tracks.Engine`.
@@ -42,7 +60,7 @@ import os
 import struct
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from .downlink import Downlink
 from .downtrack import DownTrack
@@ -62,6 +80,8 @@ logger = logging.getLogger(__name__)
 
 PLANES = ("python", "native", "auto")
 ENV_VARIABLE = "ROOMCAST_FORWARDING_PLANE"
+THREADS_VARIABLE = "ROOMCAST_FORWARDING_THREADS"
+MAX_THREADS = 8  # native/plane.h MAX_SENDERS
 HOW_TO_BUILD = (
     "the native forwarding plane is not built (%s): the Python plane runs. To get it, install "
     "gcc and the headers of Python, libsrtp2 and OpenSSL (Debian: gcc python3-dev "
@@ -103,11 +123,33 @@ def choose_plane(configured: str) -> str:
     return "native"
 
 
-def new_engine(fd: int) -> Engine:
+def forwarding_threads(configured: str) -> int:
+    """The engine's sender threads: `rtc.forwarding_threads` (or the environment's), auto
+    resolved to two where there are at least two cores, else one."""
+    wanted = os.environ.get(THREADS_VARIABLE, "").strip().lower() or str(configured)
+    if wanted == "auto":
+        return min(2, os.cpu_count() or 1)
+    if not wanted.isdigit() or not 1 <= int(wanted) <= MAX_THREADS:
+        raise ValueError(f"forwarding threads {wanted!r}: expected auto or 1 to {MAX_THREADS}")
+    return int(wanted)
+
+
+class MuxOptions(TypedDict):
+    native: bool
+    native_threads: int
+
+
+def mux_options(plane: str, threads: str) -> MuxOptions:
+    """`UdpMux`'s arguments for `rtc.forwarding_plane` and `rtc.forwarding_threads`."""
+    native = choose_plane(plane) == "native"
+    return {"native": native, "native_threads": forwarding_threads(threads)}
+
+
+def new_engine(fd: int, threads: int = 1) -> Engine:
     module, reason = native_module()
     if module is None:
         raise RuntimeError(reason)
-    engine: Engine = module.Engine(fd)
+    engine: Engine = module.Engine(fd, threads)
     return engine
 
 

@@ -67,9 +67,11 @@ class UdpMux(asyncio.DatagramProtocol):
         data_channel_slow_threshold: int = 0,
         tcp_port: int | None = None,
         native: bool = False,
+        native_threads: int = 1,
     ) -> None:
         """`tcp_port`: the ICE-TCP port (0: any free one), None for none. `native`: the
-        native plane's engine reads the socket (media/native_plane.py)."""
+        native plane's engine reads the socket (media/native_plane.py), with `native_threads`
+        sender threads."""
         if advertise_ip is None and not _is_specific_ip(host):
             raise ValueError(f"bound to {host!r}: pass advertise_ip (the node IP for candidates)")
         self.host = host
@@ -85,6 +87,7 @@ class UdpMux(asyncio.DatagramProtocol):
         self.stats: collections.Counter[str] = collections.Counter()
         self.udp: DatagramSender | None = None
         self.native = native
+        self.native_threads = native_threads
         self.engine: Engine | None = None  # the running native engine (native mode)
         # Engine events that are the plane's (a layer started, a packet to send from Python).
         self.on_engine_event: Callable[[int, int, int, bytes], None] = _ignore_event
@@ -170,7 +173,7 @@ class UdpMux(asyncio.DatagramProtocol):
         try:
             sock.bind((self.host, self.port))
             sock.setblocking(False)
-            engine = new_engine(sock.fileno())
+            engine = new_engine(sock.fileno(), self.native_threads)
         except BaseException:
             sock.close()
             raise

@@ -1,0 +1,209 @@
+/*
+ * The send side of the native plane: per-sender batches (sendmmsg), and with more than one
+ * sender the hand-off of parsed packets from the receive thread to the sender threads through
+ * one single-producer/single-consumer ring each (plane.h says who owns what, and the locks).
+ */
+#ifndef ROOMCAST_NATIVE_SENDERS_H
+#define ROOMCAST_NATIVE_SENDERS_H
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "forward.h"
+
+/* -- batches (the sender's lock held) --------------------------------------------------------- */
+
+void flush_sends(plane *p, sender *s) {
+    int done = 0;
+    while (done < s->nout) {
+        int n = sendmmsg(p->fd, s->out_msgs + done, (unsigned)(s->nout - done), 0);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) continue;
+            /* EAGAIN (socket buffer full) or an error for one destination: skip that one. */
+            s->c.send_failed++;
+            done++;
+            continue;
+        }
+        done += n;
+    }
+    if (s->nout) s->c.batches_out++;
+    s->nout = 0;
+}
+
+void commit_send(sender *s, const transport *t, int len) {
+    int i = s->nout++;
+    s->out_iov[i].iov_base = s->out_bufs[i];
+    s->out_iov[i].iov_len = (size_t)len;
+    struct msghdr *h = &s->out_msgs[i].msg_hdr;
+    memset(h, 0, sizeof *h);
+    h->msg_name = (void *)&t->addr; /* t lives while its sender's lock is held */
+    h->msg_namelen = t->addrlen;
+    h->msg_iov = &s->out_iov[i];
+    h->msg_iovlen = 1;
+}
+
+/* -- the hand-off ----------------------------------------------------------------------------- */
+
+static void release_packet(shared_packet *packet) {
+    if (atomic_fetch_sub_explicit(&packet->refs, 1, memory_order_acq_rel) == 1) free(packet);
+}
+
+/* Producer side: the plane's lock held (the receive thread, or Python's receive()). */
+static int ring_push(sender *s, shared_packet *packet, const packet_info *pi, int uid,
+                     uint64_t serial, int fanout) {
+    uint32_t tail = atomic_load_explicit(&s->tail, memory_order_relaxed);
+    uint32_t head = atomic_load_explicit(&s->head, memory_order_acquire);
+    if (tail - head >= JOB_RING) return 0;
+    int backlog = atomic_load_explicit(&s->backlog, memory_order_relaxed);
+    if (backlog > 0 && backlog + fanout > MAX_BACKLOG) return 0;
+    atomic_fetch_add_explicit(&s->backlog, fanout, memory_order_relaxed);
+    job *j = &s->ring[tail & (JOB_RING - 1)];
+    j->packet = packet;
+    j->pi = *pi;
+    j->pi.data = packet->data;
+    j->uptrack = uid;
+    j->serial = serial;
+    j->fanout = fanout;
+    atomic_store_explicit(&s->tail, tail + 1, memory_order_release);
+    return 1;
+}
+
+void fan_out(plane *p, int uid, uptrack *u, const packet_info *pi) {
+    if (!p->threaded) { /* the caller holds sender 0's lock too */
+        sender *s = &p->senders[0];
+        for (int i = 0; i < u->ndowns[0]; i++) {
+            int did = u->downs[0][i];
+            forward_one(p, s, did, p->downtracks[did], pi);
+        }
+        return;
+    }
+    int targets = 0;
+    for (int w = 0; w < p->nsenders; w++) targets += u->ndowns[w] > 0;
+    if (!targets) return;
+    shared_packet *packet = malloc(sizeof(shared_packet) + pi->len);
+    if (!packet) {
+        for (int w = 0; w < p->nsenders; w++) p->senders[w].queue_dropped += u->ndowns[w] > 0;
+        return;
+    }
+    memcpy(packet->data, pi->data, pi->len);
+    atomic_init(&packet->refs, targets);
+    for (int w = 0; w < p->nsenders; w++) {
+        if (!u->ndowns[w]) continue;
+        sender *s = &p->senders[w];
+        if (ring_push(s, packet, pi, uid, u->serial, u->ndowns[w])) {
+            s->queued++;
+            s->pending = 1;
+        } else {
+            s->queue_dropped++;
+            release_packet(packet);
+        }
+    }
+}
+
+/* After a batch (the plane's lock held): tell the senders that have new jobs. */
+static void wake_senders(plane *p) {
+    for (int w = 0; p->threaded && w < p->nsenders; w++) {
+        sender *s = &p->senders[w];
+        if (!s->pending) continue;
+        s->pending = 0;
+        uint64_t one = 1;
+        ssize_t r = write(s->wake_fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+/* One job, the sender's lock held: the packet to the uptrack's downtracks this sender owns. */
+static void run_job(plane *p, sender *s, const job *j) {
+    uptrack *u = j->uptrack < p->nuptracks ? p->uptracks[j->uptrack] : NULL;
+    if (!u || u->serial != j->serial) return; /* removed (and maybe replaced) */
+    for (int i = 0; i < u->ndowns[s->index]; i++) {
+        int did = u->downs[s->index][i];
+        downtrack *dt = did < p->ndowntracks ? p->downtracks[did] : NULL;
+        if (dt) forward_one(p, s, did, dt, &j->pi);
+    }
+}
+
+/* Drain the ring; the lock is let go (and the batch sent) every JOBS_PER_LOCK jobs or
+ * OUT_BATCH / 4 packets, so that Python's calls, which wait for it, get in soon. */
+static void drain(plane *p, sender *s) {
+    for (;;) {
+        uint32_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
+        uint32_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
+        if (head == tail) return;
+        pthread_mutex_lock(&s->lock);
+        for (int done = 0; head != tail && done < JOBS_PER_LOCK && s->nout < OUT_BATCH / 4;
+             done++) {
+            job j = s->ring[head & (JOB_RING - 1)];
+            atomic_store_explicit(&s->head, ++head, memory_order_release);
+            run_job(p, s, &j);
+            release_packet(j.packet);
+            atomic_fetch_sub_explicit(&s->backlog, j.fanout, memory_order_relaxed);
+        }
+        flush_sends(p, s); /* under the lock: the batch points at its transports */
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* The jobs left when the threads stopped: dropped (their packets freed). */
+static void discard_jobs(sender *s) {
+    uint32_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
+    uint32_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
+    for (; head != tail; head++) {
+        release_packet(s->ring[head & (JOB_RING - 1)].packet);
+        atomic_fetch_sub_explicit(&s->backlog, s->ring[head & (JOB_RING - 1)].fanout,
+                                  memory_order_relaxed);
+    }
+    atomic_store_explicit(&s->head, head, memory_order_release);
+}
+
+static void *send_worker(void *arg) {
+    sender *s = arg;
+    plane *p = s->p;
+    char name[16]; /* top -H, /proc/<pid>/task/<tid>/comm */
+    snprintf(name, sizeof name, "roomcast-send%d", s->index);
+    pthread_setname_np(pthread_self(), name);
+    struct pollfd fds[2] = {{s->wake_fd, POLLIN, 0}, {p->wake_fd, POLLIN, 0}};
+    for (;;) {
+        if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+        if (fds[1].revents) break; /* stop() */
+        uint64_t value;
+        ssize_t r = read(s->wake_fd, &value, sizeof value);
+        (void)r;
+        drain(p, s);
+    }
+    return NULL;
+}
+
+/* -- locks (plane.h: the plane's, then senders by index, then events) ------------------------- */
+
+static void lock_sender(plane *p, int w) {
+    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(&p->senders[w].lock);
+}
+
+static void unlock_sender(plane *p, int w) {
+    pthread_mutex_unlock(&p->senders[w].lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void lock_all(plane *p) {
+    pthread_mutex_lock(&p->lock);
+    for (int w = 0; w < p->nsenders; w++) pthread_mutex_lock(&p->senders[w].lock);
+}
+
+static void unlock_all(plane *p) {
+    for (int w = p->nsenders - 1; w >= 0; w--) pthread_mutex_unlock(&p->senders[w].lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The sender with the fewest transports (a new transport's owner). */
+static int least_loaded(const plane *p) {
+    int best = 0;
+    for (int w = 1; w < p->nsenders; w++)
+        if (p->senders[w].owned < p->senders[best].owned) best = w;
+    return best;
+}
+
+#endif
