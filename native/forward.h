@@ -42,9 +42,12 @@ void flush_sends(plane *p, sender *s);
 /* The uptrack's packet to its downtracks: inline (one sender) or queued to their senders. */
 void fan_out(plane *p, int uid, uptrack *u, const packet_info *pi);
 
-/* ReceiveLayer.on_packet: RFC 3550 A.3 sequence tracking and A.8 jitter. */
+/* ReceiveLayer.on_packet: RFC 3550 A.3 sequence tracking and A.8 jitter. A padding-only
+ * packet (a sender's bandwidth probe) or a late one says nothing of the layer's media or its
+ * timing: it is counted, and no more (a paused layer a publisher pads stays paused). */
 static void layer_on_packet(layer_state *l, int seq, uint32_t timestamp, double now, size_t size,
-                            int rate) {
+                            int rate, int padding) {
+    int late = 0;
     if (l->packets == 0) {
         l->base_seq = l->max_seq = seq;
     } else {
@@ -54,12 +57,14 @@ static void layer_on_packet(layer_state *l, int seq, uint32_t timestamp, double 
             if (delta > 1 && l->nack.enabled)
                 nack_on_gap(&l->nack, (uint16_t)(l->max_seq + 1), delta - 1, now);
             l->max_seq = seq;
-        } else if (delta && l->nack.enabled) {
-            nack_on_late(&l->nack, (uint16_t)seq);
+        } else if (delta) {
+            late = 1; /* a retransmission, or reordered */
+            if (l->nack.enabled) nack_on_late(&l->nack, (uint16_t)seq);
         }
     }
     l->packets++;
     l->bytes += size;
+    if (padding || late) return;
     int64_t transit = (int64_t)(now * rate) - (int64_t)timestamp;
     if (l->has_transit) {
         int64_t d = llabs(transit - l->last_transit);
@@ -356,11 +361,12 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     }
     layer_state *l = &u->layers[layer];
     int first = l->packets == 0;
-    layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate);
+    int padding = pi.h.payload_end == pi.h.payload_offset;
+    layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate, padding);
     cache_put(l, data, len, pi.h.sequence);
     if (u->twcc_id) record_arrival(p, uid, u, data, len, pi.h.ssrc, now);
     if (l->nack.enabled && now >= l->nack.next_due) send_nacks(p, uid, layer, now);
-    if (first) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
+    if (first && !padding) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
     if (u->muted) return;
     fan_out(p, uid, u, &pi);
 }

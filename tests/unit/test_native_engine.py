@@ -305,3 +305,23 @@ def test_send_side_srtp_matches_libsrtp(
     for mine, theirs in zip(ours, expected, strict=True):
         if theirs is not None:
             assert mine == theirs
+
+
+def test_padding_and_late_packets_leave_a_layer_as_it_was(engine: tuple) -> None:
+    """A publisher pads a layer it paused (its bandwidth probes, RFC 3550 §5.1 P bit): as in
+    ReceiveLayer.on_packet, such a packet, or a late one, is counted but keeps the layer's
+    last arrival and jitter, so a paused layer is not taken for a live one."""
+    eng, sock = engine
+    address = sock.getsockname()
+    pub, sub = peer(eng), peer(eng)
+    uptrack, _ = video_track(eng, pub, sub)
+    pub.send_rtp(vp8_packet(100, 9000, keyframe=True), address)
+    assert sub.receive_rtp() is not None
+    media = eng.uptrack_state(uptrack)[1][0]
+    pub.send_rtp(vp8_packet(99, 6000, keyframe=False), address)  # late: not forwarded
+    padding = struct.pack("!BBHII", 0xA0, VP8_PT, 101, 9000, PUB_SSRC) + bytes(199) + b"\xc8"
+    pub.send_rtp(padding, address)
+    assert sub.receive_rtp() is not None  # the padding, forwarded: both were taken in order
+    layer = eng.uptrack_state(uptrack)[1][0]
+    assert layer[0] == 3 and layer[3] == 101  # counted; the highest sequence moved on
+    assert layer[-2:] == media[-2:]  # jitter and last arrival as after the media packet
