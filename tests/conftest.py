@@ -35,10 +35,20 @@ def pytest_configure(config: pytest.Config) -> None:
         manager.register(roomcast.pytest_plugin, "roomcast")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port, never the same number twice in one test run: a port picked for one role
+    (a node's HTTP port) is not bound until its server starts, and the kernel would hand it out
+    again for another (that node's ICE-TCP port), which the server refuses."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def free_udp_and_tcp_port() -> int:
