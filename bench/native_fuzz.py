@@ -153,7 +153,8 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
     pt_map = bytes(100 if pt == 96 else 255 for pt in range(128))
     rtx_map = bytes(101 if pt == 100 else 255 for pt in range(128))
     # Congestion control: numbered sends, RTX, probes, arrivals and NACKs (ext 5 both ways).
-    engine.set_uptrack_feedback(uptrack, 5, True)
+    engine.set_uptrack_nack(uptrack, True)
+    engine.set_transport_arrivals(transports[0], 5)
     engine.set_transport_cc(transports[1], 5)
 
     def new_downtrack() -> int:
@@ -206,7 +207,7 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
             now = time.monotonic()
             engine.start_probe(transports[1], downtrack, rng.randrange(10**7), now, now + 0.5)
         engine.transport_sent(transports[1], rng.randrange(-5, 70000))
-        engine.arrivals(uptrack)
+        engine.arrivals(transports[0])
         engine.check_nacks(uptrack)
         engine.events()
         engine.downtrack_state(downtrack)

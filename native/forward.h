@@ -325,24 +325,25 @@ static void probe_pad(plane *p, sender *s, transport *t, double now) {
     }
 }
 
-/* TwccRecorder.record's input: the transport-wide number and arrival of a publisher packet. */
-static void record_arrival(plane *p, int uid, uptrack *u, const uint8_t *data, size_t len,
-                           uint32_t ssrc, double now) {
-    long at = rtp_find_tw(data, len, u->twcc_id);
-    if (at < 0 || !u->arrivals) return;
-    if (!u->arrivals_count) {
-        u->arrivals_since = now;
-        u->arrivals_told = 0;
-    } else if (!u->arrivals_told && now - u->arrivals_since >= FEEDBACK_INTERVAL) {
-        u->arrivals_told = 1; /* Python pulls them and sends the feedback */
-        queue_event(p, EV_ARRIVALS, uid, 0, NULL, 0, NULL, 0);
+/* TwccRecorder.record's input: the transport-wide number and arrival of a publisher packet
+ * (plain RTP read on transport `tid`). */
+static void record_arrival(plane *p, int tid, transport *t, const uint8_t *data, size_t len,
+                           double now) {
+    long at = rtp_find_tw(data, len, t->rx_tw_id);
+    if (at < 0 || !t->arrivals) return;
+    if (!t->arrivals_count) {
+        t->arrivals_since = now;
+        t->arrivals_told = 0;
+    } else if (!t->arrivals_told && now - t->arrivals_since >= FEEDBACK_INTERVAL) {
+        t->arrivals_told = 1; /* Python pulls them and sends the feedback */
+        queue_event(p, EV_ARRIVALS, tid, 0, NULL, 0, NULL, 0);
     }
-    uint32_t slot = (u->arrivals_head + u->arrivals_count) & (MAX_ARRIVALS - 1);
-    u->arrivals[slot] = (arrival){now, rd16(data + at), ssrc};
-    if (u->arrivals_count < MAX_ARRIVALS)
-        u->arrivals_count++;
+    uint32_t slot = (t->arrivals_head + t->arrivals_count) & (MAX_ARRIVALS - 1);
+    t->arrivals[slot] = (arrival){now, rd16(data + at), rd32(data + 8)};
+    if (t->arrivals_count < MAX_ARRIVALS)
+        t->arrivals_count++;
     else
-        u->arrivals_head = (u->arrivals_head + 1) & (MAX_ARRIVALS - 1); /* oldest lost */
+        t->arrivals_head = (t->arrivals_head + 1) & (MAX_ARRIVALS - 1); /* oldest lost */
 }
 
 /* UpTrack._send_nacks: what the layer's NACK bookkeeping wants requested now, to Python. */
@@ -364,7 +365,6 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     int padding = pi.h.payload_end == pi.h.payload_offset;
     layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate, padding);
     cache_put(l, data, len, pi.h.sequence);
-    if (u->twcc_id) record_arrival(p, uid, u, data, len, pi.h.ssrc, now);
     if (l->nack.enabled && now >= l->nack.next_due) send_nacks(p, uid, layer, now);
     if (first && !padding) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
     if (u->muted) return;

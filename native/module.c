@@ -117,6 +117,7 @@ static void handle_datagram(plane *p, uint8_t *data, size_t len, struct sockaddr
     }
     p->c.rtp_in++;
     if (n < RTP_HEADER_SIZE) return;
+    if (t->rx_tw_id) record_arrival(p, tid, t, data, (size_t)n, now);
     uint32_t ssrc = rd32(data + 8);
     for (int i = 0; i < t->nroutes; i++) {
         route *r = &t->routes[i];
@@ -330,6 +331,7 @@ static void free_transport(transport *t) {
     }
     gcm_free(&t->gcm);
     free(t->tw_sent);
+    free(t->arrivals);
     free(t);
 }
 
@@ -342,7 +344,6 @@ static void free_uptrack(uptrack *u) {
         free(c);
     }
     for (int w = 0; w < MAX_SENDERS; w++) free(u->downs[w]);
-    free(u->arrivals);
     free(u);
 }
 
@@ -1110,49 +1111,60 @@ static PyObject *Engine_pad(Engine *self, PyObject *args) {
     return PyLong_FromLong(total);
 }
 
-/* set_uptrack_feedback(uptrack, twcc_id, nack): record the arrival of each packet's
- * transport-wide number (extension `twcc_id`, 0: none) for `arrivals`; keep NACK bookkeeping
- * per layer (EV_NACK events) when `nack`. */
-static PyObject *Engine_set_uptrack_feedback(Engine *self, PyObject *args) {
-    int uid, twcc_id, nack;
-    if (!PyArg_ParseTuple(args, "iip", &uid, &twcc_id, &nack)) return NULL;
-    if (twcc_id < 0 || twcc_id > 255) {
-        PyErr_SetString(PyExc_ValueError, "extension id out of range");
-        return NULL;
-    }
+/* set_uptrack_nack(uptrack, nack): keep NACK bookkeeping per layer (EV_NACK events). */
+static PyObject *Engine_set_uptrack_nack(Engine *self, PyObject *args) {
+    int uid, nack;
+    if (!PyArg_ParseTuple(args, "ip", &uid, &nack)) return NULL;
     LOCK(self);
     uptrack *u = get_uptrack(self, uid);
-    int ok = u != NULL;
-    if (u && twcc_id && !u->arrivals && !(u->arrivals = calloc(MAX_ARRIVALS, sizeof(arrival))))
-        ok = 0;
-    if (ok) {
-        u->twcc_id = twcc_id;
+    if (u) {
         for (int l = 0; l < u->nlayers; l++) {
             if (nack && !u->layers[l].nack.enabled) u->layers[l].nack.next_due = INFINITY;
             u->layers[l].nack.enabled = nack;
         }
     }
     UNLOCK(self);
-    if (!ok) return u ? PyErr_NoMemory() : NULL;
+    if (!u) return NULL;
     Py_RETURN_NONE;
 }
 
-/* arrivals(uptrack) -> bytes: the (double arrival, uint32 transport-wide number, uint32 SSRC)
- * records since the last call, native byte order, oldest first. */
-static PyObject *Engine_arrivals(Engine *self, PyObject *args) {
-    int uid;
-    if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
+/* set_transport_arrivals(transport, twcc_id): record the arrival of every RTP packet read on
+ * the transport that carries a transport-wide number in extension `twcc_id` (0: stop), for
+ * `arrivals`. */
+static PyObject *Engine_set_transport_arrivals(Engine *self, PyObject *args) {
+    int tid, twcc_id;
+    if (!PyArg_ParseTuple(args, "ii", &tid, &twcc_id)) return NULL;
+    if (twcc_id < 0 || twcc_id > 255) {
+        PyErr_SetString(PyExc_ValueError, "extension id out of range");
+        return NULL;
+    }
     LOCK(self);
-    uptrack *u = get_uptrack(self, uid);
+    transport *t = get_transport(self, tid);
+    int ok = t != NULL;
+    if (t && twcc_id && !t->arrivals && !(t->arrivals = calloc(MAX_ARRIVALS, sizeof(arrival))))
+        ok = 0;
+    if (ok) t->rx_tw_id = twcc_id;
+    UNLOCK(self);
+    if (!ok) return t ? PyErr_NoMemory() : NULL;
+    Py_RETURN_NONE;
+}
+
+/* arrivals(transport) -> bytes: the (double arrival, uint32 transport-wide number, uint32
+ * SSRC) records since the last call, native byte order, oldest first. */
+static PyObject *Engine_arrivals(Engine *self, PyObject *args) {
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid)) return NULL;
+    LOCK(self);
+    transport *t = get_transport(self, tid);
     PyObject *blob = NULL;
-    if (u) {
-        Py_ssize_t count = u->arrivals ? u->arrivals_count : 0;
+    if (t) {
+        Py_ssize_t count = t->arrivals ? t->arrivals_count : 0;
         blob = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(arrival));
         if (blob) {
             arrival *out = (arrival *)PyBytes_AS_STRING(blob);
             for (Py_ssize_t i = 0; i < count; i++)
-                out[i] = u->arrivals[(u->arrivals_head + i) & (MAX_ARRIVALS - 1)];
-            u->arrivals_head = u->arrivals_count = 0;
+                out[i] = t->arrivals[(t->arrivals_head + i) & (MAX_ARRIVALS - 1)];
+            t->arrivals_head = t->arrivals_count = 0;
         }
     }
     UNLOCK(self);
@@ -1325,7 +1337,8 @@ static PyMethodDef Engine_methods[] = {
     {"start_probe", (PyCFunction)Engine_start_probe, METH_VARARGS, NULL},
     {"stop_probe", (PyCFunction)Engine_stop_probe, METH_VARARGS, NULL},
     {"pad", (PyCFunction)Engine_pad, METH_VARARGS, NULL},
-    {"set_uptrack_feedback", (PyCFunction)Engine_set_uptrack_feedback, METH_VARARGS, NULL},
+    {"set_uptrack_nack", (PyCFunction)Engine_set_uptrack_nack, METH_VARARGS, NULL},
+    {"set_transport_arrivals", (PyCFunction)Engine_set_transport_arrivals, METH_VARARGS, NULL},
     {"arrivals", (PyCFunction)Engine_arrivals, METH_VARARGS, NULL},
     {"check_nacks", (PyCFunction)Engine_check_nacks, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

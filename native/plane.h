@@ -48,7 +48,7 @@
 #define NACK_RATE 400.0      /* downtrack.py NACK_RATE / NACK_BURST */
 #define NACK_BURST 200.0
 #define TW_HISTORY 8192      /* twcc.py HISTORY: send records kept per transport */
-#define MAX_ARRIVALS 4096    /* publisher arrivals kept per uptrack between two pulls */
+#define MAX_ARRIVALS 4096    /* publisher arrivals kept per transport between two pulls */
 #define PADDING_SIZE 255     /* downtrack.py PADDING_SIZE */
 #define MAX_PADDING_BURST 8  /* downlink.py MAX_PADDING_BURST */
 #define FEEDBACK_INTERVAL 0.1 /* twcc.py TwccRecorder.interval */
@@ -68,7 +68,7 @@ enum event_kind {
     EV_LAYER_STARTED = 3, /* (uptrack, layer) */
     EV_SEND = 4,          /* (downtrack, plain RTP): its transport is not keyed here */
     EV_NACK = 5,          /* (uptrack, layer, big-endian sequence numbers to request) */
-    EV_ARRIVALS = 6,      /* (uptrack): arrivals kept for FEEDBACK_INTERVAL, feedback is due */
+    EV_ARRIVALS = 6,      /* (transport): arrivals kept for FEEDBACK_INTERVAL, feedback due */
 };
 
 /* One packet sent with a transport-wide sequence number (twcc.py TransportWide.sent). */
@@ -120,6 +120,16 @@ typedef struct {
     double probe_rate, probe_start, probe_end;
     uint64_t probe_base;
     int owner; /* its sender */
+    /* What a publisher sends us: the arrival of every RTP packet carrying its transport-cc
+       extension (`rx_tw_id`, 0: none), whichever track it belongs to, stamped as it is read,
+       for the feedback Python builds (twcc.py TwccRecorder). Recording them all here, before
+       any packet is handed up to Python, means a feedback never misses a packet still
+       queued for Python, nor stamps one late by Python's queueing. */
+    int rx_tw_id;
+    arrival *arrivals;
+    uint32_t arrivals_head, arrivals_count;
+    double arrivals_since; /* the oldest arrival not taken yet */
+    int arrivals_told;     /* EV_ARRIVALS queued for them */
 } transport;
 
 typedef struct {
@@ -149,11 +159,6 @@ typedef struct {
     int *downs[MAX_SENDERS]; /* downtrack ids, per owning sender */
     int ndowns[MAX_SENDERS], capdowns[MAX_SENDERS];
     uint64_t serial; /* unique over the engine's life: a queued job finds it is still the one */
-    int twcc_id; /* the publisher's transport-cc extension id: arrivals recorded (0: none) */
-    arrival *arrivals;
-    uint32_t arrivals_head, arrivals_count;
-    double arrivals_since; /* the oldest arrival not taken yet */
-    int arrivals_told;     /* EV_ARRIVALS queued for them */
 } uptrack;
 
 typedef struct {

@@ -5,15 +5,13 @@ padding (RFC 4588 §4), publisher arrivals for transport-cc feedback, NACKs to p
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from roomcast.media.downlink import Downlink
-from roomcast.media.native_plane import EV_ARRIVALS, EV_NACK, native_module
+from roomcast.media.native_plane import EV_ARRIVALS, EV_NACK, EV_RTP, native_module
 from roomcast.media.native_tracks import NativeTransportWide
 from roomcast.media.rtp import find_extension, parse_rtp
 from roomcast.media.twcc import build_twcc, parse_twcc
@@ -52,20 +50,6 @@ def with_tw(packet: bytes, number: int, ext_id: int = PUB_TW_ID) -> bytes:
     return bytes([packet[0] | 0x10]) + packet[1:12] + block + packet[12:]
 
 
-@pytest.fixture(params=[1, 2], ids=["1-sender", "2-senders"])
-def engine(request: pytest.FixtureRequest) -> Iterator[tuple[object, socket.socket]]:
-    """A running engine, with the receive thread sending (1) and with two sender threads."""
-    assert native is not None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    eng = native.Engine(sock.fileno(), request.param)
-    eng.start()
-    yield eng, sock
-    eng.stop()
-    sock.close()
-
-
 def cc_track(
     eng: object, publisher: Peer, subscriber: Peer, *, rtx: bool = True, nack: bool = False
 ) -> tuple[int, int]:
@@ -74,7 +58,8 @@ def cc_track(
     rates = [0] * 128
     rates[VP8_PT] = 90000
     uptrack = eng.add_uptrack(True, 1, bytes(kinds), rates, 512)  # type: ignore[attr-defined]
-    eng.set_uptrack_feedback(uptrack, PUB_TW_ID, nack)  # type: ignore[attr-defined]
+    eng.set_uptrack_nack(uptrack, nack)  # type: ignore[attr-defined]
+    eng.set_transport_arrivals(publisher.transport, PUB_TW_ID)  # type: ignore[attr-defined]
     eng.bind_ssrc(publisher.transport, PUB_SSRC, uptrack, 0)  # type: ignore[attr-defined]
     pt_map = bytearray([255] * 128)
     pt_map[VP8_PT] = SUB_PT
@@ -191,21 +176,41 @@ def test_publisher_arrivals_are_recorded(engine: tuple) -> None:
     eng, sock = engine
     address = sock.getsockname()
     pub, sub = peer(eng), peer(eng)
-    uptrack, _ = cc_track(eng, pub, sub)
+    cc_track(eng, pub, sub)
     for i, number in enumerate((700, 701, 703)):
         pub.send_rtp(with_tw(vp8_packet(10 + i, 9000, keyframe=True), number), address)
         assert sub.receive_rtp() is not None
-    arrivals = list(ARRIVAL.iter_unpack(eng.arrivals(uptrack)))
+    arrivals = list(ARRIVAL.iter_unpack(eng.arrivals(pub.transport)))
     assert [(a[1], a[2]) for a in arrivals] == [(700, PUB_SSRC), (701, PUB_SSRC), (703, PUB_SSRC)]
     assert arrivals[0][0] <= arrivals[1][0] <= arrivals[2][0]
-    assert eng.arrivals(uptrack) == b""  # taken
+    assert eng.arrivals(pub.transport) == b""  # taken
+
+
+def test_arrivals_of_packets_handed_up_to_python_are_recorded_before_they_are(
+    engine: tuple,
+) -> None:
+    """A publisher's audio (a track Python forwards) is stamped as the engine reads it, in
+    order with the offloaded video: a feedback Python sends while the audio still waits in
+    the event queue must not report it lost."""
+    eng, sock = engine
+    address = sock.getsockname()
+    pub, sub = peer(eng), peer(eng)
+    cc_track(eng, pub, sub)
+    audio = struct.pack("!BBHII", 0x80, 111, 1, 960, 0xA0D10)  # an SSRC the engine has no route for
+    pub.send_rtp(with_tw(audio + b"opus", 800), address)
+    pub.send_rtp(with_tw(vp8_packet(10, 9000, keyframe=True), 801), address)
+    assert sub.receive_rtp() is not None  # the video was read after the audio
+    arrivals = list(ARRIVAL.iter_unpack(eng.arrivals(pub.transport)))
+    assert [(a[1], a[2]) for a in arrivals] == [(800, 0xA0D10), (801, PUB_SSRC)]
+    handed_up = wait_events(eng, EV_RTP)
+    assert handed_up[0][1] == pub.transport and handed_up[0][3].endswith(b"opus")
 
 
 def test_arrivals_kept_for_a_feedback_interval_are_announced(engine: tuple) -> None:
     eng, sock = engine
     address = sock.getsockname()
     pub, sub = peer(eng), peer(eng)
-    uptrack, _ = cc_track(eng, pub, sub)
+    cc_track(eng, pub, sub)
     announced: list[tuple[int, int, int, bytes, object]] = []
     deadline = time.monotonic() + 5
     seq = 0
@@ -214,8 +219,8 @@ def test_arrivals_kept_for_a_feedback_interval_are_announced(engine: tuple) -> N
         pub.send_rtp(with_tw(vp8_packet(seq, 9000, keyframe=True), seq), address)
         assert sub.receive_rtp() is not None
         announced = [e for e in eng.events() if e[0] == EV_ARRIVALS]
-    assert announced and announced[0][1] == uptrack
-    arrivals = list(ARRIVAL.iter_unpack(eng.arrivals(uptrack)))
+    assert announced and announced[0][1] == pub.transport
+    arrivals = list(ARRIVAL.iter_unpack(eng.arrivals(pub.transport)))
     assert arrivals[-1][0] - arrivals[0][0] >= 0.1  # twcc.py TwccRecorder.interval
 
 
@@ -321,3 +326,44 @@ def test_the_plane_offloads_vp8_with_congestion_control_on(engine: tuple) -> Non
     plane.tick()
     plane.remove_subscriber("sub")
     plane.remove_uptrack("TR_v")
+
+
+def test_a_feedback_reports_packets_still_waiting_for_python_as_received(engine: tuple) -> None:
+    """An audio-only publisher (nothing offloaded): the engine hands its packets up, and the
+    feedback built before Python has taken them from the event queue reports them received,
+    at the engine's stamps."""
+    from roomcast.media.native_plane import NativeForwardingPlane
+    from roomcast.media.rtcp import TransportCC, parse_rtcp
+    from roomcast.media.rtp import URI_TRANSPORT_CC
+
+    eng, sock = engine
+    plane = NativeForwardingPlane(lambda: eng, congestion_control=True)
+    pub = peer(eng)
+    publisher = _Transport(pub.transport)
+    audio = plane.add_uptrack(
+        "TR_a",
+        "audio",
+        codecs={111: "audio/opus"},
+        ssrcs={0xA0D10: None},
+        extensions={PUB_TW_ID: URI_TRANSPORT_CC},
+        rids=[],
+        mid="0",
+        send_rtcp=publisher.send_rtcp,
+        publisher=publisher,
+        nack=True,
+    )
+    assert audio.twcc is not None
+    for number in (30, 31, 32):
+        packet = struct.pack("!BBHII", 0x80, 111, number, 960 * number, 0xA0D10) + b"opus"
+        pub.send_rtp(with_tw(packet, number), sock.getsockname())
+    handed_up: list[tuple[int, int, int, bytes, object]] = []
+    while len(handed_up) < 3:  # read by the engine, not by Python
+        handed_up += wait_events(eng, EV_RTP)
+    read_by = time.monotonic()
+    audio.twcc.flush(read_by)
+    (feedback,) = [p for sent in publisher.sent for p in parse_rtcp(sent)]
+    assert isinstance(feedback, TransportCC)
+    parsed = parse_twcc(feedback.fci)
+    assert parsed.base_sequence == 30 and len(parsed.arrivals) == 3
+    assert all(a is not None for a in parsed.arrivals), parsed.arrivals
+    plane.remove_uptrack("TR_a")

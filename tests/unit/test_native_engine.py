@@ -60,20 +60,6 @@ class Peer:
         return not ready
 
 
-@pytest.fixture(params=[1, 2], ids=["1-sender", "2-senders"])
-def engine(request: pytest.FixtureRequest) -> Iterator[tuple[object, socket.socket]]:
-    """A running engine, with the receive thread sending (1) and with two sender threads."""
-    assert native is not None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    eng = native.Engine(sock.fileno(), request.param)
-    eng.start()
-    yield eng, sock
-    eng.stop()
-    sock.close()
-
-
 def peer(eng: object, keyed: bool = True, theirs: bytes | None = None) -> Peer:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

@@ -53,9 +53,10 @@ then calls `TransportWide.pad(now)` while `padding` is set (a probe runs). Retra
 negotiated one (RFC 4588), numbered the same way. On the native plane the engine does all of
 this for a transport it sends on: it numbers every packet (its own and Python's, one counter
 per transport), keeps the send records that `native_tracks.NativeTransportWide.refresh` copies
-for the downlink, pads during a probe (`Engine.start_probe`), records the arrivals of its
-publishers' packets (pulled into the `TwccRecorder` before each feedback) and keeps their NACK
-bookkeeping (the twin of nack.py).
+for the downlink, pads during a probe (`Engine.start_probe`), records the arrival of every
+RTP packet a publisher sends it, offloaded track or not, as it reads it (pulled into the
+`TwccRecorder` before each feedback), and keeps the NACK bookkeeping of offloaded tracks (the
+twin of nack.py).
 
 Offer/answer: `sdp` parses and writes descriptions (values in `sdp_fields`, attribute parsers
 in `sdp_attributes`); `jsep` holds what the server and the client (roomcast.client.sdp) share;

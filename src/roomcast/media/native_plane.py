@@ -40,12 +40,16 @@ does the per-packet part:
   §4) with new numbers. A probe's padding is paced by the engine after each media packet on
   the transport (`Engine.start_probe`, Downlink.pad's rule) when the padding track is an
   offloaded one, else by Python on the tick only.
-- Publishers: the engine records (transport-wide number, arrival) of each packet of an
-  offloaded track; `TwccRecorder.before_flush` pulls them before every feedback, so the
-  feedback is built as on the Python plane, every TwccRecorder.interval (the engine tells
-  Python, EV_ARRIVALS, when arrivals have waited that long). NACK bookkeeping per layer is
-  the engine's (native/nack.h, nack.py's schedule); due requests come up as EV_NACK events
-  and Python sends the RTCP (SRTCP stays Python's).
+- Publishers: the engine records (transport-wide number, arrival) of every RTP packet it
+  reads on a publisher's transport, offloaded track or not, before it hands any up to Python;
+  `TwccRecorder.before_flush` pulls them before every feedback, so the feedback is built as on
+  the Python plane, every TwccRecorder.interval (the engine tells Python, EV_ARRIVALS, when
+  arrivals have waited that long). Were Python's own stamps used for the packets it is handed
+  (audio, say), a feedback sent while some of them still waited in the event queue would
+  report them lost, and the publisher's estimator would back off (Chrome's loss-based one kept
+  its top simulcast layer off under load); packets Python reads itself (ICE-TCP) it stamps.
+  NACK bookkeeping per layer is the engine's (native/nack.h, nack.py's schedule); due
+  requests come up as EV_NACK events and Python sends the RTCP (SRTCP stays Python's).
 The allocator's layer ceilings arrive as the downtrack's target through `Engine.control`.
 
 Choice of plane: `rtc.forwarding_plane` (python | native | auto), overridden by the
@@ -72,6 +76,7 @@ from .native_tracks import (
     NativeUpTrack,
     native_transport_id,
     offloadable,
+    pull_arrivals,
 )
 from .twcc import TwccRecorder
 from .uptrack import ReceiveLayer, UpTrack
@@ -169,32 +174,41 @@ class NativeForwardingPlane(ForwardingPlane):
         self._engine = engine
         self._native_up: dict[int, NativeUpTrack] = {}
         self._native_down: dict[int, NativeDownTrack] = {}
+        # Publishers whose arrivals the engine records: transport → recorder, track → transport.
+        self._recorders: dict[int, TwccRecorder] = {}
+        self._recorded_by: dict[str, int] = {}
 
     # -- construction ------------------------------------------------------------------------
     def _new_uptrack(self, track_sid: str, kind: str, **kwargs: Any) -> UpTrack:
         engine = self._engine()
         transport = native_transport_id(kwargs["send_rtcp"])
-        layers = max(1, len(kwargs["rids"]))
-        if (
-            engine is None
-            or transport < 0
-            or not offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"])
-        ):
+        if engine is None or transport < 0:
             return super()._new_uptrack(track_sid, kind, **kwargs)
-        track = NativeUpTrack(track_sid, kind, **kwargs)
-        track.attach(engine)
-        track.transport_id = transport
-        self._native_up[track.native_id] = track
-        twcc = kwargs["twcc"]
-        if track.twcc_ext and twcc.before_flush is None:
-            twcc.before_flush = lambda: self._pull_arrivals(twcc)
+        layers = max(1, len(kwargs["rids"]))
+        track: UpTrack
+        if offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"]):
+            native = NativeUpTrack(track_sid, kind, **kwargs)
+            native.attach(engine)
+            native.transport_id = transport
+            self._native_up[native.native_id] = native
+            track = native
+        else:
+            track = super()._new_uptrack(track_sid, kind, **kwargs)
+        if track.twcc is not None and track.twcc_ext:
+            self._record_arrivals(engine, transport, track_sid, track.twcc, track.twcc_ext)
         return track
 
-    def _pull_arrivals(self, twcc: TwccRecorder) -> None:
-        """Before a publisher's feedback: the arrivals the engine recorded for its tracks."""
-        for track in self._native_up.values():
-            if track.twcc is twcc:
-                track.pull_arrivals()
+    def _record_arrivals(
+        self, engine: Engine, transport: int, track_sid: str, twcc: TwccRecorder, ext_id: int
+    ) -> None:
+        """The engine stamps the publisher's packets on `transport`; `twcc` pulls them."""
+        try:
+            engine.set_transport_arrivals(transport, ext_id)
+        except KeyError:  # a transport already closed
+            return
+        self._recorders[transport] = twcc
+        self._recorded_by[track_sid] = transport
+        twcc.before_flush = lambda: pull_arrivals(engine, transport, twcc)
 
     def add_downtrack(self, track_sid: str, subscriber: str, **kwargs: Any) -> DownTrack:
         """As the Python plane's; a subscriber on a transport the engine knows gets a downlink
@@ -250,6 +264,9 @@ class NativeForwardingPlane(ForwardingPlane):
         track = self.uptrack(track_sid)
         if isinstance(track, NativeUpTrack):
             track.sync()
+        transport = self._recorded_by.pop(track_sid, None)
+        if transport is not None and transport not in self._recorded_by.values():
+            self._recorders.pop(transport, None)
         super().remove_uptrack(track_sid)
         if isinstance(track, NativeUpTrack):
             self._native_up.pop(track.native_id, None)
@@ -282,9 +299,9 @@ class NativeForwardingPlane(ForwardingPlane):
             if track is not None:
                 track.started_layer(self._clock())
         elif kind == EV_ARRIVALS:  # a publisher's feedback is due (TwccRecorder.interval)
-            track = self._native_up.get(native_id)
-            if track is not None and track.twcc is not None:
-                track.twcc.flush(self._clock())
+            twcc = self._recorders.get(native_id)
+            if twcc is not None:
+                twcc.flush(self._clock())
         elif kind == EV_NACK:
             track = self._native_up.get(native_id)
             if track is not None:

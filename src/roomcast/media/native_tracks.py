@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from .codecs import AUDIO, VP8
 from .downtrack import DownTrack
 from .rtcp import build_nack
-from .twcc import HISTORY, TransportWide
+from .twcc import HISTORY, TransportWide, TwccRecorder
 from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack
 
 PT_NONE, PT_AUDIO, PT_VP8 = 0, 1, 2  # native/plane.h enum pt_kind
@@ -108,11 +108,25 @@ class Engine(Protocol):
 
     def pad(self, downtrack: int, count: int) -> int: ...
 
-    def set_uptrack_feedback(self, uptrack: int, twcc_id: int, nack: bool) -> None: ...
+    def set_uptrack_nack(self, uptrack: int, nack: bool) -> None: ...
 
-    def arrivals(self, uptrack: int) -> bytes: ...
+    def set_transport_arrivals(self, transport: int, twcc_id: int) -> None: ...
+
+    def arrivals(self, transport: int) -> bytes: ...
 
     def check_nacks(self, uptrack: int) -> None: ...
+
+
+def pull_arrivals(engine: Engine, transport: int, twcc: TwccRecorder) -> None:
+    """Record the arrivals the engine stamped on a publisher's transport into its recorder
+    (`TwccRecorder.before_flush`). The engine's stamps replace any Python took for the same
+    packets: it stamped them as they were read, before handing any of them up."""
+    try:
+        blob = engine.arrivals(transport)
+    except KeyError:  # the transport is gone
+        return
+    for now, sequence, ssrc in _ARRIVAL.iter_unpack(blob):
+        twcc.record(sequence, ssrc, now)
 
 
 def native_transport_id(callback: Callable[[bytes], None]) -> int:
@@ -194,21 +208,11 @@ class NativeUpTrack(UpTrack):
         self.native_id = engine.add_uptrack(
             self.kind == "video", len(self.layers), bytes(kinds), rates, cache
         )
-        # The engine records transport-wide arrivals (pulled into `twcc` before each feedback)
-        # and keeps the NACK bookkeeping (EV_NACK events) of every layer.
+        # The engine keeps the NACK bookkeeping (EV_NACK events) of every layer.
         nack = any(layer.nacker is not None for layer in self.layers)
-        engine.set_uptrack_feedback(self.native_id, self.twcc_ext, nack)
+        engine.set_uptrack_nack(self.native_id, nack)
         for layer in self.layers:
             layer.nacker = None
-
-    def pull_arrivals(self) -> None:
-        """Record the arrivals the engine kept into the publisher's `TwccRecorder`."""
-        twcc = self.twcc
-        if twcc is None or not self.twcc_ext:
-            return
-        blob = self.engine.arrivals(self.native_id)
-        for now, sequence, ssrc in _ARRIVAL.iter_unpack(blob):
-            twcc.record(sequence, ssrc, now)
 
     def send_nack(self, layer_index: int, sequences: list[int]) -> None:
         """EV_NACK: the engine's NACK bookkeeping wants these requested (UpTrack._send_nacks)."""
