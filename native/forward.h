@@ -102,7 +102,7 @@ static int parse_info(uptrack *u, packet_info *pi, const uint8_t *data, size_t l
     pi->data = data;
     pi->len = len;
     pi->layer = layer;
-    pi->now = now;
+    pi->now = pi->send_now = now;
     pi->clock_rate = u->clock_rate[pi->h.payload_type];
     if (kind == PT_VP8) {
         vp8_parse(data, pi->h.payload_offset, pi->h.payload_end, &pi->vp8);
@@ -276,8 +276,8 @@ static void forward_one(plane *p, sender *s, int did, downtrack *dt, const packe
         if (pi->vp8.tl0picidx >= 0)
             dt->last_tl0 = (pi->vp8.tl0picidx + dt->tl0_offset) & 0xFF;
     }
-    if (deliver(p, s, did, t, buf, len, tw_offset, pi->now)) s->c.forwarded++;
-    if (t && t->probe_down >= 0) probe_pad(p, s, t, pi->now);
+    if (deliver(p, s, did, t, buf, len, tw_offset, pi->send_now)) s->c.forwarded++;
+    if (t && t->probe_down >= 0) probe_pad(p, s, t, pi->send_now);
 }
 
 /* DownTrack.send_padding: one padding-only packet on the RTX stream (what libwebrtc probes
@@ -351,7 +351,7 @@ void send_nacks(plane *p, int uid, int layer, double now);
 
 /* UpTrack.receive for a routed packet (plain RTP). */
 static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, size_t len,
-                            double now) {
+                            double now, double send_now) {
     uptrack *u = p->uptracks[uid];
     if (layer < 0 || layer >= u->nlayers) return;
     packet_info pi;
@@ -360,6 +360,7 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
         p->c.malformed += u->malformed - malformed;
         return;
     }
+    pi.send_now = send_now;
     layer_state *l = &u->layers[layer];
     int first = l->packets == 0;
     int padding = pi.h.payload_end == pi.h.payload_offset;

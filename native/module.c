@@ -80,8 +80,10 @@ static int same_addr(const struct sockaddr_storage *a, socklen_t alen,
 
 /* -- the worker ------------------------------------------------------------------------------ */
 
+/* `now`: when the batch was read; `send_now`: when the receive thread holds the locks and
+ * sends (with one sender), the time its send records get. */
 static void handle_datagram(plane *p, uint8_t *data, size_t len, struct sockaddr_storage *addr,
-                            socklen_t addrlen, double now) {
+                            socklen_t addrlen, double now, double send_now) {
     p->c.datagrams_in++;
     if (len == 0) return;
     /* RFC 7983 §7: 128..191 is RTP/RTCP; everything else (STUN, DTLS) goes to Python. */
@@ -123,7 +125,7 @@ static void handle_datagram(plane *p, uint8_t *data, size_t len, struct sockaddr
         route *r = &t->routes[i];
         if (r->ssrc == ssrc && r->uptrack >= 0 && r->uptrack < p->nuptracks &&
             p->uptracks[r->uptrack]) {
-            uptrack_receive(p, r->uptrack, r->layer, data, (size_t)n, now);
+            uptrack_receive(p, r->uptrack, r->layer, data, (size_t)n, now, send_now);
             return;
         }
     }
@@ -153,9 +155,12 @@ static void *worker(void *arg) {
             }
             int n = recvmmsg(p->fd, msgs, IN_BATCH, MSG_DONTWAIT, NULL);
             if (n <= 0) break;
-            double now = monotonic_now();
+            double now = monotonic_now(); /* the arrival stamps: before any wait for a lock */
             pthread_mutex_lock(&p->lock);
             if (!p->threaded) pthread_mutex_lock(&p->senders[0].lock); /* it sends too */
+            /* Sends stamped once the locks are ours: Python's own sends, numbered while we
+               waited, were stamped then, and the records must not go back in time. */
+            double send_now = p->threaded ? now : monotonic_now();
             p->c.batches_in++;
             for (int i = 0; i < n; i++) {
                 if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -163,7 +168,7 @@ static void *worker(void *arg) {
                     continue;
                 }
                 handle_datagram(p, bufs[i], msgs[i].msg_len, &addrs[i],
-                                msgs[i].msg_hdr.msg_namelen, now);
+                                msgs[i].msg_hdr.msg_namelen, now, send_now);
             }
             if (p->threaded) {
                 wake_senders(p);
@@ -726,11 +731,13 @@ static PyObject *Engine_receive(Engine *self, PyObject *args) {
     uptrack *u = get_uptrack(self, uid);
     if (u && packet.len <= MAX_PACKET) {
         if (p->threaded) {
-            uptrack_receive(p, uid, layer, packet.buf, (size_t)packet.len, monotonic_now());
+            double now = monotonic_now();
+            uptrack_receive(p, uid, layer, packet.buf, (size_t)packet.len, now, now);
             wake_senders(p);
         } else {
             LOCK_OWNER(self, 0);
-            uptrack_receive(p, uid, layer, packet.buf, (size_t)packet.len, monotonic_now());
+            double now = monotonic_now();
+            uptrack_receive(p, uid, layer, packet.buf, (size_t)packet.len, now, now);
             flush_sends(p, &p->senders[0]);
             UNLOCK_OWNER(self, 0);
         }

@@ -200,7 +200,10 @@ typedef struct {
     rtp_header h;
     vp8_descriptor vp8;
     int layer, keyframe, clock_rate;
-    double now;
+    double now;      /* when it was read */
+    double send_now; /* when it goes out, taken under the lock it is sent under (the
+                        receive thread's with one sender, else its sender's): the send
+                        records' times, in the order of their numbers */
 } packet_info;
 
 /* One copy of a packet shared by the senders that forward it; immutable once queued. */

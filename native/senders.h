@@ -133,9 +133,13 @@ static void drain(plane *p, sender *s) {
         uint32_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
         if (head == tail) return;
         pthread_mutex_lock(&s->lock);
+        /* Sent now, not when read: a send record stamped with the read time would place the
+           packet before Python's own sends numbered just ahead of it. */
+        double now = monotonic_now();
         for (int done = 0; head != tail && done < JOBS_PER_LOCK && s->nout < OUT_BATCH / 4;
              done++) {
             job j = s->ring[head & (JOB_RING - 1)];
+            j.pi.send_now = now;
             atomic_store_explicit(&s->head, ++head, memory_order_release);
             run_job(p, s, &j);
             release_packet(j.packet);

@@ -5,6 +5,8 @@ padding (RFC 4588 §4), publisher arrivals for transport-cc feedback, NACKs to p
 
 from __future__ import annotations
 
+import itertools
+import select
 import struct
 import time
 
@@ -367,3 +369,26 @@ def test_a_feedback_reports_packets_still_waiting_for_python_as_received(engine:
     assert parsed.base_sequence == 30 and len(parsed.arrivals) == 3
     assert all(a is not None for a in parsed.arrivals), parsed.arrivals
     plane.remove_uptrack("TR_a")
+
+
+def test_send_records_follow_the_numbers_in_time(engine: tuple) -> None:
+    """Forwarded packets and Python's own, interleaved on one subscriber: the record of each
+    number is no earlier than the one before it (a sender thread stamps when it sends, not
+    when the packet was read), else the estimator sees packets sent back in time."""
+    eng, sock = engine
+    address = sock.getsockname()
+    pub, sub = peer(eng), peer(eng)
+    cc_track(eng, pub, sub, rtx=False)
+    own = struct.pack("!BBHII", 0x90, 111, 1, 2, 0x1234)
+    own += TW_BLOCK.pack(0xBEDE, 1, TW_ID << 4 | 1, 0) + b"audio"
+    pub.send_rtp(with_tw(vp8_packet(1, 9000, keyframe=True), 1), address)
+    assert sub.receive_rtp() is not None
+    for seq in range(2, 1500):
+        pub.send_rtp(with_tw(vp8_packet(seq, 9000, keyframe=False), seq), address)
+        eng.send_rtp(sub.transport, own)
+        while select.select([sub.sock], [], [], 0)[0]:
+            sub.sock.recv(4096)
+    _, sent = records(eng, sub.transport, 1)
+    times = [record[1] for record in sent]
+    backwards = [(a, b) for a, b in itertools.pairwise(times) if b < a]
+    assert not backwards, f"{len(backwards)} of {len(times)} records earlier than the one before"
