@@ -392,3 +392,38 @@ def test_send_records_follow_the_numbers_in_time(engine: tuple) -> None:
     times = [record[1] for record in sent]
     backwards = [(a, b) for a, b in itertools.pairwise(times) if b < a]
     assert not backwards, f"{len(backwards)} of {len(times)} records earlier than the one before"
+
+
+def test_a_feedback_reports_packets_python_read_itself(engine: tuple) -> None:
+    """ICE-TCP: Python reads an offloaded track's packets and hands them to the engine, which
+    read none of them: their arrivals are recorded all the same."""
+    from roomcast.media.native_plane import NativeForwardingPlane
+    from roomcast.media.native_tracks import NativeUpTrack
+    from roomcast.media.rtcp import TransportCC, parse_rtcp
+    from roomcast.media.rtp import URI_TRANSPORT_CC
+
+    eng, _ = engine
+    plane = NativeForwardingPlane(lambda: eng, congestion_control=True)
+    publisher = _Transport(eng.add_transport())  # not keyed: nothing reaches the engine by UDP
+    video = plane.add_uptrack(
+        "TR_v",
+        "video",
+        codecs={VP8_PT: "video/VP8"},
+        ssrcs={PUB_SSRC: None},
+        extensions={PUB_TW_ID: URI_TRANSPORT_CC},
+        rids=[],
+        mid="0",
+        send_rtcp=publisher.send_rtcp,
+        publisher=publisher,
+        nack=True,
+    )
+    assert isinstance(video, NativeUpTrack) and video.twcc is not None
+    for number in (50, 51, 52):
+        plane.handle_rtp(publisher, with_tw(vp8_packet(number, 9000, keyframe=True), number))
+    video.twcc.flush(time.monotonic())
+    (feedback,) = [p for sent in publisher.sent for p in parse_rtcp(sent)]
+    assert isinstance(feedback, TransportCC)
+    parsed = parse_twcc(feedback.fci)
+    assert parsed.base_sequence == 50 and len(parsed.arrivals) == 3
+    assert all(a is not None for a in parsed.arrivals), parsed.arrivals
+    plane.remove_uptrack("TR_v")

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from .codecs import AUDIO, VP8
 from .downtrack import DownTrack
 from .rtcp import build_nack
+from .rtp import RtpError, parse_rtp
 from .twcc import HISTORY, TransportWide, TwccRecorder
 from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack
 
@@ -230,7 +231,12 @@ class NativeUpTrack(UpTrack):
         self.engine.bind_ssrc(transport, ssrc, self.native_id, layer_index)
 
     def receive(self, layer: ReceiveLayer, packet: bytes, now: float) -> None:
-        """A packet whose SSRC Python just learnt: forwarded by the engine like the rest."""
+        """A packet Python routed: one whose SSRC it just learnt (the engine handed it up), or
+        one Python read itself (ICE-TCP). Forwarded by the engine like the rest; its arrival
+        recorded here, where the engine read none (a stamp of the engine's replaces this)."""
+        if self.twcc_ext:
+            with contextlib.suppress(RtpError):
+                self._record_arrival(packet, parse_rtp(packet), now)
         self.engine.receive(self.native_id, layer.index, packet)
 
     def set_muted(self, muted: bool) -> None:

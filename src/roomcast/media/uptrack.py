@@ -305,6 +305,13 @@ class UpTrack:
         self._last_level_ts: int | None = None
 
     # -- hot path ----------------------------------------------------------------------------
+    def _record_arrival(self, packet: bytes, header: RtpHeader, now: float) -> None:
+        """The packet's transport-wide number and arrival, for the publisher's feedback."""
+        found = find_extension(packet, header, self.twcc_ext)
+        if found is not None and found[1] == 2:
+            assert self.twcc is not None
+            self.twcc.record(packet[found[0]] << 8 | packet[found[0] + 1], header.ssrc, now)
+
     def receive(self, layer: ReceiveLayer, packet: bytes, now: float) -> None:
         info = self._info
         if not self._parse_into(info, layer, packet, now):
@@ -315,10 +322,7 @@ class UpTrack:
         layer.on_packet(info.sequence, info.timestamp, now, len(packet), info.clock_rate, padding)
         layer.cache[info.sequence & layer.cache_mask] = packet
         if self.twcc_ext:
-            found = find_extension(packet, header, self.twcc_ext)
-            if found is not None and found[1] == 2:
-                assert self.twcc is not None
-                self.twcc.record(packet[found[0]] << 8 | packet[found[0] + 1], header.ssrc, now)
+            self._record_arrival(packet, header, now)
         nacker = layer.nacker
         if nacker is not None and now >= nacker.next_due:
             self._send_nacks(layer, nacker, now)
