@@ -234,3 +234,17 @@ def test_a_receiver_that_stamps_arrivals_late_now_and_then_is_no_queue() -> None
             estimator.on_feedback(batch, send + 0.05)
             batch = []
     assert (estimator.delay_based or 0) >= 500_000 and estimator.cause != "delay"
+
+
+def test_a_loss_bound_that_goes_leaves_the_estimate_known() -> None:
+    """Loss set the only estimate; then the allocation sends far less than it (a lower layer)
+    and the bound, far above what gets through, goes: the estimate stays where it was instead
+    of becoming unknown, which would let the top layer back onto the link that lost it."""
+    estimator = BandwidthEstimator()
+    t = run(estimator, Link(capacity=5_000_000, loss_every=4), rate=1_000_000, seconds=3)
+    bound = estimator.loss_control.bound
+    assert bound is not None and estimator.delay_based is None
+    run(estimator, Link(capacity=5_000_000), rate=150_000, seconds=10, start=t)
+    assert estimator.loss_control.bound is None  # far above the 150 kbit/s that get through
+    estimate = estimator.estimate
+    assert estimate is not None and estimate <= bound * 1.1, (estimate, bound)

@@ -247,7 +247,8 @@ class Probe:
 class LossControl:
     """The loss-based bound (gcc-02 §6): none while loss stays low; over 10 % lost, the estimate
     times (1 - loss/2), at most once per 300 ms plus a round trip; between 2 and 10 % it holds;
-    under 2 % it grows 8 % a second, and goes once it is far above what gets through.
+    under 2 % it grows 8 % a second, and goes once it is far above what gets through (the
+    delay-based estimate then goes on from it: BandwidthEstimator._control).
 
     The share is judged over at least LOSS_MIN_PACKETS packets, then counting starts over; the
     packets sent before a decrease took effect are left out (`epoch`)."""
@@ -457,6 +458,11 @@ class BandwidthEstimator:
             loss_control.judge(loss, self.estimate or acked, acked, self.rtt, now)
             if loss_control.bound is not None and (bound is None or loss_control.bound < bound):
                 self.cause = f"loss {loss:.2f}"
+            elif bound is not None and loss_control.bound is None and self.delay_based is None:
+                # The bound went (far above what gets through: a lower layer is sent), but this
+                # link did lose: the estimate stays known, the delay-based part goes on from it.
+                # Unknown, it would let the layer that lost back onto the link.
+                self.delay_based = bound
         if state == OVERUSE:
             if now - self._last_decrease >= 0.2 + self.rtt and acked > 0:
                 delivered = self.peak_rate()
