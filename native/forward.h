@@ -137,6 +137,7 @@ static void start_epoch(downtrack *dt, const packet_info *pi) {
             dt->tl0_offset = (dt->last_tl0 + 1 - v->tl0picidx) & 0xFF;
     }
     dt->seq_offset = (uint16_t)(seq - pi->h.sequence);
+    dt->nskips = 0;
     dt->ts_offset = ts - pi->h.timestamp;
     dt->epoch_seq = dt->max_seq = pi->h.sequence;
     dt->current = dt->epoch_layer = pi->layer;
@@ -144,8 +145,8 @@ static void start_epoch(downtrack *dt, const packet_info *pi) {
 
 /* The rewritten packet for this downtrack into `out` (BUF_SIZE): its length, or -1;
  * `*tw_offset` where its transport-wide sequence number goes (-1: none). */
-static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint8_t *out,
-                   size_t *payload_offset, long *tw_offset) {
+static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint16_t seq,
+                   uint8_t *out, size_t *payload_offset, long *tw_offset) {
     uint8_t first;
     long tail = rtp_rewrite_tail(pi->data, pi->len, &pi->h, dt->ids, dt->maps, dt->tw_id,
                                  out + RTP_HEADER_SIZE, MAX_PACKET + 64, &first, payload_offset,
@@ -153,7 +154,7 @@ static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint8_t *
     if (tail < 0) return -1;
     out[0] = first;
     out[1] = (uint8_t)((pi->h.marker << 7) | pt);
-    wr16(out + 2, (uint16_t)(pi->h.sequence + dt->seq_offset));
+    wr16(out + 2, seq);
     wr32(out + 4, pi->h.timestamp + dt->ts_offset);
     wr32(out + 8, dt->ssrc);
     const vp8_descriptor *v = &pi->vp8;
@@ -238,6 +239,44 @@ static int deliver(plane *p, sender *s, int did, transport *t, uint8_t *buf, int
 
 static void probe_pad(plane *p, sender *s, transport *t, double now);
 
+/* DownTrack._out_seq: our number for publisher sequence `seq` of this epoch, -1 for a padding
+ * packet left out (or a packet older than every skip remembered: its number is unknown). */
+static int out_seq(const downtrack *dt, uint16_t seq) {
+    int later = 0;
+    for (int i = 0; i < dt->nskips; i++) {
+        uint16_t delta = (uint16_t)(dt->skips[i] - seq);
+        if (delta == 0) return -1;
+        if (delta < 0x8000) later++;
+    }
+    if (later == MAX_SKIPS) return -1;
+    return (uint16_t)(seq + dt->seq_offset + later);
+}
+
+/* DownTrack._in_seq: the publisher sequence number we sent as `out` this epoch, -1: none. */
+static int in_seq(const downtrack *dt, uint16_t out) {
+    uint16_t base = (uint16_t)(out - dt->seq_offset);
+    for (int later = 0; later <= dt->nskips; later++) {
+        uint16_t seq = (uint16_t)(base - later);
+        if (out_seq(dt, seq) == out) return seq;
+    }
+    return -1;
+}
+
+/* DownTrack.skip: a padding-only packet of the publisher (its bandwidth probe) on the layer
+ * we forward is not sent on, and its number is not used. Only in-order ones matter (a late
+ * one is left out too: out_seq gives it no number). */
+static void skip_padding(downtrack *dt, uint16_t seq) {
+    uint16_t delta = (uint16_t)(seq - dt->max_seq);
+    if (delta == 0 || delta >= 0x8000) return;
+    dt->seq_offset--;
+    dt->max_seq = seq;
+    if (dt->nskips == MAX_SKIPS) {
+        memmove(dt->skips, dt->skips + 1, (MAX_SKIPS - 1) * sizeof dt->skips[0]);
+        dt->nskips--;
+    }
+    dt->skips[dt->nskips++] = seq;
+}
+
 /* DownTrack.forward. */
 static void forward_one(plane *p, sender *s, int did, downtrack *dt, const packet_info *pi) {
     if (pi->layer != dt->current) {
@@ -246,13 +285,24 @@ static void forward_one(plane *p, sender *s, int did, downtrack *dt, const packe
     } else if (((pi->h.sequence - dt->epoch_seq) & 0xFFFF) >= 0x8000) {
         return;
     }
+    if (pi->h.payload_end == pi->h.payload_offset) { /* padding only (RFC 3550 §5.1 P bit) */
+        skip_padding(dt, pi->h.sequence);
+        return;
+    }
     int pt = dt->pt_map[pi->h.payload_type];
     if (pt < 0) return;
+    int seq_out;
+    if (dt->nskips && ((pi->h.sequence - dt->skips[dt->nskips - 1]) & 0xFFFF) >= 0x8000) {
+        seq_out = out_seq(dt, pi->h.sequence); /* late, from before a padding packet left out */
+        if (seq_out < 0) return;
+    } else {
+        seq_out = (uint16_t)(pi->h.sequence + dt->seq_offset);
+    }
     transport *t = downtrack_transport(p, dt);
     uint8_t *buf = packet_buffer(p, s, t);
     size_t payload_offset;
     long tw_offset;
-    int len = rewrite(dt, pi, pt, buf, &payload_offset, &tw_offset);
+    int len = rewrite(dt, pi, pt, (uint16_t)seq_out, buf, &payload_offset, &tw_offset);
     if (len < 0) {
         s->c.oversize++;
         return;
@@ -386,7 +436,9 @@ static int retransmit(plane *p, sender *s, int did, const uint16_t *seqs, int n,
             dt->nacks_dropped++;
             continue;
         }
-        uint16_t seq = (uint16_t)(seqs[i] - dt->seq_offset);
+        int found = dt->nskips ? in_seq(dt, seqs[i]) : (uint16_t)(seqs[i] - dt->seq_offset);
+        if (found < 0) continue;
+        uint16_t seq = (uint16_t)found;
         if (((seq - dt->epoch_seq) & 0xFFFF) >= 0x8000 || ((dt->max_seq - seq) & 0xFFFF) >= 0x8000)
             continue;
         if (dt->current >= u->nlayers) continue;
@@ -400,7 +452,7 @@ static int retransmit(plane *p, sender *s, int did, const uint16_t *seqs, int n,
         long tw_offset;
         transport *t = downtrack_transport(p, dt);
         uint8_t *buf = packet_buffer(p, s, t);
-        int len = rewrite(dt, &pi, pt, buf, &payload_offset, &tw_offset);
+        int len = rewrite(dt, &pi, pt, seqs[i], buf, &payload_offset, &tw_offset);
         if (len < 0) continue;
         int rtx_pt = dt->rtx_ssrc ? dt->rtx_pt[pt] : -1;
         if (rtx_pt >= 0) { /* RFC 4588 §4: our RTX SSRC and sequence, the OSN before the payload */

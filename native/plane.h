@@ -50,6 +50,7 @@
 #define TW_HISTORY 8192      /* twcc.py HISTORY: send records kept per transport */
 #define MAX_ARRIVALS 4096    /* publisher arrivals kept per transport between two pulls */
 #define PADDING_SIZE 255     /* downtrack.py PADDING_SIZE */
+#define MAX_SKIPS 64         /* downtrack.py MAX_SKIPS: publisher padding left out, per epoch */
 #define MAX_PADDING_BURST 8  /* downlink.py MAX_PADDING_BURST */
 #define FEEDBACK_INTERVAL 0.1 /* twcc.py TwccRecorder.interval */
 #define MAX_SENDERS 8        /* rtc.forwarding_threads */
@@ -170,6 +171,10 @@ typedef struct {
     int target, current, muted; /* -1: none */
     int started;
     uint16_t seq_offset;
+    /* Publisher sequence numbers of padding-only packets left out this epoch, oldest first
+       (downtrack.py skips): their numbers are not used, so the subscriber sees no gap. */
+    uint16_t skips[MAX_SKIPS];
+    int nskips;
     uint32_t ts_offset;
     int picture_id_offset, tl0_offset;
     uint16_t epoch_seq, max_seq, last_seq;

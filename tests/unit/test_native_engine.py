@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from roomcast.media.native_plane import EV_DATAGRAM, EV_RTCP, EV_RTP, EV_SEND, native_module
+from roomcast.media.rtp import parse_rtp
 
 native, why = native_module()
 pytestmark = pytest.mark.skipif(native is None, reason=f"native plane not built: {why}")
@@ -305,9 +306,52 @@ def test_padding_and_late_packets_leave_a_layer_as_it_was(engine: tuple) -> None
     assert sub.receive_rtp() is not None
     media = eng.uptrack_state(uptrack)[1][0]
     pub.send_rtp(vp8_packet(99, 6000, keyframe=False), address)  # late: not forwarded
-    padding = struct.pack("!BBHII", 0xA0, VP8_PT, 101, 9000, PUB_SSRC) + bytes(199) + b"\xc8"
-    pub.send_rtp(padding, address)
-    assert sub.receive_rtp() is not None  # the padding, forwarded: both were taken in order
+    pub.send_rtp(padding_packet(101), address)
+    pub.sock.sendto(b"\x00\x01", address)  # handed up once the engine has read the padding
+    wait_events(eng, EV_DATAGRAM)
     layer = eng.uptrack_state(uptrack)[1][0]
     assert layer[0] == 3 and layer[3] == 101  # counted; the highest sequence moved on
     assert layer[-2:] == media[-2:]  # jitter and last arrival as after the media packet
+
+
+def padding_packet(seq: int, ts: int = 9000) -> bytes:
+    """A publisher's padding-only packet (its bandwidth probe: RFC 3550 §5.1 P bit)."""
+    return struct.pack("!BBHII", 0xA0, VP8_PT, seq, ts, PUB_SSRC) + bytes(199) + b"\xc8"
+
+
+def test_publisher_padding_is_left_out_without_a_gap(engine: tuple) -> None:
+    """As DownTrack.skip: a publisher's padding-only packets are not sent on and their numbers
+    not used; a late packet from before one gets the number it would have had; a NACK for a
+    number sent after one resends the packet sent under it."""
+    eng, sock = engine
+    address = sock.getsockname()
+    pub, sub = peer(eng), peer(eng)
+    _, downtrack = video_track(eng, pub, sub)
+    sent: dict[int, bytes] = {}
+
+    def forwarded() -> tuple[int, int]:
+        packet = sub.receive_rtp()
+        assert packet is not None
+        header = parse_rtp(packet)
+        sent[header.sequence] = packet
+        return header.sequence, header.timestamp
+
+    pub.send_rtp(vp8_packet(100, 9000, keyframe=True), address)
+    first, ts0 = forwarded()
+    pub.send_rtp(padding_packet(101), address)
+    pub.send_rtp(vp8_packet(102, 12000, keyframe=False), address)
+    assert forwarded() == ((first + 1) & 0xFFFF, ts0 + 3000)  # no gap where the padding was
+    pub.send_rtp(vp8_packet(103, 15000, keyframe=False), address)
+    assert forwarded()[0] == (first + 2) & 0xFFFF
+    pub.send_rtp(padding_packet(105), address)
+    pub.send_rtp(vp8_packet(104, 18000, keyframe=False), address)  # late, from before it
+    assert forwarded() == ((first + 3) & 0xFFFF, ts0 + 9000)
+    pub.send_rtp(vp8_packet(106, 21000, keyframe=False), address)
+    assert forwarded() == ((first + 4) & 0xFFFF, ts0 + 12000)
+    assert sub.nothing_pending()
+    # NACKs: each number resends what went out under it (no RTX here: the same packet).
+    wanted = [(first + i) & 0xFFFF for i in (1, 3, 4)]
+    assert eng.retransmit(downtrack, wanted)[0] == 3  # type: ignore[attr-defined]
+    for number in wanted:  # the same SSRC and number: compared in the clear header
+        again = sub.receive_raw()
+        assert again is not None and again[:12] == sent[number][:12]
