@@ -97,8 +97,7 @@ class RTCConfig:
     # Roomcast's own: the native engine's sender threads, which share the fan-out of every
     # room (media/native_plane.py): a number (1: the receive thread sends, no hand-off) or
     # auto (two where there are two cores). ROOMCAST_FORWARDING_THREADS overrides it.
-    # 1 until a lab flake with 2 senders is understood (docs/configuration.md); auto: 2 on 2 cores
-    forwarding_threads: str = "1"
+    forwarding_threads: str = "auto"
     ips: IPFilterConfig = field(default_factory=IPFilterConfig)
     turn_servers: list[TURNServerConfig] = field(default_factory=list)
     congestion_control: CongestionControlConfig = field(default_factory=CongestionControlConfig)

@@ -223,12 +223,12 @@ def test_congestion_control_keys() -> None:
 
 
 def test_forwarding_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """rtc.forwarding_threads: 1 by default, auto (two sender threads where there are two
+    """rtc.forwarding_threads: auto by default (two sender threads where there are two
     cores) or a number; ROOMCAST_FORWARDING_THREADS overrides it."""
     from roomcast.media.native_plane import forwarding_threads
 
     monkeypatch.delenv("ROOMCAST_FORWARDING_THREADS", raising=False)
-    assert load_config(Overrides(dev=True), environ={}).rtc.forwarding_threads == "1"
+    assert load_config(Overrides(dev=True), environ={}).rtc.forwarding_threads == "auto"
     body = "rtc:\n  forwarding_threads: 3\n"
     config = load_config(Overrides(dev=True, config_body=body), environ={})
     assert forwarding_threads(config.rtc.forwarding_threads) == 3

@@ -6,7 +6,7 @@ of offloaded tracks: recvmmsg, SRTP unprotect (libsrtp2), RTP parse, routing by 
 per subscriber (SSRC, sequence number, timestamp, payload type, extension ids, VP8 picture id /
 TL0PICIDX), the NACK cache and retransmissions, SRTP protect, sendmmsg.
 
-Threads (`rtc.forwarding_threads`: 1 by default, auto: two where there are two cores;
+Threads (`rtc.forwarding_threads`: auto by default, two where there are two cores;
 overridden by the ROOMCAST_FORWARDING_THREADS environment variable). One receive thread does
 recvmmsg, unprotect, parse, the publisher side (layer statistics, NACK cache and bookkeeping,
 arrivals) and routing. With one sender it also rewrites, protects and sends, as the engine
