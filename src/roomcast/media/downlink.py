@@ -29,9 +29,12 @@ from .twcc import TransportWide, parse_twcc
 PROBE_MIN_BPS = 100_000  # a probe asks for at least this much more than is sent
 PROBE_OVERAGE = 1.1  # and 10 % more than the next layer needs
 PROBE_OVER_ESTIMATE = 1.25  # and at least this times the estimate
-PROBE_MAX_STEP = 1.5  # but at most this times the estimate: a big gap is probed in steps
+PROBE_MAX_STEP = 2.0  # but at most this times the estimate: a big gap is probed in steps
 PROBE_DURATION = 0.6  # s of padding
 PROBE_WAIT_MIN, PROBE_WAIT_MAX = 2.0, 8.0  # s between probes: doubled after each failure
+# s after a probe that got all it asked for: the next step at once, so a link that widened is
+# found in a few steps (doubling each) rather than one step every couple of seconds
+PROBE_AGAIN = 0.5
 CALM = 1.0  # s without congestion before probing
 PAUSE_AFTER = 2.0  # s a track must not fit at all before it is paused (the lowest layer until)
 MAX_PADDING_BURST = 8  # padding packets sent after one media packet
@@ -122,7 +125,7 @@ class Downlink:
             if outcome:
                 self.probes_won += 1
                 self.probe_wait = PROBE_WAIT_MIN
-                self.next_probe = now + PROBE_WAIT_MIN / 2
+                self.next_probe = now + PROBE_AGAIN
             else:
                 self.probe_wait = min(PROBE_WAIT_MAX, self.probe_wait * 2)
                 self.next_probe = now + self.probe_wait
