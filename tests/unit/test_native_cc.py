@@ -9,6 +9,7 @@ import itertools
 import select
 import struct
 import time
+from typing import Any
 
 import pytest
 
@@ -289,6 +290,33 @@ class _Transport:
         self.sent.append(packet)
 
 
+def publish(plane: object, publisher: _Transport, kind: str, codecs: dict, ssrc: int) -> Any:
+    """A track of `publisher` on the plane, transport-cc negotiated, one SSRC."""
+    from roomcast.media.rtp import URI_TRANSPORT_CC
+
+    return plane.add_uptrack(  # type: ignore[attr-defined]
+        f"TR_{kind}",
+        kind,
+        codecs=codecs,
+        ssrcs={ssrc: None},
+        extensions={PUB_TW_ID: URI_TRANSPORT_CC},
+        rids=[],
+        mid="0",
+        send_rtcp=publisher.send_rtcp,
+        publisher=publisher,
+        nack=True,
+    )
+
+
+def only_feedback(publisher: _Transport) -> Any:
+    """The one transport-cc feedback the publisher was sent, parsed."""
+    from roomcast.media.rtcp import TransportCC, parse_rtcp
+
+    (feedback,) = [p for sent in publisher.sent for p in parse_rtcp(sent)]
+    assert isinstance(feedback, TransportCC)
+    return parse_twcc(feedback.fci)
+
+
 def test_the_plane_offloads_vp8_with_congestion_control_on(engine: tuple) -> None:
     from roomcast.media.native_plane import NativeForwardingPlane
     from roomcast.media.native_tracks import NativeDownTrack, NativeUpTrack
@@ -335,25 +363,12 @@ def test_a_feedback_reports_packets_still_waiting_for_python_as_received(engine:
     feedback built before Python has taken them from the event queue reports them received,
     at the engine's stamps."""
     from roomcast.media.native_plane import NativeForwardingPlane
-    from roomcast.media.rtcp import TransportCC, parse_rtcp
-    from roomcast.media.rtp import URI_TRANSPORT_CC
 
     eng, sock = engine
     plane = NativeForwardingPlane(lambda: eng, congestion_control=True)
     pub = peer(eng)
     publisher = _Transport(pub.transport)
-    audio = plane.add_uptrack(
-        "TR_a",
-        "audio",
-        codecs={111: "audio/opus"},
-        ssrcs={0xA0D10: None},
-        extensions={PUB_TW_ID: URI_TRANSPORT_CC},
-        rids=[],
-        mid="0",
-        send_rtcp=publisher.send_rtcp,
-        publisher=publisher,
-        nack=True,
-    )
+    audio = publish(plane, publisher, "audio", {111: "audio/opus"}, 0xA0D10)
     assert audio.twcc is not None
     for number in (30, 31, 32):
         packet = struct.pack("!BBHII", 0x80, 111, number, 960 * number, 0xA0D10) + b"opus"
@@ -363,12 +378,10 @@ def test_a_feedback_reports_packets_still_waiting_for_python_as_received(engine:
         handed_up += wait_events(eng, EV_RTP)
     read_by = time.monotonic()
     audio.twcc.flush(read_by)
-    (feedback,) = [p for sent in publisher.sent for p in parse_rtcp(sent)]
-    assert isinstance(feedback, TransportCC)
-    parsed = parse_twcc(feedback.fci)
+    parsed = only_feedback(publisher)
     assert parsed.base_sequence == 30 and len(parsed.arrivals) == 3
     assert all(a is not None for a in parsed.arrivals), parsed.arrivals
-    plane.remove_uptrack("TR_a")
+    plane.remove_uptrack("TR_audio")
 
 
 def test_send_records_follow_the_numbers_in_time(engine: tuple) -> None:
@@ -399,31 +412,16 @@ def test_a_feedback_reports_packets_python_read_itself(engine: tuple) -> None:
     read none of them: their arrivals are recorded all the same."""
     from roomcast.media.native_plane import NativeForwardingPlane
     from roomcast.media.native_tracks import NativeUpTrack
-    from roomcast.media.rtcp import TransportCC, parse_rtcp
-    from roomcast.media.rtp import URI_TRANSPORT_CC
 
     eng, _ = engine
     plane = NativeForwardingPlane(lambda: eng, congestion_control=True)
     publisher = _Transport(eng.add_transport())  # not keyed: nothing reaches the engine by UDP
-    video = plane.add_uptrack(
-        "TR_v",
-        "video",
-        codecs={VP8_PT: "video/VP8"},
-        ssrcs={PUB_SSRC: None},
-        extensions={PUB_TW_ID: URI_TRANSPORT_CC},
-        rids=[],
-        mid="0",
-        send_rtcp=publisher.send_rtcp,
-        publisher=publisher,
-        nack=True,
-    )
+    video = publish(plane, publisher, "video", {VP8_PT: "video/VP8"}, PUB_SSRC)
     assert isinstance(video, NativeUpTrack) and video.twcc is not None
     for number in (50, 51, 52):
         plane.handle_rtp(publisher, with_tw(vp8_packet(number, 9000, keyframe=True), number))
     video.twcc.flush(time.monotonic())
-    (feedback,) = [p for sent in publisher.sent for p in parse_rtcp(sent)]
-    assert isinstance(feedback, TransportCC)
-    parsed = parse_twcc(feedback.fci)
+    parsed = only_feedback(publisher)
     assert parsed.base_sequence == 50 and len(parsed.arrivals) == 3
     assert all(a is not None for a in parsed.arrivals), parsed.arrivals
-    plane.remove_uptrack("TR_v")
+    plane.remove_uptrack("TR_video")

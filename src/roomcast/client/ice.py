@@ -22,7 +22,7 @@ from roomcast.media.stun import PWD_LENGTH, UFRAG_LENGTH, IceLiteResponder, rand
 Address = tuple[str, int]
 
 # RFC 8445 §5.1.2.1 priority of a peer-reflexive candidate (what PRIORITY carries, §7.1.1):
-# type preference 110, local preference 65535, component 1.
+# type-preference value 110, local-preference value 65535, component 1.
 PRFLX_PRIORITY = (110 << 24) | (65535 << 8) | 255
 CHECK_RTO_START = 0.05  # s: first retransmission; doubled up to CHECK_RTO_MAX (RFC 8445 §14.3)
 CHECK_RTO_MAX = 0.5

@@ -58,7 +58,7 @@ def describe(addr: Address) -> str:
 
 
 # RFC 8445 §7.1.1: PRIORITY of our request is that of the peer-reflexive candidate it would
-# create (§5.1.2.1: type preference 110, local preference 65535, component 1).
+# create (§5.1.2.1: type-preference value 110, local-preference value 65535, component 1).
 PRFLX_PRIORITY = (110 << 24) | (65535 << 8) | 255
 # One request per nomination, and no more often than this per address: the controlling agent
 # repeats its nomination on every check of the pair (libwebrtc every 0.5-2.5 s, RFC 7675 §5.1

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: 30 s after the last check from where we send
 HOST_PRIORITY = 2130706431  # RFC 8445 §5.1.2.1: (126 << 24) | (65535 << 8) | (256 - 1)
 # A passive TCP host candidate, priced as livekit-server's are so that UDP wins wherever it
-# works: type preference 126 - 27 (livekit's TCP offset), and RFC 6544 §4.2's local preference
+# works: type-preference value 126 - 27 (livekit's TCP offset), and RFC 6544 §4.2's local preference
 # (2^13 * direction-pref 4 for passive host candidates + other-pref 8191).
 TCP_PASSIVE_PRIORITY = ((126 - 27) << 24) | (((4 << 13) + 8191) << 8) | (256 - 1)
 # Decrypted SCTP packets waiting for the association: one receive window (a sender that
