@@ -10,6 +10,7 @@ setup(
             "roomcast.media._native",
             sources=["native/module.c"],
             depends=[
+                "native/codecs.h",
                 "native/forward.h",
                 "native/nack.h",
                 "native/senders.h",

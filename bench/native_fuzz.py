@@ -3,13 +3,14 @@ UndefinedBehaviorSanitizer.
 
 Builds the extension with -fsanitize=address,undefined into a temporary directory (never into
 the source tree), then runs a child Python with libasan preloaded that, until the time is up:
-  - feeds mutated RTP packets (CSRCs, one/two-byte extensions, VP8 descriptors, padding, then
-    random byte flips, cuts and splices) to the parsers and the rewriter (`_native.parse`),
+  - feeds mutated RTP packets (CSRCs, one/two-byte extensions, VP8 descriptors, H.264/H.265/
+    VP9/AV1 payload headers, LiveKit packet trailers, padding, then random byte flips, cuts and
+    splices) to the parsers and the rewriter (`_native.parse`, `_native.payload_facts`),
   - sends the same kind of packets, SRTP-protected with the publisher's key and plain, to a
     running engine from a keyed publisher address, with random NACKs from the subscriber side,
     layer switches and mutes, while a subscriber socket drains what is forwarded; with
     congestion control's calls too (numbered sends, RTX, padding and probes, send records,
-    publisher arrivals, NACK bookkeeping).
+    publisher arrivals, NACK bookkeeping), audio levels and trailer cutting.
 Any memory error aborts the child with ASan's report; the run then fails (exit status 1).
 
 The engine runs with `--threads` sender threads (2 by default: the hand-off to sender threads
@@ -76,6 +77,12 @@ def load(path: Path) -> ModuleType:
     return module
 
 
+# Payload types of the fuzzed uptrack and what the engine reads of each (native/plane.h pt_kind):
+# VP8 (most), audio, H.264, VP9, AV1, H.265, a video codec it cannot read.
+PT_KINDS = {96: 2, 111: 1, 102: 4, 103: 5, 104: 6, 105: 7, 106: 3}
+FUZZED_PTS = (96, 96, 96, 111, 102, 103, 104, 105, 106)
+
+
 def random_packet(rng: random.Random) -> bytes:
     csrcs = rng.randrange(4)
     elements = [(rng.randrange(1, 15), rng.randbytes(rng.randrange(1, 17))) for _ in range(3)]
@@ -92,15 +99,21 @@ def random_packet(rng: random.Random) -> bytes:
         block = struct.pack("!HH", profile, len(body) // 4) + body
     descriptor = bytes([0x90 | rng.choice((0, 0x80)), 0xC0, 0x80 | rng.randrange(128)])
     descriptor += bytes([rng.randrange(256), rng.randrange(256)])
+    if rng.randrange(3) == 0:  # an H.264 STAP-A / H.265 AP / AV1 / VP9 / audio first byte
+        descriptor = bytes([rng.choice((24, 28, 7, 0x60, 0x62, 0x08, 0x28, 0x88))])
+        descriptor += struct.pack("!H", rng.randrange(40)) + rng.randbytes(3)
     payload = descriptor + bytes([rng.randrange(2)]) + rng.randbytes(rng.randrange(1300))
+    if rng.randrange(6) == 0:  # LiveKit's packet trailer, its length sometimes lying
+        payload += rng.randbytes(rng.randrange(8)) + bytes([rng.randrange(256)]) + b"LKTS"
     b0 = 0x80 | csrcs | (0x10 if block else 0)
     if rng.randrange(4) == 0:
         pad = rng.randrange(1, 20)
         b0 |= 0x20
         payload += b"\x00" * (pad - 1) + bytes([pad])
     header = struct.pack(
-        "!BBHII", b0, 96 | rng.choice((0, 0x80)), rng.randrange(65536), rng.getrandbits(32), 0x1234
-    )
+        "!BBHII", b0, rng.choice(FUZZED_PTS) | rng.choice((0, 0x80)), rng.randrange(65536),
+        rng.getrandbits(32), 0x1234,
+    )  # fmt: skip
     packet = bytearray(header + b"\x00" * (4 * csrcs) + block + payload)
     for _ in range(rng.randrange(4)):  # flips
         packet[rng.randrange(len(packet))] = rng.randrange(256)
@@ -144,13 +157,15 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
         engine.key_transport(transport, host, port, GCM, os.urandom(28), key)
         transports.append(transport)
     kinds = bytearray(128)
-    kinds[96] = 2
     rates = [0] * 128
-    rates[96] = 90000
+    for pt, kind in PT_KINDS.items():
+        kinds[pt] = kind
+        rates[pt] = 48000 if kind == 1 else 90000
     uptrack = engine.add_uptrack(True, 2, bytes(kinds), rates, 512)
+    engine.set_uptrack_levels(uptrack, rng.randrange(1, 15))  # audio levels, any element
     engine.bind_ssrc(transports[0], 0x1234, uptrack, 0)
     engine.bind_ssrc(transports[0], 0x5678, uptrack, 1)
-    pt_map = bytes(100 if pt == 96 else 255 for pt in range(128))
+    pt_map = bytes(100 if pt == 96 else pt if pt in PT_KINDS else 255 for pt in range(128))
     rtx_map = bytes(101 if pt == 100 else 255 for pt in range(128))
     # Congestion control: numbered sends, RTX, probes, arrivals and NACKs (ext 5 both ways).
     engine.set_uptrack_nack(uptrack, True)
@@ -160,8 +175,9 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
     def new_downtrack() -> int:
         tw_id = rng.choice((0, 5, 5, 200))
         return engine.add_downtrack(
-            uptrack, transports[1], 0xABCD, pt_map, ids, tw_id, 0xABCE, rtx_map
-        )
+            uptrack, transports[1], 0xABCD, pt_map, ids, tw_id, 0xABCE, rtx_map,
+            rng.randrange(2) == 1,  # cut packet trailers
+        )  # fmt: skip
 
     downtrack = new_downtrack()
 
@@ -174,7 +190,8 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
         for _ in range(200):
             native.parse(random_packet(rng), ids, True, rng.choice((0, 5, 200)))
             native.parse(rng.randbytes(rng.randrange(64)), ids, rng.randrange(2) == 1)
-            parsed += 2
+            native.payload_facts(rng.choice(tuple(PT_KINDS.values())), random_packet(rng)[12:])
+            parsed += 3
         for _ in range(50):
             packet = random_packet(rng)
             if rng.randrange(4) and len(packet) >= 12:
@@ -208,6 +225,7 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
             engine.start_probe(transports[1], downtrack, rng.randrange(10**7), now, now + 0.5)
         engine.transport_sent(transports[1], rng.randrange(-5, 70000))
         engine.arrivals(transports[0])
+        engine.levels(uptrack)
         engine.check_nacks(uptrack)
         engine.events()
         engine.downtrack_state(downtrack)

@@ -16,6 +16,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "codecs.h"
 #include "plane.h"
 
 static double monotonic_now(void) {
@@ -104,15 +105,41 @@ static int parse_info(uptrack *u, packet_info *pi, const uint8_t *data, size_t l
     pi->layer = layer;
     pi->now = pi->send_now = now;
     pi->clock_rate = u->clock_rate[pi->h.payload_type];
+    size_t start = pi->h.payload_offset, end = pi->h.payload_end;
     if (kind == PT_VP8) {
-        vp8_parse(data, pi->h.payload_offset, pi->h.payload_end, &pi->vp8);
+        vp8_parse(data, start, end, &pi->vp8);
         pi->keyframe = pi->vp8.keyframe;
-    } else {
-        memset(&pi->vp8, 0, sizeof pi->vp8);
-        pi->vp8.tl0picidx = -1;
-        pi->keyframe = kind == PT_AUDIO;
+        return 1;
+    }
+    memset(&pi->vp8, 0, sizeof pi->vp8);
+    pi->vp8.tl0picidx = -1;
+    if (end == start) { /* padding only: no payload to read */
+        pi->keyframe = 0;
+        return 1;
+    }
+    switch (kind) {
+    case PT_H264: pi->keyframe = h264_keyframe(data, start, end); break;
+    case PT_H265: pi->keyframe = h265_keyframe(data, start, end); break;
+    case PT_VP9: pi->keyframe = vp9_keyframe(data, start, end); break;
+    case PT_AV1: pi->keyframe = av1_keyframe(data, start, end); break;
+    default: pi->keyframe = 1; /* audio, and video we cannot read: every packet a start */
     }
     return 1;
+}
+
+/* UpTrack._observe_level's input: an audio packet's RFC 6464 level (the speaker detector,
+ * uptrack.py AudioLevel, runs in Python on what `Engine.levels` hands it). */
+static void record_level(uptrack *u, const packet_info *pi, double now) {
+    size_t len = 0;
+    long at = rtp_find_extension(pi->data, &pi->h, u->level_ext, &len);
+    if (at < 0 || len < 1) return;
+    uint32_t slot = (u->levels_head + u->levels_count) & (MAX_LEVELS - 1);
+    u->levels[slot] = (level_record){now, pi->h.timestamp, (uint32_t)pi->clock_rate,
+                                     (uint8_t)(pi->data[at] & 0x7F), {0}};
+    if (u->levels_count < MAX_LEVELS)
+        u->levels_count++;
+    else
+        u->levels_head = (u->levels_head + 1) & (MAX_LEVELS - 1); /* oldest lost */
 }
 
 /* DownTrack._start_epoch. */
@@ -148,7 +175,10 @@ static void start_epoch(downtrack *dt, const packet_info *pi) {
 static int rewrite(const downtrack *dt, const packet_info *pi, int pt, uint16_t seq,
                    uint8_t *out, size_t *payload_offset, long *tw_offset) {
     uint8_t first;
-    long tail = rtp_rewrite_tail(pi->data, pi->len, &pi->h, dt->ids, dt->maps, dt->tw_id,
+    size_t len = pi->len;
+    if (dt->strip_trailer && pi->h.marker && !pi->h.padding) /* ExtensionRewriter.rewrite_split */
+        len -= trailer_length(pi->data, pi->h.payload_offset, pi->h.payload_end);
+    long tail = rtp_rewrite_tail(pi->data, len, &pi->h, dt->ids, dt->maps, dt->tw_id,
                                  out + RTP_HEADER_SIZE, MAX_PACKET + 64, &first, payload_offset,
                                  tw_offset);
     if (tail < 0) return -1;
@@ -417,6 +447,7 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate, padding);
     cache_put(l, data, len, pi.h.sequence);
     if (l->nack.enabled && now >= l->nack.next_due) send_nacks(p, uid, layer, now);
+    if (u->levels && !padding) record_level(u, &pi, now);
     if (first && !padding) queue_event(p, EV_LAYER_STARTED, uid, layer, NULL, 0, NULL, 0);
     if (u->muted) return;
     fan_out(p, uid, u, &pi);

@@ -349,6 +349,7 @@ static void free_uptrack(uptrack *u) {
         free(c);
     }
     for (int w = 0; w < MAX_SENDERS; w++) free(u->downs[w]);
+    free(u->levels);
     free(u);
 }
 
@@ -786,11 +787,11 @@ static PyObject *Engine_send_rtp(Engine *self, PyObject *args) {
 /* add_downtrack(uptrack, transport, ssrc, pt_map: bytes[128] (255 = none), ids: bytes[256],
  *  tw_id=0, rtx_ssrc=0, rtx_map: bytes[128] (subscriber PT -> RTX PT, 255 = none) = b"") */
 static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
-    int uid, tid, tw_id = 0;
+    int uid, tid, tw_id = 0, strip_trailer = 0;
     unsigned long ssrc, rtx_ssrc = 0;
     Py_buffer pt_map, ids, rtx_map = {0};
-    if (!PyArg_ParseTuple(args, "iiky*y*|iky*", &uid, &tid, &ssrc, &pt_map, &ids, &tw_id,
-                          &rtx_ssrc, &rtx_map))
+    if (!PyArg_ParseTuple(args, "iiky*y*|iky*p", &uid, &tid, &ssrc, &pt_map, &ids, &tw_id,
+                          &rtx_ssrc, &rtx_map, &strip_trailer))
         return NULL;
     int id = -1;
     if (pt_map.len != 128 || ids.len != 256 || (rtx_map.buf && rtx_map.len != 128) ||
@@ -830,6 +831,7 @@ static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
         d->last_picture_id = d->last_tl0 = -1;
         d->nack_tokens = NACK_BURST;
         d->tw_id = tw_id;
+        d->strip_trailer = strip_trailer;
         d->rtx_ssrc = (uint32_t)rtx_ssrc;
         d->padding_pt = -1;
         for (int i = 0; i < 128; i++) {
@@ -1118,6 +1120,49 @@ static PyObject *Engine_pad(Engine *self, PyObject *args) {
     return PyLong_FromLong(total);
 }
 
+/* set_uptrack_levels(uptrack, ext_id): keep the RFC 6464 audio level of every packet that
+ * carries extension `ext_id` (0: stop), for `levels`. */
+static PyObject *Engine_set_uptrack_levels(Engine *self, PyObject *args) {
+    int uid, ext_id;
+    if (!PyArg_ParseTuple(args, "ii", &uid, &ext_id)) return NULL;
+    if (ext_id < 0 || ext_id > 255) {
+        PyErr_SetString(PyExc_ValueError, "extension id out of range");
+        return NULL;
+    }
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    int ok = u != NULL;
+    if (u && ext_id && !u->levels && !(u->levels = calloc(MAX_LEVELS, sizeof(level_record))))
+        ok = 0;
+    if (ok) u->level_ext = ext_id;
+    UNLOCK(self);
+    if (!ok) return u ? PyErr_NoMemory() : NULL;
+    Py_RETURN_NONE;
+}
+
+/* levels(uptrack) -> bytes: the (double arrival, uint32 RTP timestamp, uint32 clock rate,
+ * uint8 level, 7 bytes unused) records since the last call, native byte order, oldest
+ * first. */
+static PyObject *Engine_levels(Engine *self, PyObject *args) {
+    int uid;
+    if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    PyObject *blob = NULL;
+    if (u) {
+        Py_ssize_t count = u->levels ? u->levels_count : 0;
+        blob = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(level_record));
+        if (blob) {
+            level_record *out = (level_record *)PyBytes_AS_STRING(blob);
+            for (Py_ssize_t i = 0; i < count; i++)
+                out[i] = u->levels[(u->levels_head + i) & (MAX_LEVELS - 1)];
+            u->levels_head = u->levels_count = 0;
+        }
+    }
+    UNLOCK(self);
+    return blob;
+}
+
 /* set_uptrack_nack(uptrack, nack): keep NACK bookkeeping per layer (EV_NACK events). */
 static PyObject *Engine_set_uptrack_nack(Engine *self, PyObject *args) {
     int uid, nack;
@@ -1273,6 +1318,27 @@ done:
     return result;
 }
 
+/* payload_facts(pt_kind, payload) -> (keyframe start, packet trailer length): codecs.h on
+ * any bytes, as the engine reads a payload. */
+static PyObject *mod_payload_facts(PyObject *mod, PyObject *args) {
+    int kind;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &kind, &data)) return NULL;
+    const uint8_t *d = data.buf;
+    size_t n = (size_t)data.len;
+    int keyframe;
+    switch (kind) {
+    case PT_H264: keyframe = h264_keyframe(d, 0, n); break;
+    case PT_H265: keyframe = h265_keyframe(d, 0, n); break;
+    case PT_VP9: keyframe = vp9_keyframe(d, 0, n); break;
+    case PT_AV1: keyframe = av1_keyframe(d, 0, n); break;
+    default: keyframe = -1;
+    }
+    size_t trailer = trailer_length(d, 0, n);
+    PyBuffer_Release(&data);
+    return Py_BuildValue("(in)", keyframe, (Py_ssize_t)trailer);
+}
+
 /* protect_sequence(profile, master_key_and_salt, [packets]) -> [protected]: the send side's
  * SRTP on a fresh transport, for tests against another implementation. */
 static PyObject *mod_protect_sequence(PyObject *mod, PyObject *args) {
@@ -1345,6 +1411,8 @@ static PyMethodDef Engine_methods[] = {
     {"stop_probe", (PyCFunction)Engine_stop_probe, METH_VARARGS, NULL},
     {"pad", (PyCFunction)Engine_pad, METH_VARARGS, NULL},
     {"set_uptrack_nack", (PyCFunction)Engine_set_uptrack_nack, METH_VARARGS, NULL},
+    {"set_uptrack_levels", (PyCFunction)Engine_set_uptrack_levels, METH_VARARGS, NULL},
+    {"levels", (PyCFunction)Engine_levels, METH_VARARGS, NULL},
     {"set_transport_arrivals", (PyCFunction)Engine_set_transport_arrivals, METH_VARARGS, NULL},
     {"arrivals", (PyCFunction)Engine_arrivals, METH_VARARGS, NULL},
     {"check_nacks", (PyCFunction)Engine_check_nacks, METH_VARARGS, NULL},
@@ -1370,6 +1438,7 @@ static PyTypeObject EngineType = {
 static PyMethodDef module_methods[] = {
     {"parse", mod_parse, METH_VARARGS, "parse and rewrite one RTP packet (tests, fuzzing)"},
     {"protect_sequence", mod_protect_sequence, METH_VARARGS, "SRTP protect packets (tests)"},
+    {"payload_facts", mod_payload_facts, METH_VARARGS, "keyframe start, trailer (tests)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1399,5 +1468,10 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyModule_AddIntConstant(m, "EV_ARRIVALS", EV_ARRIVALS);
     PyModule_AddIntConstant(m, "PT_AUDIO", PT_AUDIO);
     PyModule_AddIntConstant(m, "PT_VP8", PT_VP8);
+    PyModule_AddIntConstant(m, "PT_OTHER", PT_OTHER);
+    PyModule_AddIntConstant(m, "PT_H264", PT_H264);
+    PyModule_AddIntConstant(m, "PT_VP9", PT_VP9);
+    PyModule_AddIntConstant(m, "PT_AV1", PT_AV1);
+    PyModule_AddIntConstant(m, "PT_H265", PT_H265);
     return m;
 }

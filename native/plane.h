@@ -49,6 +49,7 @@
 #define NACK_BURST 200.0
 #define TW_HISTORY 8192      /* twcc.py HISTORY: send records kept per transport */
 #define MAX_ARRIVALS 4096    /* publisher arrivals kept per transport between two pulls */
+#define MAX_LEVELS 256       /* audio levels kept per uptrack between two pulls (~5 s) */
 #define PADDING_SIZE 255     /* downtrack.py PADDING_SIZE */
 #define MAX_SKIPS 64         /* downtrack.py MAX_SKIPS: publisher padding left out, per epoch */
 #define MAX_PADDING_BURST 8  /* downlink.py MAX_PADDING_BURST */
@@ -60,7 +61,19 @@
                                 is worse than lost media */
 #define JOBS_PER_LOCK 32     /* a sender releases its lock at least this often */
 
-enum pt_kind { PT_NONE = 0, PT_AUDIO = 1, PT_VP8 = 2, PT_OTHER = 3 };
+/* What the engine reads of a payload type's packets: which decide where a subscriber may start
+ * (codecs.py is_keyframe_start). PT_OTHER: a video codec without keyframe detection, every
+ * packet a start (codecs.py OTHER_VIDEO). */
+enum pt_kind {
+    PT_NONE = 0,
+    PT_AUDIO = 1,
+    PT_VP8 = 2,
+    PT_OTHER = 3,
+    PT_H264 = 4,
+    PT_VP9 = 5,
+    PT_AV1 = 6,
+    PT_H265 = 7,
+};
 
 enum event_kind {
     EV_DATAGRAM = 0,      /* (addr, bytes): not for a keyed transport, or not SRTP */
@@ -84,6 +97,13 @@ typedef struct {
     double time;
     uint32_t sequence, ssrc;
 } arrival;
+
+/* One audio packet's RFC 6464 level, for the speaker detector (uptrack.py AudioLevel). */
+typedef struct {
+    double time;
+    uint32_t timestamp, clock_rate;
+    uint8_t level, unused[7];
+} level_record;
 
 typedef struct event {
     struct event *next;
@@ -157,6 +177,9 @@ typedef struct {
     int clock_rate[128];
     layer_state layers[MAX_LAYERS];
     uint64_t malformed;
+    int level_ext; /* RFC 6464 audio level extension id (0: none kept) */
+    level_record *levels;
+    uint32_t levels_head, levels_count;
     int *downs[MAX_SENDERS]; /* downtrack ids, per owning sender */
     int ndowns[MAX_SENDERS], capdowns[MAX_SENDERS];
     uint64_t serial; /* unique over the engine's life: a queued job finds it is still the one */
@@ -185,6 +208,7 @@ typedef struct {
     uint64_t packets_sent, bytes_sent, payload_octets, retransmits, nacks_dropped;
     double nack_tokens, nack_refill;
     int tw_id;                /* the subscriber's transport-cc id (0: packets not numbered) */
+    int strip_trailer;        /* cut LiveKit's packet trailer off frame ends (packet_trailer.py) */
     uint32_t rtx_ssrc;        /* RFC 4588 repair stream (0: none) */
     int16_t rtx_pt[128];      /* subscriber PT -> its RTX PT, -1: none */
     int padding_pt;           /* the RTX PT probes pad with, -1: none */

@@ -224,34 +224,43 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
     return (long)(o - out);
 }
 
-/* Where the 2-byte value of extension element `id` starts in an RTP packet, -1 when there is
- * none (or it is not 2 bytes, or the block is malformed): as rtp.py find_extension. */
-static long rtp_find_tw(const uint8_t *d, size_t n, int id) {
-    rtp_header h;
-    if (id <= 0 || rtp_parse(d, n, &h) < 0 || !h.extension_profile) return -1;
-    size_t i = h.extension_start, end = h.extension_end;
-    if (h.extension_profile == EXT_PROFILE_ONE_BYTE) {
+/* The value of extension element `id` in a parsed packet (RFC 8285 §4.2, §4.3): its offset,
+ * with its length in `*len`; -1 when absent or the block is malformed before it. */
+static long rtp_find_extension(const uint8_t *d, const rtp_header *h, int id, size_t *len) {
+    if (id <= 0 || !h->extension_profile) return -1;
+    size_t i = h->extension_start, end = h->extension_end;
+    if (h->extension_profile == EXT_PROFILE_ONE_BYTE) {
         while (i < end) {
             uint8_t b = d[i];
             if (b == 0) { i++; continue; }
             int element = b >> 4;
             if (element == 15) return -1;
-            size_t len = (size_t)(b & 0x0F) + 1;
-            if (i + 1 + len > end) return -1;
-            if (element == id) return len == 2 ? (long)(i + 1) : -1;
-            i += 1 + len;
+            *len = (size_t)(b & 0x0F) + 1;
+            if (i + 1 + *len > end) return -1;
+            if (element == id) return (long)(i + 1);
+            i += 1 + *len;
         }
-    } else if ((h.extension_profile & 0xFFF0) == EXT_PROFILE_TWO_BYTE) {
+    } else if ((h->extension_profile & 0xFFF0) == EXT_PROFILE_TWO_BYTE) {
         while (i < end) {
             int element = d[i];
             if (element == 0) { i++; continue; }
             if (i + 2 > end || i + 2 + d[i + 1] > end) return -1;
-            size_t len = d[i + 1];
-            if (element == id) return len == 2 ? (long)(i + 2) : -1;
-            i += 2 + len;
+            *len = d[i + 1];
+            if (element == id) return (long)(i + 2);
+            i += 2 + *len;
         }
     }
     return -1;
+}
+
+/* Where the 2-byte value of extension element `id` starts in an RTP packet, -1 when there is
+ * none (or it is not 2 bytes, or the block is malformed): as rtp.py find_extension. */
+static long rtp_find_tw(const uint8_t *d, size_t n, int id) {
+    rtp_header h;
+    size_t len = 0;
+    if (id <= 0 || rtp_parse(d, n, &h) < 0) return -1;
+    long at = rtp_find_extension(d, &h, id, &len);
+    return at >= 0 && len == 2 ? at : -1;
 }
 
 #endif

@@ -163,9 +163,11 @@ async def test_audio_and_video_reach_subscriber_and_late_joiner(server: Server) 
             expected = 2 * AMPLITUDE / math.pi
             assert abs(energy - expected) / expected < 0.10, (energy, expected)
             assert size == (WIDTH, HEIGHT)
-            if server.mux.engine is not None:  # the native plane: VP8 is the engine's to
-                # forward, congestion control on (the default) or not
+            if server.mux.engine is not None:  # the native plane: audio and VP8 are the
+                # engine's to forward, congestion control on (the default) or not
                 assert server.mux.engine.counters()["forwarded"] > 0
+                planes = {(d.kind, type(d).__name__) for d in server.plane.downtracks()}
+                assert planes == {("audio", "NativeDownTrack"), ("video", "NativeDownTrack")}
 
             # A late joiner gets the tracks that are already published.
             async with joined(server, "media", "cy") as (_, cy_events):

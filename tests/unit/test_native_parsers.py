@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomcast.media.codecs import Vp8Descriptor
+from roomcast.media import native_tracks
+from roomcast.media.codecs import AV1, H264, H265, VP9, Vp8Descriptor, is_keyframe_start
 from roomcast.media.native_plane import native_module
+from roomcast.media.packet_trailer import trailer_length
 from roomcast.media.rtp import URI_TRANSPORT_CC, ExtensionRewriter, RtpError, parse_rtp
 
 native, why = native_module()
@@ -149,3 +151,75 @@ def test_vp8_descriptor_fields() -> None:
     payload = bytes([0x00]) + b"frame"  # P bit clear: keyframe
     result = native.parse(rtp + descriptor + payload, bytes(256), True)
     assert result[7] == (1, 5, 0x1234, 2, 7, 1, 14)
+
+
+# -- payloads of the other codecs the engine forwards (native/codecs.h vs codecs.py) ----------
+
+KEYFRAME_KINDS = {  # native/plane.h enum pt_kind -> codecs.py kind
+    native_tracks.PT_KINDS[kind]: kind for kind in (H264, H265, VP9, AV1)
+}
+
+
+@st.composite
+def aggregates(draw: st.DrawFn, header: bytes) -> bytes:
+    """An H.264 STAP-A or H.265 AP: `header`, then NAL units with 16-bit sizes (some lying)."""
+    out = bytearray(header)
+    for nal in draw(st.lists(st.binary(min_size=1, max_size=12), max_size=4)):
+        size = draw(st.sampled_from([len(nal), len(nal), 0, len(nal) + 1]))
+        out += struct.pack("!H", size) + nal
+    return bytes(out)
+
+
+payloads = st.one_of(
+    st.binary(max_size=40),
+    st.tuples(st.sampled_from([7, 0x67, 24, 0x78, 28, 0x7C, 5, 0x65]), st.binary(max_size=20)).map(
+        lambda t: bytes([t[0]]) + t[1]
+    ),
+    st.tuples(st.integers(0, 255), st.sampled_from([0x87, 0x07, 0x85, 0xA1, 0x41])).map(bytes),
+    aggregates(bytes([24])),
+    aggregates(bytes([0x60, 0x01])),  # H.265 AP: type 48
+    st.tuples(st.sampled_from([0x64, 0x66, 0x62]), st.integers(0, 255), st.binary(max_size=4)).map(
+        lambda t: bytes([t[0], 0x01, t[1]]) + t[2]  # H.265 VPS/SPS/FU start
+    ),
+    st.tuples(
+        st.sampled_from([0x08, 0x28, 0xA8, 0x88, 0x48, 0x18, 0x10, 0x80]), st.binary(max_size=6)
+    ).map(
+        lambda t: bytes([t[0]]) + t[1]  # AV1 aggregation headers, VP9 descriptors
+    ),
+)
+
+
+@settings(max_examples=1500)
+@given(kind=st.sampled_from(sorted(KEYFRAME_KINDS)), payload=payloads)
+def test_keyframe_starts_match_python(kind: int, payload: bytes) -> None:
+    assert native is not None
+    keyframe, _ = native.payload_facts(kind, payload)
+    assert bool(keyframe) == is_keyframe_start(KEYFRAME_KINDS[kind], payload, 0, len(payload))
+
+
+def test_keyframe_starts_of_each_codec() -> None:
+    """One switch point and one non-switch point per codec, so the Hypothesis test cannot pass
+    on two parsers that both always say no."""
+    assert native is not None
+    cases = {
+        H264: (bytes([0x67, 0x42]), bytes([0x65, 0x88])),  # SPS / IDR slice alone
+        H265: (bytes([0x42, 0x01, 0x01]), bytes([0x26, 0x01, 0xAF])),  # SPS / IDR alone
+        VP9: (bytes([0x08, 0x00]), bytes([0x48, 0x00])),  # B, not inter / P
+        AV1: (bytes([0x18, 0x0A]), bytes([0x10, 0x32])),  # N bit / a frame OBU
+    }
+    for codec, (start, other) in cases.items():
+        kind = native_tracks.PT_KINDS[codec]
+        assert native.payload_facts(kind, start)[0] == 1, codec
+        assert native.payload_facts(kind, other)[0] == 0, codec
+
+
+trailers = st.tuples(st.binary(max_size=30), st.integers(0, 255), st.booleans()).map(
+    lambda t: t[0] + bytes([t[1]]) + (b"LKTS" if t[2] else b"LKTX")
+)
+
+
+@settings(max_examples=600)
+@given(payload=st.one_of(st.binary(max_size=40), trailers))
+def test_packet_trailer_length_matches_python(payload: bytes) -> None:
+    assert native is not None
+    assert native.payload_facts(0, payload)[1] == trailer_length(payload, 0, len(payload))

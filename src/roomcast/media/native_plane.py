@@ -2,9 +2,13 @@
 behind the same `ForwardingPlane` interface.
 
 Split of work. The engine (no GIL) owns the UDP socket's receive side and the per-packet path
-of offloaded tracks: recvmmsg, SRTP unprotect (libsrtp2), RTP parse, routing by SSRC, rewrite
-per subscriber (SSRC, sequence number, timestamp, payload type, extension ids, VP8 picture id /
-TL0PICIDX), the NACK cache and retransmissions, SRTP protect, sendmmsg.
+of offloaded tracks (`native_tracks.offloadable`: audio, and video in simulcast layers or one
+stream, in every codec but scalable VP9/AV1): recvmmsg, SRTP unprotect (libsrtp2), RTP parse,
+keyframe starts (VP8, H.264 and H.265 parameter sets, VP9, AV1), routing by SSRC, rewrite per
+subscriber (SSRC, sequence number, timestamp, payload type, extension ids, VP8 picture id /
+TL0PICIDX, LiveKit's packet trailer cut for subscribers that do not read it), the NACK cache
+and retransmissions, SRTP protect, sendmmsg; it keeps audio levels for Python's speaker
+detector (`Engine.levels`).
 
 Threads (`rtc.forwarding_threads`: auto by default, two where there are two cores;
 overridden by the ROOMCAST_FORWARDING_THREADS environment variable). One receive thread does
@@ -186,7 +190,7 @@ class NativeForwardingPlane(ForwardingPlane):
             return super()._new_uptrack(track_sid, kind, **kwargs)
         layers = max(1, len(kwargs["rids"]))
         track: UpTrack
-        if offloadable(kind, kwargs["codecs"], layers, kwargs["packet_trailer"]):
+        if offloadable(kind, kwargs["codecs"], layers, kwargs["extensions"]):
             native = NativeUpTrack(track_sid, kind, **kwargs)
             native.attach(engine)
             native.transport_id = transport

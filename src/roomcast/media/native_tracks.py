@@ -15,18 +15,20 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .codecs import AUDIO, VP8
+from .codecs import AUDIO, AV1, H264, H265, OTHER_VIDEO, RTX, VP8, VP9, codec_kind
 from .downtrack import DownTrack
 from .rtcp import build_nack
 from .rtp import RtpError, parse_rtp
 from .twcc import HISTORY, TransportWide, TwccRecorder
-from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack
+from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack, svc_codec
 
-PT_NONE, PT_AUDIO, PT_VP8 = 0, 1, 2  # native/plane.h enum pt_kind
+# codecs.py kinds -> native/plane.h enum pt_kind: what the engine reads of each payload type.
+PT_KINDS = {AUDIO: 1, VP8: 2, OTHER_VIDEO: 3, H264: 4, VP9: 5, AV1: 6, H265: 7}
 NO_LAYER = -1  # native/: no target / no current layer
 KEEP = -2  # Engine.control: leave the engine's current layer as it is
 _SENT = struct.Struct("=qdI4x")  # native/plane.h tw_record
 _ARRIVAL = struct.Struct("=dII")  # native/plane.h arrival
+_LEVEL = struct.Struct("=dIIB7x")  # native/plane.h level_record
 
 
 class Engine(Protocol):
@@ -83,6 +85,7 @@ class Engine(Protocol):
         tw_id: int = 0,
         rtx_ssrc: int = 0,
         rtx_map: bytes = b"",
+        strip_trailer: bool = False,
     ) -> int: ...
 
     def remove_downtrack(self, downtrack: int) -> None: ...
@@ -115,6 +118,10 @@ class Engine(Protocol):
 
     def arrivals(self, transport: int) -> bytes: ...
 
+    def set_uptrack_levels(self, uptrack: int, ext_id: int) -> None: ...
+
+    def levels(self, uptrack: int) -> bytes: ...
+
     def check_nacks(self, uptrack: int) -> None: ...
 
 
@@ -141,13 +148,18 @@ def native_transport_id(callback: Callable[[bytes], None]) -> int:
     return native_id if isinstance(native_id, int) else -1
 
 
-def offloadable(kind: str, codecs: dict[int, str], layers: int, packet_trailer: bool) -> bool:
-    """Tracks the engine forwards itself: VP8 video, simulcast or not, without LiveKit's
-    packet trailer (which some subscribers need cut). Everything else stays in Python."""
-    from .codecs import RTX, codec_kind
-
+def offloadable(kind: str, codecs: dict[int, str], layers: int, extensions: dict[int, str]) -> bool:
+    """Tracks the engine forwards itself: audio, and video in simulcast layers or one stream
+    (VP8, H.264, H.265, VP9 and AV1 simulcast, codecs it cannot read with every packet a
+    start), LiveKit's packet trailer cut for subscribers that need it. Scalable video in one
+    stream (VP9 SVC, AV1 with its Dependency Descriptor) stays in Python: each subscriber's
+    layers are chosen packet by packet there (svc_downtrack.py)."""
     kinds = {codec_kind(mime) for mime in codecs.values()} - {RTX}
-    return kind == "video" and kinds == {VP8} and 1 <= layers <= 4 and not packet_trailer
+    if not kinds or not 1 <= layers <= 4 or svc_codec(codecs, layers, extensions):
+        return False
+    if kind == "audio":
+        return kinds == {AUDIO}
+    return kind == "video" and AUDIO not in kinds
 
 
 class NativeTransportWide(TransportWide):
@@ -203,12 +215,14 @@ class NativeUpTrack(UpTrack):
         rates = [0] * 128
         for pt, codec in enumerate(self.codec_by_pt):
             if codec is not None:
-                kinds[pt] = PT_VP8 if codec[0] == VP8 else PT_AUDIO if codec[0] == AUDIO else 3
+                kinds[pt] = PT_KINDS[codec[0]]
                 rates[pt] = codec[1]
         cache = CACHE_SIZE_VIDEO if self.kind == "video" else CACHE_SIZE_AUDIO
         self.native_id = engine.add_uptrack(
             self.kind == "video", len(self.layers), bytes(kinds), rates, cache
         )
+        if self.audio_level_ext:  # the speaker detector's input (audio_level pulls it)
+            engine.set_uptrack_levels(self.native_id, self.audio_level_ext)
         # The engine keeps the NACK bookkeeping (EV_NACK events) of every layer.
         nack = any(layer.nacker is not None for layer in self.layers)
         engine.set_uptrack_nack(self.native_id, nack)
@@ -243,6 +257,16 @@ class NativeUpTrack(UpTrack):
         self.engine.set_uptrack_muted(self.native_id, muted)
         super().set_muted(muted)
 
+    def audio_level(self) -> float:
+        """As UpTrack's, on the levels the engine read since the last call."""
+        if self.audio_level_ext:
+            with contextlib.suppress(KeyError):  # removed: nothing more to read
+                for now, timestamp, rate, level in _LEVEL.iter_unpack(
+                    self.engine.levels(self.native_id)
+                ):
+                    self._observe(level, timestamp, rate, now)
+        return super().audio_level()
+
     def sync(self) -> None:
         """Receive statistics from the engine (for reports, layer liveness and stats)."""
         malformed, layers = self.engine.uptrack_state(self.native_id)
@@ -274,7 +298,7 @@ class NativeDownTrack(DownTrack):
         rtx_map = bytes(pt if 0 <= pt < 128 else 255 for pt in self.rtx_pt)
         self.native_id = engine.add_downtrack(
             self.uptrack.native_id, transport, self.ssrc, pt_map, ids, tw_id, self.rtx_ssrc,
-            rtx_map,
+            rtx_map, self.rewriter.strip_trailer,
         )  # fmt: skip
         self._push(KEEP)
 

@@ -215,6 +215,17 @@ class AudioLevel:
         return self.smoothed
 
 
+def svc_codec(codecs: dict[int, str], layers: int, extensions: dict[int, str]) -> int:
+    """VP9, or AV1 with its Dependency Descriptor, in one stream: a scalable track whose
+    subscribers each get their own spatial/temporal layers (svc_downtrack.py); else 0."""
+    kinds = {codec_kind(mime) for mime in codecs.values()} - {RTX}
+    if layers == 1 and kinds == {VP9}:
+        return VP9
+    if layers == 1 and kinds == {AV1} and URI_DEPENDENCY_DESCRIPTOR in extensions.values():
+        return AV1
+    return 0
+
+
 @dataclass(slots=True)
 class UpTrackStats:
     packets: int
@@ -285,12 +296,7 @@ class UpTrack:
         # Scalable video in one stream (VP9, or AV1 with its Dependency Descriptor): each
         # subscriber gets its own spatial/temporal layers (svc_downtrack.py).
         dd_ext = by_uri.get(URI_DEPENDENCY_DESCRIPTOR, 0)
-        kinds = {c[0] for c in self.codec_by_pt if c is not None}
-        self.svc_codec = 0
-        if len(self.layers) == 1 and kinds == {VP9}:
-            self.svc_codec = VP9
-        elif len(self.layers) == 1 and kinds == {AV1} and dd_ext:
-            self.svc_codec = AV1
+        self.svc_codec = svc_codec(codecs, len(self.layers), extensions)
         self.svc = SvcLayers(self.svc_codec, dd_ext) if self.svc_codec else None
         self._svc_kind = self.svc_codec or -1  # never equal to a codec kind when not SVC
         self.downtracks: tuple[TrackSender, ...] = ()
@@ -389,14 +395,17 @@ class UpTrack:
 
     def _observe_level(self, packet: bytes, info: PacketInfo, now: float) -> None:
         found = find_extension(packet, info.header, self.audio_level_ext)
-        if found is None:
-            return
-        last, self._last_level_ts = self._last_level_ts, info.timestamp
+        if found is not None:
+            self._observe(packet[found[0]] & 0x7F, info.timestamp, info.clock_rate, now)
+
+    def _observe(self, level: int, timestamp: int, rate: int, now: float) -> None:
+        """One packet's RFC 6464 level, lasting since the previous packet's timestamp."""
+        last, self._last_level_ts = self._last_level_ts, timestamp
         duration = 20.0
         if last is not None:
-            delta = (info.timestamp - last) & 0xFFFFFFFF
-            duration = min(delta * 1000 / info.clock_rate, 200.0) if delta < 0x80000000 else 0
-        self._audio.observe(packet[found[0]] & 0x7F, duration, now)
+            delta = (timestamp - last) & 0xFFFFFFFF
+            duration = min(delta * 1000 / rate, 200.0) if delta < 0x80000000 else 0
+        self._audio.observe(level, duration, now)
 
     # -- slow paths --------------------------------------------------------------------------
     def match(self, packet: bytes, header: RtpHeader) -> tuple[ReceiveLayer | None, bool]:
