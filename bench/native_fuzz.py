@@ -77,6 +77,20 @@ def load(path: Path) -> ModuleType:
     return module
 
 
+SVC_SSRCS = (0x9ABC, 0xDEF0)
+DD_EXT = 12  # the fixtures' Dependency Descriptor id
+
+
+def svc_fixture(codec: str, pt: int) -> list[bytes]:
+    """The Python SDK's L3T3_KEY packets (tests/unit/fixtures), on payload type `pt`."""
+    path = (
+        Path(__file__).parent.parent / "tests" / "unit" / "fixtures" / f"{codec}_l3t3_key.rtp.hex"
+    )
+    lines = path.read_text().splitlines()
+    packets = [bytes.fromhex(line) for line in lines if line and not line.startswith("#")]
+    return [p[:1] + bytes([(p[1] & 0x80) | pt]) + p[2:] for p in packets]
+
+
 # Payload types of the fuzzed uptrack and what the engine reads of each (native/plane.h pt_kind):
 # VP8 (most), audio, H.264, VP9, AV1, H.265, a video codec it cannot read.
 PT_KINDS = {96: 2, 111: 1, 102: 4, 103: 5, 104: 6, 105: 7, 106: 3}
@@ -172,6 +186,36 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
     engine.set_transport_arrivals(transports[0], 5)
     engine.set_transport_cc(transports[1], 5)
 
+    # Scalable streams (native/svc_forward.h): a VP9 one and an AV1 one with its descriptor
+    # (element DD_EXT both ways), fed the SDK's real packets, mutated, and garbage.
+    svc_tracks, svc_ups = [], []
+    for pt, kind, dd_ext, ssrc in ((103, 5, 0, SVC_SSRCS[0]), (104, 6, DD_EXT, SVC_SSRCS[1])):
+        svc_kinds = bytearray(128)
+        svc_kinds[pt] = kind
+        svc_rates = [0] * 128
+        svc_rates[pt] = 90000
+        svc_up = engine.add_uptrack(True, 1, bytes(svc_kinds), svc_rates, 512)
+        engine.set_uptrack_svc(svc_up, kind, dd_ext)
+        engine.bind_ssrc(transports[0], ssrc, svc_up, 0)
+        svc_ups.append(svc_up)
+        svc_map = bytes(pt if i == pt else 255 for i in range(128))
+        svc_ids = bytes(0 if i == dd_ext else b for i, b in enumerate(ids))
+        svc_tracks.append(
+            engine.add_downtrack(
+                svc_up,
+                transports[1],
+                0xABD0 + pt,
+                svc_map,
+                svc_ids,
+                5,
+                0xABCF,
+                rtx_map,
+                rng.randrange(2) == 1,
+                DD_EXT,
+            )
+        )
+    fixtures = [svc_fixture(name, pt) for name, pt in (("vp9", 103), ("av1", 104))]
+
     def new_downtrack() -> int:
         tw_id = rng.choice((0, 5, 5, 200))
         return engine.add_downtrack(
@@ -212,6 +256,25 @@ def child(library: Path, seconds: float, seed: int, threads: int = 2) -> None:
                     pass
             pub.sendto(packet or b"\x80", address)
             sent += 1
+        for down, packets, ssrc in zip(svc_tracks, fixtures, SVC_SSRCS, strict=True):
+            start = rng.randrange(len(packets))
+            for packet in packets[start : start + rng.randrange(1, 40)]:
+                if rng.randrange(3) == 0:  # mutated
+                    mutable = bytearray(packet)
+                    for _ in range(rng.randrange(1, 4)):
+                        mutable[rng.randrange(len(mutable))] = rng.randrange(256)
+                    packet = bytes(mutable)
+                seq += 1
+                packet = packet[:2] + struct.pack("!H", seq & 0xFFFF) + packet[4:8]
+                pub.sendto(sender.protect(packet[:8] + struct.pack("!I", ssrc) + packet[12:]),
+                           address)  # fmt: skip
+                sent += 1
+            engine.svc_control(down, rng.randrange(8), rng.randrange(8), rng.randrange(10) == 0)
+            engine.control(down, rng.randrange(-1, 1), rng.choice((-2, -1)), rng.randrange(8) == 0)
+            engine.retransmit(down, [rng.randrange(65536) for _ in range(rng.randrange(10))])
+            engine.svc_state(down)
+        for up in svc_ups:
+            engine.svc_stats(up)
         engine.control(downtrack, rng.randrange(-1, 2), rng.choice((-2, -1)), rng.randrange(8) == 0)
         engine.retransmit(downtrack, [rng.randrange(65536) for _ in range(rng.randrange(30))])
         if rng.randrange(50) == 0:  # churn: a new downtrack replaces the old one

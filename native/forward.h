@@ -102,6 +102,7 @@ static int parse_info(uptrack *u, packet_info *pi, const uint8_t *data, size_t l
     if (kind == PT_NONE) return 0;
     pi->data = data;
     pi->len = len;
+    pi->svc = NULL;
     pi->layer = layer;
     pi->now = pi->send_now = now;
     pi->clock_rate = u->clock_rate[pi->h.payload_type];
@@ -307,8 +308,14 @@ static void skip_padding(downtrack *dt, uint16_t seq) {
     dt->skips[dt->nskips++] = seq;
 }
 
+#include "svc_forward.h"
+
 /* DownTrack.forward. */
 static void forward_one(plane *p, sender *s, int did, downtrack *dt, const packet_info *pi) {
+    if (dt->svc) {
+        forward_svc(p, s, did, dt, pi);
+        return;
+    }
     if (pi->layer != dt->current) {
         if (pi->layer != dt->target || !pi->keyframe || dt->muted) return;
         start_epoch(dt, pi);
@@ -444,6 +451,13 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
     layer_state *l = &u->layers[layer];
     int first = l->packets == 0;
     int padding = pi.h.payload_end == pi.h.payload_offset;
+    svc_info svc; /* a scalable stream's layers (UpTrack._parse_into) */
+    pi.svc = NULL;
+    if (u->svc && !padding) {
+        memset(&svc, 0, sizeof svc); /* no pointer left dangling for the hand-off to copy */
+        pi.keyframe = svc_parse(u->svc, &svc, &pi, now);
+        pi.svc = &svc;
+    }
     layer_on_packet(l, pi.h.sequence, pi.h.timestamp, now, len, pi.clock_rate, padding);
     cache_put(l, data, len, pi.h.sequence);
     if (l->nack.enabled && now >= l->nack.next_due) send_nacks(p, uid, layer, now);
@@ -456,6 +470,7 @@ static void uptrack_receive(plane *p, int uid, int layer, const uint8_t *data, s
 /* DownTrack.retransmit: returns the packets resent. */
 static int retransmit(plane *p, sender *s, int did, const uint16_t *seqs, int n, double now) {
     downtrack *dt = p->downtracks[did];
+    if (dt->svc) return retransmit_svc(p, s, did, seqs, n, now);
     if (dt->current < 0) return 0;
     uptrack *u = p->uptracks[dt->uptrack];
     double tokens = dt->nack_tokens + (now - dt->nack_refill) * NACK_RATE;

@@ -340,6 +340,12 @@ static void free_transport(transport *t) {
     free(t);
 }
 
+static void free_downtrack(downtrack *d) {
+    if (!d) return;
+    free(d->svc);
+    free(d);
+}
+
 static void free_uptrack(uptrack *u) {
     if (!u) return;
     for (int l = 0; l < MAX_LAYERS; l++) {
@@ -350,6 +356,7 @@ static void free_uptrack(uptrack *u) {
     }
     for (int w = 0; w < MAX_SENDERS; w++) free(u->downs[w]);
     free(u->levels);
+    free(u->svc);
     free(u);
 }
 
@@ -379,7 +386,7 @@ static void Engine_dealloc(Engine *self) {
     Engine_stop(self, NULL);
     for (int i = 0; i < p->ntransports; i++) free_transport(p->transports[i]);
     for (int i = 0; i < p->nuptracks; i++) free_uptrack(p->uptracks[i]);
-    for (int i = 0; i < p->ndowntracks; i++) free(p->downtracks[i]);
+    for (int i = 0; i < p->ndowntracks; i++) free_downtrack(p->downtracks[i]);
     free(p->transports);
     free(p->uptracks);
     free(p->downtracks);
@@ -700,7 +707,7 @@ static PyObject *Engine_remove_uptrack(Engine *self, PyObject *args) {
                                    ? self->p.transports[d->transport]
                                    : NULL;
                 if (t && t->probe_down == did) t->probe_down = -1;
-                free(d);
+                free_downtrack(d);
                 self->p.downtracks[did] = NULL;
             }
         free_uptrack(u);
@@ -787,18 +794,21 @@ static PyObject *Engine_send_rtp(Engine *self, PyObject *args) {
 /* add_downtrack(uptrack, transport, ssrc, pt_map: bytes[128] (255 = none), ids: bytes[256],
  *  tw_id=0, rtx_ssrc=0, rtx_map: bytes[128] (subscriber PT -> RTX PT, 255 = none) = b"") */
 static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
-    int uid, tid, tw_id = 0, strip_trailer = 0;
+    int uid, tid, tw_id = 0, strip_trailer = 0, dd_ext = 0;
     unsigned long ssrc, rtx_ssrc = 0;
     Py_buffer pt_map, ids, rtx_map = {0};
-    if (!PyArg_ParseTuple(args, "iiky*y*|iky*p", &uid, &tid, &ssrc, &pt_map, &ids, &tw_id,
-                          &rtx_ssrc, &rtx_map, &strip_trailer))
+    if (!PyArg_ParseTuple(args, "iiky*y*|iky*pi", &uid, &tid, &ssrc, &pt_map, &ids, &tw_id,
+                          &rtx_ssrc, &rtx_map, &strip_trailer, &dd_ext))
         return NULL;
     int id = -1;
+    svc_down *svc = NULL;
     if (pt_map.len != 128 || ids.len != 256 || (rtx_map.buf && rtx_map.len != 128) ||
-        tw_id < 0 || tw_id > 255) {
-        PyErr_SetString(PyExc_ValueError, "pt_map is 128 bytes, ids 256, rtx_map 128, tw_id <256");
+        tw_id < 0 || tw_id > 255 || dd_ext < 0 || dd_ext > 255) {
+        PyErr_SetString(PyExc_ValueError,
+                        "pt_map is 128 bytes, ids 256, rtx_map 128, tw_id and dd_ext < 256");
         goto done;
     }
+
     LOCK_ALL(self);
     uptrack *u = get_uptrack(self, uid);
     /* Its transport's sender owns it (a transport that is not there: sender 0, EV_SEND). */
@@ -813,7 +823,8 @@ static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
             u->capdowns[w] = cap;
         }
     }
-    if (u && u->ndowns[w] < u->capdowns[w])
+    int room = u && (!u->svc || (svc = calloc(1, sizeof *svc)) != NULL); /* SvcDownTrack state */
+    if (room && u->ndowns[w] < u->capdowns[w])
         id = grow((void ***)&self->p.downtracks, &self->p.ndowntracks, sizeof(downtrack));
     if (id >= 0) {
         downtrack *d = self->p.downtracks[id];
@@ -841,11 +852,22 @@ static PyObject *Engine_add_downtrack(Engine *self, PyObject *args) {
         for (int i = 0; i < 128 && d->padding_pt < 0; i++) /* DownTrack.padding_pt */
             d->padding_pt = d->rtx_pt[i];
         d->rtx_seq = (uint16_t)random32();
+        if (u->svc) { /* SvcDownTrack: its selector, munger and what it sent */
+            svc->codec = u->svc->codec;
+            svc->dd_ext = dd_ext;
+            vp9_selector_init(&svc->vp9);
+            dd_selector_init(&svc->dd);
+            munger_init(&svc->munger);
+            for (int i = 0; i < SVC_SENT; i++) svc->sent_seq[i] = svc->sent_frame[i] = -1;
+            d->svc = svc;
+            svc = NULL;
+        }
         u->downs[w][u->ndowns[w]++] = id;
     }
     UNLOCK_ALL(self);
     if (id < 0 && !PyErr_Occurred()) PyErr_NoMemory();
 done:
+    free(svc);
     PyBuffer_Release(&pt_map);
     PyBuffer_Release(&ids);
     if (rtx_map.buf) PyBuffer_Release(&rtx_map);
@@ -868,7 +890,7 @@ static PyObject *Engine_remove_downtrack(Engine *self, PyObject *args) {
         if (d->transport >= 0 && d->transport < self->p.ntransports &&
             self->p.transports[d->transport] && self->p.transports[d->transport]->probe_down == did)
             self->p.transports[d->transport]->probe_down = -1;
-        free(d);
+        free_downtrack(d);
         self->p.downtracks[did] = NULL;
     }
     UNLOCK_ALL(self);
@@ -1118,6 +1140,143 @@ static PyObject *Engine_pad(Engine *self, PyObject *args) {
     UNLOCK(self);
     if (!d) return NULL;
     return PyLong_FromLong(total);
+}
+
+/* -- scalable video in one stream (native/svc_forward.h) ------------------------------------ */
+
+/* set_uptrack_svc(uptrack, pt_kind, dd_ext): the uptrack is a scalable stream of `pt_kind`
+ * (PT_VP9, or PT_AV1 with its Dependency Descriptor in extension `dd_ext`); before any
+ * downtrack is added. */
+static PyObject *Engine_set_uptrack_svc(Engine *self, PyObject *args) {
+    int uid, kind, dd_ext;
+    if (!PyArg_ParseTuple(args, "iii", &uid, &kind, &dd_ext)) return NULL;
+    if (!(kind == PT_VP9 || (kind == PT_AV1 && dd_ext > 0 && dd_ext < 256))) {
+        PyErr_SetString(PyExc_ValueError, "a scalable stream is VP9, or AV1 with a descriptor id");
+        return NULL;
+    }
+    svc_up *svc = calloc(1, sizeof *svc);
+    if (!svc) return PyErr_NoMemory();
+    svc->codec = kind;
+    svc->dd_ext = dd_ext;
+    dd_reader_init(&svc->reader);
+    for (int i = 0; i < SVC_LAYERS; i++) svc->spatial_seen[i] = -INFINITY;
+    LOCK_ALL(self);
+    uptrack *u = get_uptrack(self, uid);
+    int fresh = u && !u->svc && !u->ndowns[0];
+    for (int w = 1; fresh && w < self->p.nsenders; w++) fresh = !u->ndowns[w];
+    if (fresh) {
+        u->svc = svc;
+        svc = NULL;
+    } else if (u) {
+        PyErr_SetString(PyExc_ValueError, "the uptrack already has downtracks or layers");
+    }
+    UNLOCK_ALL(self);
+    free(svc);
+    if (!fresh) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* svc_stats(uptrack) -> (first arrival or None, [last arrival per spatial layer], [frames per
+ * temporal layer], [bytes per spatial layer]); frames and bytes since the last call. */
+static PyObject *Engine_svc_stats(Engine *self, PyObject *args) {
+    int uid;
+    if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
+    LOCK(self);
+    uptrack *u = get_uptrack(self, uid);
+    double seen_at[SVC_LAYERS], started_at = 0;
+    uint32_t frame_counts[SVC_LAYERS];
+    uint64_t byte_counts[SVC_LAYERS];
+    int found = u && u->svc, has_started = 0;
+    if (found) {
+        svc_up *sv = u->svc;
+        has_started = sv->has_started;
+        started_at = sv->started;
+        memcpy(seen_at, sv->spatial_seen, sizeof seen_at);
+        memcpy(frame_counts, sv->frames, sizeof frame_counts);
+        memcpy(byte_counts, sv->spatial_bytes, sizeof byte_counts);
+        memset(sv->frames, 0, sizeof sv->frames);
+        memset(sv->spatial_bytes, 0, sizeof sv->spatial_bytes);
+    }
+    UNLOCK(self);
+    if (!u) return NULL;
+    if (!found) {
+        PyErr_SetString(PyExc_ValueError, "not a scalable stream");
+        return NULL;
+    }
+    PyObject *seen = PyList_New(SVC_LAYERS), *frames = PyList_New(SVC_LAYERS),
+             *bytes = PyList_New(SVC_LAYERS);
+    if (!seen || !frames || !bytes) {
+        Py_XDECREF(seen);
+        Py_XDECREF(frames);
+        Py_XDECREF(bytes);
+        return NULL;
+    }
+    for (int i = 0; i < SVC_LAYERS; i++) {
+        PyList_SET_ITEM(seen, i, PyFloat_FromDouble(seen_at[i]));
+        PyList_SET_ITEM(frames, i, PyLong_FromUnsignedLong(frame_counts[i]));
+        PyList_SET_ITEM(bytes, i, PyLong_FromUnsignedLongLong(byte_counts[i]));
+    }
+    PyObject *started = has_started ? PyFloat_FromDouble(started_at) : Py_NewRef(Py_None);
+    return Py_BuildValue("(NNNN)", started, seen, frames, bytes);
+}
+
+/* svc_control(downtrack, spatial, temporal, reset): the layers its selector aims for
+ * (SvcDownTrack._update_selector), and a restart (the selector waits for a keyframe). */
+static PyObject *Engine_svc_control(Engine *self, PyObject *args) {
+    int did, spatial, temporal, reset;
+    if (!PyArg_ParseTuple(args, "iiip", &did, &spatial, &temporal, &reset)) return NULL;
+    if (spatial < 0 || spatial >= SVC_LAYERS || temporal < 0 || temporal >= SVC_LAYERS) {
+        PyErr_SetString(PyExc_ValueError, "layer ids are 0 to 7");
+        return NULL;
+    }
+    LOCK(self);
+    downtrack *d = get_downtrack(self, did);
+    int owner = d ? d->owner : 0;
+    LOCK_OWNER(self, owner);
+    int svc = d && d->svc;
+    if (svc) {
+        vp9_selector_set_target(&d->svc->vp9, spatial, temporal);
+        dd_selector_set_target(&d->svc->dd, spatial, temporal);
+        if (reset) {
+            vp9_selector_reset(&d->svc->vp9);
+            dd_selector_reset(&d->svc->dd);
+        }
+    }
+    UNLOCK_OWNER(self, owner);
+    UNLOCK(self);
+    if (!d) return NULL;
+    if (!svc) {
+        PyErr_SetString(PyExc_ValueError, "not a downtrack of a scalable stream");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* svc_state(downtrack) -> (selector started, needs a keyframe, packets dropped). */
+static PyObject *Engine_svc_state(Engine *self, PyObject *args) {
+    int did;
+    if (!PyArg_ParseTuple(args, "i", &did)) return NULL;
+    LOCK(self);
+    downtrack *d = get_downtrack(self, did);
+    int owner = d ? d->owner : 0;
+    LOCK_OWNER(self, owner);
+    int svc = d && d->svc, started = 0, needs = 0;
+    unsigned long long dropped = 0;
+    if (svc) {
+        int av1 = d->svc->codec == PT_AV1;
+        started = av1 ? dd_selector_started(&d->svc->dd) : vp9_selector_started(&d->svc->vp9);
+        needs = av1 ? dd_selector_needs_keyframe(&d->svc->dd)
+                    : vp9_selector_needs_keyframe(&d->svc->vp9);
+        dropped = d->svc->dropped;
+    }
+    UNLOCK_OWNER(self, owner);
+    UNLOCK(self);
+    if (!d) return NULL;
+    if (!svc) {
+        PyErr_SetString(PyExc_ValueError, "not a downtrack of a scalable stream");
+        return NULL;
+    }
+    return Py_BuildValue("(iiK)", started, needs, dropped);
 }
 
 /* set_uptrack_levels(uptrack, ext_id): keep the RFC 6464 audio level of every packet that
@@ -1412,6 +1571,10 @@ static PyMethodDef Engine_methods[] = {
     {"pad", (PyCFunction)Engine_pad, METH_VARARGS, NULL},
     {"set_uptrack_nack", (PyCFunction)Engine_set_uptrack_nack, METH_VARARGS, NULL},
     {"set_uptrack_levels", (PyCFunction)Engine_set_uptrack_levels, METH_VARARGS, NULL},
+    {"set_uptrack_svc", (PyCFunction)Engine_set_uptrack_svc, METH_VARARGS, NULL},
+    {"svc_stats", (PyCFunction)Engine_svc_stats, METH_VARARGS, NULL},
+    {"svc_control", (PyCFunction)Engine_svc_control, METH_VARARGS, NULL},
+    {"svc_state", (PyCFunction)Engine_svc_state, METH_VARARGS, NULL},
     {"levels", (PyCFunction)Engine_levels, METH_VARARGS, NULL},
     {"set_transport_arrivals", (PyCFunction)Engine_set_transport_arrivals, METH_VARARGS, NULL},
     {"arrivals", (PyCFunction)Engine_arrivals, METH_VARARGS, NULL},

@@ -34,9 +34,11 @@
 
 #include <srtp2/srtp.h>
 
+#include "dd.h"
 #include "nack.h"
 #include "rtp.h"
 #include "srtp_gcm.h"
+#include "svc.h"
 
 #define BUF_SIZE 2048        /* > any datagram we accept + SRTP trailer */
 #define MAX_PACKET 1500      /* RTP we forward or cache (larger ones: dropped) */
@@ -97,6 +99,45 @@ typedef struct {
     double time;
     uint32_t sequence, ssrc;
 } arrival;
+
+#define SVC_LAYERS 8   /* svc_layers.py MAX_LAYERS: spatial and temporal ids are 3 bits */
+#define SVC_SENT 512   /* svc_downtrack.py SENT_HISTORY: packets kept per subscriber for NACKs */
+
+/* What one packet of a scalable stream says of its layers (SvcLayers.parse into PacketInfo). */
+typedef struct {
+    vp9_descriptor vp9;
+    dd_packet dd;
+} svc_info;
+
+/* The receive side of a scalable stream (svc_layers.py SvcLayers): its descriptors, and what
+ * Python's layer choice reads (`Engine.svc_stats`). */
+typedef struct {
+    int codec;  /* PT_VP9 or PT_AV1 */
+    int dd_ext; /* AV1: the publisher's Dependency Descriptor extension id */
+    dd_reader reader;
+    int has_started;
+    double started;
+    double spatial_seen[SVC_LAYERS];
+    uint32_t frames[SVC_LAYERS];        /* since the last pull, per temporal layer */
+    uint64_t spatial_bytes[SVC_LAYERS]; /* since the last pull, per spatial layer */
+} svc_up;
+
+/* A subscriber's layers of a scalable stream (svc_downtrack.py SvcDownTrack). */
+typedef struct {
+    int codec, dd_ext; /* dd_ext: the subscriber's Dependency Descriptor id (0: none sent) */
+    vp9_selector vp9;
+    dd_selector dd;
+    seq_munger munger;
+    uint64_t dropped;
+    /* Per number sent (slot: number mod SVC_SENT): what a retransmission sends again. */
+    int32_t sent_seq[SVC_SENT];
+    uint16_t sent_from[SVC_SENT];
+    uint32_t sent_ts[SVC_SENT];
+    uint8_t sent_marker[SVC_SENT];
+    int32_t sent_frame[SVC_SENT]; /* the descriptor's frame number, -1: none sent */
+    uint8_t sent_has_mask[SVC_SENT], sent_dt_count[SVC_SENT];
+    uint32_t sent_mask[SVC_SENT];
+} svc_down;
 
 /* One audio packet's RFC 6464 level, for the speaker detector (uptrack.py AudioLevel). */
 typedef struct {
@@ -177,6 +218,7 @@ typedef struct {
     int clock_rate[128];
     layer_state layers[MAX_LAYERS];
     uint64_t malformed;
+    svc_up *svc;   /* a scalable stream (VP9 SVC, AV1 with its descriptor), else NULL */
     int level_ext; /* RFC 6464 audio level extension id (0: none kept) */
     level_record *levels;
     uint32_t levels_head, levels_count;
@@ -209,6 +251,7 @@ typedef struct {
     double nack_tokens, nack_refill;
     int tw_id;                /* the subscriber's transport-cc id (0: packets not numbered) */
     int strip_trailer;        /* cut LiveKit's packet trailer off frame ends (packet_trailer.py) */
+    svc_down *svc;            /* the layers it gets of a scalable stream, else NULL */
     uint32_t rtx_ssrc;        /* RFC 4588 repair stream (0: none) */
     int16_t rtx_pt[128];      /* subscriber PT -> its RTX PT, -1: none */
     int padding_pt;           /* the RTX PT probes pad with, -1: none */
@@ -229,6 +272,7 @@ typedef struct {
     rtp_header h;
     vp8_descriptor vp8;
     int layer, keyframe, clock_rate;
+    const svc_info *svc; /* a scalable stream's packet with a payload: its layers */
     double now;      /* when it was read */
     double send_now; /* when it goes out, taken under the lock it is sent under (the
                         receive thread's with one sender, else its sender's): the send
@@ -238,7 +282,7 @@ typedef struct {
 /* One copy of a packet shared by the senders that forward it; immutable once queued. */
 typedef struct {
     atomic_int refs;
-    uint8_t data[];
+    _Alignas(16) uint8_t data[]; /* aligned: a scalable stream's layers follow the bytes */
 } shared_packet;
 
 typedef struct {

@@ -122,28 +122,31 @@ bad:
 #define MAX_ELEMENTS 64
 
 /*
- * ExtensionRewriter.rewrite: write into `out` (capacity `cap`) the bytes after the fixed header
- * of the rewritten packet (CSRCs, the extension block with ids mapped through `ids` and
- * unmapped ones dropped, payload and padding). Returns their length, or -1 if `cap` is too
- * small; `*first_byte` gets the new first byte, `*payload_offset` where the payload starts in
- * the rewritten packet.
+ * ExtensionRewriter.rewrite_split: write into `out` (capacity `cap`) the bytes after the fixed
+ * header of the rewritten packet (CSRCs, the extension block with ids mapped through `ids` and
+ * unmapped ones dropped, then `extra` as element `extra_id` when given, payload and padding).
+ * Returns their length, or -1 if `cap` is too small; `*first_byte` gets the new first byte,
+ * `*payload_offset` where the payload starts in the rewritten packet. `n` may stop short of the
+ * packet (a trailer cut off): the payload is what lies between its offset and `n`.
  */
-static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, const uint8_t *ids,
-                             int maps, int tw_id, uint8_t *out, size_t cap, uint8_t *first_byte,
-                             size_t *payload_offset, long *tw_offset) {
+static long rtp_rewrite_tail_with(const uint8_t *d, size_t n, const rtp_header *h,
+                                  const uint8_t *ids, int maps, int tw_id, int extra_id,
+                                  const uint8_t *extra, size_t extra_len, uint8_t *out, size_t cap,
+                                  uint8_t *first_byte, size_t *payload_offset, long *tw_offset) {
     size_t csrc_end = RTP_HEADER_SIZE + 4 * (size_t)h->csrc_count;
     *tw_offset = -1;
-    if (!h->extension_profile && !tw_id) {
+    if (!h->extension_profile && !tw_id && !extra) {
         if (n - RTP_HEADER_SIZE > cap) return -1;
         memcpy(out, d + RTP_HEADER_SIZE, n - RTP_HEADER_SIZE);
         *first_byte = d[0];
         *payload_offset = h->payload_offset;
         return (long)(n - RTP_HEADER_SIZE);
     }
-    /* Elements kept: (subscriber id, offset, length); with `tw_id` the transport-wide sequence
+    /* Elements kept: (subscriber id, value, length); with `tw_id` the transport-wide sequence
        number comes first (its value 0, written when the packet is sent), as rtp.py lays it. */
-    int kid[MAX_ELEMENTS + 1];
-    size_t koff[MAX_ELEMENTS + 1], klen[MAX_ELEMENTS + 1];
+    int kid[MAX_ELEMENTS + 2];
+    const uint8_t *kval[MAX_ELEMENTS + 2];
+    size_t klen[MAX_ELEMENTS + 2];
     int kept = 0, one_byte = 1, base = tw_id ? 1 : 0;
     if (maps && h->extension_profile) {
         size_t i = h->extension_start, end = h->extension_end;
@@ -156,7 +159,7 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
                 if (id == 15) break;
                 size_t len = (size_t)(b & 0x0F) + 1;
                 if (i + 1 + len > end) { bad = 1; break; }
-                if (ids[id]) { kid[kept] = ids[id]; koff[kept] = i + 1; klen[kept] = len; kept++; }
+                if (ids[id]) { kid[kept] = ids[id]; kval[kept] = d + i + 1; klen[kept] = len; kept++; }
                 i += 1 + len;
             }
         } else if ((h->extension_profile & 0xFFF0) == EXT_PROFILE_TWO_BYTE) {
@@ -167,7 +170,7 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
                 size_t len = d[i + 1];
                 if (i + 2 + len > end) { bad = 1; break; }
                 if (ids[id] && len) {
-                    kid[kept] = ids[id]; koff[kept] = i + 2; klen[kept] = len; kept++;
+                    kid[kept] = ids[id]; kval[kept] = d + i + 2; klen[kept] = len; kept++;
                 }
                 i += 2 + len;
             }
@@ -176,11 +179,17 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
     }
     if (tw_id) {
         memmove(kid + 1, kid, sizeof(int) * (size_t)kept);
-        memmove(koff + 1, koff, sizeof(size_t) * (size_t)kept);
+        memmove(kval + 1, kval, sizeof(kval[0]) * (size_t)kept);
         memmove(klen + 1, klen, sizeof(size_t) * (size_t)kept);
         kid[0] = tw_id;
-        koff[0] = 0;
+        kval[0] = NULL;
         klen[0] = 2;
+        kept++;
+    }
+    if (extra) {
+        kid[kept] = extra_id;
+        kval[kept] = extra;
+        klen[kept] = extra_len;
         kept++;
     }
     for (int k = 0; k < kept; k++)
@@ -210,7 +219,7 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
                 *tw_offset = RTP_HEADER_SIZE + (long)(o - out);
                 memset(o, 0, 2);
             } else {
-                memcpy(o, d + koff[k], klen[k]);
+                memcpy(o, kval[k], klen[k]);
             }
             o += klen[k];
         }
@@ -222,6 +231,14 @@ static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, co
     *first_byte = kept ? (d[0] | 0x10) : (d[0] & 0xEF);
     *payload_offset = csrc_end + block;
     return (long)(o - out);
+}
+
+/* ExtensionRewriter.rewrite: rtp_rewrite_tail_with, no extra element. */
+static long rtp_rewrite_tail(const uint8_t *d, size_t n, const rtp_header *h, const uint8_t *ids,
+                             int maps, int tw_id, uint8_t *out, size_t cap, uint8_t *first_byte,
+                             size_t *payload_offset, long *tw_offset) {
+    return rtp_rewrite_tail_with(d, n, h, ids, maps, tw_id, 0, NULL, 0, out, cap, first_byte,
+                                 payload_offset, tw_offset);
 }
 
 /* The value of extension element `id` in a parsed packet (RFC 8285 §4.2, §4.3): its offset,

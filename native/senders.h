@@ -50,6 +50,34 @@ static void release_packet(shared_packet *packet) {
     if (atomic_fetch_sub_explicit(&packet->refs, 1, memory_order_acq_rel) == 1) free(packet);
 }
 
+/* A scalable stream's packet is queued with its layers (svc_info) after its bytes, and for AV1
+ * a copy of the descriptor structure it was read with: the receive thread replaces the
+ * reader's at the next keyframe, while a sender may still be deciding earlier frames. */
+static size_t svc_offset(size_t len) { return (len + 15) & ~(size_t)15; }
+
+static svc_info *shared_svc(shared_packet *packet, size_t len) {
+    return (svc_info *)(packet->data + svc_offset(len));
+}
+
+static size_t shared_size(const packet_info *pi) {
+    if (!pi->svc) return sizeof(shared_packet) + pi->len;
+    return sizeof(shared_packet) + svc_offset(pi->len) + sizeof(svc_info) + sizeof(dd_structure);
+}
+
+/* Copy the packet (and its layers) into `packet`, pointers into the copy. */
+static void share(shared_packet *packet, const packet_info *pi) {
+    memcpy(packet->data, pi->data, pi->len);
+    if (!pi->svc) return;
+    svc_info *svc = shared_svc(packet, pi->len);
+    *svc = *pi->svc;
+    if (svc->dd.raw) svc->dd.raw = packet->data + (svc->dd.raw - pi->data);
+    if (svc->dd.structure) {
+        dd_structure *structure = (dd_structure *)(svc + 1);
+        *structure = *svc->dd.structure;
+        svc->dd.structure = structure;
+    }
+}
+
 /* Producer side: the plane's lock held (the receive thread, or Python's receive()). */
 static int ring_push(sender *s, shared_packet *packet, const packet_info *pi, int uid,
                      uint64_t serial, int fanout) {
@@ -63,6 +91,7 @@ static int ring_push(sender *s, shared_packet *packet, const packet_info *pi, in
     j->packet = packet;
     j->pi = *pi;
     j->pi.data = packet->data;
+    if (pi->svc) j->pi.svc = shared_svc(packet, pi->len);
     j->uptrack = uid;
     j->serial = serial;
     j->fanout = fanout;
@@ -82,12 +111,12 @@ void fan_out(plane *p, int uid, uptrack *u, const packet_info *pi) {
     int targets = 0;
     for (int w = 0; w < p->nsenders; w++) targets += u->ndowns[w] > 0;
     if (!targets) return;
-    shared_packet *packet = malloc(sizeof(shared_packet) + pi->len);
+    shared_packet *packet = malloc(shared_size(pi));
     if (!packet) {
         for (int w = 0; w < p->nsenders; w++) p->senders[w].queue_dropped += u->ndowns[w] > 0;
         return;
     }
-    memcpy(packet->data, pi->data, pi->len);
+    share(packet, pi);
     atomic_init(&packet->refs, targets);
     for (int w = 0; w < p->nsenders; w++) {
         if (!u->ndowns[w]) continue;

@@ -335,14 +335,15 @@ def test_the_plane_offloads_vp8_with_congestion_control_on(engine: tuple) -> Non
     }
     video = plane.add_uptrack("TR_v", "video", codecs={VP8_PT: "video/VP8"}, ssrcs={}, **common)
     audio = plane.add_uptrack("TR_a", "audio", codecs={111: "audio/opus"}, ssrcs={}, **common)
-    # Scalable VP9 in one stream is a Python track on the same transport.
-    svc = plane.add_uptrack("TR_s", "video", codecs={98: "video/VP9"}, ssrcs={}, **common)
+    # A video section carrying opus is no track the engine takes: a Python one on the same
+    # transport.
+    odd = plane.add_uptrack("TR_s", "video", codecs={98: "audio/opus"}, ssrcs={}, **common)
     assert isinstance(video, NativeUpTrack) and isinstance(audio, NativeUpTrack)
-    assert not isinstance(svc, NativeUpTrack)
+    assert not isinstance(odd, NativeUpTrack)
     assert video.twcc is not None and video.twcc.before_flush is not None
     assert all(layer.nacker is None for layer in video.layers)  # the engine's bookkeeping
     sub = {
-        "codecs": {"video/vp8": SUB_PT, "audio/opus": 111, "video/vp9": 98},
+        "codecs": {"video/vp8": SUB_PT, "audio/opus": 111},
         "extensions": {URI_TRANSPORT_CC: TW_ID},
         "send_rtp": subscriber.send_rtp,
         "send_rtcp": subscriber.send_rtcp,
@@ -351,22 +352,22 @@ def test_the_plane_offloads_vp8_with_congestion_control_on(engine: tuple) -> Non
     }
     down_video = plane.add_downtrack("TR_v", "sub", ssrc=SUB_SSRC, **sub)
     down_audio = plane.add_downtrack("TR_a", "sub", ssrc=0x5555, **sub)
-    down_svc = plane.add_downtrack("TR_s", "sub", ssrc=0x6666, **sub)
+    down_odd = plane.add_downtrack("TR_s", "sub", ssrc=0x6666, **sub)
     assert isinstance(down_video, NativeDownTrack) and down_video.can_pad()
     assert isinstance(down_audio, NativeDownTrack) and not down_audio.can_pad()  # no RTX
     downlink = plane.downlink("sub")
     assert downlink is not None and isinstance(downlink.tw, NativeTransportWide)
     # Python's own downtrack numbers into a scratch counter: the engine writes the real one.
-    assert down_svc.tw is downlink.tw.scratch
+    assert down_odd.tw is downlink.tw.scratch
     plane.tick()
     plane.remove_subscriber("sub")
     plane.remove_uptrack("TR_v")
 
 
 def test_a_feedback_reports_packets_still_waiting_for_python_as_received(engine: tuple) -> None:
-    """A publisher of a track the engine does not forward (scalable VP9): the engine hands its
-    packets up, and the feedback built before Python has taken them from the event queue
-    reports them received, at the engine's stamps."""
+    """A publisher of a track the engine does not forward (opus in a video section): the engine
+    hands its packets up, and the feedback built before Python has taken them from the event
+    queue reports them received, at the engine's stamps."""
     from roomcast.media.native_plane import NativeForwardingPlane
     from roomcast.media.native_tracks import NativeUpTrack
 
@@ -374,16 +375,16 @@ def test_a_feedback_reports_packets_still_waiting_for_python_as_received(engine:
     plane = NativeForwardingPlane(lambda: eng, congestion_control=True)
     pub = peer(eng)
     publisher = _Transport(pub.transport)
-    svc = publish(plane, publisher, "video", {98: "video/VP9"}, 0xA0D10)
-    assert svc.twcc is not None and not isinstance(svc, NativeUpTrack)
+    odd = publish(plane, publisher, "video", {111: "audio/opus"}, 0xA0D10)
+    assert odd.twcc is not None and not isinstance(odd, NativeUpTrack)
     for number in (30, 31, 32):
-        packet = struct.pack("!BBHII", 0x80, 98, number, 3000 * number, 0xA0D10) + b"\x88vp9"
+        packet = struct.pack("!BBHII", 0x80, 111, number, 960 * number, 0xA0D10) + b"opus"
         pub.send_rtp(with_tw(packet, number), sock.getsockname())
     handed_up: list[tuple[int, int, int, bytes, object]] = []
     while len(handed_up) < 3:  # read by the engine, not by Python
         handed_up += wait_events(eng, EV_RTP)
     read_by = time.monotonic()
-    svc.twcc.flush(read_by)
+    odd.twcc.flush(read_by)
     parsed = only_feedback(publisher)
     assert parsed.base_sequence == 30 and len(parsed.arrivals) == 3
     assert all(a is not None for a in parsed.arrivals), parsed.arrivals

@@ -10,7 +10,6 @@ from roomcast.config import ConfigError, Overrides, load_config
 from roomcast.media import native_plane
 from roomcast.media.native_plane import ENV_VARIABLE, choose_plane, native_module
 from roomcast.media.native_tracks import native_transport_id, offloadable
-from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR
 
 VP8 = {96: "video/vp8", 97: "video/rtx"}
 
@@ -55,36 +54,30 @@ def test_config_key_is_checked() -> None:
         load_config(Overrides(config_body=body), environ={})
 
 
-DD = {5: URI_DEPENDENCY_DESCRIPTOR}
-
-
 @pytest.mark.parametrize(
-    ("kind", "codecs", "layers", "extensions", "expected"),
+    ("kind", "codecs", "layers", "expected"),
     [
-        ("video", VP8, 1, {}, True),
-        ("video", VP8, 3, {}, True),  # simulcast
-        ("video", {96: "video/vp8", 97: "video/rtx"}, 3, {}, True),
-        ("video", {96: "video/vp8", 98: "video/h264"}, 1, {}, True),
-        ("video", {98: "video/h264"}, 3, {}, True),
-        ("video", {98: "video/h265"}, 1, {}, True),
-        ("video", {98: "video/vp9"}, 1, {}, False),  # SVC: per-subscriber layers in Python
-        ("video", {98: "video/vp9"}, 3, {}, True),  # VP9 simulcast
-        ("video", {35: "video/av1"}, 1, DD, False),  # SVC through the Dependency Descriptor
-        ("video", {35: "video/av1"}, 1, {}, True),  # AV1 without it: one stream
-        ("video", {35: "video/av1"}, 3, DD, True),  # AV1 simulcast
-        ("video", {100: "video/x-unknown"}, 1, {}, True),  # every packet a start
-        ("audio", {111: "audio/opus"}, 1, {}, True),
-        ("audio", {63: "audio/red", 111: "audio/opus"}, 1, {}, True),
-        ("audio", {96: "video/vp8"}, 1, {}, False),
-        ("video", {111: "audio/opus"}, 1, {}, False),
-        ("video", {97: "video/rtx"}, 1, {}, False),  # nothing to forward
-        ("video", VP8, 5, {}, False),  # more layers than the engine keeps
+        ("video", VP8, 1, True),
+        ("video", VP8, 3, True),  # simulcast
+        ("video", {96: "video/vp8", 97: "video/rtx"}, 3, True),
+        ("video", {96: "video/vp8", 98: "video/h264"}, 1, True),
+        ("video", {98: "video/h264"}, 3, True),
+        ("video", {98: "video/h265"}, 1, True),
+        ("video", {98: "video/vp9"}, 1, True),  # SVC
+        ("video", {98: "video/vp9"}, 3, True),  # VP9 simulcast
+        ("video", {35: "video/av1"}, 1, True),  # SVC through the Dependency Descriptor, or not
+        ("video", {35: "video/av1"}, 3, True),  # AV1 simulcast
+        ("video", {100: "video/x-unknown"}, 1, True),  # every packet a start
+        ("audio", {111: "audio/opus"}, 1, True),
+        ("audio", {63: "audio/red", 111: "audio/opus"}, 1, True),
+        ("audio", {96: "video/vp8"}, 1, False),
+        ("video", {111: "audio/opus"}, 1, False),
+        ("video", {97: "video/rtx"}, 1, False),  # nothing to forward
+        ("video", VP8, 5, False),  # more layers than the engine keeps
     ],
 )
-def test_offloadable_tracks(
-    kind: str, codecs: dict[int, str], layers: int, extensions: dict[int, str], expected: bool
-) -> None:
-    assert offloadable(kind, codecs, layers, extensions) is expected
+def test_offloadable_tracks(kind: str, codecs: dict[int, str], layers: int, expected: bool) -> None:
+    assert offloadable(kind, codecs, layers) is expected
 
 
 class _Transport:

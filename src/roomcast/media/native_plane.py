@@ -76,6 +76,7 @@ from .forwarding_plane import UNKNOWN_SSRC_RATE, ForwardingPlane
 from .native_tracks import (
     Engine,
     NativeDownTrack,
+    NativeSvcDownTrack,
     NativeTransportWide,
     NativeUpTrack,
     native_transport_id,
@@ -190,7 +191,7 @@ class NativeForwardingPlane(ForwardingPlane):
             return super()._new_uptrack(track_sid, kind, **kwargs)
         layers = max(1, len(kwargs["rids"]))
         track: UpTrack
-        if offloadable(kind, kwargs["codecs"], layers, kwargs["extensions"]):
+        if offloadable(kind, kwargs["codecs"], layers):
             native = NativeUpTrack(track_sid, kind, **kwargs)
             native.attach(engine)
             native.transport_id = transport
@@ -242,7 +243,8 @@ class NativeForwardingPlane(ForwardingPlane):
         if engine is None or not isinstance(track, NativeUpTrack):
             downtrack = super()._new_downtrack(track, subscriber, **kwargs)
         else:
-            downtrack = NativeDownTrack(track, subscriber, **kwargs)
+            kind = NativeSvcDownTrack if track.svc_codec else NativeDownTrack
+            downtrack = kind(track, subscriber, **kwargs)
             downtrack.attach(engine, native_transport_id(kwargs["send_rtp"]))
             self._native_down[downtrack.native_id] = downtrack
         if isinstance(tw, NativeTransportWide) and downtrack.tw is not None:

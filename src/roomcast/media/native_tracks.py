@@ -19,8 +19,9 @@ from .codecs import AUDIO, AV1, H264, H265, OTHER_VIDEO, RTX, VP8, VP9, codec_ki
 from .downtrack import DownTrack
 from .rtcp import build_nack
 from .rtp import RtpError, parse_rtp
+from .svc_downtrack import SvcDownTrack
 from .twcc import HISTORY, TransportWide, TwccRecorder
-from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack, svc_codec
+from .uptrack import CACHE_SIZE_AUDIO, CACHE_SIZE_VIDEO, ReceiveLayer, UpTrack
 
 # codecs.py kinds -> native/plane.h enum pt_kind: what the engine reads of each payload type.
 PT_KINDS = {AUDIO: 1, VP8: 2, OTHER_VIDEO: 3, H264: 4, VP9: 5, AV1: 6, H265: 7}
@@ -86,6 +87,7 @@ class Engine(Protocol):
         rtx_ssrc: int = 0,
         rtx_map: bytes = b"",
         strip_trailer: bool = False,
+        dd_ext: int = 0,
     ) -> int: ...
 
     def remove_downtrack(self, downtrack: int) -> None: ...
@@ -122,6 +124,16 @@ class Engine(Protocol):
 
     def levels(self, uptrack: int) -> bytes: ...
 
+    def set_uptrack_svc(self, uptrack: int, pt_kind: int, dd_ext: int) -> None: ...
+
+    def svc_stats(
+        self, uptrack: int
+    ) -> tuple[float | None, list[float], list[int], list[int]]: ...
+
+    def svc_control(self, downtrack: int, spatial: int, temporal: int, reset: bool) -> None: ...
+
+    def svc_state(self, downtrack: int) -> tuple[int, int, int]: ...
+
     def check_nacks(self, uptrack: int) -> None: ...
 
 
@@ -148,14 +160,12 @@ def native_transport_id(callback: Callable[[bytes], None]) -> int:
     return native_id if isinstance(native_id, int) else -1
 
 
-def offloadable(kind: str, codecs: dict[int, str], layers: int, extensions: dict[int, str]) -> bool:
-    """Tracks the engine forwards itself: audio, and video in simulcast layers or one stream
-    (VP8, H.264, H.265, VP9 and AV1 simulcast, codecs it cannot read with every packet a
-    start), LiveKit's packet trailer cut for subscribers that need it. Scalable video in one
-    stream (VP9 SVC, AV1 with its Dependency Descriptor) stays in Python: each subscriber's
-    layers are chosen packet by packet there (svc_downtrack.py)."""
+def offloadable(kind: str, codecs: dict[int, str], layers: int) -> bool:
+    """Tracks the engine forwards itself: audio, and video in simulcast layers or one stream,
+    scalable or not (VP8, H.264, H.265, VP9 and AV1; codecs it cannot read with every packet a
+    start), LiveKit's packet trailer cut for the subscribers that need it."""
     kinds = {codec_kind(mime) for mime in codecs.values()} - {RTX}
-    if not kinds or not 1 <= layers <= 4 or svc_codec(codecs, layers, extensions):
+    if not kinds or not 1 <= layers <= 4:
         return False
     if kind == "audio":
         return kinds == {AUDIO}
@@ -223,6 +233,8 @@ class NativeUpTrack(UpTrack):
         )
         if self.audio_level_ext:  # the speaker detector's input (audio_level pulls it)
             engine.set_uptrack_levels(self.native_id, self.audio_level_ext)
+        if self.svc is not None:  # its layers read by the engine (svc_stats)
+            engine.set_uptrack_svc(self.native_id, PT_KINDS[self.svc_codec], self.svc.dd_ext)
         # The engine keeps the NACK bookkeeping (EV_NACK events) of every layer.
         nack = any(layer.nacker is not None for layer in self.layers)
         engine.set_uptrack_nack(self.native_id, nack)
@@ -275,6 +287,15 @@ class NativeUpTrack(UpTrack):
             packets, size, base, max_seq, cycles, jitter, last_arrival = state
             layer.packets, layer.bytes, layer.base_seq, layer.max_seq = packets, size, base, max_seq
             layer.cycles, layer.jitter, layer.last_arrival = cycles, jitter, last_arrival
+        svc = self.svc
+        if svc is not None:  # what SvcLayers.parse would have counted since the last sync
+            started, seen, frames, sizes = self.engine.svc_stats(self.native_id)
+            if svc.started is None:
+                svc.started = started
+            for i, (at, count, size) in enumerate(zip(seen, frames, sizes, strict=True)):
+                svc.spatial_seen[i] = max(svc.spatial_seen[i], at)
+                svc.frames[i] += count
+                svc.spatial_bytes[i] += size
 
     def started_layer(self, now: float) -> None:
         """The engine saw a layer's first packet (UpTrack.receive's `first`)."""
@@ -296,9 +317,10 @@ class NativeDownTrack(DownTrack):
         ids = bytes(self.rewriter.ids)
         tw_id = self.rewriter.tw_id if self.tw is not None else 0
         rtx_map = bytes(pt if 0 <= pt < 128 else 255 for pt in self.rtx_pt)
+        dd_ext = self.dd_ext if isinstance(self, SvcDownTrack) else 0
         self.native_id = engine.add_downtrack(
             self.uptrack.native_id, transport, self.ssrc, pt_map, ids, tw_id, self.rtx_ssrc,
-            rtx_map, self.rewriter.strip_trailer,
+            rtx_map, self.rewriter.strip_trailer, dd_ext,
         )  # fmt: skip
         self._push(KEEP)
 
@@ -365,3 +387,43 @@ class NativeDownTrack(DownTrack):
     def sender_report(self, now: float, ntp_now: int) -> bytes | None:
         self.sync()
         return super().sender_report(now, ntp_now)
+
+
+class NativeSvcDownTrack(NativeDownTrack, SvcDownTrack):
+    """A subscriber's layers of a scalable stream (VP9 SVC, AV1 with its Dependency
+    Descriptor), selected, renumbered and rewritten in the engine (native/svc_forward.h).
+    Python chooses the layers as `SvcDownTrack` does and pushes them (`Engine.svc_control`);
+    the selector whose state counts is the engine's (`self.selector` keeps the target only)."""
+
+    def _update_selector(self, now: float) -> bool:
+        if self.goal is None:
+            return False
+        layers = self.uptrack.svc
+        assert layers is not None
+        spatial = layers.best_spatial(self.goal, now)
+        temporal = layers.temporal_for_fps(self.wanted_fps)
+        was = self.selector.target_spatial
+        self.selector.set_target(spatial, temporal)
+        self.engine.svc_control(self.native_id, spatial, temporal, False)
+        return spatial != was and self._needs_keyframe()
+
+    def _needs_keyframe(self) -> bool:
+        _, needs, self.dropped = self.engine.svc_state(self.native_id)
+        return bool(needs)
+
+    def restart(self) -> None:
+        super().restart()
+        target = self.selector
+        self.engine.svc_control(
+            self.native_id, target.target_spatial, target.target_temporal, True
+        )
+
+    def waiting_for_keyframe(self) -> bool:
+        self.sync()
+        if self.muted or self.target is None:
+            return False
+        return self.current is None or self._needs_keyframe()
+
+    def sync(self) -> None:
+        super().sync()
+        _, _, self.dropped = self.engine.svc_state(self.native_id)
