@@ -17,6 +17,8 @@ setup(
                 "native/plane.h",
                 "native/rtp.h",
                 "native/srtp_gcm.h",
+                "native/svc.h",
+                "native/svc_binding.h",
             ],
             libraries=["srtp2", "crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
