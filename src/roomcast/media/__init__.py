@@ -28,13 +28,15 @@ Scalable video in one stream (VP9 SVC, AV1 with Dependency Descriptors) goes to
   packet_trailer.py      LiveKit's frame metadata trailer, cut for subscribers that cannot read it
 
 The native forwarding plane (`native_plane.NativeForwardingPlane`, the C engine built from
-native/ into `_native`) runs the per-packet path of eligible tracks without the GIL: one
+native/ into `_native`) runs the per-packet path of every track (audio, simulcast and scalable
+video; `native_tracks.offloadable`) without the GIL: one
 receive thread (recvmmsg, SRTP unprotect, parse, routing, the publisher's NACK and arrival
 bookkeeping) and `rtc.forwarding_threads` sender threads that share every room's fan-out, each
 owning a set of subscriber transports (their rewrite, SRTP protect, transport-wide numbers,
 RTX, sendmmsg); with one, the receive thread sends itself:
   native_plane.py    choosing the plane, the plane's face, engine events
-  native_tracks.py   `NativeUpTrack` / `NativeDownTrack`: Python's decisions pushed, counters pulled
+  native_tracks.py   `NativeUpTrack` / `NativeDownTrack` / `NativeSvcDownTrack`: Python's
+                     decisions pushed, counters pulled
   native_srtp.py     a transport's SRTP keyed in the engine while connected over UDP
 
 Congestion control and connection quality, I/O-free (fed feedback and the time):

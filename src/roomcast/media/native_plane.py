@@ -3,12 +3,17 @@ behind the same `ForwardingPlane` interface.
 
 Split of work. The engine (no GIL) owns the UDP socket's receive side and the per-packet path
 of offloaded tracks (`native_tracks.offloadable`: audio, and video in simulcast layers or one
-stream, in every codec but scalable VP9/AV1): recvmmsg, SRTP unprotect (libsrtp2), RTP parse,
-keyframe starts (VP8, H.264 and H.265 parameter sets, VP9, AV1), routing by SSRC, rewrite per
-subscriber (SSRC, sequence number, timestamp, payload type, extension ids, VP8 picture id /
-TL0PICIDX, LiveKit's packet trailer cut for subscribers that do not read it), the NACK cache
-and retransmissions, SRTP protect, sendmmsg; it keeps audio levels for Python's speaker
-detector (`Engine.levels`).
+stream, scalable or not): recvmmsg, SRTP unprotect (libsrtp2), RTP parse, keyframe starts (VP8,
+H.264 and H.265 parameter sets, VP9, AV1), routing by SSRC, rewrite per subscriber (SSRC,
+sequence number, timestamp, payload type, extension ids, VP8 picture id / TL0PICIDX, LiveKit's
+packet trailer cut for subscribers that do not read it), the NACK cache and retransmissions,
+SRTP protect, sendmmsg; it keeps audio levels for Python's speaker detector (`Engine.levels`).
+Scalable video in one stream (VP9 SVC, AV1 with its Dependency Descriptor) goes through each
+subscriber's selector in the engine (native/svc.h, native/dd.h, native/svc_forward.h: the
+twins of vp9.py, av1.py and svc_downtrack.py): its spatial and temporal layers, sequence
+numbers without holes, the marker at the end of its top layer, AV1's descriptor rewritten for
+it. Python chooses those layers (`Engine.svc_control`) from what the engine counts
+(`Engine.svc_stats`).
 
 Threads (`rtc.forwarding_threads`: auto by default, two where there are two cores;
 overridden by the ROOMCAST_FORWARDING_THREADS environment variable). One receive thread does
