@@ -2,7 +2,7 @@
 codecs): a second page decodes the stream, and the size of what it decodes follows the quality
 it asks for (`RemoteTrackPublication.setVideoQuality`), as the server selects spatial layers.
 
-Marked `media`, like the other browser media tests."""
+Marked `media`, like the other browser media tests, and run on both forwarding planes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ from tests.browser.conftest import BrowserPage, NewPage, requires_chromium
 from tests.conftest import url_of
 from tests.integration.sdk import join_token
 
-pytestmark = [requires_chromium, pytest.mark.media, pytest.mark.usefixtures("signalling")]
+pytestmark = [
+    requires_chromium,
+    pytest.mark.media,
+    pytest.mark.usefixtures("signalling"),
+    pytest.mark.both_planes,  # the engine's selectors and the Python plane's
+]
 
 LOW, MEDIUM, HIGH = 0, 1, 2  # livekit-client's VideoQuality
 WIDTHS = {LOW: 320, MEDIUM: 640, HIGH: 1280}  # the fake camera is 1280x720
@@ -83,6 +88,8 @@ async def test_browser_svc_is_decoded_and_follows_the_requested_quality(
     (uptrack,) = [t for t in server.plane.uptracks() if t.kind == "video"]
     assert uptrack.mime_by_pt and set(uptrack.mime_by_pt.values()) == {f"video/{codec}"}
     assert len(uptrack.layers) == 1 and uptrack.svc_codec, "one scalable stream"
+    if server.mux.engine is not None:  # the native plane: layers selected in the engine
+        assert type(uptrack).__name__ == "NativeUpTrack"
 
     times = []
     for quality in (HIGH, LOW, MEDIUM, HIGH, MEDIUM, LOW, HIGH):

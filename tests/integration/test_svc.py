@@ -159,6 +159,10 @@ async def test_svc_spatial_layers_follow_the_requested_quality(server: Server, c
         # One stream: the server selects layers inside it for each subscriber.
         (uptrack,) = [t for t in server.plane.uptracks() if t.kind == "video"]
         assert len(uptrack.layers) == 1 and uptrack.svc_codec
+        if server.mux.engine is not None:  # the native plane selects layers in the engine
+            assert type(uptrack).__name__ == "NativeUpTrack"
+            downtracks = [type(d).__name__ for d in server.plane.downtracks() if d.kind == "video"]
+            assert downtracks == ["NativeSvcDownTrack"]
         room = server.rooms.get("svc")
         assert room is not None
         (info,) = room.participants["camera"].tracks.values()
@@ -186,6 +190,8 @@ async def test_h264_simulcast_layers_follow_the_requested_quality(server: Server
         assert publication.mime_type.lower() == "video/h264"
         (uptrack,) = [t for t in server.plane.uptracks() if t.kind == "video"]
         assert [layer.rid for layer in uptrack.layers] == ["q", "h", "f"]
+        if server.mux.engine is not None:  # the native plane switches at SPSs in the engine
+            assert type(uptrack).__name__ == "NativeUpTrack"
         sizes = FrameSizes(track)
         try:
             await switch_through_qualities("H.264 simulcast", publication, sizes)
