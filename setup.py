@@ -11,6 +11,8 @@ setup(
             sources=["native/module.c"],
             depends=[
                 "native/codecs.h",
+                "native/dd.h",
+                "native/dd_binding.h",
                 "native/forward.h",
                 "native/nack.h",
                 "native/senders.h",

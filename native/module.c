@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "senders.h"
+#include "dd_binding.h"
 
 /* -- events (any thread; events_lock is a leaf) ----------------------------------------------- */
 
@@ -1439,6 +1440,7 @@ static PyMethodDef module_methods[] = {
     {"parse", mod_parse, METH_VARARGS, "parse and rewrite one RTP packet (tests, fuzzing)"},
     {"protect_sequence", mod_protect_sequence, METH_VARARGS, "SRTP protect packets (tests)"},
     {"payload_facts", mod_payload_facts, METH_VARARGS, "keyframe start, trailer (tests)"},
+    DD_BINDING_METHODS
     {NULL, NULL, 0, NULL},
 };
 
