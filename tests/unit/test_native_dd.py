@@ -631,3 +631,22 @@ def test_more_fdiffs_than_c_holds_are_rejected(data: st.DataObject) -> None:
     assert_parse_agrees(raw, None)  # rejected exactly when a list is longer than C's arrays
     native.dd_rewrite(raw, 1, 1, 1, structure.decode_target_count, 1000)
     native.dd_run(1, [(raw, 0, 0, []), (raw[:3], 0x80, 0, [])])
+
+
+def test_structure_limits_are_pythons() -> None:
+    """64 templates and layer ids up to 7 are accepted; one more template, or id 8, is not."""
+
+    def key(layers: list[tuple[int, int]]) -> bytes:
+        templates = [FrameTemplate(s, t, (ddw.SWITCH,), (), ()) for s, t in layers]
+        structure = DependencyStructure(0, 1, templates)
+        return ddw.serialize(DependencyDescriptor(True, True, 0, 1, structure=structure), structure)
+
+    full = key([(0, 0)] * 64)
+    assert native.dd_parse_fields(full, None) is not None
+    assert_parse_agrees(full, None)
+    for bad in ([(0, 0)] * 65, [(0, t) for t in range(9)], [(s, 0) for s in range(9)]):
+        assert native.dd_parse_fields(key(bad), None) is None
+        assert_parse_agrees(key(bad), None)
+    top = key([*((0, t) for t in range(8)), *((s, 0) for s in range(1, 8))])
+    assert native.dd_parse_fields(top, None) is not None
+    assert_parse_agrees(top, None)
