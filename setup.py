@@ -11,6 +11,8 @@ setup(
             sources=["native/module.c"],
             depends=[
                 "native/codecs.h",
+                "native/dd.h",
+                "native/dd_binding.h",
                 "native/forward.h",
                 "native/nack.h",
                 "native/senders.h",
@@ -19,6 +21,7 @@ setup(
                 "native/srtp_gcm.h",
                 "native/svc.h",
                 "native/svc_binding.h",
+                "native/svc_forward.h",
             ],
             libraries=["srtp2", "crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],

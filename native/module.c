@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "senders.h"
+#include "dd_binding.h"
 #include "svc_binding.h"
 
 /* -- events (any thread; events_lock is a leaf) ----------------------------------------------- */
@@ -1604,6 +1605,7 @@ static PyMethodDef module_methods[] = {
     {"protect_sequence", mod_protect_sequence, METH_VARARGS, "SRTP protect packets (tests)"},
     {"payload_facts", mod_payload_facts, METH_VARARGS, "keyframe start, trailer (tests)"},
     SVC_BINDING_METHODS
+    DD_BINDING_METHODS
     {NULL, NULL, 0, NULL},
 };
 

@@ -136,6 +136,8 @@ typedef struct {
     uint8_t sent_marker[SVC_SENT];
     int32_t sent_frame[SVC_SENT]; /* the descriptor's frame number, -1: none sent */
     uint8_t sent_has_mask[SVC_SENT], sent_dt_count[SVC_SENT];
+    uint8_t sent_counts[SVC_SENT][2]; /* the frame's DTIs and chains as parsed */
+    uint8_t sent_raw[SVC_SENT];       /* the publisher's descriptor went out as it came */
     uint32_t sent_mask[SVC_SENT];
 } svc_down;
 

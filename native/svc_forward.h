@@ -120,13 +120,14 @@ static void forward_svc(plane *p, sender *s, int did, downtrack *dt, const packe
         sv->dropped++;
         return;
     }
-    uint8_t descriptor[256];
+    uint8_t descriptor[DD_MAX_BYTES];
     long descriptor_len = -1;
     int frame = -1, has_mask = 0;
     uint32_t mask = 0;
+    const dd_packet *dd = &pi->svc->dd;
     if (sv->codec == PT_AV1 && sv->dd_ext)
-        descriptor_len = dd_selector_descriptor(&sv->dd, &pi->svc->dd, descriptor,
-                                                sizeof descriptor, &frame, &has_mask, &mask);
+        descriptor_len = dd_selector_descriptor(&sv->dd, dd, descriptor, sizeof descriptor,
+                                                &frame, &has_mask, &mask);
     if (descriptor_len < 0) frame = -1;
     uint32_t ts = pi->h.timestamp + dt->ts_offset;
     transport *t = downtrack_transport(p, dt);
@@ -149,8 +150,13 @@ static void forward_svc(plane *p, sender *s, int did, downtrack *dt, const packe
     sv->sent_frame[slot] = frame;
     sv->sent_has_mask[slot] = (uint8_t)has_mask;
     sv->sent_mask[slot] = mask;
-    sv->sent_dt_count[slot] =
-        frame >= 0 && pi->svc->dd.structure ? (uint8_t)pi->svc->dd.structure->dt_count : 0;
+    if (frame >= 0) { /* what rewrites the publisher's descriptor into this one again */
+        sv->sent_dt_count[slot] = (uint8_t)(dd->structure ? dd->structure->dt_count : 0);
+        sv->sent_counts[slot][0] = (uint8_t)dd->d.ndtis;
+        sv->sent_counts[slot][1] = (uint8_t)dd->d.nchains;
+        sv->sent_raw[slot] = (size_t)descriptor_len == dd->raw_len &&
+                             !memcmp(descriptor, dd->raw, dd->raw_len);
+    }
     dt->packets_sent++;
     dt->bytes_sent += (uint64_t)len;
     dt->payload_octets += (uint64_t)(len - (int)payload_offset - pi->h.padding);
@@ -185,16 +191,20 @@ static int retransmit_svc(plane *p, sender *s, int did, const uint16_t *seqs, in
         if (rtp_parse(cached->buf, cached->len, &h) < 0) continue;
         int pt = dt->pt_map[h.payload_type];
         if (pt < 0) continue;
-        uint8_t descriptor[256];
+        uint8_t descriptor[DD_MAX_BYTES];
         long descriptor_len = -1;
         if (sv->sent_frame[slot] >= 0 && u->svc) { /* the descriptor as first sent */
             size_t raw_len = 0;
             long at = rtp_find_extension(cached->buf, &h, u->svc->dd_ext, &raw_len);
-            if (at >= 0)
-                descriptor_len = dd_rewrite(cached->buf + at, raw_len, sv->sent_frame[slot],
-                                            sv->sent_has_mask[slot], sv->sent_mask[slot],
-                                            sv->sent_dt_count[slot], descriptor,
-                                            sizeof descriptor);
+            if (at >= 0 && sv->sent_raw[slot] && raw_len <= sizeof descriptor) {
+                memcpy(descriptor, cached->buf + at, raw_len);
+                descriptor_len = (long)raw_len;
+            } else if (at >= 0) {
+                descriptor_len = dd_rewrite_counted(
+                    cached->buf + at, raw_len, sv->sent_frame[slot], sv->sent_has_mask[slot],
+                    sv->sent_mask[slot], sv->sent_dt_count[slot], sv->sent_counts[slot][0],
+                    sv->sent_counts[slot][1], descriptor, sizeof descriptor);
+            }
         }
         transport *t = downtrack_transport(p, dt);
         uint8_t *buf = packet_buffer(p, s, t);

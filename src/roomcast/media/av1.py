@@ -264,7 +264,8 @@ class DdSelector:
         if target < 0 and self.current is not None:
             # The target cannot start before a keyframe (asked for): keep what we forward.
             target = self._decode_target(structure, p.publisher_mask, within=self.current)
-        if target < 0 or dd.dtis[target] == ddw.NOT_PRESENT:
+        # A structure attached off a frame's start may give the frame fewer targets: absent.
+        if target < 0 or target >= len(dd.dtis) or dd.dtis[target] == ddw.NOT_PRESENT:
             return None
         for fdiff in dd.fdiffs:
             if self._decision(p.frame - fdiff) == _DROPPED:
