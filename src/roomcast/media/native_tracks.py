@@ -126,9 +126,7 @@ class Engine(Protocol):
 
     def set_uptrack_svc(self, uptrack: int, pt_kind: int, dd_ext: int) -> None: ...
 
-    def svc_stats(
-        self, uptrack: int
-    ) -> tuple[float | None, list[float], list[int], list[int]]: ...
+    def svc_stats(self, uptrack: int) -> tuple[float | None, list[float], list[int], list[int]]: ...
 
     def svc_control(self, downtrack: int, spatial: int, temporal: int, reset: bool) -> None: ...
 
@@ -414,9 +412,7 @@ class NativeSvcDownTrack(NativeDownTrack, SvcDownTrack):
     def restart(self) -> None:
         super().restart()
         target = self.selector
-        self.engine.svc_control(
-            self.native_id, target.target_spatial, target.target_temporal, True
-        )
+        self.engine.svc_control(self.native_id, target.target_spatial, target.target_temporal, True)
 
     def waiting_for_keyframe(self) -> bool:
         self.sync()
