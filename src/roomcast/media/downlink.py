@@ -88,6 +88,7 @@ class Downlink:
         tw = self.tw
         tw.refresh()
         base = tw.unwrap(feedback.base_sequence)
+        tw.load(base)
         results = []
         for offset, arrival in enumerate(feedback.arrivals):
             sent = tw.lookup(base + offset)
@@ -241,6 +242,7 @@ class Downlink:
     def _count_sent(self) -> None:
         """Add up what was sent (any track, retransmissions too) since the last call."""
         tw = self.tw
+        tw.load(self._pad_counted)
         for number in range(self._pad_counted, tw.next):
             entry = tw.lookup(number)
             if entry is not None:

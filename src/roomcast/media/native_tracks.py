@@ -30,6 +30,7 @@ KEEP = -2  # Engine.control: leave the engine's current layer as it is
 _SENT = struct.Struct("=qdI4x")  # native/plane.h tw_record
 _ARRIVAL = struct.Struct("=dII")  # native/plane.h arrival
 _LEVEL = struct.Struct("=dIIB7x")  # native/plane.h level_record
+_LATEST = 1 << 62  # Engine.transport_sent from here on: no records, only the next number
 
 
 class Engine(Protocol):
@@ -172,27 +173,36 @@ def offloadable(kind: str, codecs: dict[int, str], layers: int) -> bool:
 
 class NativeTransportWide(TransportWide):
     """A subscriber transport's transport-wide numbers when the engine sends on it: the engine
-    numbers every packet (its own and Python's, `Engine.send_rtp`), and `refresh` copies its
-    send records here for the downlink's estimator. Python's own downtracks on the transport
-    write their numbers into `scratch` (the engine overwrites them on the wire)."""
+    numbers every packet (its own and Python's, `Engine.send_rtp`) and keeps what it sent;
+    `refresh` reads its next number, `load` copies its send records where the downlink reads
+    them (a feedback's range, a probe's), not every packet's on every tick. Python's own
+    downtracks on the transport write their numbers into `scratch` (the engine overwrites them
+    on the wire)."""
 
-    __slots__ = ("engine", "scratch", "transport")
+    __slots__ = ("engine", "loaded", "scratch", "transport")
 
     def __init__(self, engine: Engine, transport: int) -> None:
         super().__init__()
         self.engine = engine
         self.transport = transport
         self.scratch = TransportWide()
+        self.loaded = 1  # records copied up to (not including) this number
 
     def refresh(self) -> None:
         try:
-            following, blob = self.engine.transport_sent(self.transport, self.next)
+            self.next, _ = self.engine.transport_sent(self.transport, _LATEST)
         except KeyError:  # the transport closed before its subscriber left
+            return
+
+    def load(self, since: int) -> None:
+        try:
+            following, blob = self.engine.transport_sent(self.transport, max(since, self.loaded))
+        except KeyError:
             return
         sent = self.sent
         for record in _SENT.iter_unpack(blob):
             sent[record[0] & (HISTORY - 1)] = record
-        self.next = following
+        self.next = self.loaded = following
 
     def take(self, now: float, size: int) -> int:
         raise RuntimeError("the engine numbers this transport's packets")

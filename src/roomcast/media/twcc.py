@@ -281,7 +281,11 @@ class TransportWide:
         self.pad: Callable[[float], None] = _no_padding
 
     def refresh(self) -> None:
-        """Bring `next` and `sent` up to date (the native plane's numbers are the engine's)."""
+        """Bring `next` up to date (the native plane's numbers are the engine's)."""
+
+    def load(self, since: int) -> None:
+        """Bring `sent` up to date from unwrapped number `since` on (the native plane's records
+        are the engine's, copied only where feedback or a probe reads them)."""
 
     def start_padding(self, pad_from: object, bps: float, start: float, end: float) -> None:
         """A probe starts: senders pad (`pad`) after media packets until `stop_padding`."""
