@@ -164,6 +164,7 @@ static void *worker(void *arg) {
                waited, were stamped then, and the records must not go back in time. */
             double send_now = p->threaded ? now : monotonic_now();
             p->c.batches_in++;
+            p->light = n <= INLINE_BATCH;
             for (int i = 0; i < n; i++) {
                 if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
                     p->c.oversize++;
@@ -1400,13 +1401,14 @@ static PyObject *Engine_check_nacks(Engine *self, PyObject *args) {
 }
 
 /* counters() -> {name: count}: the receive side's plus every sender's; `queued` and
- * `queue_dropped` count the jobs handed to sender threads (0 with one sender), `threads` the
+ * `queue_dropped` count the jobs handed to sender threads (0 with one sender), `inlined` the
+ * packets the receive thread forwarded for an idle sender under light load, `threads` the
  * senders. */
 static PyObject *Engine_counters(Engine *self, PyObject *unused) {
     plane *p = &self->p;
     LOCK_ALL(self);
     counters c = p->c;
-    unsigned long long queued = 0, queue_dropped = 0;
+    unsigned long long queued = 0, queue_dropped = 0, inlined = 0;
     for (int w = 0; w < p->nsenders; w++) {
         const counters *s = &p->senders[w].c;
         c.forwarded += s->forwarded;
@@ -1417,18 +1419,20 @@ static PyObject *Engine_counters(Engine *self, PyObject *unused) {
         c.padding += s->padding;
         queued += p->senders[w].queued;
         queue_dropped += p->senders[w].queue_dropped;
+        inlined += p->senders[w].inlined;
     }
     UNLOCK_ALL(self);
     pthread_mutex_lock(&p->events_lock);
     c.events_dropped = p->events_dropped;
     pthread_mutex_unlock(&p->events_lock);
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsi}", "padding", c.padding, "datagrams_in",
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsi}", "padding", c.padding, "datagrams_in",
         c.datagrams_in, "rtp_in", c.rtp_in, "rtcp_in", c.rtcp_in, "unprotect_failed",
         c.unprotect_failed, "protect_failed", c.protect_failed, "malformed", c.malformed,
         "forwarded", c.forwarded, "send_failed", c.send_failed, "events_dropped",
         c.events_dropped, "batches_in", c.batches_in, "batches_out", c.batches_out, "oversize",
-        c.oversize, "queued", queued, "queue_dropped", queue_dropped, "threads", p->nsenders);
+        c.oversize, "queued", queued, "queue_dropped", queue_dropped, "inlined", inlined,
+        "threads", p->nsenders);
 }
 
 /* -- for tests: the parsers alone, on any bytes ---------------------------------------------- */

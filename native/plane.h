@@ -62,6 +62,9 @@
                                 the job is dropped, as a full socket would drop it: late media
                                 is worse than lost media */
 #define JOBS_PER_LOCK 32     /* a sender releases its lock at least this often */
+#define INLINE_BATCH 2       /* a receive batch this small: the receive thread keeps up alone,
+                                and forwards itself for an idle sender (under its lock) rather
+                                than wake it: a hand-off per packet costs more than it saves */
 
 /* What the engine reads of a payload type's packets: which decide where a subscriber may start
  * (codecs.py is_keyframe_start). PT_OTHER: a video codec without keyframe detection, every
@@ -307,7 +310,7 @@ typedef struct sender {
     _Atomic uint32_t head, tail; /* consumer's, producer's */
     atomic_int backlog;           /* packets the queued jobs make (their downtracks here) */
     int pending;                  /* producer: jobs queued since the last wake */
-    uint64_t queued, queue_dropped; /* producer's (plane lock) */
+    uint64_t queued, queue_dropped, inlined; /* producer's (plane lock) */
     counters c;                   /* its sends (its lock) */
     /* The send batch (its lock). */
     struct mmsghdr out_msgs[OUT_BATCH];
@@ -324,6 +327,7 @@ typedef struct plane {
     pthread_mutex_t lock, events_lock;
     sender *senders;
     int nsenders, threaded; /* threaded: nsenders > 1, the senders run their own threads */
+    int light;              /* the batch being handled is small (INLINE_BATCH): see fan_out */
     uint64_t serials;
     uint64_t events_dropped; /* events_lock */
     transport **transports;

@@ -99,6 +99,26 @@ static int ring_push(sender *s, shared_packet *packet, const packet_info *pi, in
     return 1;
 }
 
+/* Light load (p->light) and nothing queued for sender `s`: the receive thread forwards to its
+ * downtracks itself, under its lock (the sender may be finishing the job it took last; nothing
+ * of ours can come after it). Whether it did. */
+static int forward_here(plane *p, sender *s, uptrack *u, const packet_info *pi) {
+    if (!p->light || atomic_load_explicit(&s->head, memory_order_acquire) !=
+                         atomic_load_explicit(&s->tail, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    packet_info here = *pi;
+    here.send_now = monotonic_now(); /* under the lock: send records in number order */
+    for (int i = 0; i < u->ndowns[s->index]; i++) {
+        int did = u->downs[s->index][i];
+        forward_one(p, s, did, p->downtracks[did], &here);
+    }
+    flush_sends(p, s);
+    pthread_mutex_unlock(&s->lock);
+    s->inlined++;
+    return 1;
+}
+
 void fan_out(plane *p, int uid, uptrack *u, const packet_info *pi) {
     if (!p->threaded) { /* the caller holds sender 0's lock too */
         sender *s = &p->senders[0];
@@ -108,20 +128,20 @@ void fan_out(plane *p, int uid, uptrack *u, const packet_info *pi) {
         }
         return;
     }
-    int targets = 0;
-    for (int w = 0; w < p->nsenders; w++) targets += u->ndowns[w] > 0;
+    int queue[MAX_SENDERS], targets = 0;
+    for (int w = 0; w < p->nsenders; w++)
+        if (u->ndowns[w] && !forward_here(p, &p->senders[w], u, pi)) queue[targets++] = w;
     if (!targets) return;
     shared_packet *packet = malloc(shared_size(pi));
     if (!packet) {
-        for (int w = 0; w < p->nsenders; w++) p->senders[w].queue_dropped += u->ndowns[w] > 0;
+        for (int i = 0; i < targets; i++) p->senders[queue[i]].queue_dropped++;
         return;
     }
     share(packet, pi);
     atomic_init(&packet->refs, targets);
-    for (int w = 0; w < p->nsenders; w++) {
-        if (!u->ndowns[w]) continue;
-        sender *s = &p->senders[w];
-        if (ring_push(s, packet, pi, uid, u->serial, u->ndowns[w])) {
+    for (int i = 0; i < targets; i++) {
+        sender *s = &p->senders[queue[i]];
+        if (ring_push(s, packet, pi, uid, u->serial, u->ndowns[queue[i]])) {
             s->queued++;
             s->pending = 1;
         } else {
