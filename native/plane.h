@@ -15,6 +15,8 @@
  * parse, the uptrack's bookkeeping, routing) copies each packet once into a refcounted
  * `shared_packet` and pushes a `job` onto the single-producer/single-consumer ring of every
  * sender owning one of the uptrack's downtracks (a full ring drops and counts: it never waits).
+ * Under light load (a small batch) it forwards for a sender with nothing queued itself, under
+ * that sender's lock: waking a thread for every packet costs more than forwarding it.
  *
  * Locks, always taken in this order: `lock` (tables, routes, uptracks, the receive side), then
  * sender locks by index, then `events_lock` (the event list, a leaf). Python calls take `lock`
