@@ -27,9 +27,9 @@ sender owning one of the uptrack's downtracks (a bounded single-producer/single-
 per sender; full: dropped and counted in `counters()["queue_dropped"]`, the receive thread
 never waits). Under light load (a batch of at most two datagrams) it forwards for a sender with
 nothing queued itself, under that sender's lock (`counters()["inlined"]`): waking a sender for
-every packet cost more than the forwarding at low rates. A transport's SRTP send context, transport-wide counter and send records, probe,
-and its downtracks' rewrite and RTX state are only touched under its sender's lock, which the
-sender holds while it works. Python's calls on that state (control, retransmit, pad, send_rtp,
+every packet cost more than the forwarding at low rates. A transport's SRTP send context,
+transport-wide counter and send records, probe, and its downtracks' rewrite and RTX state are
+only touched under its sender's lock, which the sender holds while it works. Python's calls on that state (control, retransmit, pad, send_rtp,
 number, the state reads) take the same lock and run synchronously on the owner's send batch, so
 they return what they did and keep a transport's packets on one SRTP context and one counter;
 adding or removing anything takes every lock, so no sender ever sees a freed object.
