@@ -15,24 +15,25 @@ numbers without holes, the marker at the end of its top layer, AV1's descriptor 
 it. Python chooses those layers (`Engine.svc_control`) from what the engine counts
 (`Engine.svc_stats`).
 
-Threads (`rtc.forwarding_threads`: auto by default, two where there are two cores;
-overridden by the ROOMCAST_FORWARDING_THREADS environment variable). One receive thread does
-recvmmsg, unprotect, parse, the publisher side (layer statistics, NACK cache and bookkeeping,
-arrivals) and routing. With one sender it also rewrites, protects and sends, as the engine
-always did. With N > 1 the fan-out is split over N sender threads, so that one room with
-hundreds of subscribers uses every core: each subscriber transport belongs to one sender (the
-one with fewest transports when it is created), and so do its downtracks; the receive thread
-copies a packet once into a refcounted buffer and queues it, with its parsed header, to each
-sender owning one of the uptrack's downtracks (a bounded single-producer/single-consumer ring
-per sender; full: dropped and counted in `counters()["queue_dropped"]`, the receive thread
-never waits). Under light load (a batch of at most two datagrams) it forwards for a sender with
+Threads (`rtc.forwarding_threads`: auto by default, two where there are two cores; overridden
+by the ROOMCAST_FORWARDING_THREADS environment variable). One receive thread does recvmmsg,
+unprotect, parse, the publisher side (layer statistics, NACK cache and bookkeeping, arrivals)
+and routing. With one sender it also rewrites, protects and sends, as the engine always did.
+With N > 1 the fan-out is split over N sender threads, so that one room with hundreds of
+subscribers uses every core: each subscriber transport belongs to one sender (the one with
+fewest transports when it is created), and so do its downtracks; the receive thread copies a
+packet once into a refcounted buffer and queues it, with its parsed header, to each sender
+owning one of the uptrack's downtracks (a bounded single-producer/single-consumer ring per
+sender; full: dropped and counted in `counters()["queue_dropped"]`, the receive thread never
+waits). Under light load (a batch of at most two datagrams) it forwards for a sender with
 nothing queued itself, under that sender's lock (`counters()["inlined"]`): waking a sender for
 every packet cost more than the forwarding at low rates. A transport's SRTP send context,
 transport-wide counter and send records, probe, and its downtracks' rewrite and RTX state are
-only touched under its sender's lock, which the sender holds while it works. Python's calls on that state (control, retransmit, pad, send_rtp,
-number, the state reads) take the same lock and run synchronously on the owner's send batch, so
-they return what they did and keep a transport's packets on one SRTP context and one counter;
-adding or removing anything takes every lock, so no sender ever sees a freed object.
+only touched under its sender's lock, which the sender holds while it works. Python's calls on
+that state (control, retransmit, pad, send_rtp, number, the state reads) take the same lock and
+run synchronously on the owner's send batch, so they return what they did and keep a
+transport's packets on one SRTP context and one counter; adding or removing anything takes
+every lock, so no sender ever sees a freed object.
 
 Python keeps ICE, DTLS, SCTP, RTCP policy (reports, PLI throttling, layer choice),
 and every track the engine does not take (`native_tracks.offloadable`): those run exactly as in
