@@ -216,15 +216,7 @@ static int retransmit_svc(plane *p, sender *s, int did, const uint16_t *seqs, in
                               descriptor_len >= 0 ? (size_t)descriptor_len : 0, buf,
                               &payload_offset, &tw_offset);
         if (len < 0) continue;
-        int rtx_pt = dt->rtx_ssrc ? dt->rtx_pt[pt] : -1;
-        if (rtx_pt >= 0) { /* RFC 4588 §4: our RTX SSRC and sequence, the OSN before the payload */
-            memmove(buf + payload_offset + 2, buf + payload_offset, (size_t)len - payload_offset);
-            memcpy(buf + payload_offset, buf + 2, 2);
-            len += 2;
-            buf[1] = (uint8_t)((buf[1] & 0x80) | rtx_pt);
-            wr16(buf + 2, ++dt->rtx_seq);
-            wr32(buf + 8, dt->rtx_ssrc);
-        }
+        len = as_repair(dt, buf, len, payload_offset, pt);
         dt->nack_tokens -= 1;
         dt->retransmits++;
         if (deliver(p, s, did, t, buf, len, tw_offset, now)) sent++;

@@ -281,10 +281,12 @@ class _Transport:
 
     def __init__(self, native_id: int) -> None:
         self.native_id = native_id
-        self.sent: list[bytes] = []
+        self.sent: list[bytes] = []  # RTP and RTCP, in order
+        self.rtp: list[bytes] = []
 
     def send_rtp(self, packet: bytes) -> None:
         self.sent.append(packet)
+        self.rtp.append(packet)
 
     def send_rtcp(self, packet: bytes) -> None:
         self.sent.append(packet)

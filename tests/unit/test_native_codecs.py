@@ -17,6 +17,7 @@ from roomcast.media.native_tracks import PT_KINDS, NativeDownTrack, NativeUpTrac
 from roomcast.media.packet_trailer import MAGIC
 from roomcast.media.rtp import URI_AUDIO_LEVEL, find_extension, parse_rtp
 
+from .test_native_cc import _Transport
 from .test_native_engine import PUB_SSRC, SUB_PT, SUB_SSRC, VP8_PT, Peer, peer, vp8_packet
 
 native, why = native_module()
@@ -102,15 +103,6 @@ def _publish_audio(plane: ForwardingPlane, transport: object) -> object:
         send_rtcp=transport.send_rtcp,  # type: ignore[attr-defined]
         publisher=transport,
     )
-
-
-class _Transport:
-    def __init__(self, native_id: int) -> None:
-        self.native_id = native_id
-
-    def send_rtp(self, packet: bytes) -> None: ...
-
-    def send_rtcp(self, packet: bytes) -> None: ...
 
 
 def test_an_offloaded_microphone_speaks_as_loud_as_on_the_python_plane(engine: tuple) -> None:

@@ -19,6 +19,7 @@ from roomcast.media.svc_downtrack import SvcDownTrack
 from tests.unit.test_forwarder import Clock
 from tests.unit.test_svc_codecs import DD_EXT, MID_EXT, fixture_packets
 
+from .test_native_cc import _Transport
 from .test_native_engine import Peer, peer
 
 native, why = native_module()
@@ -55,17 +56,6 @@ def received(packets: list[bytes]) -> list[Sent]:
             )
         )
     return out
-
-
-class _Transport:
-    def __init__(self, native_id: int) -> None:
-        self.native_id = native_id
-        self.sent: list[bytes] = []
-
-    def send_rtp(self, packet: bytes) -> None:
-        self.sent.append(packet)
-
-    def send_rtcp(self, packet: bytes) -> None: ...
 
 
 def _publish(plane: ForwardingPlane, codec: str, publisher: object, send_rtcp: object) -> object:
@@ -144,7 +134,7 @@ def test_svc_subscribers_get_the_same_packets_from_both_planes(engine: tuple, co
             python.handle_rtp("pub", packet)
             pub.send_rtp(packet, sock.getsockname())
         for name in PLANS:  # as many as the Python plane sent it meanwhile
-            raw[name] += take(subs[name], len(sinks[name].sent) - len(raw[name]))
+            raw[name] += take(subs[name], len(sinks[name].rtp) - len(raw[name]))
         for name, (_, at, layer) in PLANS.items():
             if at == cut:
                 python.set_target_layer("TR_svc", name, layer)
@@ -153,7 +143,7 @@ def test_svc_subscribers_get_the_same_packets_from_both_planes(engine: tuple, co
     got = {name: [subs[name].rx.unprotect(data) for data in raw[name]] for name in PLANS}
     for name in PLANS:
         assert subs[name].nothing_pending(), name  # and nothing more
-        theirs, ours = received(sinks[name].sent), received(got[name])
+        theirs, ours = received(sinks[name].rtp), received(got[name])
         assert len(ours) > 10 and ours == theirs, name
     # NACKs of a few packets: each plane resends what it sent under those numbers, byte for
     # byte (the datagram again, for the engine: same packet, same SRTP index).
@@ -161,9 +151,9 @@ def test_svc_subscribers_get_the_same_packets_from_both_planes(engine: tuple, co
     for name in PLANS:
         python_down = python.downtrack("TR_svc", name)
         assert python_down is not None
-        before = len(sinks[name].sent)
-        python_down.retransmit([parse_rtp(sinks[name].sent[i]).sequence for i in picks], clock.t)
-        assert sinks[name].sent[before:] == [sinks[name].sent[i] for i in picks], name
+        before = len(sinks[name].rtp)
+        python_down.retransmit([parse_rtp(sinks[name].rtp[i]).sequence for i in picks], clock.t)
+        assert sinks[name].rtp[before:] == [sinks[name].rtp[i] for i in picks], name
         ours = [parse_rtp(got[name][i]).sequence for i in picks]
         downs[name].retransmit(ours, 0.0)  # type: ignore[attr-defined]
         assert take(subs[name], len(picks)) == [raw[name][i] for i in picks], name
@@ -196,7 +186,7 @@ def test_the_engine_counts_what_the_layer_choice_reads(engine: tuple) -> None:
         clock.t += 0.01
         python.handle_rtp("pub", packet)
         pub.send_rtp(packet, sock.getsockname())
-    take(sub, len(sink.sent))  # the engine forwarded the last packet: it read them all
+    take(sub, len(sink.rtp))  # the engine forwarded the last packet: it read them all
     track.sync()
     theirs = reference.svc  # type: ignore[attr-defined]
     assert track.svc.frames == theirs.frames

@@ -207,17 +207,23 @@ def test_stop_and_start_again(engine: tuple) -> None:
     assert tags == [LAST] and eng.downtrack_state(down)[1] == 1
 
 
+def four_subscribers(eng: object) -> tuple[Peer, list[Peer]]:
+    """A publisher's track forwarded to four subscribers (on every sender, up to four)."""
+    pub = peer(eng)
+    uptrack = new_uptrack(eng, pub)
+    subs = [subscriber(eng) for _ in range(4)]
+    for sub in subs:
+        new_downtrack(eng, uptrack, sub)
+    return pub, subs
+
+
 def test_light_load_is_forwarded_by_the_receive_thread(engine: tuple) -> None:
     """One packet at a time (each batch is one datagram, the senders idle): the receive thread
     forwards for every sender itself, under its lock, instead of waking it (a hand-off per
     packet cost more than the forwarding at low rates: bench.compare, fan-out 10)."""
     eng, sock, threads = engine
     address = sock.getsockname()
-    pub = peer(eng)
-    uptrack = new_uptrack(eng, pub)
-    subs = [subscriber(eng) for _ in range(4)]
-    for sub in subs:
-        new_downtrack(eng, uptrack, sub)
+    pub, subs = four_subscribers(eng)
     for n in range(20):
         pub.send_rtp(tagged_packet(n, LAST), address)
         for sub in subs:  # every subscriber has it before the next one goes
@@ -233,11 +239,7 @@ def test_a_backlog_is_handed_to_the_senders(engine: tuple) -> None:
     so that one room's fan-out uses every core, and every packet arrives in order."""
     eng, sock, threads = engine
     address = sock.getsockname()
-    pub = peer(eng)
-    uptrack = new_uptrack(eng, pub)
-    subs = [subscriber(eng) for _ in range(4)]
-    for sub in subs:
-        new_downtrack(eng, uptrack, sub)
+    pub, subs = four_subscribers(eng)
     eng.stop()  # the datagrams wait in the socket meanwhile
     for n in range(100):
         pub.send_rtp(tagged_packet(n, n), address)
