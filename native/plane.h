@@ -56,7 +56,7 @@
 #define MAX_LEVELS 256       /* audio levels kept per uptrack between two pulls (~5 s) */
 #define PADDING_SIZE 255     /* downtrack.py PADDING_SIZE */
 #define MAX_SKIPS 64         /* downtrack.py MAX_SKIPS: publisher padding left out, per epoch */
-#define MAX_PADDING_BURST 8  /* downlink.py MAX_PADDING_BURST */
+#define MAX_PADDING_BURST 16 /* downlink.py MAX_PADDING_BURST */
 #define FEEDBACK_INTERVAL 0.1 /* twcc.py TwccRecorder.interval */
 #define MAX_SENDERS 8        /* rtc.forwarding_threads */
 #define JOB_RING 4096        /* jobs queued per sender; beyond: dropped and counted */

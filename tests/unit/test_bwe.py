@@ -248,3 +248,28 @@ def test_a_loss_bound_that_goes_leaves_the_estimate_known() -> None:
     assert estimator.loss_control.bound is None  # far above the 150 kbit/s that get through
     estimate = estimator.estimate
     assert estimate is not None and estimate <= bound * 1.1, (estimate, bound)
+
+
+def test_a_probe_that_overfills_a_short_buffer_is_stopped_before_the_link_drops_anything() -> None:
+    """The lab's capped link: 500 kbit/s, dropping what would wait over 200 ms; media at 430
+    kbit/s, a probe for 850 (twice the estimate) and feedback every 60 ms (Chrome's at that
+    rate). The probe is stopped while its queue is short enough for the link to drain it
+    without a loss. Judged over the last 100 ms of arrivals, it ran on to a 197 ms queue here,
+    and in the lab to losses, and Chromium froze for their retransmission."""
+    estimator = BandwidthEstimator()
+    link = Link(capacity=500_000)
+    t = run(estimator, link, rate=1_000_000, seconds=3, adaptive=True)
+    t = run(estimator, link, rate=430_000, seconds=3, start=t)
+    probe = estimator.start_probe(850_000, t, 0.6)
+    lost, worst_queue = link.lost, 0.0
+    next_feedback, end = t + 0.06, t + 1.5
+    while t < end:
+        link.send(t, 900)
+        worst_queue = max(worst_queue, link.busy_until - t)
+        probing = t < probe.end and not probe.congested
+        t += 900 * 8 / (probe.goal if probing else 430_000)
+        while next_feedback <= t:
+            estimator.on_feedback(link.feedback(next_feedback), next_feedback)
+            next_feedback += 0.06
+    assert probe.congested
+    assert link.lost == lost and worst_queue < 0.175, worst_queue  # 156 ms

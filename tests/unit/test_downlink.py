@@ -168,6 +168,26 @@ def test_a_probe_pads_up_to_its_goal_then_raises_the_estimate_when_it_got_throug
     assert downlink.next_probe <= t + 0.5 + PROBE_AGAIN  # won: the next step comes soon
 
 
+def test_a_probe_reaches_a_goal_four_times_the_media_it_pads_after() -> None:
+    """Padding goes out after media packets only: after the capped link's 640x360 layer and
+    audio (about 70 packets a second, 480 kbit/s), a probe must still reach the 2 Mbit/s the
+    top layer needs, or the top layer never comes back once the cap is lifted."""
+    downlink, track = downlink_with_track()
+    downlink.estimator.delay_based = 300_000
+    t = 100.0
+    downlink.tick(t)
+    probe = downlink.estimator.probe
+    assert probe is not None
+    probe.goal = downlink._pad_goal = 2_000_000  # what a probe from 1.6 Mbit/s asks for
+    sent_before = track.bytes_sent + track.padding_sent
+    while t < probe.end:
+        track.send_media(t, 850)
+        downlink.pad(t)
+        t += 1 / 70
+    sent = track.bytes_sent + track.padding_sent - sent_before
+    assert sent * 8 / PROBE_DURATION > 0.95 * probe.goal
+
+
 def test_a_probe_that_queues_up_stops_at_once_and_the_next_waits_longer() -> None:
     downlink, track = downlink_with_track()
     estimator = downlink.estimator

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from roomcast.media.downlink import Downlink
+from roomcast.media.downlink import MAX_PADDING_BURST, Downlink
 from roomcast.media.native_plane import EV_ARRIVALS, EV_NACK, EV_RTP, native_module
 from roomcast.media.native_tracks import NativeTransportWide
 from roomcast.media.rtp import find_extension, parse_rtp
@@ -165,9 +165,10 @@ def test_probe_pads_after_media_up_to_its_rate(engine: tuple) -> None:
     start = time.monotonic() - 1.0  # a probe that began a second ago owes a second of padding
     eng.start_probe(sub.transport, downtrack, 8 * 275 * 100, start, start + 10)
     pub.send_rtp(with_tw(vp8_packet(11, 12000, keyframe=False), 2), address)
-    got = [sub.receive_rtp() for _ in range(9)]  # the media packet, then a burst of 8
+    got = [sub.receive_rtp() for _ in range(1 + MAX_PADDING_BURST)]  # media, then a burst
     assert all(p is not None for p in got)
-    assert sum(1 for p in got if p is not None and parse_rtp(p).ssrc == RTX_SSRC) == 8
+    padding = sum(1 for p in got if p is not None and parse_rtp(p).ssrc == RTX_SSRC)
+    assert padding == MAX_PADDING_BURST
     eng.stop_probe(sub.transport)
     pub.send_rtp(with_tw(vp8_packet(12, 15000, keyframe=False), 3), address)
     last = sub.receive_rtp()

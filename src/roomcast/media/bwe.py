@@ -18,8 +18,9 @@ lost) and the time; no I/O, so unit tests drive it with synthetic feedback on a 
   drains, the link delivers at its full rate, even when it carries less on average), creeps
   up again while the link is calm (to at most 1.2 times what is actually sent: an idle link
   proves nothing), and jumps up when a probe, padding sent on top of the media for a moment,
-  got through without congestion (`start_probe`); a probe that makes the queue grow by 50 ms
-  is stopped at once, before a link with a short buffer drops anything.
+  got through without congestion (`start_probe`); a probe that makes the queue grow by 30 ms
+  (over the last 20 ms of arrivals) is stopped at once, before a link with a short buffer
+  drops anything.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ QUEUE_GATE = 0.02  # s of queueing (over that lowest delay) an overuse must show
 # s of arrivals whose lowest delay is the queue: a queue delays them all, whereas a receiver
 # that stamps arrivals late for a moment (a busy machine) delays the first of a burst only
 QUEUE_WINDOW = 0.1
-PROBE_QUEUE = 0.05  # s of queueing that stops a probe at once (before the link drops packets)
+PROBE_QUEUE = 0.03  # s of queueing that stops a probe at once (before the link drops packets)
+# s of arrivals whose lowest delay stops a probe: short, as a probe's queue grows fast (at twice
+# a link's rate, by a feedback interval's worth each interval) and goes on growing while the
+# feedback is on its way; still a window, so a late stamp is no queue
+PROBE_QUEUE_WINDOW = 0.02
 PROBE_DRAIN = 0.5  # s after a probe's end during which the queue it built is its own doing
 REACTION = 0.3  # s after a decrease before what is sent reflects it (a layer switch waits for
 # a keyframe): losses of packets sent until then do not lower the estimate again
@@ -77,6 +82,8 @@ class TrendlineDetector:
         "base",
         "deltas",
         "first_arrival",
+        "fresh",
+        "fresh_queue",
         "group",
         "last_group",
         "last_send",
@@ -114,6 +121,8 @@ class TrendlineDetector:
         self.base: collections.deque[tuple[float, float]] = collections.deque()
         self.recent: collections.deque[tuple[float, float]] = collections.deque()  # likewise
         self.queue = 0.0  # s the groups of the last QUEUE_WINDOW waited at least
+        self.fresh: collections.deque[tuple[float, float]] = collections.deque()  # likewise
+        self.fresh_queue = 0.0  # s the groups of the last PROBE_QUEUE_WINDOW waited at least
         self.last_send = -math.inf  # when the last group measured was sent
 
     def add(self, send_time: float, arrival: float) -> None:
@@ -137,14 +146,19 @@ class TrendlineDetector:
         self.group = [send_time, send_time, arrival]
 
     def _measure_queue(self, arrival: float, delay: float) -> None:
-        base, recent = self.base, self.recent
-        for window, span in ((base, BASE_WINDOW), (recent, QUEUE_WINDOW)):
+        base, recent, fresh = self.base, self.recent, self.fresh
+        for window, span in (
+            (base, BASE_WINDOW),
+            (recent, QUEUE_WINDOW),
+            (fresh, PROBE_QUEUE_WINDOW),
+        ):
             while window and window[-1][1] >= delay:
                 window.pop()
             window.append((arrival, delay))
             while window[0][0] < arrival - span:
                 window.popleft()
         self.queue = recent[0][1] - base[0][1]
+        self.fresh_queue = fresh[0][1] - base[0][1]
 
     def _update(self, delay_delta: float, arrival: float) -> None:
         self.deltas = min(self.deltas + 1, 1000)
@@ -445,7 +459,7 @@ class BandwidthEstimator:
         if (
             state == OVERUSE
             or (loss is not None and loss > LOSS_HIGH)
-            or (probing and detector.queue > PROBE_QUEUE)
+            or (probing and detector.fresh_queue > PROBE_QUEUE)
         ):
             self.congested_at = now
             if probe is not None and probing:

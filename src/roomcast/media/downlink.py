@@ -37,7 +37,7 @@ PROBE_WAIT_MIN, PROBE_WAIT_MAX = 2.0, 8.0  # s between probes: doubled after eac
 PROBE_AGAIN = 0.5
 CALM = 1.0  # s without congestion before probing
 PAUSE_AFTER = 2.0  # s a track must not fit at all before it is paused (the lowest layer until)
-MAX_PADDING_BURST = 8  # padding packets sent after one media packet
+MAX_PADDING_BURST = 16  # padding packets sent after one media packet
 PADDING_PACKET = 12 + 8 + PADDING_SIZE
 
 log = logging.getLogger(__name__)
