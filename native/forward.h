@@ -311,16 +311,23 @@ static void skip_padding(downtrack *dt, uint16_t seq) {
 /* DownTrack.send_repair: a retransmission built in `buf` (`len` bytes, payload at
  * `payload_offset`) goes in an RTX packet when the subscriber negotiated RTX for its payload
  * type (RFC 4588 §4: our RTX SSRC and sequence, the original sequence number before the
- * payload), else as it is; its length. `buf` has room for the two more bytes. */
-static int as_repair(downtrack *dt, uint8_t *buf, int len, size_t payload_offset, int pt) {
+ * payload), else as it is, and is counted against the downtrack's NACK tokens; 1 if it was
+ * sent. `buf` has room for the two more bytes. */
+static int send_repair(plane *p, sender *s, int did, transport *t, uint8_t *buf, int len,
+                       size_t payload_offset, long tw_offset, int pt, double now) {
+    downtrack *dt = p->downtracks[did];
     int rtx_pt = dt->rtx_ssrc ? dt->rtx_pt[pt] : -1;
-    if (rtx_pt < 0) return len;
-    memmove(buf + payload_offset + 2, buf + payload_offset, (size_t)len - payload_offset);
-    memcpy(buf + payload_offset, buf + 2, 2);
-    buf[1] = (uint8_t)((buf[1] & 0x80) | rtx_pt);
-    wr16(buf + 2, ++dt->rtx_seq);
-    wr32(buf + 8, dt->rtx_ssrc);
-    return len + 2;
+    if (rtx_pt >= 0) {
+        memmove(buf + payload_offset + 2, buf + payload_offset, (size_t)len - payload_offset);
+        memcpy(buf + payload_offset, buf + 2, 2);
+        buf[1] = (uint8_t)((buf[1] & 0x80) | rtx_pt);
+        wr16(buf + 2, ++dt->rtx_seq);
+        wr32(buf + 8, dt->rtx_ssrc);
+        len += 2;
+    }
+    dt->nack_tokens -= 1;
+    dt->retransmits++;
+    return deliver(p, s, did, t, buf, len, tw_offset, now) ? 1 : 0;
 }
 
 #include "svc_forward.h"
@@ -514,11 +521,8 @@ static int retransmit(plane *p, sender *s, int did, const uint16_t *seqs, int n,
         transport *t = downtrack_transport(p, dt);
         uint8_t *buf = packet_buffer(p, s, t);
         int len = rewrite(dt, &pi, pt, seqs[i], buf, &payload_offset, &tw_offset);
-        if (len < 0) continue;
-        len = as_repair(dt, buf, len, payload_offset, pt);
-        dt->nack_tokens -= 1;
-        dt->retransmits++;
-        if (deliver(p, s, did, t, buf, len, tw_offset, now)) sent++;
+        if (len >= 0)
+            sent += send_repair(p, s, did, t, buf, len, payload_offset, tw_offset, pt, now);
     }
     return sent;
 }

@@ -231,6 +231,30 @@ static uptrack *get_uptrack(Engine *self, int id) {
     return self->p.uptracks[id];
 }
 
+/* An RTP header extension id given from Python: 0 (none) to 255. */
+static int check_ext_id(int id) {
+    if (id < 0 || id > 255) {
+        PyErr_SetString(PyExc_ValueError, "extension id out of range");
+        return 0;
+    }
+    return 1;
+}
+
+/* The records of a ring of `capacity` (a power of two) `record`-byte records, oldest first,
+ * as bytes; the ring is emptied. */
+static PyObject *drain_ring(const void *ring, size_t record, uint32_t capacity, uint32_t *head,
+                            uint32_t *count) {
+    Py_ssize_t n = ring ? (Py_ssize_t)*count : 0;
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)record);
+    if (!blob) return NULL;
+    char *out = PyBytes_AS_STRING(blob);
+    for (Py_ssize_t i = 0; i < n; i++)
+        memcpy(out + (size_t)i * record,
+               (const char *)ring + ((*head + (uint32_t)i) & (capacity - 1)) * record, record);
+    *head = *count = 0;
+    return blob;
+}
+
 static downtrack *get_downtrack(Engine *self, int id) {
     if (id < 0 || id >= self->p.ndowntracks || !self->p.downtracks[id]) {
         PyErr_Format(PyExc_KeyError, "no native downtrack %d", id);
@@ -1009,10 +1033,7 @@ static PyObject *Engine_retransmit(Engine *self, PyObject *args) {
 static PyObject *Engine_set_transport_cc(Engine *self, PyObject *args) {
     int tid, ext;
     if (!PyArg_ParseTuple(args, "ii", &tid, &ext)) return NULL;
-    if (ext < 0 || ext > 255) {
-        PyErr_SetString(PyExc_ValueError, "extension id out of range");
-        return NULL;
-    }
+    if (!check_ext_id(ext)) return NULL;
     LOCK(self);
     transport *t = get_transport(self, tid);
     int owner = t ? t->owner : 0;
@@ -1287,10 +1308,7 @@ static PyObject *Engine_svc_state(Engine *self, PyObject *args) {
 static PyObject *Engine_set_uptrack_levels(Engine *self, PyObject *args) {
     int uid, ext_id;
     if (!PyArg_ParseTuple(args, "ii", &uid, &ext_id)) return NULL;
-    if (ext_id < 0 || ext_id > 255) {
-        PyErr_SetString(PyExc_ValueError, "extension id out of range");
-        return NULL;
-    }
+    if (!check_ext_id(ext_id)) return NULL;
     LOCK(self);
     uptrack *u = get_uptrack(self, uid);
     int ok = u != NULL;
@@ -1310,17 +1328,9 @@ static PyObject *Engine_levels(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &uid)) return NULL;
     LOCK(self);
     uptrack *u = get_uptrack(self, uid);
-    PyObject *blob = NULL;
-    if (u) {
-        Py_ssize_t count = u->levels ? u->levels_count : 0;
-        blob = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(level_record));
-        if (blob) {
-            level_record *out = (level_record *)PyBytes_AS_STRING(blob);
-            for (Py_ssize_t i = 0; i < count; i++)
-                out[i] = u->levels[(u->levels_head + i) & (MAX_LEVELS - 1)];
-            u->levels_head = u->levels_count = 0;
-        }
-    }
+    PyObject *blob = u ? drain_ring(u->levels, sizeof(level_record), MAX_LEVELS,
+                                    &u->levels_head, &u->levels_count)
+                       : NULL;
     UNLOCK(self);
     return blob;
 }
@@ -1348,10 +1358,7 @@ static PyObject *Engine_set_uptrack_nack(Engine *self, PyObject *args) {
 static PyObject *Engine_set_transport_arrivals(Engine *self, PyObject *args) {
     int tid, twcc_id;
     if (!PyArg_ParseTuple(args, "ii", &tid, &twcc_id)) return NULL;
-    if (twcc_id < 0 || twcc_id > 255) {
-        PyErr_SetString(PyExc_ValueError, "extension id out of range");
-        return NULL;
-    }
+    if (!check_ext_id(twcc_id)) return NULL;
     LOCK(self);
     transport *t = get_transport(self, tid);
     int ok = t != NULL;
@@ -1370,17 +1377,9 @@ static PyObject *Engine_arrivals(Engine *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &tid)) return NULL;
     LOCK(self);
     transport *t = get_transport(self, tid);
-    PyObject *blob = NULL;
-    if (t) {
-        Py_ssize_t count = t->arrivals ? t->arrivals_count : 0;
-        blob = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(arrival));
-        if (blob) {
-            arrival *out = (arrival *)PyBytes_AS_STRING(blob);
-            for (Py_ssize_t i = 0; i < count; i++)
-                out[i] = t->arrivals[(t->arrivals_head + i) & (MAX_ARRIVALS - 1)];
-            t->arrivals_head = t->arrivals_count = 0;
-        }
-    }
+    PyObject *blob = t ? drain_ring(t->arrivals, sizeof(arrival), MAX_ARRIVALS,
+                                    &t->arrivals_head, &t->arrivals_count)
+                       : NULL;
     UNLOCK(self);
     return blob;
 }

@@ -215,11 +215,8 @@ static int retransmit_svc(plane *p, sender *s, int did, const uint16_t *seqs, in
                               descriptor_len >= 0 ? descriptor : NULL,
                               descriptor_len >= 0 ? (size_t)descriptor_len : 0, buf,
                               &payload_offset, &tw_offset);
-        if (len < 0) continue;
-        len = as_repair(dt, buf, len, payload_offset, pt);
-        dt->nack_tokens -= 1;
-        dt->retransmits++;
-        if (deliver(p, s, did, t, buf, len, tw_offset, now)) sent++;
+        if (len >= 0)
+            sent += send_repair(p, s, did, t, buf, len, payload_offset, tw_offset, pt, now);
     }
     return sent;
 }

@@ -14,10 +14,11 @@ import pytest
 from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.native_plane import NativeForwardingPlane, native_module
 from roomcast.media.native_tracks import NativeSvcDownTrack, NativeUpTrack
-from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, URI_MID, find_extension, parse_rtp
+from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, find_extension, parse_rtp
 from roomcast.media.svc_downtrack import SvcDownTrack
 from tests.unit.test_forwarder import Clock
-from tests.unit.test_svc_codecs import DD_EXT, MID_EXT, fixture_packets
+from tests.unit.test_svc_codecs import fixture_packets
+from tests.unit.test_svc_forwarding import publish_svc
 
 from .test_native_cc import _Transport
 from .test_native_engine import Peer, peer
@@ -58,21 +59,6 @@ def received(packets: list[bytes]) -> list[Sent]:
     return out
 
 
-def _publish(plane: ForwardingPlane, codec: str, publisher: object, send_rtcp: object) -> object:
-    first = parse_rtp(fixture_packets(f"{codec}_l3t3_key.rtp.hex")[0])
-    return plane.add_uptrack(
-        "TR_svc",
-        "video",
-        codecs={first.payload_type: f"video/{codec}"},
-        extensions={MID_EXT: URI_MID, DD_EXT: URI_DEPENDENCY_DESCRIPTOR},
-        rids=[],
-        ssrcs={first.ssrc: None},
-        mid="1",
-        send_rtcp=send_rtcp,  # type: ignore[arg-type]
-        publisher=publisher,
-    )
-
-
 def _subscribe(plane: ForwardingPlane, codec: str, name: str, transport: _Transport) -> object:
     downtrack = plane.add_downtrack(
         "TR_svc",
@@ -108,7 +94,7 @@ def test_svc_subscribers_get_the_same_packets_from_both_planes(engine: tuple, co
     # The Python plane, on a fake clock.
     clock = Clock()
     python = ForwardingPlane(clock=clock)
-    _publish(python, codec, "pub", lambda data: None)
+    publish_svc(python, codec, "pub", lambda data: None)
     sinks = {name: _Transport(-1) for name in PLANS}
     for name, (layer, _, _) in PLANS.items():
         _subscribe(python, codec, name, sinks[name])
@@ -117,7 +103,7 @@ def test_svc_subscribers_get_the_same_packets_from_both_planes(engine: tuple, co
     pub = peer(eng)
     plane = NativeForwardingPlane(lambda: eng)
     publisher = _Transport(pub.transport)
-    track = _publish(plane, codec, publisher, publisher.send_rtcp)
+    track = publish_svc(plane, codec, publisher, publisher.send_rtcp)
     assert isinstance(track, NativeUpTrack)
     subs = {name: peer(eng) for name in PLANS}
     downs = {}
@@ -172,13 +158,13 @@ def test_the_engine_counts_what_the_layer_choice_reads(engine: tuple) -> None:
     packets = fixture_packets("vp9_l3t3_key.rtp.hex")
     clock = Clock()
     python = ForwardingPlane(clock=clock)
-    reference = _publish(python, "vp9", "pub", lambda data: None)
+    reference = publish_svc(python, "vp9", "pub", lambda data: None)
     sink = _Transport(-1)
     _subscribe(python, "vp9", "s", sink)
     pub = peer(eng)
     plane = NativeForwardingPlane(lambda: eng)
     publisher = _Transport(pub.transport)
-    track = _publish(plane, "vp9", publisher, publisher.send_rtcp)
+    track = publish_svc(plane, "vp9", publisher, publisher.send_rtcp)
     assert isinstance(track, NativeUpTrack) and track.svc is not None
     sub = peer(eng)
     _subscribe(plane, "vp9", "s", _Transport(sub.transport))

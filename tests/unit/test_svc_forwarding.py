@@ -4,7 +4,7 @@ on the last packet of its top layer, only decodable frames, and switches at the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pytest
@@ -17,6 +17,7 @@ from roomcast.media.forwarding_plane import ForwardingPlane
 from roomcast.media.rtcp import Pli, build_nack
 from roomcast.media.rtp import URI_DEPENDENCY_DESCRIPTOR, URI_MID, find_extension, parse_rtp
 from roomcast.media.svc_downtrack import SequenceMunger, SvcDownTrack
+from roomcast.media.uptrack import UpTrack
 from roomcast.media.vp9 import Vp9Descriptor
 from tests.unit.test_forwarder import PUB, Clock, Sink, rtp
 from tests.unit.test_svc_codecs import DD_EXT, MID_EXT, fixture_packets
@@ -27,28 +28,39 @@ VP9_KEYFRAMES = (0, 10, 59, 93)  # packet indices in the VP9 fixture
 AV1_KEYFRAMES = (0, 6, 69)
 
 
+def publish_svc(
+    plane: ForwardingPlane,
+    codec: str,
+    publisher: object,
+    send_rtcp: Callable[[bytes], None],
+    packet_trailer: bool = False,
+) -> UpTrack:
+    """The fixture's L3T3_KEY stream of `codec` published as track TR_svc on `plane`."""
+    first = parse_rtp(fixture_packets(f"{codec}_l3t3_key.rtp.hex")[0])
+    return plane.add_uptrack(
+        "TR_svc",
+        "video",
+        codecs={first.payload_type: f"video/{codec}"},
+        extensions={MID_EXT: URI_MID, DD_EXT: URI_DEPENDENCY_DESCRIPTOR},
+        rids=[],
+        ssrcs={first.ssrc: None},
+        mid="1",
+        send_rtcp=send_rtcp,
+        publisher=publisher,
+        packet_trailer=packet_trailer,
+    )
+
+
 class Svc:
     """A plane with one SVC track fed from a fixture, and subscribers on it."""
 
     def __init__(self, codec: str, *, packet_trailer: bool = False) -> None:
         self.codec = codec
         self.packets = fixture_packets(f"{codec}_l3t3_key.rtp.hex")
-        first = parse_rtp(self.packets[0])
         self.clock = Clock()
         self.plane = ForwardingPlane(clock=self.clock)
         self.upstream = Sink()
-        self.uptrack = self.plane.add_uptrack(
-            "TR_svc",
-            "video",
-            codecs={first.payload_type: f"video/{codec}"},
-            extensions={MID_EXT: URI_MID, DD_EXT: URI_DEPENDENCY_DESCRIPTOR},
-            rids=[],
-            ssrcs={first.ssrc: None},
-            mid="1",
-            send_rtcp=self.upstream,
-            publisher=PUB,
-            packet_trailer=packet_trailer,
-        )
+        self.uptrack = publish_svc(self.plane, codec, PUB, self.upstream, packet_trailer)
         self.sinks: dict[str, Sink] = {}
         self.fed = 0
 
